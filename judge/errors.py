@@ -1,0 +1,119 @@
+"""Errors, sorted by whose fault they are.
+
+* The user's: :class:`ConfigError`, :class:`RubricError`, :class:`DataError` -- they say which file,
+  line and field is wrong and what to do about it.
+* The server's: :class:`ProviderError` and its subclasses -- raised by providers at their boundary,
+  carrying the HTTP status, request id and body when there is one.
+* The judge's: :class:`VerdictParseError` -- the completion could not be read as a verdict.
+
+The CLI renders any :class:`JudgeError` as one readable message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class JudgeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(JudgeError):
+    """A setting, option or argument is wrong."""
+
+
+class RubricError(JudgeError):
+    """A rubric file is malformed, or rendering it failed (a missing variable, say)."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        where = self.path or ""
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DataError(JudgeError):
+    """A data file (items, labels, answers) is malformed; names the file, line and field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        parts = []
+        if self.path:
+            parts.append(self.path + (f":{line}" if line is not None else ""))
+        elif line is not None:
+            parts.append(f"line {line}")
+        if field:
+            parts.append(f"field '{field}'")
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ProviderError(JudgeError):
+    """A model provider failed to produce a completion."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        body: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.request_id = request_id
+        self.body = body
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class RateLimitError(ProviderError):
+    """HTTP 429: too many requests. Retried, honouring ``Retry-After``."""
+
+
+class ServerError(ProviderError):
+    """HTTP 5xx, 408 or 409 from the server. Retried."""
+
+
+class ProviderTimeoutError(ProviderError):
+    """The request took longer than the configured timeout. Retried."""
+
+
+class ProviderConnectionError(ProviderError):
+    """The connection failed or was dropped. Retried."""
+
+
+class BadResponseError(ProviderError):
+    """The server answered 200 with a body that is not a valid completion. Retried."""
+
+
+class ClientRequestError(ProviderError):
+    """HTTP 400/401/403/404/422: the request itself is wrong. Not retried."""
+
+
+class VerdictParseError(JudgeError):
+    """The judge's completion could not be read as a verdict on the rubric's scale."""
+
+    def __init__(self, message: str, *, raw: str | None = None) -> None:
+        self.raw = raw
+        super().__init__(message)
+
+
+RETRYABLE: tuple[type[ProviderError], ...] = (
+    RateLimitError,
+    ServerError,
+    ProviderTimeoutError,
+    ProviderConnectionError,
+    BadResponseError,
+)
