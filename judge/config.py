@@ -1,0 +1,36 @@
+"""Generation settings sent with every judge call."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Message = dict[str, str]
+"""A chat message: ``{"role": "system"|"user"|"assistant", "content": "..."}``."""
+
+ScoreMode = Literal["text", "logprob"]
+
+
+class GenerateConfig(BaseModel):
+    """What a provider is asked to do for one call. Recorded in every verdict and in the cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.0, description="Sampling temperature; judges run at 0 (greedy).")
+    seed: int = Field(0, description="Seed sent with every call, for servers that honour it.")
+    max_tokens: int = Field(512, description="Upper bound on completion tokens.")
+    logprobs: bool = Field(False, description="Ask for token log-probabilities of the completion.")
+    top_logprobs: int | None = Field(None, description="How many alternatives per position (with logprobs).")
+    json_schema: dict[str, Any] | None = Field(
+        None, description="JSON schema the completion must follow, for providers with structured output."
+    )
+    score_candidates: tuple[str, ...] | None = Field(
+        None,
+        description="Score strings whose exact probabilities the provider should return as the next output "
+        "(logprob score mode; local models compute them exactly, servers approximate from top logprobs).",
+    )
+
+    def cache_dict(self) -> dict[str, Any]:
+        """The fields that change the output, for cache keys."""
+        return self.model_dump(mode="json")

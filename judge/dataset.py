@@ -1,0 +1,142 @@
+"""Items to judge: loading, column mapping, ids.
+
+An item has ``id``, ``input``, ``output`` and optionally ``reference``, ``context`` (and
+``output_b`` for pairwise rubrics); any other columns ride along in ``extra``. A missing id is
+derived from the item's content, so it is the same on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from judge.errors import DataError
+from judge.io import Row, read_rows
+
+FIELDS = ("input", "output", "reference", "context", "output_b")
+
+
+class Item(BaseModel):
+    """One thing to judge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    input: str | None = None
+    output: str | None = None
+    reference: str | None = None
+    context: str | None = None
+    output_b: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(None, description="file:line the item came from, for error messages")
+
+    def values(self) -> dict[str, Any]:
+        """Template variables: the fields plus the extra columns."""
+        vals: dict[str, Any] = dict(self.extra)
+        vals.update({f: getattr(self, f) for f in FIELDS})
+        vals["id"] = self.id
+        return vals
+
+
+def content_id(record: Mapping[str, Any]) -> str:
+    """A deterministic id from an item's content fields."""
+    blob = json.dumps({f: record.get(f) for f in FIELDS}, sort_keys=True, ensure_ascii=False, default=str)
+    return "item-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
+    """``["output=answer", "input=question"]`` -> ``{"output": "answer", "input": "question"}``."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        target, sep, column = pair.partition("=")
+        if not sep or not target.strip() or not column.strip():
+            raise DataError(f"--map expects FIELD=COLUMN, got '{pair}'")
+        target = target.strip()
+        if target not in FIELDS and target != "id":
+            raise DataError(f"--map: unknown field '{target}' (fields: id, {', '.join(FIELDS)})")
+        mapping[target] = column.strip()
+    return mapping
+
+
+def _text(value: Any, row: Row | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | bool):
+        return str(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    err = f"expected text, got {type(value).__name__}"
+    raise row.error(err, field) if row else DataError(err, field=field)
+
+
+def item_from_record(record: Mapping[str, Any], mapping: Mapping[str, str] | None = None, row: Row | None = None) -> Item:
+    """Build an :class:`Item` from a dict, applying ``mapping`` (field -> column)."""
+    mapping = dict(mapping or {})
+    used = set(mapping.values())
+    values: dict[str, Any] = {}
+    for field in ("id", *FIELDS):
+        column = mapping.get(field, field)
+        if field in mapping and column not in record:
+            msg = f"column '{column}' (mapped to {field}) is missing; columns are: {', '.join(map(str, record))}"
+            raise row.error(msg, column) if row else DataError(msg, field=column)
+        values[field] = _text(record.get(column), row, column)
+    extra = {k: v for k, v in record.items() if k not in used and k not in ("id", *FIELDS)}
+    ident = values.pop("id") or content_id(values)
+    source = f"{row.path}:{row.line}" if row else None
+    return Item(id=ident, extra=extra, source=source, **values)
+
+
+def load_items(path: str | Path, mapping: Mapping[str, str] | None = None) -> list[Item]:
+    """Read items from JSONL / CSV / Parquet. Errors name the file, line and field."""
+    items = [item_from_record(row.data, mapping, row) for row in read_rows(path)]
+    if not items:
+        raise DataError("no items in file", path=path)
+    check_unique(items)
+    return items
+
+
+def coerce_items(data: Any, mapping: Mapping[str, str] | None = None) -> list[Item]:
+    """Items from a list of dicts / Items, a pandas DataFrame, or a file path."""
+    if isinstance(data, str | Path):
+        return load_items(data, mapping)
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame, without importing pandas
+        records = data.to_dict(orient="records")
+    else:
+        records = list(data)
+    items: list[Item] = []
+    for i, rec in enumerate(records, start=1):
+        if isinstance(rec, Item):
+            items.append(rec)
+        elif isinstance(rec, Mapping):
+            items.append(item_from_record(rec, mapping, Row(dict(rec), "<items>", i)))
+        else:
+            raise DataError(f"item {i}: expected a dict, got {type(rec).__name__}")
+    check_unique(items)
+    return items
+
+
+def check_unique(items: list[Item]) -> None:
+    """Raise on a repeated id: results are keyed by id, so duplicates would be silently merged."""
+    seen: dict[str, str | None] = {}
+    for item in items:
+        if item.id in seen:
+            path, line = _split_source(item.source)
+            first = seen[item.id] or "an earlier item"
+            raise DataError(f"duplicate id '{item.id}' (first seen at {first})", path=path, line=line, field="id")
+        seen[item.id] = item.source
+
+
+def _split_source(source: str | None) -> tuple[str | None, int | None]:
+    if not source:
+        return None, None
+    path, _, line = source.rpartition(":")
+    return (path, int(line)) if line.isdigit() else (source, None)

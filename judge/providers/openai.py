@@ -1,0 +1,168 @@
+"""Any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio...).
+
+The SDK's own retries are off (``max_retries=0``): our retry layer decides, so that a 429's
+``Retry-After`` is honoured and every attempt is counted. SDK exceptions become
+:mod:`judge.errors` classes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import openai
+
+from judge.config import GenerateConfig, Message
+from judge.errors import (
+    BadResponseError,
+    ClientRequestError,
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from judge.providers._base import ModelOutput, Provider, Usage
+
+DEFAULT_TIMEOUT = 60.0
+
+
+class OpenAIProvider(Provider):
+    """Chat completions through ``openai.AsyncOpenAI``."""
+
+    name = "openai"
+    supports_json_schema = True
+    supports_logprobs = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        structured_output: bool = True,
+        http_client: Any = None,
+    ) -> None:
+        super().__init__(model)
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.base_url is None:
+                raise ConfigError(
+                    "openai judge needs OPENAI_API_KEY (or --base-url for a local OpenAI-compatible server)"
+                )
+            key = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) accept any key
+        self.timeout = timeout
+        self.structured_output = structured_output
+        self._client = openai.AsyncOpenAI(
+            api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0, http_client=http_client
+        )
+
+    def connection_key(self) -> str:
+        return f"{self.name}:{self.base_url or 'default'}"
+
+    def cache_identity(self) -> dict[str, Any]:
+        # the server matters: the same model name on two servers can be two different models
+        return {"provider": self.name, "model": self.model, "base_url": self.base_url}
+
+    async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": config.temperature,
+            "seed": config.seed,
+            "max_tokens": config.max_tokens,
+        }
+        if config.logprobs or config.score_candidates:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = config.top_logprobs or 20
+        if config.json_schema is not None and self.structured_output:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "verdict", "schema": config.json_schema, "strict": True},
+            }
+        try:
+            resp = await self._client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError as exc:
+            raise ProviderTimeoutError(f"request timed out after {self.timeout:g} s") from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderConnectionError(f"connection failed: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise _status_error(exc) from exc
+        except openai.APIResponseValidationError as exc:
+            raise BadResponseError(f"invalid response body: {exc}", status=exc.status_code) from exc
+        except (ValueError, TypeError, KeyError) as exc:  # a 200 whose body is not JSON / not a completion
+            raise BadResponseError(f"unreadable response body: {type(exc).__name__}: {exc}") from exc
+        return _to_output(resp, self.model, config)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _status_error(exc: openai.APIStatusError) -> ProviderError:
+    status = exc.status_code
+    body = _body_text(exc)
+    request_id = getattr(exc, "request_id", None)
+    retry_after = _retry_after(exc.response.headers)
+    msg = f"HTTP {status} from server: {body[:300]}"
+    kw: dict[str, Any] = {"status": status, "request_id": request_id, "body": body, "retry_after": retry_after}
+    if status == 429:
+        return RateLimitError(msg, **kw)
+    if status in (408, 409) or status >= 500:
+        return ServerError(msg, **kw)
+    return ClientRequestError(msg, **kw)
+
+
+def _body_text(exc: openai.APIStatusError) -> str:
+    try:
+        return exc.response.text
+    except Exception:  # noqa: BLE001 - a streamed or closed body; the message is all we have
+        return str(exc.message)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (seconds form), if given and sane."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue  # HTTP-date form: fall back to exponential backoff
+        if math.isfinite(seconds) and 0 <= seconds <= 600:
+            return seconds
+    return None
+
+
+def _to_output(resp: Any, model: str, config: GenerateConfig) -> ModelOutput:
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise BadResponseError("response has no choices")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None) if message is not None else None
+    if text is None:
+        refusal = getattr(message, "refusal", None)
+        raise BadResponseError(f"response has no message content{f' (refusal: {refusal})' if refusal else ''}")
+    usage = getattr(resp, "usage", None)
+    out = ModelOutput(
+        text=text,
+        model=getattr(resp, "model", None) or model,
+        usage=Usage(
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        ),
+        request_id=getattr(resp, "id", None),
+        finish_reason=getattr(choice, "finish_reason", None),
+    )
+    lp = getattr(choice, "logprobs", None)
+    content = getattr(lp, "content", None) if lp is not None else None
+    if content:
+        out.top_logprobs = [
+            {alt.token: alt.logprob for alt in (tok.top_logprobs or [])} or {tok.token: tok.logprob} for tok in content
+        ]
+    return out

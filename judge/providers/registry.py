@@ -1,0 +1,57 @@
+"""``provider/model`` strings to provider objects."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from judge.errors import ConfigError
+from judge.providers._base import Provider
+
+DEFAULT_LOCAL_JUDGE = "local/smollm2"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+PROVIDERS = ("openai", "local", "hf", "fake")
+
+
+def default_judge() -> str:
+    """The judge used when none is named.
+
+    ``$JUDGE_MODEL`` if set; otherwise an OpenAI judge when an API key or base URL is configured;
+    otherwise the offline SmolLM2-135M (good for smoke runs, not for trustworthy verdicts).
+    """
+    if os.environ.get("JUDGE_MODEL"):
+        return os.environ["JUDGE_MODEL"]
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        return f"openai/{DEFAULT_OPENAI_MODEL}"
+    return DEFAULT_LOCAL_JUDGE
+
+
+def get_provider(spec: str | Provider, **options: Any) -> Provider:
+    """Build a provider from ``provider/model`` (``openai/gpt-4o``, ``local/smollm2``, ``fake/echo-score``).
+
+    ``options`` go to the provider's constructor (``base_url``, ``api_key``, ``timeout``, ``device``...);
+    ``None`` values are ignored.
+    """
+    if isinstance(spec, Provider):
+        return spec
+    options = {k: v for k, v in options.items() if v is not None}
+    prefix, sep, model = spec.partition("/")
+    if not sep or not model:
+        raise ConfigError(f"judge '{spec}' must look like PROVIDER/MODEL, with PROVIDER one of {', '.join(PROVIDERS)}")
+    if prefix == "openai":
+        from judge.providers.openai import OpenAIProvider
+
+        return OpenAIProvider(model, **_only(options, "base_url", "api_key", "timeout", "structured_output", "http_client"))
+    if prefix in ("local", "hf"):
+        from judge.providers.local import LocalProvider
+
+        return LocalProvider(model, **_only(options, "device"))
+    if prefix == "fake":
+        from judge.providers.fake import FakeProvider
+
+        return FakeProvider(model, **_only(options, "script"))
+    raise ConfigError(f"unknown provider '{prefix}' in '{spec}' (known: {', '.join(PROVIDERS)})")
+
+
+def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: options[k] for k in names if k in options}

@@ -1,0 +1,295 @@
+"""Rubrics are data: a YAML front matter validated by :class:`RubricSpec` plus a Jinja body.
+
+A rubric file looks like::
+
+    ---
+    id: factuality
+    version: 1
+    description: Is the answer factually correct?
+    scale: {min: 1, max: 5, anchors: {1: "wrong", 5: "fully correct"}}
+    inputs: {required: [input, output], optional: [reference]}
+    ---
+    {% block system %}You are a strict grader...{% endblock %}
+    {% block user %}Question: {{ input }} ...{% endblock %}
+
+Rendering uses one sandboxed, StrictUndefined Jinja environment: a missing variable is an error
+before any model call, and attribute tricks (``''.__class__``) are refused. The output-format
+instructions are appended by :meth:`Rubric.render` from the scale and score mode, in one place,
+so every rubric asks for verdicts the same way. Each rubric's ``content_hash`` (of the whole file)
+is recorded in every verdict and in the cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import jinja2.meta
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from judge.config import Message
+from judge.errors import RubricError
+
+BUILTIN_DIR_CANDIDATES = (Path(__file__).resolve().parent.parent / "rubrics",)
+KNOWN_INPUTS = ("input", "output", "reference", "context", "output_b", "conversation")
+
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+class Scale(BaseModel):
+    """A numeric scale with anchor descriptions (``min`` .. ``max``, integers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: int
+    max: int
+    anchors: dict[int, str] = Field(default_factory=dict, description="What a score means, for some or all points.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Scale:
+        if self.max <= self.min:
+            raise ValueError(f"scale max ({self.max}) must be greater than min ({self.min})")
+        if self.max - self.min > 100:
+            raise ValueError("scale has more than 100 points")
+        bad = [k for k in self.anchors if not self.min <= k <= self.max]
+        if bad:
+            raise ValueError(f"anchors {bad} lie outside the scale {self.min}..{self.max}")
+        return self
+
+    @property
+    def points(self) -> list[int]:
+        return list(range(self.min, self.max + 1))
+
+
+class Inputs(BaseModel):
+    """Which item fields the template reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: list[str] = Field(default_factory=lambda: ["input", "output"])
+    optional: list[str] = Field(default_factory=list)
+
+
+class RubricSpec(BaseModel):
+    """The validated front matter of a rubric file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    version: int | str = 1
+    description: str
+    kind: Literal["single", "pairwise"] = "single"
+    scale: Scale | None = None
+    choices: dict[str, str] | None = Field(
+        None, description="Pairwise rubrics: verdict label -> meaning, e.g. A / B / tie."
+    )
+    inputs: Inputs = Field(default_factory=Inputs)
+    output: list[str] = Field(default_factory=lambda: ["reasoning", "score"], description="Fields of the verdict.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RubricSpec:
+        if self.kind == "single" and self.scale is None:
+            raise ValueError("a single-answer rubric needs a 'scale' with min and max")
+        if self.kind == "pairwise":
+            if not self.choices:
+                self.choices = {"A": "the first answer is better", "B": "the second answer is better", "tie": "tie"}
+            missing = {"A", "B"} - set(self.choices)
+            if missing:
+                raise ValueError(f"pairwise 'choices' must include A and B (missing {sorted(missing)})")
+        overlap = set(self.inputs.required) & set(self.inputs.optional)
+        if overlap:
+            raise ValueError(f"inputs {sorted(overlap)} are both required and optional")
+        return self
+
+
+class Rubric:
+    """A loaded rubric: spec, template and content hash."""
+
+    def __init__(self, spec: RubricSpec, body: str, *, source: str, text: str, body_line: int = 1) -> None:
+        self.spec = spec
+        self.body = body
+        self.source = source
+        self.text = text
+        self.body_line = body_line
+        try:
+            self._template = _ENV.from_string(body)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RubricError(f"template syntax error: {exc.message}", path=source, line=body_line + (exc.lineno or 1) - 1) from None
+        missing_blocks = {"user"} - set(self._template.blocks)
+        if missing_blocks:
+            raise RubricError("template must define {% block user %} (and optionally {% block system %})", path=source)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 of the whole rubric file (front matter and body), first 16 hex digits."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+
+    @cached_property
+    def variables(self) -> set[str]:
+        """Names the template reads (from its source), for validation before any call."""
+        return set(jinja2.meta.find_undeclared_variables(_ENV.parse(self.body)))
+
+    def render(self, values: dict[str, Any], score_mode: str = "text") -> list[Message]:
+        """Render the messages for one item. Raises :class:`RubricError` on missing inputs."""
+        missing = [name for name in self.spec.inputs.required if _blank(values.get(name))]
+        if missing:
+            raise RubricError(f"rubric '{self.id}' needs {', '.join(repr(m) for m in missing)}, which the item lacks")
+        ctx = {name: None for name in self.spec.inputs.optional}
+        ctx.update({k: v for k, v in values.items() if not _blank(v)})
+        ctx["scale"] = self.spec.scale.model_dump() if self.spec.scale else None
+        ctx["choices"] = self.spec.choices
+        ctx["score_mode"] = score_mode
+        messages: list[Message] = []
+        try:
+            context = self._template.new_context(ctx)
+            system = "".join(self._template.blocks["system"](context)).strip() if "system" in self._template.blocks else ""
+            user = "".join(self._template.blocks["user"](context)).strip()
+        except jinja2.UndefinedError as exc:
+            raise RubricError(f"rendering rubric '{self.id}': {exc.message} (declare it in inputs or pass it)", path=self.source) from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise RubricError(f"rubric '{self.id}' tried an unsafe operation: {exc}", path=self.source) from None
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": user + "\n\n" + self.format_instructions(score_mode)})
+        return messages
+
+    def format_instructions(self, score_mode: str) -> str:
+        """How the judge must answer, generated from the scale: one wording for every rubric."""
+        if self.spec.kind == "pairwise":
+            assert self.spec.choices is not None
+            labels = " or ".join(f'"{c}"' for c in self.spec.choices)
+            return (
+                "Respond with a JSON object and nothing else, in this form:\n"
+                f'{{"reasoning": "<one short paragraph>", "verdict": <{labels}>}}'
+            )
+        assert self.spec.scale is not None
+        lo, hi = self.spec.scale.min, self.spec.scale.max
+        if score_mode == "logprob":
+            return f"Respond with only the score, a single whole number from {lo} to {hi}, and nothing else.\nScore:"
+        return (
+            "Respond with a JSON object and nothing else, in this form:\n"
+            f'{{"reasoning": "<one short paragraph>", "score": <whole number from {lo} to {hi}>}}'
+        )
+
+    def json_schema(self) -> dict[str, Any]:
+        """The verdict schema for structured output."""
+        if self.spec.kind == "pairwise":
+            assert self.spec.choices is not None
+            verdict: dict[str, Any] = {"type": "string", "enum": list(self.spec.choices)}
+            props = {"reasoning": {"type": "string"}, "verdict": verdict}
+            return {"type": "object", "properties": props, "required": ["reasoning", "verdict"], "additionalProperties": False}
+        assert self.spec.scale is not None
+        score = {"type": "integer", "minimum": self.spec.scale.min, "maximum": self.spec.scale.max}
+        props = {"reasoning": {"type": "string"}, "score": score}
+        return {"type": "object", "properties": props, "required": ["reasoning", "score"], "additionalProperties": False}
+
+    def sample_values(self) -> dict[str, Any]:
+        """Placeholder values for every declared input, for validation renders."""
+        names = self.spec.inputs.required + self.spec.inputs.optional
+        return {n: f"<{n}>" for n in names}
+
+    def validate(self) -> list[str]:
+        """Problems found without any model call: undeclared variables, render errors. Empty = fine."""
+        problems: list[str] = []
+        declared = set(self.spec.inputs.required) | set(self.spec.inputs.optional) | {"scale", "choices", "score_mode"}
+        undeclared = sorted(self.variables - declared)
+        if undeclared:
+            problems.append(f"template uses {', '.join(undeclared)} but inputs do not declare them")
+        for mode in ("text", "logprob") if self.spec.kind == "single" else ("text",):
+            try:
+                self.render(self.sample_values(), mode)
+                # and with optional inputs absent, which is how most items arrive
+                self.render({n: f"<{n}>" for n in self.spec.inputs.required}, mode)
+            except RubricError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def __repr__(self) -> str:
+        return f"Rubric({self.id!r}, version={self.spec.version!r}, hash={self.content_hash})"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
+
+
+def parse_rubric(text: str, source: str = "<string>") -> Rubric:
+    """Parse a rubric from its file text."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        raise RubricError("rubric must start with a '---' line opening the YAML front matter", path=source, line=1)
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+    if end is None:
+        raise RubricError("front matter is not closed by a '---' line", path=source, line=1)
+    try:
+        meta = yaml.safe_load("".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None
+        raise RubricError(f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}", path=source, line=line) from None
+    if not isinstance(meta, dict):
+        raise RubricError("front matter must be a YAML mapping", path=source, line=2)
+    try:
+        spec = RubricSpec.model_validate(meta)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(front matter)"
+        line = _key_line(lines[1:end], str(first["loc"][0])) if first["loc"] else None
+        raise RubricError(f"field '{field}': {first['msg']}", path=source, line=line) from None
+    return Rubric(spec, "".join(lines[end + 1 :]), source=source, text=text, body_line=end + 2)
+
+
+def _key_line(front: list[str], key: str) -> int | None:
+    for i, line in enumerate(front):
+        if line.startswith(f"{key}:"):
+            return i + 2
+    return None
+
+
+def builtin_dir() -> Path:
+    """Where the built-in rubrics live (the repo's ``rubrics/`` or the installed package data)."""
+    for cand in BUILTIN_DIR_CANDIDATES:
+        if cand.is_dir():
+            return cand
+    from importlib.resources import files
+
+    return Path(str(files("judge.builtin_rubrics")))
+
+
+def list_rubrics() -> list[Rubric]:
+    """Every built-in rubric, sorted by id."""
+    return sorted((load_rubric(p) for p in builtin_dir().glob("*.j2")), key=lambda r: r.id)
+
+
+def load_rubric(name_or_path: str | Path) -> Rubric:
+    """Load a built-in rubric by id, or a rubric file by path."""
+    p = Path(name_or_path)
+    if p.suffix == ".j2" or p.exists() or "/" in str(name_or_path):
+        if not p.exists():
+            raise RubricError("rubric file not found", path=p)
+        return parse_rubric(p.read_text(encoding="utf-8"), str(p))
+    cand = builtin_dir() / f"{name_or_path}.j2"
+    if not cand.exists():
+        known = ", ".join(sorted(q.stem for q in builtin_dir().glob("*.j2")))
+        raise RubricError(f"no built-in rubric '{name_or_path}' (built-ins: {known}; or pass a .j2 file path)")
+    return parse_rubric(cand.read_text(encoding="utf-8"), str(cand))
+
+
+def describe(rubric: Rubric) -> dict[str, Any]:
+    """A JSON-able summary for ``judge rubrics show``."""
+    return json.loads(rubric.spec.model_dump_json()) | {"hash": rubric.content_hash, "source": rubric.source}

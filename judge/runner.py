@@ -1,0 +1,231 @@
+"""Scoring many items: bounded concurrency, cache, streamed results, progress, totals.
+
+``ascore`` is the core, written once; ``score`` is its synchronous wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from judge.cache import Cache
+from judge.dataset import Item, coerce_items
+from judge.errors import DataError
+from judge.grader import Grader
+from judge.io import JsonlAppender, write_jsonl
+from judge.providers._base import Provider
+from judge.providers.registry import default_judge, get_provider
+from judge.retry import RetryPolicy
+from judge.rubric import Rubric, load_rubric
+from judge.verdict import Verdict
+
+
+class Summary(BaseModel):
+    """Totals of a run."""
+
+    n_items: int
+    n_ok: int
+    n_unscored: int
+    n_cached: int
+    mean_score: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    unscored_reasons: dict[str, int]
+
+
+class Results(list[Verdict]):
+    """Verdicts in input order, with helpers for tables and totals."""
+
+    def summary(self) -> Summary:
+        ok = [v for v in self if v.status == "ok"]
+        costs = [v.cost_usd for v in self]
+        reasons: dict[str, int] = {}
+        for v in self:
+            if v.status == "unscored":
+                key = (v.error or "unknown").split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        return Summary(
+            n_items=len(self),
+            n_ok=len(ok),
+            n_unscored=len(self) - len(ok),
+            n_cached=sum(v.cached for v in self),
+            mean_score=sum(v.score for v in ok if v.score is not None) / len(ok) if ok else None,
+            prompt_tokens=sum(v.prompt_tokens for v in self),
+            completion_tokens=sum(v.completion_tokens for v in self),
+            cost_usd=None if any(c is None for c in costs) else round(sum(c for c in costs if c is not None), 6),
+            unscored_reasons=reasons,
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [v.model_dump(mode="json") for v in self]
+
+    def to_pandas(self) -> Any:
+        """A DataFrame with one row per verdict (imports pandas on demand)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_records())
+
+    def to_jsonl(self, path: str | Path) -> None:
+        write_jsonl(path, self.to_records())
+
+
+def build_grader(
+    rubric: str | Path | Rubric = "factuality",
+    judge: str | Provider | None = None,
+    *,
+    score_mode: str | None = None,
+    cache: bool | str | Path | Cache = True,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    max_reasks: int = 2,
+    max_tokens: int = 512,
+    retry: RetryPolicy | None = None,
+    prices: str | None = None,
+    **provider_options: Any,
+) -> Grader:
+    """Resolve names into a :class:`Grader` (rubric, provider, cache, settings)."""
+    rub = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
+    provider = get_provider(
+        judge or default_judge(), base_url=base_url, api_key=api_key, timeout=timeout, **provider_options
+    )
+    store: Cache | None
+    if cache is True:
+        store = Cache.in_dir()
+    elif cache is False or cache is None:
+        store = None
+    elif isinstance(cache, Cache):
+        store = cache
+    else:
+        store = Cache.in_dir(cache)
+    return Grader(
+        rub, provider, score_mode=score_mode, seed=seed, cache=store, retry=retry, prices=prices,
+        max_reasks=max_reasks, max_tokens=max_tokens,
+    )
+
+
+def check_items(items: list[Item], rubric: Rubric) -> None:
+    """Fail before any model call if an item lacks an input the rubric requires."""
+    for item in items:
+        for name in rubric.spec.inputs.required:
+            value = item.values().get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                path, _, line = (item.source or "").rpartition(":")
+                raise DataError(
+                    f"rubric '{rubric.id}' requires '{name}', which item '{item.id}' lacks"
+                    " (use --map to rename a column)",
+                    path=path or None,
+                    line=int(line) if line.isdigit() else None,
+                    field=name,
+                )
+
+
+async def run_items(
+    grader: Grader,
+    items: list[Item],
+    *,
+    concurrency: int = 8,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Results:
+    """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``."""
+    check_items(items, grader.rubric)
+    sem = asyncio.Semaphore(max(1, concurrency))
+    results: list[Verdict | None] = [None] * len(items)
+    writer = JsonlAppender(out) if out is not None else None
+    bar = _progress(len(items), progress)
+
+    async def one(i: int, item: Item) -> None:
+        async with sem:
+            verdict = await grader.grade(item)
+        results[i] = verdict
+        if writer is not None:
+            writer.write(verdict.model_dump(mode="json"))
+        if bar is not None:
+            bar.update(1)
+
+    tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(items)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    final = Results(v for v in results if v is not None)
+    assert len(final) == len(items), "every item yields exactly one verdict"
+    if writer is not None:
+        writer.close()
+        final.to_jsonl(writer.path)  # rewrite in input order: reruns produce identical files
+    return final
+
+
+async def ascore(
+    data: Any,
+    rubric: str | Path | Rubric = "factuality",
+    judge: str | Provider | None = None,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    concurrency: int = 8,
+    out: str | Path | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> Results:
+    """Judge every item of ``data`` (list of dicts, DataFrame, or a file path) and return verdicts.
+
+    ``options`` go to :func:`build_grader` (``score_mode``, ``cache``, ``base_url``, ``seed``...).
+    """
+    items = coerce_items(data, mapping)
+    grader = build_grader(rubric, judge, **options)
+    try:
+        return await run_items(grader, items, concurrency=concurrency, out=out, progress=progress)
+    finally:
+        await grader.provider.aclose()
+
+
+def score(data: Any, rubric: str | Path | Rubric = "factuality", judge: str | Provider | None = None, **kw: Any) -> Results:
+    """Synchronous :func:`ascore` (also works from inside a running event loop, e.g. Jupyter)."""
+    return run_sync(ascore(data, rubric, judge, **kw))
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion, in a helper thread if this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="item", file=sys.stderr, dynamic_ncols=True, leave=False)
