@@ -94,7 +94,11 @@ class Grader:
 
     async def grade(self, item: Item) -> Verdict:
         """Judge one item. Never raises for the server's or the judge's faults: those give ``unscored``."""
-        messages = self.rubric.render(item.values(), self.score_mode)
+        return await self.grade_messages(item.id, self.rubric.render(item.values(), self.score_mode))
+
+    async def grade_messages(self, item_id: str, messages: list[Message]) -> Verdict:
+        """Judge pre-rendered ``messages`` (e.g. a FastChat judge prompt) with this grader's parsing,
+        re-asks, cache and unscored semantics; the rubric supplies the scale or choices."""
         start = time.perf_counter()
         prompt_tokens = completion_tokens = 0
         all_cached = True
@@ -141,7 +145,7 @@ class Grader:
         if error is not None and calls > 1:
             error += f" (after {calls - 1} re-ask{'s' if calls > 2 else ''})"
         return Verdict(
-            id=item.id,
+            id=item_id,
             rubric=self.rubric.id,
             rubric_hash=self.rubric.content_hash,
             judge_model=self.provider.id,

@@ -99,21 +99,24 @@ def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
 
 
 def _candidate_logprobs(model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], device: Any) -> dict[str, float]:
-    """log P(candidate | prompt) for each candidate, summed over its tokens, in one padded batch."""
+    """Exact log P(candidate | prompt), summed over the candidate's tokens.
+
+    One forward pass over the prompt answers every single-token candidate (digits 1-9 on most
+    tokenizers); only multi-token candidates ("10" as "1","0") need one extra padded batch.
+    """
     import torch
 
-    cand_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in candidates]
-    width = max(len(c) for c in cand_ids)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    rows = [prompt_ids + c + [pad] * (width - len(c)) for c in cand_ids]
-    batch = torch.tensor(rows, device=device)
-    logits = model(batch).logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    out: dict[str, float] = {}
-    n = len(prompt_ids)
-    for i, (cand, ids) in enumerate(zip(candidates, cand_ids, strict=True)):
-        total = 0.0
-        for j, t in enumerate(ids):
-            total += float(logp[i, n - 1 + j, t])
-        out[cand] = total
-    return out
+    cand_ids = {c: tok(c, add_special_tokens=False)["input_ids"] for c in candidates}
+    prompt = torch.tensor([prompt_ids], device=device)
+    last = torch.log_softmax(model(prompt).logits[0, -1].float(), dim=-1)
+    out = {c: float(last[ids[0]]) for c, ids in cand_ids.items() if len(ids) == 1}
+    multi = [c for c, ids in cand_ids.items() if len(ids) > 1]
+    if multi:
+        width = max(len(cand_ids[c]) for c in multi)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        rows = [prompt_ids + cand_ids[c] + [pad] * (width - len(cand_ids[c])) for c in multi]
+        logp = torch.log_softmax(model(torch.tensor(rows, device=device)).logits.float(), dim=-1)
+        n = len(prompt_ids)
+        for i, c in enumerate(multi):
+            out[c] = sum(float(logp[i, n - 1 + j, t]) for j, t in enumerate(cand_ids[c]))
+    return {c: out[c] for c in candidates}

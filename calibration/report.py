@@ -1,0 +1,161 @@
+"""The calibration report: a pydantic model whose JSON form is the contract CI gates read, and its text table.
+
+Contract (names never change): ``n_items``, ``n_scored``, ``n_unscored``, ``n_missing_label``,
+``label_type``, ``metrics`` (statistic -> ``{"value", "ci_low", "ci_high"}``), ``human_ceiling`` (same
+shape, or null), ``warnings``. Everything else is extra and may grow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from calibration.fit import IsotonicFit, ThresholdFit
+
+
+class Stat(BaseModel):
+    """One statistic with its bootstrap 95 % percentile interval (None where undefined)."""
+
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+class Confusion(BaseModel):
+    """Counts with rows = human consensus, columns = judge."""
+
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class ClassStats(BaseModel):
+    """Precision, recall and F1 of the judge for one class, taking the humans as truth."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Disagreement(BaseModel):
+    """An item where judge and humans disagree, with what is needed to review it."""
+
+    id: str
+    judge: Any
+    human: Any
+    annotator_labels: dict[str, Any] = Field(description="Each annotator's label for this item.")
+    gap: float = Field(description="How far apart judge and humans are (absolute difference; 2 = A vs B).")
+    texts: dict[str, str] = Field(default_factory=dict, description="Text columns of the results file, truncated.")
+
+
+class CalibrationReport(BaseModel):
+    """Agreement between a judge and human labels, with CIs, the human ceiling and coverage."""
+
+    n_items: int = Field(description="Distinct items in the judge results.")
+    n_scored: int = Field(description="Judge items with a usable score.")
+    n_unscored: int = Field(description="Judge items with status 'unscored' or no score; listed in unscored_ids.")
+    n_missing_label: int = Field(description="Judge items without any human label; listed in missing_label_ids.")
+    label_type: str
+    metrics: dict[str, Stat] = Field(description="Judge vs human consensus, on the n_compared items.")
+    human_ceiling: dict[str, Stat] | None = Field(
+        description="Each annotator vs the others' consensus (leave-one-out), pairs pooled over annotators."
+    )
+    warnings: list[str]
+    n_compared: int = Field(0, description="Items with both a judge score and a human consensus.")
+    n_annotators: int = 0
+    n_boot: int = 0
+    seed: int = 0
+    ci_width: dict[str, float | None] = Field(default_factory=dict)
+    unscored_ids: list[str] = Field(default_factory=list)
+    missing_label_ids: list[str] = Field(default_factory=list)
+    unmatched_label_ids: list[str] = Field(default_factory=list, description="Labelled ids absent from the results.")
+    consensus_tie_ids: list[str] = Field(default_factory=list, description="Items whose human majority was tied.")
+    ceiling_method: str | None = None
+    ceiling_pairs: int = 0
+    confusion: Confusion | None = None
+    per_class: dict[str, ClassStats] | None = None
+    tie_rate: dict[str, float] | None = None
+    threshold: ThresholdFit | None = None
+    isotonic: IsotonicFit | None = None
+    disagreements: list[Disagreement] = Field(default_factory=list)
+    groups: dict[str, CalibrationReport] | None = Field(None, description="The same report per --by group.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict (NaN never appears: undefined numbers are None)."""
+        return self.model_dump(mode="json")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _stat(stat: Stat | None) -> str:
+    if stat is None or stat.value is None:
+        return "—"
+    return f"{stat.value:.3f} [{_num(stat.ci_low)}, {_num(stat.ci_high)}]"
+
+
+def render_text(report: CalibrationReport, *, title: str = "judge vs human", max_text: int = 90) -> str:
+    """A readable table of the report, for terminals and logs."""
+    lines: list[str] = []
+    lines.append(f"Calibration: {title}   (label type: {report.label_type}, {report.n_boot} bootstrap resamples)")
+    lines.append(
+        f"  items {report.n_items} | scored {report.n_scored} | unscored {report.n_unscored} | "
+        f"missing label {report.n_missing_label} | compared {report.n_compared} | annotators {report.n_annotators}"
+    )
+    lines.append("")
+    ceiling = report.human_ceiling
+    header = f"  {'statistic':<24}{'judge vs human (95% CI)':<30}"
+    if ceiling is not None:
+        header += "human vs human (ceiling)"
+    lines.append(header)
+    for name, stat in report.metrics.items():
+        row = f"  {name:<24}{_stat(stat):<30}"
+        if ceiling is not None:
+            row += _stat(ceiling.get(name))
+        lines.append(row.rstrip())
+    if report.tie_rate:
+        lines.append(
+            f"  tie rate: judge {report.tie_rate['judge']:.3f}, human consensus {report.tie_rate['human']:.3f}"
+        )
+    if report.confusion is not None and len(report.confusion.labels) <= 12:
+        lines.append("")
+        lines.append("  confusion (rows = human, columns = judge)")
+        width = max(6, *(len(x) + 1 for x in report.confusion.labels))
+        lines.append("  " + " " * width + "".join(f"{x:>{width}}" for x in report.confusion.labels))
+        for label, row in zip(report.confusion.labels, report.confusion.matrix, strict=True):
+            lines.append("  " + f"{label:>{width}}" + "".join(f"{c:>{width}}" for c in row))
+    if report.threshold is not None:
+        t = report.threshold
+        lines.append("")
+        lines.append(
+            f"  threshold (max {t.criterion}): score >= {t.threshold:g}; {t.n_splits}-fold CV F1 {t.cv_f1:.3f}, "
+            f"κ {_num(t.cv_kappa)}"
+        )
+    if report.isotonic is not None:
+        iso = report.isotonic
+        lines.append(
+            f"  isotonic map: {iso.n_splits}-fold CV MAE {iso.cv_mae_raw:.3f} raw -> {iso.cv_mae_mapped:.3f} mapped"
+        )
+    if report.disagreements:
+        lines.append("")
+        lines.append(f"  largest disagreements ({len(report.disagreements)}):")
+        for d in report.disagreements:
+            lines.append(f"    {d.id}: judge {d.judge} vs human {d.human}  (annotators: {_labels(d.annotator_labels)})")
+            for key, text in list(d.texts.items())[:3]:
+                flat = " ".join(text.split())
+                lines.append(f"      {key}: {flat[:max_text]}{'…' if len(flat) > max_text else ''}")
+    if report.warnings:
+        lines.append("")
+        lines.append("  warnings:")
+        lines.extend(f"    - {w}" for w in report.warnings)
+    if report.groups:
+        for name, group in report.groups.items():
+            lines.append("")
+            lines.append(render_text(group, title=f"group {name}", max_text=max_text))
+    return "\n".join(lines)
+
+
+def _labels(labels: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items())

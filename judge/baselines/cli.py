@@ -1,0 +1,204 @@
+"""``judge baseline ...``: local baselines as JSON lines, one per item, joinable with verdicts by ``id``.
+
+Only click and the light data helpers are imported here; the models load when a command runs.
+Every option also reads ``JUDGE_BASELINE_<COMMAND>_<OPTION>`` (e.g. ``JUDGE_BASELINE_PERPLEXITY_MODEL``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from judge.baselines._data import BaselineResult
+
+
+def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Options every baseline command shares."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per forward pass.")(f)
+        f = click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available).")(f)
+        f = click.option(
+            "--out", "-o", type=click.Path(dir_okay=False), default=None, help="Output JSONL (default: stdout)."
+        )(f)
+        f = click.option(
+            "--map",
+            "maps",
+            multiple=True,
+            metavar="FIELD=COLUMN",
+            help="Read FIELD from COLUMN (repeatable).",
+        )(f)
+        if default_model is None:
+            f = click.option("--model", required=True, help="Local model folder or hub id.")(f)
+        else:
+            f = click.option(
+                "--model", default=default_model, show_default=True, help="Alias, local model folder or hub id."
+            )(f)
+        return click.argument("data", type=click.Path(exists=True, dir_okay=False))(f)
+
+    return decorate
+
+
+def _emit(result: BaselineResult, out: str | None) -> None:
+    from judge.io import write_jsonl
+
+    if out:
+        write_jsonl(out, result.records)
+        click.echo(f"wrote {len(result.records)} records to {out}", err=True)
+    else:
+        for rec in result.records:
+            click.echo(json.dumps(rec, ensure_ascii=False))
+    click.echo(json.dumps(result.summary, ensure_ascii=False, default=str), err=True)
+    sys.stderr.flush()
+
+
+def _kwargs(batch_size: int | None, device: str | None, maps: tuple[str, ...]) -> dict[str, Any]:
+    from judge.dataset import parse_mapping
+
+    kwargs: dict[str, Any] = {"device": device, "mapping": parse_mapping(maps)}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    return kwargs
+
+
+@click.group()
+def baseline() -> None:
+    """Local baselines: perplexity, entailment, PMI, embedding similarity.
+
+    Each command writes one JSON line per item with its ``id`` and scores; the corpus summary goes
+    to stderr. Score them against human labels with ``judge calibrate --score-column``.
+    """
+
+
+@baseline.command(epilog="Example:\n\n  judge baseline perplexity items.jsonl --out ppl.jsonl")
+@_common("smollm2")
+@click.option("--field", default="output", show_default=True, help="Item field to score.")
+@click.option(
+    "--max-length", type=click.IntRange(min=2), default=None, help="Window in tokens (default: model's, ≤2048)."
+)
+@click.option("--stride", type=click.IntRange(min=1), default=None, help="New tokens per window (default: half).")
+def perplexity(
+    data: str,
+    model: str,
+    maps: tuple[str, ...],
+    out: str | None,
+    device: str | None,
+    batch_size: int | None,
+    field: str,
+    max_length: int | None,
+    stride: int | None,
+) -> None:
+    """Perplexity, NLL per token, bits per byte and word perplexity of each output under a causal LM."""
+    from judge.baselines.perplexity import perplexity as run
+
+    _emit(
+        run(data, model=model, field=field, max_length=max_length, stride=stride, **_kwargs(batch_size, device, maps)),
+        out,
+    )
+
+
+@baseline.command(
+    epilog="Example:\n\n  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context"
+)
+@_common(None)
+@click.option("--premise", type=click.Choice(["context", "reference", "input"]), default="context", show_default=True)
+@click.option("--hypothesis", default="output", show_default=True, help="Item field entailed by the premise.")
+@click.option("--max-length", type=click.IntRange(min=16), default=None, help="Tokens per pair (default: ≤512).")
+def entailment(
+    data: str,
+    model: str,
+    maps: tuple[str, ...],
+    out: str | None,
+    device: str | None,
+    batch_size: int | None,
+    premise: str,
+    hypothesis: str,
+    max_length: int | None,
+) -> None:
+    """SummaC-ZS-style entailment of each output by its premise, with an NLI model."""
+    from judge.baselines.entailment import entailment as run
+
+    _emit(
+        run(
+            data,
+            model=model,
+            premise_field=premise,
+            field=hypothesis,
+            max_length=max_length,
+            **_kwargs(batch_size, device, maps),
+        ),
+        out,
+    )
+
+
+@baseline.command(epilog="Example:\n\n  judge baseline pmi items.jsonl --source context --out pmi.jsonl")
+@_common("smollm2")
+@click.option(
+    "--source",
+    type=click.Choice(["input", "context", "reference"]),
+    default="input",
+    show_default=True,
+    help="Field the output is conditioned on.",
+)
+@click.option("--field", default="output", show_default=True, help="Item field to score.")
+@click.option("--template", default="{source}\n", show_default=True, help="Text before the output, with {source}.")
+@click.option(
+    "--max-length", type=click.IntRange(min=2), default=None, help="Window in tokens (default: model's, ≤2048)."
+)
+def pmi(
+    data: str,
+    model: str,
+    maps: tuple[str, ...],
+    out: str | None,
+    device: str | None,
+    batch_size: int | None,
+    source: str,
+    field: str,
+    template: str,
+    max_length: int | None,
+) -> None:
+    """log p(output | source) - log p(output) per output token, under a causal LM."""
+    from judge.baselines.pmi import pmi as run
+
+    _emit(
+        run(
+            data,
+            model=model,
+            source_field=source,
+            field=field,
+            template=template,
+            max_length=max_length,
+            **_kwargs(batch_size, device, maps),
+        ),
+        out,
+    )
+
+
+@baseline.command(epilog="Example:\n\n  judge baseline similarity items.jsonl --against reference")
+@_common("minilm")
+@click.option(
+    "--against",
+    type=click.Choice(["reference", "input", "context"]),
+    default="reference",
+    show_default=True,
+    help="Field the output is compared with.",
+)
+@click.option("--field", default="output", show_default=True, help="Item field to compare.")
+def similarity(
+    data: str,
+    model: str,
+    maps: tuple[str, ...],
+    out: str | None,
+    device: str | None,
+    batch_size: int | None,
+    against: str,
+    field: str,
+) -> None:
+    """Cosine similarity of sentence embeddings between each output and its reference or input."""
+    from judge.baselines.similarity import similarity as run
+
+    _emit(run(data, model=model, against_field=against, field=field, **_kwargs(batch_size, device, maps)), out)

@@ -1,0 +1,180 @@
+"""``judge score`` and ``judge rubrics``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from judge.errors import RubricError
+
+
+def default_out(data: Path, rubric: str) -> Path:
+    """``qa.jsonl`` -> ``qa.factuality.verdicts.jsonl`` next to the data."""
+    stem = data.name.split(".")[0]
+    rid = Path(rubric).stem if rubric.endswith(".j2") else rubric
+    return data.with_name(f"{stem}.{rid}.verdicts.jsonl")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  judge score examples/qa.jsonl --rubric factuality
+  judge score data.csv --rubric relevance --judge openai/gpt-4o-mini --concurrency 16
+  judge score data.jsonl --rubric my_rubric.j2 --judge openai/qwen2.5-7b --base-url http://localhost:8000/v1
+  judge score data.jsonl --rubric helpfulness --map output=answer --map input=question
+
+Environment: every option has a JUDGE_SCORE_<OPTION> variable (e.g. JUDGE_SCORE_JUDGE);
+OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR moves the cache.""",
+)
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--rubric", "-r", required=True, help="Built-in rubric id (see `judge rubrics list`) or a .j2 file.")
+@click.option("--judge", "-j", "judge_spec", default=None,
+              help="PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. "
+                   "Default: openai/gpt-4o-mini if OPENAI_API_KEY or OPENAI_BASE_URL is set, else local/smollm2.")
+@click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Verdict JSONL (default: DATA's name + .<rubric>.verdicts.jsonl next to it).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Judge calls in flight at once.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache folder (default ~/.cache/judge).")
+@click.option("--score-mode", type=click.Choice(["text", "logprob"]), default=None,
+              help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval). "
+                   "Default: logprob for local judges, text otherwise.")
+@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="Read FIELD from COLUMN (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed sent with every call.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds before a call is abandoned and retried.")
+@click.option("--max-attempts", type=click.IntRange(1, 50), default=6, show_default=True, help="Attempts per call on 429/5xx/timeouts.")
+@click.option("--prices", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON price table to extend the built-in one: {model: {input: $/1M, output: $/1M}}.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
+def score(
+    data: Path,
+    rubric: str,
+    judge_spec: str | None,
+    base_url: str | None,
+    out: Path | None,
+    concurrency: int,
+    no_cache: bool,
+    cache_dir: Path | None,
+    score_mode: str | None,
+    mapping: tuple[str, ...],
+    seed: int,
+    timeout: float,
+    max_attempts: int,
+    prices: str | None,
+    progress: bool | None,
+) -> None:
+    """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
+    from judge.dataset import load_items, parse_mapping
+    from judge.providers.registry import default_judge
+    from judge.retry import RetryPolicy
+    from judge.runner import build_grader, run_items, run_sync
+
+    items = load_items(data, parse_mapping(mapping))
+    spec = judge_spec or default_judge()
+    if judge_spec is None:
+        why = "OPENAI_API_KEY/OPENAI_BASE_URL is set" if spec.startswith("openai/") else "no --judge and no OpenAI settings"
+        if spec == "local/smollm2":
+            why += "; a 135M model, good for smoke runs, not for trustworthy verdicts"
+        click.echo(f"judge: {spec} ({why})", err=True)
+    grader = build_grader(
+        rubric, spec, score_mode=score_mode, cache=False if no_cache else (cache_dir or True), base_url=base_url,
+        timeout=timeout, seed=seed, retry=RetryPolicy(max_attempts=max_attempts), prices=prices,
+    )
+    target = out or default_out(data, rubric)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    async def go():  # type: ignore[no-untyped-def]
+        try:
+            return await run_items(grader, items, concurrency=concurrency, out=target, progress=show)
+        finally:
+            await grader.provider.aclose()
+
+    results = run_sync(go())
+    click.echo(render_summary(results, grader.describe(), target))
+
+
+def render_summary(results, describe: dict, target: Path) -> str:  # type: ignore[no-untyped-def]
+    """A small readable table of a run."""
+    s = results.summary()
+    mean = "-" if s.mean_score is None else f"{s.mean_score:.3f}"
+    cost = "unknown (model not in price table)" if s.cost_usd is None else f"${s.cost_usd:.4f}"
+    lines = [
+        f"rubric {describe['rubric']}  judge {describe['judge']}  score mode {describe['score_mode']}",
+        f"  items      {s.n_items}",
+        f"  scored     {s.n_ok}",
+        f"  unscored   {s.n_unscored}" + (f"  ({', '.join(f'{k}: {v}' for k, v in s.unscored_reasons.items())})"
+                                          if s.unscored_reasons else ""),
+        f"  from cache {s.n_cached}",
+        f"  mean score {mean}",
+        f"  tokens     {s.prompt_tokens} prompt + {s.completion_tokens} completion",
+        f"  cost       {cost}",
+    ]
+    dist: dict[str, int] = {}
+    for v in results:
+        if v.status == "ok" and v.score is not None:
+            key = v.label or str(round(v.score))
+            dist[key] = dist.get(key, 0) + 1
+    if dist:
+        lines.append("  scores     " + "  ".join(f"{k}:{dist[k]}" for k in sorted(dist, key=lambda x: (len(x), x))))
+    lines.append(f"verdicts written to {target}")
+    return "\n".join(lines)
+
+
+@click.group()
+def rubrics() -> None:
+    """List, show and validate rubrics."""
+
+
+@rubrics.command("list")
+def rubrics_list() -> None:
+    """List the built-in rubrics."""
+    from judge.rubric import list_rubrics
+
+    for r in list_rubrics():
+        scale = f"{r.spec.scale.min}-{r.spec.scale.max}" if r.spec.scale else "/".join(r.spec.choices or {})
+        click.echo(f"{r.id:<22} v{r.spec.version:<3} {scale:<9} {r.spec.description}")
+
+
+@rubrics.command("show")
+@click.argument("name")
+@click.option("--render", "render_mode", type=click.Choice(["text", "logprob"]), default=None,
+              help="Also print the messages rendered for a sample item.")
+def rubrics_show(name: str, render_mode: str | None) -> None:
+    """Show a rubric's front matter, hash and template (NAME or a .j2 path)."""
+    from judge.rubric import describe, load_rubric
+
+    r = load_rubric(name)
+    click.echo(json.dumps(describe(r), indent=2))
+    click.echo("--- template ---")
+    click.echo(r.body.rstrip())
+    if render_mode:
+        click.echo("--- rendered for a sample item ---")
+        for m in r.render(r.sample_values(), render_mode):
+            click.echo(f"[{m['role']}]\n{m['content']}\n")
+
+
+@rubrics.command("validate")
+@click.argument("paths", nargs=-1, required=True)
+def rubrics_validate(paths: tuple[str, ...]) -> None:
+    """Check rubric files without any model call: front matter, syntax, variables, a sample render."""
+    from judge.rubric import load_rubric
+
+    failed = 0
+    for p in paths:
+        try:
+            problems = load_rubric(p).validate()
+        except RubricError as exc:
+            problems = [str(exc)]
+        if problems:
+            failed += 1
+            for problem in problems:
+                click.echo(f"FAIL {p}: {problem}")
+        else:
+            click.echo(f"ok   {p}")
+    if failed:
+        raise SystemExit(1)

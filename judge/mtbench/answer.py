@@ -1,0 +1,177 @@
+"""The model under test answers every turn of every question, with the conversation so far.
+
+Per-category temperatures follow FastChat's ``temperature_config`` (configurable); every call goes
+through the core cache (keyed by provider, messages and generation config) and the core retry
+layer, so a rerun is free and an interrupted run resumes. Answers are not judge calls: no JSON
+schema is sent. The local provider decodes greedily only, so a temperature above 0 is decoded
+greedily there and the record says so (``generation.decoding``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from judge.cache import Cache, cache_key
+from judge.config import GenerateConfig, Message
+from judge.errors import ClientRequestError, ConfigError, ProviderError
+from judge.grader import FATAL_STATUSES
+from judge.io import JsonlAppender, write_jsonl
+from judge.mtbench.formats import Question, answer_record
+from judge.providers._base import ModelOutput, Provider
+from judge.retry import RetryPolicy, with_retries
+
+TEMPERATURES: dict[str, float] = {
+    "writing": 0.7,
+    "roleplay": 0.7,
+    "extraction": 0.0,
+    "math": 0.0,
+    "coding": 0.0,
+    "reasoning": 0.0,
+    "stem": 0.1,
+    "humanities": 0.1,
+}
+"""FastChat's per-category sampling temperatures for answer generation."""
+DEFAULT_TEMPERATURE = 0.7
+"""Categories FastChat's table does not name are sampled at 0.7, as in FastChat."""
+GREEDY_ONLY = ("local", "hf")
+
+
+def parse_temperatures(specs: Sequence[str]) -> dict[str, float]:
+    """``["writing=0.5", "0"]`` -> overrides; a bare number sets every category (``"*"``)."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        key = name.strip() if sep else "*"
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"--temperature expects CATEGORY=T or T, got '{spec}'") from None
+        if out[key] < 0:
+            raise ConfigError(f"--temperature must be >= 0, got '{spec}'")
+    return out
+
+
+def temperature_for(category: str, overrides: Mapping[str, float] | None = None) -> float:
+    """The sampling temperature for a category: override, else ``*`` override, else FastChat's table."""
+    overrides = overrides or {}
+    if category in overrides:
+        return overrides[category]
+    if "*" in overrides:
+        return overrides["*"]
+    return TEMPERATURES.get(category, DEFAULT_TEMPERATURE)
+
+
+async def _call(
+    provider: Provider, messages: list[Message], config: GenerateConfig, cache: Cache | None, retry: RetryPolicy
+) -> tuple[ModelOutput, bool]:
+    key = cache_key(kind="mtbench-answer", **provider.cache_identity(), messages=messages, config=config.cache_dict())
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return ModelOutput.model_validate(hit), True
+    out = await with_retries(lambda: provider.generate(messages, config), provider.should_retry, retry)
+    if cache is not None:
+        cache.put(key, out.to_cache())
+    return out, False
+
+
+async def answer_question(
+    provider: Provider,
+    question: Question,
+    *,
+    model_id: str,
+    temperatures: Mapping[str, float] | None = None,
+    max_tokens: int = 1024,
+    seed: int = 0,
+    system: str | None = None,
+    cache: Cache | None = None,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """All turns of one question, each answered with the conversation so far: a FastChat answer record."""
+    requested = temperature_for(question.category, temperatures)
+    greedy = provider.name in GREEDY_ONLY and requested > 0
+    config = GenerateConfig(temperature=0.0 if greedy else requested, seed=seed, max_tokens=max_tokens)
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    turns: list[str] = []
+    cached_all = True
+    usage = [0, 0]
+    for user in question.turns:
+        messages.append({"role": "user", "content": user})
+        out, cached = await _call(provider, messages, config, cache, retry or RetryPolicy())
+        cached_all = cached_all and cached
+        usage[0] += out.usage.prompt_tokens
+        usage[1] += out.usage.completion_tokens
+        text = out.text.strip()
+        turns.append(text)
+        messages.append({"role": "assistant", "content": text})
+    generation = {
+        "provider": provider.id,
+        "temperature": config.temperature,
+        "requested_temperature": requested,
+        "decoding": "greedy (the local provider cannot sample)" if greedy else ("greedy" if requested == 0 else "sampled"),
+        "seed": seed,
+        "max_tokens": max_tokens,
+        "cached": cached_all,
+        "prompt_tokens": usage[0],
+        "completion_tokens": usage[1],
+    }
+    return answer_record(model_id, question.question_id, turns, time.time(), category=question.category,
+                         generation=generation)
+
+
+async def answer_questions(
+    provider: Provider,
+    questions: Sequence[Question],
+    *,
+    model_id: str | None = None,
+    out: str | Path | None = None,
+    concurrency: int = 4,
+    **options: Any,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Answer every question (questions in parallel, turns in order); stream records to ``out``.
+
+    Returns (records in question order, failures). A question whose calls fail after the retries is
+    left out and named in ``failures`` (its finished turns stay in the cache); a rejected key or
+    unknown model (401/403/404) stops the run.
+    """
+    model = model_id or provider.model
+    sem = asyncio.Semaphore(max(1, concurrency))
+    records: list[dict[str, Any] | None] = [None] * len(questions)
+    failures: list[str] = []
+    writer = JsonlAppender(out) if out is not None else None
+
+    async def one(i: int, q: Question) -> None:
+        async with sem:
+            try:
+                rec = await answer_question(provider, q, model_id=model, **options)
+            except ClientRequestError as exc:
+                if exc.status in FATAL_STATUSES:
+                    raise
+                failures.append(f"question {q.question_id!r}: request rejected: {exc}")
+                return
+            except ProviderError as exc:
+                failures.append(f"question {q.question_id!r}: {type(exc).__name__}: {exc}")
+                return
+        records[i] = rec
+        if writer is not None:
+            writer.write(rec)
+
+    tasks = [asyncio.create_task(one(i, q)) for i, q in enumerate(questions)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if writer is not None:
+            writer.abort()
+        raise
+    final = [r for r in records if r is not None]
+    if writer is not None:
+        writer.close()
+        write_jsonl(writer.path, final)
+    return final, failures

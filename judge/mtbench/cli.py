@@ -1,0 +1,244 @@
+"""``judge mtbench``: answer, judge, show (and convert LLMBar's expert labels).
+
+Module-level imports stay light: pandas/matplotlib/providers load only inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+ANSWER_EPILOG = """\b
+Example:
+  judge mtbench answer --questions data/mt_bench/question.jsonl \\
+      --model openai/my-model --base-url http://localhost:8000/v1 --out model_answer/my-model.jsonl
+  judge mtbench answer --questions examples/mtbench/question.jsonl --model local/smollm2 \\
+      --out out/model_answer/smollm2.jsonl --temperature writing=0.5
+"""
+JUDGE_EPILOG = """\b
+Examples:
+  judge mtbench judge --questions question.jsonl --answers model_answer/ --mode single \\
+      --reference reference_answer/gpt-4.jsonl --judge openai/gpt-4o --out judgments_single.jsonl
+  judge mtbench judge --questions question.jsonl --answers model_answer/ --mode pairwise-baseline \\
+      --baseline gpt-3.5-turbo --judge-prompts judge_prompts.jsonl --out judgments_pair.jsonl
+"""
+SHOW_EPILOG = """\b
+Example:
+  judge mtbench show judgments_single.jsonl --plot radar.png
+  judge mtbench show judgments_pair.jsonl --json
+"""
+LLMBAR_EPILOG = """\b
+Example:
+  judge mtbench llmbar data/llmbar/Processed/MT-Bench/dataset.json \\
+      --questions data/mt_bench/question.jsonl --answers data/mt_bench/model_answer --out-dir llmbar_mt/
+  judge mtbench judge --questions llmbar_mt/question.jsonl --answers llmbar_mt/model_answer \\
+      --mode pairwise-all --pairs llmbar_mt/labels.jsonl --out llmbar_mt/judgments.jsonl
+"""
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _cache(no_cache: bool, cache_dir: str | None) -> Any:
+    if no_cache:
+        return None
+    from judge.cache import Cache
+
+    return Cache.in_dir(cache_dir)
+
+
+def _select_questions(questions: list[Any], ids: str | None, first_n: int | None) -> list[Any]:
+    from judge.errors import ConfigError
+
+    wanted = _split(ids)
+    if wanted:
+        by_str = {str(q.question_id): q for q in questions}
+        unknown = [w for w in wanted if w not in by_str]
+        if unknown:
+            raise ConfigError(f"--question-ids: unknown question id(s) {', '.join(unknown)}")
+        questions = [by_str[w] for w in wanted]
+    return questions[:first_n] if first_n else questions
+
+
+@click.group("mtbench")
+def mtbench() -> None:
+    """MT-Bench-style multi-turn benchmarks in FastChat's file formats.
+
+    \b
+    answer: the model under test answers every turn (model_answer/*.jsonl)
+    judge:  a judge grades every turn, single (1-10) or pairwise in both orders
+    show:   tables per model, turn and category; win rates; position and length bias
+    llmbar: LLMBar's expert-labelled MT-Bench pairs as question/answer/labels files
+    """
+
+
+@mtbench.command("answer", epilog=ANSWER_EPILOG)
+@click.option("--questions", "questions_path", required=True, type=click.Path(dir_okay=False),
+              help="FastChat question.jsonl (question_id, category, turns).")
+@click.option("--model", required=True, help="Model under test, PROVIDER/MODEL (openai/..., local/smollm2, fake/...).")
+@click.option("--model-id", default=None, help="Name recorded as model_id (default: the MODEL part of --model).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp...).")
+@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the model_answer JSONL.")
+@click.option("--temperature", "temperatures", multiple=True,
+              help="CATEGORY=T to override FastChat's per-category temperature, or T for every category. Repeatable.")
+@click.option("--max-tokens", default=1024, show_default=True, help="Completion tokens per turn.")
+@click.option("--seed", default=0, show_default=True, help="Seed sent with every call.")
+@click.option("--system", default=None, help="Optional system prompt for the model under test.")
+@click.option("--question-ids", default=None, help="Comma-separated question ids to answer (default: all).")
+@click.option("--first-n", type=int, default=None, help="Answer only the first N (selected) questions.")
+@click.option("--concurrency", default=4, show_default=True, help="Questions answered in parallel.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
+@click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
+def answer_cmd(questions_path: str, model: str, model_id: str | None, base_url: str | None, api_key: str | None,
+               out: str, temperatures: tuple[str, ...], max_tokens: int, seed: int, system: str | None,
+               question_ids: str | None, first_n: int | None, concurrency: int, no_cache: bool,
+               cache_dir: str | None) -> None:
+    """Generate the model under test's answers to every turn, FastChat's model_answer format."""
+    from judge.mtbench.answer import answer_questions, parse_temperatures
+    from judge.mtbench.formats import read_questions
+    from judge.providers.registry import get_provider
+    from judge.runner import run_sync
+
+    questions = _select_questions(read_questions(questions_path), question_ids, first_n)
+    provider = get_provider(model, base_url=base_url, api_key=api_key)
+
+    async def go() -> Any:
+        try:
+            return await answer_questions(
+                provider, questions, model_id=model_id, out=out, concurrency=concurrency,
+                temperatures=parse_temperatures(temperatures), max_tokens=max_tokens, seed=seed, system=system,
+                cache=_cache(no_cache, cache_dir),
+            )
+        finally:
+            await provider.aclose()
+
+    records, failures = run_sync(go())
+    cached = sum(r["generation"]["cached"] for r in records)
+    click.echo(f"{len(records)} question(s) answered by {model_id or provider.model} ({cached} from cache) -> {out}")
+    for f in failures:
+        click.echo(f"failed: {f}", err=True)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@mtbench.command("judge", epilog=JUDGE_EPILOG)
+@click.option("--questions", "questions_path", required=True, type=click.Path(dir_okay=False),
+              help="FastChat question.jsonl.")
+@click.option("--answers", "answer_paths", required=True, multiple=True,
+              help="model_answer directory or files (repeatable).")
+@click.option("--mode", type=click.Choice(["single", "pairwise-baseline", "pairwise-all"]), default="single",
+              show_default=True, help="Single 1-10 grading, or pairwise against a baseline or between all models.")
+@click.option("--baseline", default=None, help="Baseline model for pairwise-baseline (default: gpt-3.5-turbo).")
+@click.option("--reference", "reference_paths", multiple=True,
+              help="reference_answer JSONL (FastChat format), for the reference-guided categories. Repeatable.")
+@click.option("--ref-categories", default="math,reasoning,coding", show_default=True,
+              help="Comma-separated categories judged against a reference answer.")
+@click.option("--judge", "judge_model", default=None,
+              help="Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server URL for the judge.")
+@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
+@click.option("--judge-prompts", default=None, type=click.Path(dir_okay=False),
+              help="FastChat judge_prompts.jsonl to use instead of the built-in mt_bench_* rubrics (two turns at most).")
+@click.option("--models", default=None, help="Comma-separated models to judge (default: every model in --answers).")
+@click.option("--question-ids", default=None, help="Comma-separated question ids to judge (default: all).")
+@click.option("--first-n", type=int, default=None, help="Judge only the first N (selected) questions.")
+@click.option("--pairs", default=None, type=click.Path(dir_okay=False),
+              help="Judge exactly these pairs: a JSONL with question_id, model_1, model_2 (and turn), e.g. labels.")
+@click.option("--max-tokens", default=1024, show_default=True, help="Completion tokens per judge call.")
+@click.option("--concurrency", default=8, show_default=True, help="Judge calls in flight.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
+@click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
+def judge_cmd(questions_path: str, answer_paths: tuple[str, ...], mode: str, baseline: str | None,
+              reference_paths: tuple[str, ...], ref_categories: str, judge_model: str | None, base_url: str | None,
+              api_key: str | None, judge_prompts: str | None, models: str | None, question_ids: str | None,
+              first_n: int | None, pairs: str | None, max_tokens: int, concurrency: int, no_cache: bool,
+              cache_dir: str | None, out: str) -> None:
+    """Judge every turn of every answer; stream FastChat-style judgment lines to --out."""
+    from judge.errors import ConfigError
+    from judge.grader import Grader
+    from judge.mtbench import formats
+    from judge.mtbench.judging import PromptBuilder, judge_matches, plan_matches
+    from judge.mtbench.results import pairwise_summary, render, single_summary
+    from judge.providers.registry import default_judge, get_provider
+    from judge.rubric import load_rubric
+    from judge.runner import run_sync
+
+    questions = formats.read_questions(questions_path)
+    answers = formats.read_answers(answer_paths)
+    formats.check_answers(questions, answers)
+    questions = _select_questions(questions, question_ids, first_n)
+    wanted = _split(models)
+    if wanted:
+        unknown = [m for m in wanted if m not in answers]
+        if unknown:
+            raise ConfigError(f"--models: no answers for {', '.join(unknown)} (have: {', '.join(sorted(answers))})")
+        answers = {m: answers[m] for m in wanted}
+    if pairs and mode == "single":
+        raise ConfigError("--pairs needs a pairwise mode")
+    references = formats.read_references(reference_paths) if reference_paths else None
+    matches, warnings = plan_matches(questions, answers, mode, references=references,
+                                     ref_categories=_split(ref_categories), baseline=baseline, pairs=pairs)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    prompts = formats.read_judge_prompts(judge_prompts) if judge_prompts else None
+    builder = PromptBuilder(load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise"), prompts)
+    provider = get_provider(judge_model or default_judge(), base_url=base_url, api_key=api_key,
+                            # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
+                            structured_output=False if prompts else None)
+    cache = _cache(no_cache, cache_dir)
+    graders = [Grader(builder.single, provider, score_mode="text", cache=cache, max_tokens=max_tokens),
+               Grader(builder.pairwise, provider, score_mode="text", cache=cache, max_tokens=max_tokens)]
+
+    async def go() -> list[dict[str, Any]]:
+        try:
+            return await judge_matches(matches, builder, *graders, concurrency=concurrency, out=out)
+        finally:
+            await provider.aclose()
+
+    records = run_sync(go())
+    n_cached = sum(bool(r["cached"]) for r in records)
+    n_unscored = sum(r["status"] != "ok" for r in records)
+    click.echo(f"{len(records)} judgment(s) by {provider.id} ({n_cached} from cache, {n_unscored} unscored) -> {out}")
+    if mode == "single":
+        click.echo(render({"single": single_summary(records)}))
+    else:
+        click.echo(render({"pairwise": pairwise_summary(records)}))
+
+
+@mtbench.command("show", epilog=SHOW_EPILOG)
+@click.argument("judgments", type=click.Path(dir_okay=False))
+@click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write a radar plot of categories (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of tables.")
+def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
+    """Tables from a judgments file: per model, turn and category; win rates; judge bias statistics."""
+    import json
+
+    from judge.mtbench.results import radar_plot, render, summarize
+
+    summary = summarize(judgments)
+    click.echo(json.dumps(summary, indent=2, default=str) if as_json else render(summary))
+    if plot:
+        click.echo(f"radar plot -> {radar_plot(summary, plot)}", err=True)
+
+
+@mtbench.command("llmbar", epilog=LLMBAR_EPILOG)
+@click.argument("dataset", type=click.Path(dir_okay=False))
+@click.option("--questions", "questions_path", required=True, type=click.Path(dir_okay=False),
+              help="MT-Bench question.jsonl, to recover question ids from the turn-1 text.")
+@click.option("--answers", "answer_paths", multiple=True,
+              help="Published model_answer files or directory, to recover model names from identical texts.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Writes question.jsonl, model_answer/llmbar.jsonl and labels.jsonl here.")
+def llmbar_cmd(dataset: str, questions_path: str, answer_paths: tuple[str, ...], out_dir: str) -> None:
+    """Convert LLMBar's MT-Bench subset (expert pairwise labels) into MT-Bench files plus labels."""
+    from judge.mtbench.formats import read_answers, read_questions
+    from judge.mtbench.llmbar import convert_llmbar
+
+    known = read_answers(answer_paths) if answer_paths else None
+    counts = convert_llmbar(dataset, read_questions(questions_path), out_dir, known)
+    click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {Path(out_dir)}")

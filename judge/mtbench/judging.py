@@ -1,0 +1,426 @@
+"""Judging model answers MT-Bench style: per turn, single (1-10) or pairwise in both orders.
+
+Turn *k* is judged with the whole conversation up to *k* (the user turns and that model's own
+replies). Categories that need it (math, reasoning, coding by default) are judged against reference
+answers. Prompts come from our rubrics (``mt_bench_single`` / ``mt_bench_pairwise``, any number of
+turns) or from a FastChat ``judge_prompts.jsonl`` (``single-v1``, ``pair-v2``, their ``-math-`` and
+``-multi-turn`` variants; two turns at most, as in FastChat), so results can be compared with
+published MT-Bench numbers.
+
+Every call goes through :meth:`judge.grader.Grader.grade_messages`: the core's cache, transport
+retries, parse re-asks and ``unscored`` semantics. A pairwise match is judged twice, with the
+answers in both orders; a verdict that flips with the order becomes a tie and is recorded as
+inconsistent. Judgments stream to disk as they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from judge.errors import ConfigError, DataError
+from judge.grader import Grader
+from judge.io import JsonlAppender, read_rows, write_jsonl
+from judge.mtbench.formats import Answer, JudgePrompt, Question, QuestionId
+from judge.rubric import Rubric
+from judge.verdict import Verdict
+
+MODES = ("single", "pairwise-baseline", "pairwise-all")
+REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
+"""Categories judged against reference answers, as in MT-Bench."""
+DEFAULT_BASELINE = "gpt-3.5-turbo"
+"""FastChat's default baseline for ``pairwise-baseline``."""
+
+# label of one order's verdict -> which model it names; g1 shows model_1 as A, g2 shows model_2 as A
+_G1 = {"A": "model_1", "B": "model_2", "tie": "tie"}
+_G2 = {"A": "model_2", "B": "model_1", "tie": "tie"}
+
+
+@dataclass(frozen=True)
+class SingleMatch:
+    """One model's reply to turn ``turn`` (1-based) of one question."""
+
+    question: Question
+    answer: Answer
+    turn: int
+    reference: list[str] | None
+
+
+@dataclass(frozen=True)
+class PairMatch:
+    """Two models' replies to turn ``turn`` of one question (``model_1`` is shown first in game 1)."""
+
+    question: Question
+    answer_1: Answer
+    answer_2: Answer
+    turn: int
+    reference: list[str] | None
+
+
+Match = SingleMatch | PairMatch
+
+
+def format_conversation(user_turns: Sequence[str], replies: Sequence[str], speaker: str = "Assistant") -> str:
+    """``### User: ...`` / ``### Assistant: ...`` blocks, FastChat's multi-turn layout."""
+    blocks = []
+    for q, a in zip(user_turns, replies, strict=True):
+        blocks.append(f"### User:\n{q}\n\n### {speaker}:\n{a}")
+    return "\n\n".join(blocks)
+
+
+def plan_matches(
+    questions: Sequence[Question],
+    answers: dict[str, dict[QuestionId, Answer]],
+    mode: str,
+    *,
+    references: dict[QuestionId, Answer] | None = None,
+    ref_categories: Sequence[str] = REFERENCE_CATEGORIES,
+    baseline: str | None = None,
+    pairs: str | Path | None = None,
+) -> tuple[list[Match], list[str]]:
+    """Every (model or pair, question, turn) to judge, and warnings about what was skipped.
+
+    A question in a reference category without a reference answer (from ``references`` or the
+    question's own ``reference`` field) is a :class:`DataError`: judging math without one is not MT-Bench.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}' (choose from {', '.join(MODES)})")
+    if not answers:
+        raise ConfigError("no model answers to judge")
+    warnings: list[str] = []
+
+    def reference_for(q: Question) -> list[str] | None:
+        if q.category not in ref_categories:
+            return None
+        ref = references.get(q.question_id) if references else None
+        turns = ref.turns if ref is not None else q.reference
+        if not turns or len(turns) < q.n_turns:
+            have = len(turns or [])
+            raise DataError(
+                f"question {q.question_id!r} is in category '{q.category}', which is judged against a reference, "
+                f"but has {have} reference turn(s) for {q.n_turns} turn(s); pass --reference "
+                "reference_answer.jsonl or drop the category from --ref-categories",
+                path=q.source.rpartition(":")[0] or None, line=_line(q.source), field="reference",
+            )
+        return turns
+
+    matches: list[Match] = []
+    models = sorted(answers)
+    if mode == "single":
+        for model in models:
+            missing = [q.question_id for q in questions if q.question_id not in answers[model]]
+            if missing:
+                warnings.append(f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped")
+        for q in questions:
+            ref = reference_for(q)
+            for model in models:
+                ans = answers[model].get(q.question_id)
+                if ans is not None:
+                    matches.extend(SingleMatch(q, ans, k, ref) for k in range(1, q.n_turns + 1))
+        return matches, warnings
+
+    if pairs is not None:
+        return _pairs_from_file(pairs, questions, answers, reference_for), warnings
+    if mode == "pairwise-baseline":
+        base = baseline or DEFAULT_BASELINE
+        if base not in answers:
+            raise ConfigError(f"baseline model '{base}' has no answers (models: {', '.join(models)}); use --baseline")
+        model_pairs = [(m, base) for m in models if m != base]
+    else:
+        if baseline:
+            warnings.append("--baseline is ignored in pairwise-all mode")
+        model_pairs = list(combinations(models, 2))
+    if not model_pairs:
+        raise ConfigError(f"pairwise modes need at least two models (got {', '.join(models)})")
+    skipped = 0
+    for q in questions:
+        ref = reference_for(q)
+        for m1, m2 in model_pairs:
+            a1, a2 = answers[m1].get(q.question_id), answers[m2].get(q.question_id)
+            if a1 is None or a2 is None:
+                skipped += 1
+                continue
+            matches.extend(PairMatch(q, a1, a2, k, ref) for k in range(1, q.n_turns + 1))
+    if skipped:
+        warnings.append(f"{skipped} (question, pair) combination(s) skipped: one of the models has no answer")
+    return matches, warnings
+
+
+def _line(source: str) -> int | None:
+    tail = source.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def _pairs_from_file(
+    path: str | Path,
+    questions: Sequence[Question],
+    answers: dict[str, dict[QuestionId, Answer]],
+    reference_for: Any,
+) -> list[Match]:
+    """Exactly the pairs listed in ``path`` (question_id, model_1, model_2, optional turn), in that orientation.
+
+    Any pairwise judgments file (ours, FastChat's, a labels file) works, so a judge can be run on
+    the very pairs people labelled and joined to the labels by (question_id, model_1, model_2, turn).
+    """
+    by_id = {q.question_id: q for q in questions}
+    matches: list[Match] = []
+    seen: set[tuple[Any, ...]] = set()
+    for row in read_rows(path):
+        qid = row.data.get("question_id")
+        q = by_id.get(qid) if isinstance(qid, int | str) else None
+        if q is None:
+            raise row.error(f"question {qid!r} is not in the question file", "question_id")
+        sides = []
+        for name in ("model_1", "model_2"):
+            model = row.data.get(name)
+            ans = answers.get(model, {}).get(q.question_id) if isinstance(model, str) else None
+            if ans is None:
+                raise row.error(f"no answer by model {model!r} to question {qid!r} among the answer files", name)
+            sides.append(ans)
+        turn = row.data.get("turn")
+        turns = [turn] if turn is not None else list(range(1, q.n_turns + 1))
+        for k in turns:
+            if not isinstance(k, int) or not 1 <= k <= q.n_turns:
+                raise row.error(f"turn must be 1..{q.n_turns}, got {k!r}", "turn")
+            key = (q.question_id, sides[0].model, sides[1].model, k)
+            if key not in seen:
+                seen.add(key)
+                matches.append(PairMatch(q, sides[0], sides[1], k, reference_for(q)))
+    return matches
+
+
+class PromptBuilder:
+    """Renders the judge messages of a match: our rubrics, or FastChat's judge prompts when given."""
+
+    def __init__(
+        self, single: Rubric, pairwise: Rubric, judge_prompts: dict[str, JudgePrompt] | None = None
+    ) -> None:
+        self.single = single
+        self.pairwise = pairwise
+        self.judge_prompts = judge_prompts
+
+    def check(self, matches: Sequence[Match]) -> None:
+        """Fail before any call when a FastChat prompt a match needs is missing or cannot hold it."""
+        if self.judge_prompts is None:
+            return
+        for m in matches:
+            if m.turn > 2:
+                raise ConfigError(
+                    f"FastChat judge prompts cover two turns, but question {m.question.question_id!r} has "
+                    f"{m.question.n_turns}; judge it with the built-in rubrics (omit --judge-prompts)"
+                )
+            self._fastchat_prompt(m)
+
+    def _fastchat_prompt(self, m: Match) -> JudgePrompt:
+        assert self.judge_prompts is not None
+        name = ("single" if isinstance(m, SingleMatch) else "pair") + (
+            "-math-v1" if m.reference else ("-v1" if isinstance(m, SingleMatch) else "-v2")
+        )
+        if m.turn == 2:
+            name += "-multi-turn"
+        prompt = self.judge_prompts.get(name)
+        if prompt is None:
+            raise ConfigError(f"the judge prompts file has no prompt named '{name}' (has: {', '.join(self.judge_prompts)})")
+        return prompt
+
+    def messages(self, m: Match, swap: bool = False) -> tuple[list[dict[str, str]], str, str]:
+        """(messages, prompt name, prompt hash) for a match; ``swap`` shows model_2 first (pairwise game 2)."""
+        k = m.turn
+        user_turns = m.question.turns[:k]
+        ref_text = format_conversation(user_turns, m.reference[:k], "Reference answer") if m.reference else None
+        if self.judge_prompts is not None:
+            return self._fastchat_messages(m, swap)
+        if isinstance(m, SingleMatch):
+            values = {
+                "conversation": format_conversation(user_turns, m.answer.turns[:k]),
+                "question": user_turns[-1],
+                "reference": ref_text,
+            }
+            return self.single.render(values, "text"), self.single.id, self.single.content_hash
+        a, b = (m.answer_2, m.answer_1) if swap else (m.answer_1, m.answer_2)
+        values = {
+            "conversation_a": format_conversation(user_turns, a.turns[:k], "Assistant A"),
+            "conversation_b": format_conversation(user_turns, b.turns[:k], "Assistant B"),
+            "question": user_turns[-1],
+            "reference": ref_text,
+        }
+        return self.pairwise.render(values, "text"), self.pairwise.id, self.pairwise.content_hash
+
+    def _fastchat_messages(self, m: Match, swap: bool) -> tuple[list[dict[str, str]], str, str]:
+        prompt = self._fastchat_prompt(m)
+        q = m.question.turns
+        ref = m.reference or []
+        values: dict[str, str] = {
+            "question": q[0], "question_1": q[0], "question_2": q[1] if len(q) > 1 else "",
+            "ref_answer_1": ref[0] if ref else "", "ref_answer_2": ref[1] if len(ref) > 1 else "",
+        }
+        if isinstance(m, SingleMatch):
+            t = m.answer.turns
+            values.update(answer=t[0], answer_1=t[0], answer_2=t[1] if len(t) > 1 else "")
+        else:
+            a, b = (m.answer_2, m.answer_1) if swap else (m.answer_1, m.answer_2)
+            for side, ans in (("a", a), ("b", b)):
+                t = ans.turns
+                values.update({f"answer_{side}": t[0], f"answer_{side}_1": t[0], f"answer_{side}_2": t[1] if len(t) > 1 else ""})
+        try:
+            user = prompt.prompt_template.format(**values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{prompt.source}: judge prompt '{prompt.name}' uses an unknown placeholder: {exc}") from None
+        messages = [{"role": "system", "content": prompt.system_prompt}] if prompt.system_prompt.strip() else []
+        messages.append({"role": "user", "content": user})
+        return messages, prompt.name, prompt.hash
+
+
+async def judge_matches(
+    matches: Sequence[Match],
+    builder: PromptBuilder,
+    single_grader: Grader,
+    pair_grader: Grader,
+    *,
+    concurrency: int = 8,
+    out: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Judge every match with at most ``concurrency`` judge calls in flight; stream records to ``out``.
+
+    Records come back (and are finally rewritten) in match order, so reruns give identical files
+    apart from ``tstamp``; an interrupted run leaves ``<out>.partial`` and the cache keeps every call.
+    """
+    builder.check(matches)
+    rendered = [_render_all(builder, m) for m in matches]  # render errors surface before any call
+    sem = asyncio.Semaphore(max(1, concurrency))
+    records: list[dict[str, Any] | None] = [None] * len(matches)
+    writer = JsonlAppender(out) if out is not None else None
+
+    async def call(grader: Grader, ident: str, messages: list[dict[str, str]]) -> Verdict:
+        async with sem:
+            return await grader.grade_messages(ident, messages)
+
+    async def one(i: int, m: Match) -> None:
+        r = rendered[i]
+        if isinstance(m, SingleMatch):
+            v = await call(single_grader, _ident(m), r[0][0])
+            rec = single_record(m, v, prompt_name=r[0][1], prompt_hash=r[0][2], user_prompt=_user(r[0][0]))
+        else:
+            g1, g2 = await asyncio.gather(
+                call(pair_grader, _ident(m) + ":g1", r[0][0]), call(pair_grader, _ident(m) + ":g2", r[1][0])
+            )
+            rec = pair_record(
+                m, g1, g2, prompt_name=r[0][1], prompt_hash=r[0][2], user_prompts=(_user(r[0][0]), _user(r[1][0]))
+            )
+        records[i] = rec
+        if writer is not None:
+            writer.write(rec)
+
+    tasks = [asyncio.create_task(one(i, m)) for i, m in enumerate(matches)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if writer is not None:
+            writer.abort()
+        raise
+    final = [r for r in records if r is not None]
+    if writer is not None:
+        writer.close()
+        write_jsonl(writer.path, final)
+    return final
+
+
+def _render_all(builder: PromptBuilder, m: Match) -> list[tuple[list[dict[str, str]], str, str]]:
+    if isinstance(m, SingleMatch):
+        return [builder.messages(m)]
+    return [builder.messages(m, swap=False), builder.messages(m, swap=True)]
+
+
+def _user(messages: list[dict[str, str]]) -> str:
+    return messages[-1]["content"]
+
+
+def _ident(m: Match) -> str:
+    if isinstance(m, SingleMatch):
+        return f"{m.question.question_id}:{m.answer.model}:t{m.turn}"
+    return f"{m.question.question_id}:{m.answer_1.model}:{m.answer_2.model}:t{m.turn}"
+
+
+def _judge_field(v: Verdict, prompt_name: str) -> list[str]:
+    # FastChat writes judge as [judge model, prompt name]
+    return [v.judge_model, prompt_name]
+
+
+def single_record(
+    m: SingleMatch, v: Verdict, *, prompt_name: str, prompt_hash: str, user_prompt: str
+) -> dict[str, Any]:
+    """A judgment line close to FastChat's ``model_judgment/*_single.jsonl`` (plus our fields)."""
+    return {
+        "question_id": m.question.question_id,
+        "model": m.answer.model,
+        "judge": _judge_field(v, prompt_name),
+        "user_prompt": user_prompt,
+        "judgment": v.raw,
+        "score": v.score,
+        "turn": m.turn,
+        "tstamp": time.time(),
+        "status": v.status,
+        "error": v.error,
+        "category": m.question.category,
+        "reference_guided": m.reference is not None,
+        "rubric_hash": prompt_hash,
+        "cached": v.cached,
+        "cost": v.cost_usd,
+        "prompt_tokens": v.prompt_tokens,
+        "completion_tokens": v.completion_tokens,
+        "attempts": v.attempts,
+    }
+
+
+def pair_record(
+    m: PairMatch, g1: Verdict, g2: Verdict, *, prompt_name: str, prompt_hash: str, user_prompts: tuple[str, str]
+) -> dict[str, Any]:
+    """A judgment line close to FastChat's ``model_judgment/*_pair.jsonl``, plus the resolved ``winner``.
+
+    ``g1_winner``/``g2_winner`` are ``model_1``/``model_2``/``tie`` (null when that order is unscored);
+    ``winner`` is their common value, or ``tie`` when they disagree (``consistent: false``), or null
+    when either order is unscored (``status: unscored``).
+    """
+    w1 = _G1.get(g1.label or "") if g1.ok else None
+    w2 = _G2.get(g2.label or "") if g2.ok else None
+    scored = w1 is not None and w2 is not None
+    errors = [f"g{i}: {v.error}" for i, v in ((1, g1), (2, g2)) if not v.ok]
+    costs = [g1.cost_usd, g2.cost_usd]
+    k = m.turn
+    return {
+        "question_id": m.question.question_id,
+        "model_1": m.answer_1.model,
+        "model_2": m.answer_2.model,
+        "g1_winner": w1,
+        "g2_winner": w2,
+        "winner": (w1 if w1 == w2 else "tie") if scored else None,
+        "consistent": (w1 == w2) if scored else None,
+        "judge": _judge_field(g1, prompt_name),
+        "g1_user_prompt": user_prompts[0],
+        "g1_judgment": g1.raw,
+        "g2_user_prompt": user_prompts[1],
+        "g2_judgment": g2.raw,
+        "turn": k,
+        "tstamp": time.time(),
+        "status": "ok" if scored else "unscored",
+        "error": "; ".join(errors) or None,
+        "category": m.question.category,
+        "reference_guided": m.reference is not None,
+        "g1_label": g1.label,
+        "g2_label": g2.label,
+        "answer_1_chars": len(m.answer_1.turns[k - 1]),
+        "answer_2_chars": len(m.answer_2.turns[k - 1]),
+        "rubric_hash": prompt_hash,
+        "cached": g1.cached and g2.cached,
+        "cost": None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+        "prompt_tokens": g1.prompt_tokens + g2.prompt_tokens,
+        "completion_tokens": g1.completion_tokens + g2.completion_tokens,
+    }

@@ -1,0 +1,272 @@
+"""A loopback OpenAI-compatible chat-completions server, for tests, examples and benchmarks.
+
+Binds 127.0.0.1 only, on a free port, serves in a background thread, and stops by itself after
+``max_seconds`` or ``max_requests`` (or when the ``with`` block ends). Replies are scripted:
+
+* ``script``: a list of actions consumed one per request, then the ``responder`` takes over.
+  An action is a :class:`Reply` or one of the fault strings ``"429"``, ``"500"``, ``"503"``,
+  ``"400"``, ``"401"``, ``"hang"`` (never answers until the client gives up), ``"badjson"``
+  (200 with an invalid JSON body), ``"reset"`` (closes the connection without a response).
+* ``responder(request) -> Reply``: the default answers like a judge -- a JSON verdict when a
+  JSON schema or JSON answer is asked for, ``Rating: [[n]]`` for MT-Bench prompts, a
+  ``[[A]]/[[B]]/[[C]]`` verdict for pairwise ones, and score-token logprobs when asked -- with
+  the score derived from a hash of the prompt, so the same prompt always gets the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("429", "500", "503", "400", "401", "404", "hang", "badjson", "reset", "nochoices")
+
+
+@dataclass
+class Reply:
+    """What the server answers to one request."""
+
+    content: str
+    logprobs: list[dict[str, float]] | None = None  # per position: token -> logprob (first = chosen)
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+def prompt_text(request: dict[str, Any]) -> str:
+    return "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
+
+
+def hashed(text: str, lo: int, hi: int) -> int:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return lo + digest[0] % (hi - lo + 1)
+
+
+def judge_responder(request: dict[str, Any]) -> Reply:
+    """Answer like a well-behaved judge, deterministically (see the module docstring)."""
+    text = prompt_text(request)
+    lo, hi = 1, 10
+    m = re.search(r"from (-?\d+) to (-?\d+)", text)
+    schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    score_schema = schema.get("properties", {}).get("score", {})
+    if "minimum" in score_schema:
+        lo, hi = int(score_schema["minimum"]), int(score_schema["maximum"])
+    elif m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+    score = hashed(text, lo, hi)
+    if request.get("logprobs"):
+        # a distribution peaked at `score` over the scale's tokens
+        weights = {str(s): math.exp(-abs(s - score)) for s in range(lo, hi + 1)}
+        total = sum(weights.values())
+        top = dict(sorted(((t, math.log(w / total)) for t, w in weights.items()), key=lambda kv: -kv[1])[:20])
+        return Reply(content=str(score), logprobs=[top])
+    verdict_enum = schema.get("properties", {}).get("verdict", {}).get("enum")
+    if verdict_enum or '"verdict"' in text:
+        choice = (verdict_enum or ["A", "B", "tie"])[hashed(text, 0, 2) % len(verdict_enum or [0, 1, 2])]
+        return Reply(content=json.dumps({"reasoning": "loopback judge", "verdict": choice}))
+    if "[[A]]" in text and "[[B]]" in text:
+        return Reply(content=f"Both answers were considered. [[{'ABC'[hashed(text, 0, 2)]}]]")
+    if "[[rating]]" in text or "Rating: [[" in text:
+        return Reply(content=f"The answer is reasonable.\n\nRating: [[{score}]]")
+    if schema or "JSON" in text or "json" in text:
+        return Reply(content=json.dumps({"reasoning": "loopback judge", "score": score}))
+    return Reply(content=f"This is a loopback answer to: {text[:60]}")
+
+
+class LoopbackServer:
+    """The server; use as a context manager. ``base_url`` ends in ``/v1``."""
+
+    def __init__(
+        self,
+        responder: Responder = judge_responder,
+        *,
+        script: list[Reply | str] | None = None,
+        latency_ms: float = 0.0,
+        max_seconds: float = 120.0,
+        max_requests: int = 100_000,
+        retry_after: str | None = "0",
+        model: str = "loopback-judge",
+    ) -> None:
+        self.responder = responder
+        self.script: list[Reply | str] = list(script or [])
+        self.latency_s = latency_ms / 1000.0
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.retry_after = retry_after
+        self.model = model
+        self.requests: list[dict[str, Any]] = []
+        self.statuses: list[int | str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> LoopbackServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                try:
+                    request = json.loads(body or b"{}")
+                except json.JSONDecodeError:
+                    self._json(400, {"error": {"message": "request body is not JSON"}})
+                    return
+                with server._lock:
+                    server.requests.append(request)
+                    action = server.script.pop(0) if server.script else None
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    over = len(server.requests) >= server.max_requests
+                try:
+                    self._answer(request, action)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                if over:
+                    threading.Thread(target=server.stop, daemon=True).start()
+
+            def _answer(self, request: dict[str, Any], action: Reply | str | None) -> None:
+                if server.latency_s:
+                    time.sleep(server.latency_s)
+                if isinstance(action, str):
+                    server.statuses.append(action)
+                    self._fault(action)
+                    return
+                reply = action if action is not None else server.responder(request)
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                server.statuses.append(reply.status)
+                if reply.status != 200:
+                    self._json(reply.status, {"error": {"message": reply.content}}, reply.headers)
+                    return
+                self._json(200, completion_body(request, reply, server.model), reply.headers)
+
+            def _fault(self, action: str) -> None:
+                if action in ("429", "500", "503", "400", "401", "404"):
+                    headers = {"Retry-After": server.retry_after} if action == "429" and server.retry_after else {}
+                    self._json(int(action), {"error": {"message": f"injected {action}", "type": "injected"}}, headers)
+                elif action == "hang":
+                    server._stop.wait(server.max_seconds)  # until the client gives up or the server stops
+                    self.close_connection = True
+                elif action == "badjson":
+                    self._raw(200, b'{"id": "x", "choices": [ {"message": ', "application/json")
+                elif action == "nochoices":
+                    self._json(200, {"id": "x", "object": "chat.completion", "model": server.model, "choices": []})
+                elif action == "reset":
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                else:
+                    raise ValueError(f"unknown fault {action!r} (known: {', '.join(FAULTS)})")
+
+            def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+                self._raw(status, json.dumps(obj).encode(), "application/json", headers)
+
+            def _raw(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("x-request-id", f"req-{len(server.requests)}")
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.max_seconds, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._httpd is not None:
+            httpd, self._httpd = self._httpd, None
+            self._port_cache = httpd.server_address[1]
+            httpd.shutdown()
+            httpd.server_close()
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def completion_body(request: dict[str, Any], reply: Reply, model: str) -> dict[str, Any]:
+    """An OpenAI chat.completion object for ``reply``."""
+    prompt_tokens = max(1, len(prompt_text(request).split()))
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": reply.content},
+        "finish_reason": "stop",
+    }
+    if request.get("logprobs") and reply.logprobs is not None:
+        content = []
+        for pos in reply.logprobs:
+            token, lp = next(iter(pos.items()))
+            content.append({
+                "token": token, "logprob": lp, "bytes": list(token.encode()),
+                "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in pos.items()],
+            })
+        choice["logprobs"] = {"content": content, "refusal": None}
+    else:
+        choice["logprobs"] = None
+    return {
+        "id": f"chatcmpl-{hashlib.sha256(reply.content.encode()).hexdigest()[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", model),
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(reply.content.split())),
+                  "total_tokens": prompt_tokens + max(1, len(reply.content.split()))},
+    }

