@@ -47,6 +47,11 @@ def rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def line(qid: int, model: str, turns: list[str]) -> str:
+    """One FastChat model_answer line."""
+    return json.dumps({"question_id": qid, "model_id": model, "choices": [{"index": 0, "turns": turns}]}) + "\n"
+
+
 def judge_args(url: str, out: Path, *extra: str) -> list[str]:
     return ["judge", "--questions", str(MT / "question.jsonl"), "--answers", str(MT / "model_answer"),
             "--reference", str(MT / "reference_answer" / "gpt-4.jsonl"), "--models", MODELS,
@@ -182,19 +187,18 @@ def test_bad_inputs_name_file_line_field_and_interrupted_runs_keep_judged(tmp_pa
     exc = run()
     assert isinstance(exc, DataError) and exc.line == 2 and exc.field == "turns" and "no turns" in str(exc)
     q.write_text('{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n')
-    (ans / "m.jsonl").write_text('{"question_id": 1, "model_id": "m", "choices": [{"index": 0, "turns": ["x"]}]}\n')
+    (ans / "m.jsonl").write_text(line(1, "m", ["x"]))
     exc = run()
     assert isinstance(exc, DataError) and f"{ans / 'm.jsonl'}:1" in str(exc) and exc.field == "choices[0].turns"
     assert "1 turn(s)" in str(exc) and "which has 2" in str(exc)
-    (ans / "m.jsonl").write_text('{"question_id": 1, "model_id": "m", "choices": [{"index": 0, "turns": ["x", "y"]}]}\n'
-                                 '{"question_id": 7, "model_id": "m", "choices": [{"index": 0, "turns": ["x", "y"]}]}\n')
+    (ans / "m.jsonl").write_text(line(1, "m", ["x", "y"]) + line(7, "m", ["x", "y"]))
     exc = run()
     assert isinstance(exc, DataError) and exc.line == 2 and exc.field == "question_id" and "lacks" in str(exc)
-    (ans / "m.jsonl").write_text('{"question_id": 1, "model_id": "m", "choices": [{"index": 0, "turns": ["x", "y"]}]}\n')
-    (ans / "n.jsonl").write_text('{"question_id": 1, "model_id": "m", "choices": [{"index": 0, "turns": ["x", "z"]}]}\n')
+    (ans / "m.jsonl").write_text(line(1, "m", ["x", "y"]))
+    (ans / "n.jsonl").write_text(line(1, "m", ["x", "z"]))
     exc = run()
     assert isinstance(exc, DataError) and "duplicate model id 'm'" in str(exc) and exc.field == "model_id"
-    (ans / "n.jsonl").write_text('{"question_id": 1, "model_id": "n", "choices": [{"index": 0, "turns": ["w", "z"]}]}\n')
+    (ans / "n.jsonl").write_text(line(1, "n", ["w", "z"]))
     assert isinstance(run("--mode", "pairwise-baseline"), ConfigError)  # no gpt-3.5-turbo answers
     q.write_text('{"question_id": 1, "category": "math", "turns": ["a", "b"]}\n')
     exc = run()
@@ -214,11 +218,10 @@ def test_bad_inputs_name_file_line_field_and_interrupted_runs_keep_judged(tmp_pa
             "--mode", "single", "--out", str(out)]
     with LoopbackServer(script=[Reply(content="Rating: [[7]]")] * 3 + ["401"]) as srv:
         exc = invoke(*args, "--base-url", srv.base_url).exception
-    assert isinstance(exc, ClientRequestError) and not out.exists()
-    assert len(rows(out.with_name(out.name + ".partial"))) == 3
-    with LoopbackServer() as srv:
-        ok(invoke(*args, "--base-url", srv.base_url))
-        assert len(srv.requests) == 1  # only the item that was never judged
+        assert isinstance(exc, ClientRequestError) and not out.exists()
+        assert len(rows(out.with_name(out.name + ".partial"))) == 3
+        ok(invoke(*args, "--base-url", srv.base_url))  # same server (the cache key includes its URL)
+        assert len(srv.requests) == 5  # 4 in the first run, then only the item that was never judged
     assert [r["cached"] for r in rows(out)] == [True, True, True, False]
 
 

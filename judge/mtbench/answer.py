@@ -112,7 +112,8 @@ async def answer_question(
         "provider": provider.id,
         "temperature": config.temperature,
         "requested_temperature": requested,
-        "decoding": "greedy (the local provider cannot sample)" if greedy else ("greedy" if requested == 0 else "sampled"),
+        "decoding": "greedy (the local provider cannot sample)" if greedy
+        else ("greedy" if requested == 0 else "sampled"),
         "seed": seed,
         "max_tokens": max_tokens,
         "cached": cached_all,

@@ -34,7 +34,8 @@ Example:
   judge mtbench llmbar data/llmbar/Processed/MT-Bench/dataset.json \\
       --questions data/mt_bench/question.jsonl --answers data/mt_bench/model_answer --out-dir llmbar_mt/
   judge mtbench judge --questions llmbar_mt/question.jsonl --answers llmbar_mt/model_answer \\
-      --mode pairwise-all --pairs llmbar_mt/labels.jsonl --out llmbar_mt/judgments.jsonl
+      --mode pairwise-all --pairs llmbar_mt/labels.jsonl --reference data/mt_bench/reference_answer/gpt-4.jsonl \\
+      --out llmbar_mt/judgments.jsonl
 """
 
 
@@ -142,7 +143,8 @@ def answer_cmd(questions_path: str, model: str, model_id: str | None, base_url: 
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL for the judge.")
 @click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
 @click.option("--judge-prompts", default=None, type=click.Path(dir_okay=False),
-              help="FastChat judge_prompts.jsonl to use instead of the built-in mt_bench_* rubrics (two turns at most).")
+              help="FastChat judge_prompts.jsonl to use instead of the built-in mt_bench_* rubrics "
+              "(two turns at most).")
 @click.option("--models", default=None, help="Comma-separated models to judge (default: every model in --answers).")
 @click.option("--question-ids", default=None, help="Comma-separated question ids to judge (default: all).")
 @click.option("--first-n", type=int, default=None, help="Judge only the first N (selected) questions.")

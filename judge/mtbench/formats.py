@@ -153,7 +153,8 @@ def read_answers(paths: Iterable[str | Path]) -> dict[str, dict[QuestionId, Answ
                     f"model '{model}' answers question {qid!r} twice (first at {answers[qid].source})", "question_id"
                 )
             extra = {k: v for k, v in row.data.items() if k not in ("question_id", "answer_id", "model_id", "choices")}
-            answers[qid] = Answer(model, qid, _answer_turns(row), str(row.data.get("answer_id", "")), _where(row), extra)
+            answer_id = str(row.data.get("answer_id", ""))
+            answers[qid] = Answer(model, qid, _answer_turns(row), answer_id, _where(row), extra)
     return by_model
 
 

@@ -115,7 +115,9 @@ def plan_matches(
         for model in models:
             missing = [q.question_id for q in questions if q.question_id not in answers[model]]
             if missing:
-                warnings.append(f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped")
+                warnings.append(
+                    f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped"
+                )
         for q in questions:
             ref = reference_for(q)
             for model in models:
@@ -225,7 +227,8 @@ class PromptBuilder:
             name += "-multi-turn"
         prompt = self.judge_prompts.get(name)
         if prompt is None:
-            raise ConfigError(f"the judge prompts file has no prompt named '{name}' (has: {', '.join(self.judge_prompts)})")
+            known = ", ".join(self.judge_prompts)
+            raise ConfigError(f"the judge prompts file has no prompt named '{name}' (has: {known})")
         return prompt
 
     def messages(self, m: Match, swap: bool = False) -> tuple[list[dict[str, str]], str, str]:
@@ -266,11 +269,13 @@ class PromptBuilder:
             a, b = (m.answer_2, m.answer_1) if swap else (m.answer_1, m.answer_2)
             for side, ans in (("a", a), ("b", b)):
                 t = ans.turns
-                values.update({f"answer_{side}": t[0], f"answer_{side}_1": t[0], f"answer_{side}_2": t[1] if len(t) > 1 else ""})
+                second = t[1] if len(t) > 1 else ""
+                values.update({f"answer_{side}": t[0], f"answer_{side}_1": t[0], f"answer_{side}_2": second})
         try:
             user = prompt.prompt_template.format(**values)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"{prompt.source}: judge prompt '{prompt.name}' uses an unknown placeholder: {exc}") from None
+            msg = f"{prompt.source}: judge prompt '{prompt.name}' uses an unknown placeholder: {exc}"
+            raise ConfigError(msg) from None
         messages = [{"role": "system", "content": prompt.system_prompt}] if prompt.system_prompt.strip() else []
         messages.append({"role": "user", "content": user})
         return messages, prompt.name, prompt.hash

@@ -57,7 +57,8 @@ def convert_llmbar(
     counts = {"pairs": 0, "matched_answers": 0, "skipped": 0}
     for i, rec in enumerate(records, start=1):
         if not isinstance(rec, dict) or rec.get("label") not in (1, 2):
-            raise DataError(f"record {i}: expected input, output_1, output_2 and label 1 or 2", path=path, field="label")
+            msg = f"record {i}: expected input, output_1, output_2 and label 1 or 2"
+            raise DataError(msg, path=path, field="label")
         q = by_text.get(str(rec.get("input", "")).strip())
         if q is None:
             counts["skipped"] += 1

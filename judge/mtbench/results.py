@@ -222,7 +222,8 @@ def render(summary: dict[str, Any]) -> str:
         parts.append("Mean score per category\n" + format_table(["model", *cats], rows))
     pw = summary.get("pairwise")
     if pw:
-        rows = [[model, t["win"], t["loss"], t["tie"], t["unscored"], t["win_rate"]] for model, t in pw["models"].items()]
+        rows = [[model, t["win"], t["loss"], t["tie"], t["unscored"], t["win_rate"]]
+                for model, t in pw["models"].items()]
         parts.append("Pairwise: wins, losses, ties (win rate counts ties half)\n"
                      + format_table(["model", "win", "loss", "tie", "unscored", "win rate"], rows))
         s = pw["stats"]

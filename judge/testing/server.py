@@ -129,6 +129,7 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
@@ -270,3 +271,23 @@ def completion_body(request: dict[str, Any], reply: Reply, model: str) -> dict[s
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(reply.content.split())),
                   "total_tokens": prompt_tokens + max(1, len(reply.content.split()))},
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the loopback server in the foreground: ``python -m judge.testing.server --port-file F``."""
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--port-file", required=True, help="Write the chosen port here once listening.")
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--max-seconds", type=float, default=300.0)
+    args = ap.parse_args(argv)
+    srv = LoopbackServer(latency_ms=args.latency_ms, max_seconds=args.max_seconds).start()
+    Path(args.port_file).write_text(str(srv.port))
+    srv._stop.wait(args.max_seconds)
+    srv.stop()
+
+
+if __name__ == "__main__":
+    main()
