@@ -90,8 +90,10 @@ def build_design(
             metrics = (*metrics, "roc_auc")
         names = [_fmt(v) for v in grid]
         return Design(label_type, metrics, grid, grid, True, "nominal", names, auc_grid)
-    # ordinal
-    if len(union) <= MAX_CATEGORIES:
+    # ordinal: a discrete table only when both sides sit on (half-)points of a scale; probability-weighted
+    # judge scores (logprob mode, e.g. 3.72) are continuous however few items there are
+    on_points = bool(np.all(judge * 2 == np.round(judge * 2)))
+    if len(union) <= MAX_CATEGORIES and on_points:
         metrics = ("accuracy", "within_1", "mae", "cohen_kappa", "kappa_linear", "kappa_quadratic")
         metrics += ("krippendorff_alpha", "spearman", "kendall_tau", "pearson")
         return Design(label_type, metrics, union, union, True, "ordinal", [_fmt(v) for v in union])

@@ -142,7 +142,9 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
         lines.append("")
         lines.append(f"  largest disagreements ({len(report.disagreements)}):")
         for d in report.disagreements:
-            lines.append(f"    {d.id}: judge {d.judge} vs human {d.human}  (annotators: {_labels(d.annotator_labels)})")
+            lines.append(
+                f"    {d.id}: judge {_fmt(d.judge)} vs human {_fmt(d.human)}  (annotators: {_labels(d.annotator_labels)})"
+            )
             for key, text in list(d.texts.items())[:3]:
                 flat = " ".join(text.split())
                 lines.append(f"      {key}: {flat[:max_text]}{'…' if len(flat) > max_text else ''}")
@@ -158,4 +160,11 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
 
 
 def _labels(labels: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in labels.items())
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in labels.items())
+
+
+def _fmt(value: Any) -> str:
+    """Numbers as short as they can be read: 4, 2.765; anything else as is."""
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
+    return str(value)

@@ -146,3 +146,19 @@ def test_concurrency_is_bounded() -> None:
     with LoopbackServer(latency_ms=50) as srv:
         run(srv, items, concurrency=4)
     assert 2 <= srv.max_in_flight <= 4
+
+
+def test_interrupted_run_resumes_from_cache(tmp_path) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "v.jsonl"
+    # the server dies for good (401 here) after three answers: the run stops ...
+    with LoopbackServer(script=[Reply('{"reasoning": "r", "score": 3}')] * 3 + ["401"] * 10) as srv:
+        with pytest.raises(ClientRequestError):
+            run(srv, cache=cache, out=out, concurrency=1)
+    partial = (tmp_path / "v.jsonl.partial").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in partial] == ["i0", "i1", "i2"]  # finished items were streamed
+    # ... and the rerun asks only for what is missing
+    with LoopbackServer() as srv:
+        results = run(srv, cache=cache, out=out, concurrency=1)
+    assert len(srv.requests) == len(ITEMS) - 3
+    assert [v.cached for v in results] == [True] * 3 + [False] * (len(ITEMS) - 3)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [i["id"] for i in ITEMS]

@@ -64,10 +64,6 @@ class OpenAIProvider(Provider):
     def connection_key(self) -> str:
         return f"{self.name}:{self.base_url or 'default'}"
 
-    def cache_identity(self) -> dict[str, Any]:
-        # the server matters: the same model name on two servers can be two different models
-        return {"provider": self.name, "model": self.model, "base_url": self.base_url}
-
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
         kwargs: dict[str, Any] = {
             "model": self.model,
