@@ -52,10 +52,10 @@ def line(qid: int, model: str, turns: list[str]) -> str:
     return json.dumps({"question_id": qid, "model_id": model, "choices": [{"index": 0, "turns": turns}]}) + "\n"
 
 
-def judge_args(url: str, out: Path, *extra: str) -> list[str]:
+def judge_args(url: str, out: Path, *extra: str, judge: str = "openai/loopback") -> list[str]:
     return ["judge", "--questions", str(MT / "question.jsonl"), "--answers", str(MT / "model_answer"),
             "--reference", str(MT / "reference_answer" / "gpt-4.jsonl"), "--models", MODELS,
-            "--question-ids", QIDS, "--judge", "openai/loopback", "--base-url", url, "--out", str(out), *extra]
+            "--question-ids", QIDS, "--judge", judge, "--base-url", url, "--out", str(out), *extra]
 
 
 def test_single_grading_on_real_answers_is_per_turn_reference_guided_and_cached(tmp_path: Path) -> None:
@@ -132,7 +132,8 @@ def test_pairwise_with_fastchat_prompts_both_orders_and_bias_statistics(tmp_path
     assert any("position bias" in w for w in summary["warnings"])
 
     with LoopbackServer(responder=_prefers_longer) as srv:
-        ok(invoke(*judge_args(srv.base_url, longer, *prompts)))
+        # another judge name: a new server can reuse the port, and the cache keys on (model, base URL)
+        ok(invoke(*judge_args(srv.base_url, longer, *prompts, judge="openai/loopback-longer")))
     stats = json.loads(ok(invoke("show", str(longer), "--json")))["pairwise"]["stats"]
     assert stats["consistency"] == 1.0 and stats["p_longer_wins"] == 1.0
     assert 0.0 < stats["p_first_wins"] < 1.0
