@@ -7,14 +7,10 @@ importing this module (``judge --help``) stays cheap.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import click
 
 from judge.errors import ConfigError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 EPILOG = """\b
 Examples:
@@ -22,8 +18,18 @@ Examples:
   judge calibrate --judge gpt4.csv --human crowd.csv --label-column winner --annotator-column worker \\
       --label-type pairwise --json report.json
   judge calibrate --judge baseline.jsonl --human labels.csv --score-column entailment --label-type binary
-  judge calibrate --adapter llmbar-mtbench --human llmbar/Processed/MT-Bench/dataset.json \\
-      --judge mtbench_pair.jsonl
+
+\b
+LLMBar's MT-Bench expert labels (200 pairs): convert them, judge the same pairs, compare:
+  judge mtbench llmbar llmbar/Processed/MT-Bench/dataset.json --questions mt_bench/question.jsonl \\
+      --answers mt_bench/model_answer --out-dir llmbar_mt
+  judge mtbench judge --questions llmbar_mt/question.jsonl --answers llmbar_mt/model_answer \\
+      --mode pairwise-all --pairs llmbar_mt/labels.jsonl --reference mt_bench/reference_answer/gpt-4.jsonl \\
+      --judge openai/gpt-4o --out llmbar_mt/judged.jsonl
+  judge calibrate --judge llmbar_mt/judged.jsonl --human llmbar_mt/labels.jsonl --label-type pairwise
+
+MT-Bench pairwise judgment files (question_id, model_1, model_2, [turn], winner) need no id column: each
+pair's id is question_id:model_1:model_2:t<turn>, and a `winner` column is read as the label.
 
 Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_BOOTSTRAP=500.
 """
@@ -105,18 +111,6 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
     show_default=True,
     help="How many of the largest disagreements to list for review.",
 )
-@click.option(
-    "--adapter",
-    type=click.Choice(["llmbar-mtbench"]),
-    default=None,
-    help="Read --human as a public label set (llmbar-mtbench: LLMBar's Processed/MT-Bench/dataset.json).",
-)
-@click.option(
-    "--mtbench-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="MT-Bench data (question.jsonl, model_answer/) for --adapter llmbar-mtbench.",
-)
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -133,8 +127,6 @@ def calibrate(
     threshold: float | None,
     threshold_metric: str,
     n_disagreements: int,
-    adapter: str | None,
-    mtbench_dir: str | None,
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
@@ -144,18 +136,15 @@ def calibrate(
 
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
-    if adapter == "llmbar-mtbench":
-        scores, labels, kind = _llmbar_mtbench(judge_path, human_path, mtbench_dir, score_column, id_column)
-    else:
-        scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
-        labels, kind = load_human_labels(
-            human_path,
-            label_column=label_column,
-            id_column=id_column,
-            annotator_column=annotator_column,
-            label_type=label_type,
-            scale=scale,
-        )
+    scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
+    labels, kind = load_human_labels(
+        human_path,
+        label_column=label_column,
+        id_column=id_column,
+        annotator_column=annotator_column,
+        label_type=label_type,
+        scale=scale,
+    )
     report = run_calibration(
         scores,
         labels,
@@ -175,26 +164,3 @@ def calibrate(
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         click.echo(f"\nwrote {json_path}")
 
-
-def _llmbar_mtbench(
-    judge_path: str, human_path: str, mtbench_dir: str | None, score_column: str, id_column: str
-) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Scores and labels for LLMBar's MT-Bench pairs: id-keyed verdicts, or MT-Bench judgments joined by models."""
-    import pandas as pd  # noqa: F811 - the runtime import; the one above is for type checkers
-
-    from calibration.datasets import join_mtbench_judgments, load_llmbar_mtbench
-    from calibration.labels import load_judge_scores, validate_labels, validate_scores
-    from judge.io import read_rows
-
-    items, raw_labels = load_llmbar_mtbench(human_path, mtbench_dir)
-    labels, kind = validate_labels(raw_labels, label_type="pairwise", path=human_path)
-    rows = read_rows(judge_path)
-    if rows and id_column in rows[0].data:
-        scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
-    else:
-        judgments = pd.DataFrame([r.data for r in rows])
-        scores = validate_scores(join_mtbench_judgments(judgments, items, source=judge_path), path=judge_path)
-        texts = items.set_index("id")[["question", "output_1", "output_2"]]
-        scores = scores.join(texts, on="id")
-        scores.attrs["validated"] = True
-    return scores, labels, kind

@@ -141,6 +141,26 @@ def _rows_frame(rows: list[Row]) -> pd.DataFrame:
     return frame
 
 
+MTBENCH_PAIR_KEY = ("question_id", "model_1", "model_2")
+
+
+def _with_mtbench_ids(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """Give MT-Bench pairwise judgment files (``judge mtbench judge``, FastChat ``model_judgment``, and the
+    LLMBar labels from ``judge mtbench llmbar``) an id: ``question_id:model_1:model_2:turn``.
+
+    Both files must list each pair in the same order, as ``judge mtbench judge --pairs LABELS`` does.
+    """
+    if id_column in frame.columns or not set(MTBENCH_PAIR_KEY) <= set(frame.columns):
+        return frame
+    turn = frame["turn"] if "turn" in frame.columns else pd.Series(1, index=frame.index)
+    frame = frame.copy()
+    frame[id_column] = [
+        f"{_id_str(q)}:{m1}:{m2}:t{_id_str(t)}"
+        for q, m1, m2, t in zip(frame["question_id"], frame["model_1"], frame["model_2"], turn, strict=True)
+    ]
+    return frame
+
+
 def _require_column(frame: pd.DataFrame, column: str, path: str, what: str, option: str) -> None:
     if column not in frame.columns:
         have = ", ".join(str(c) for c in frame.columns if c != "line")
@@ -167,8 +187,10 @@ def load_human_labels(
     rows = read_rows(path)
     if not rows:
         raise DataError("the label file has no rows", path=path)
-    frame = _rows_frame(rows)
+    frame = _with_mtbench_ids(_rows_frame(rows), id_column)
     src = str(path)
+    if label_column not in frame.columns and "winner" in frame.columns:
+        label_column = "winner"  # pairwise labels written as judgments (judge mtbench llmbar)
     _require_column(frame, id_column, src, "item ids", "--id-column")
     _require_column(frame, label_column, src, "human labels", "--label-column")
     annotators = frame[annotator_column] if annotator_column in frame.columns else None
@@ -301,7 +323,7 @@ def load_judge_scores(
     rows = read_rows(path)
     if not rows:
         raise DataError("the judge results file has no rows", path=path)
-    frame = _rows_frame(rows)
+    frame = _with_mtbench_ids(_rows_frame(rows), id_column)
     src = str(path)
     _require_column(frame, id_column, src, "item ids", "--id-column")
     column = score_column

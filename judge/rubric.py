@@ -36,7 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from judge.config import Message
 from judge.errors import RubricError
 
-BUILTIN_DIR_CANDIDATES = (Path(__file__).resolve().parent.parent / "rubrics",)
+BUILTIN_DIR_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / "rubrics",  # a source checkout (editable install)
+    Path(__file__).resolve().parent / "builtin_rubrics",  # an installed wheel (pyproject maps rubrics/ here)
+)
 KNOWN_INPUTS = ("input", "output", "reference", "context", "output_b", "conversation")
 
 _ENV = ImmutableSandboxedEnvironment(
@@ -266,9 +269,7 @@ def builtin_dir() -> Path:
     for cand in BUILTIN_DIR_CANDIDATES:
         if cand.is_dir():
             return cand
-    from importlib.resources import files
-
-    return Path(str(files("judge.builtin_rubrics")))
+    raise RubricError("built-in rubrics not found: reinstall the package")
 
 
 def list_rubrics() -> list[Rubric]:

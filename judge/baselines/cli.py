@@ -69,12 +69,12 @@ def _kwargs(batch_size: int | None, device: str | None, maps: tuple[str, ...]) -
 def baseline() -> None:
     """Local baselines: perplexity, entailment, PMI, embedding similarity.
 
-    Each command writes one JSON line per item with its ``id`` and scores; the corpus summary goes
-    to stderr. Score them against human labels with ``judge calibrate --score-column``.
+    Each command writes one JSON line per item with its id and scores; the corpus summary goes
+    to stderr. Score them against human labels with `judge calibrate --score-column`.
     """
 
 
-@baseline.command(epilog="Example:\n\n  judge baseline perplexity items.jsonl --out ppl.jsonl")
+@baseline.command(epilog="\b\nExample:\n  judge baseline perplexity items.jsonl --out ppl.jsonl")
 @_common("smollm2")
 @click.option("--field", default="output", show_default=True, help="Item field to score.")
 @click.option(
@@ -102,7 +102,7 @@ def perplexity(
 
 
 @baseline.command(
-    epilog="Example:\n\n  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context"
+    epilog="\b\nExample:\n  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context"
 )
 @_common(None)
 @click.option("--premise", type=click.Choice(["context", "reference", "input"]), default="context", show_default=True)
@@ -135,7 +135,7 @@ def entailment(
     )
 
 
-@baseline.command(epilog="Example:\n\n  judge baseline pmi items.jsonl --source context --out pmi.jsonl")
+@baseline.command(epilog="\b\nExample:\n  judge baseline pmi items.jsonl --source context --out pmi.jsonl")
 @_common("smollm2")
 @click.option(
     "--source",
@@ -145,7 +145,12 @@ def entailment(
     help="Field the output is conditioned on.",
 )
 @click.option("--field", default="output", show_default=True, help="Item field to score.")
-@click.option("--template", default="{source}\n", show_default=True, help="Text before the output, with {source}.")
+@click.option(
+    "--template",
+    default="{source}\n",
+    help="Text before the output, with {source}; \\n is a newline.",
+    show_default="'{source}\\n'",
+)
 @click.option(
     "--max-length", type=click.IntRange(min=2), default=None, help="Window in tokens (default: model's, ≤2048)."
 )
@@ -170,7 +175,7 @@ def pmi(
             model=model,
             source_field=source,
             field=field,
-            template=template,
+            template=template.replace("\\n", "\n"),
             max_length=max_length,
             **_kwargs(batch_size, device, maps),
         ),
@@ -178,7 +183,7 @@ def pmi(
     )
 
 
-@baseline.command(epilog="Example:\n\n  judge baseline similarity items.jsonl --against reference")
+@baseline.command(epilog="\b\nExample:\n  judge baseline similarity items.jsonl --against reference")
 @_common("minilm")
 @click.option(
     "--against",
