@@ -27,40 +27,58 @@ def main() -> int:
 
     offline_env()
     a = parse_args(sys.argv[1:])
+    from judge.dataset import coerce_items
     from judge.retry import RetryPolicy
     from judge.runner import build_grader, run_items, run_sync
-    from judge.dataset import coerce_items
 
     guard = NetGuard()
-    items = coerce_items([
-        {"id": str(it["id"]), "input": it["question"], "output": it["answer"], "reference": it["reference"]}
-        for it in make_items(a.n)
-    ])
+    items = coerce_items(
+        [
+            {"id": str(it["id"]), "input": it["question"], "output": it["answer"], "reference": it["reference"]}
+            for it in make_items(a.n)
+        ]
+    )
     concurrency = a.concurrency or 8
     with FakeServer(a.latency_ms, extra_args=["--fault-rate", str(a.fault_rate), "--faults", a.faults]) as srv:
 
         async def go():  # type: ignore[no-untyped-def]
             grader = build_grader(
-                "factuality", "openai/gpt-4o-mini", base_url=srv.base_url, api_key="sk-fake-offline", cache=False,
-                timeout=10, retry=RetryPolicy(max_attempts=6, initial_wait=0.25, max_wait=5),
+                "factuality",
+                "openai/gpt-4o-mini",
+                base_url=srv.base_url,
+                api_key="sk-fake-offline",
+                cache=False,
+                timeout=10,
+                retry=RetryPolicy(max_attempts=6, initial_wait=0.25, max_wait=5),
             )
             try:
                 return await run_items(grader, items, concurrency=concurrency)
             finally:
                 await grader.provider.aclose()
 
-        run_sync(go())  # warm-up on the same items (SDK imports); the server's counters are reset below
-        srv.reset()
+        srv.reset()  # no warm-up: the peers get none either, so first-use costs count for everyone
         clk = Clock()
         results = run_sync(go())
         wall, cpu = clk.stop()
         stats = srv.stats()
     statuses = Counter(v.status for v in results)
     reasons = Counter((v.error or "").split(":")[0] for v in results if v.status == "unscored")
-    report("judge", a.n, a.latency_ms, wall, stats, statuses["ok"], guard, cpu=cpu, extra={
-        "concurrency": concurrency, "unscored": statuses["unscored"], "lost": a.n - len(results),
-        "unscored_reasons": dict(reasons),
-    })
+    report(
+        "judge",
+        a.n,
+        a.latency_ms,
+        wall,
+        stats,
+        statuses["ok"],
+        guard,
+        cpu=cpu,
+        extra={
+            "concurrency": concurrency,
+            "unscored": statuses["unscored"],
+            "lost": a.n - len(results),
+            "unscored_reasons": dict(reasons),
+        },
+    )
     return 0
 
 

@@ -25,8 +25,17 @@ from judge.verdict import parse_verdict
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     port_file = Path(tempfile.mkdtemp()) / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "judge.testing.server", "--port-file", str(port_file),
-         "--latency-ms", str(latency_ms), "--max-seconds", "600"],
+        [
+            sys.executable,
+            "-m",
+            "judge.testing.server",
+            "--port-file",
+            str(port_file),
+            "--latency-ms",
+            str(latency_ms),
+            "--max-seconds",
+            "600",
+        ],
     )
     for _ in range(200):
         if port_file.exists() and port_file.read_text():
@@ -63,14 +72,23 @@ def main() -> None:
     args = ap.parse_args()
 
     items = coerce_items(
-        [{"id": f"i{i}", "input": f"What is {i} times 3? Explain briefly.", "output": f"It is {3 * i}.",
-          "reference": str(3 * i)} for i in range(args.items)]
+        [
+            {
+                "id": f"i{i}",
+                "input": f"What is {i} times 3? Explain briefly.",
+                "output": f"It is {3 * i}.",
+                "reference": str(3 * i),
+            }
+            for i in range(args.items)
+        ]
     )
     proc, base_url = start_server(args.latency_ms)
     try:
         run_sync(one_run(base_url, items[:16], 8))  # warm-up: the SDK imports its types on first use
         print(f"loopback server latency {args.latency_ms:.0f} ms, {args.items} items, cache off")
-        print(f"{'C':>4} {'items':>6} {'wall s':>8} {'items/s':>9} {'bound':>7} {'ratio':>6} {'client CPU ms/item':>19}")
+        print(
+            f"{'C':>4} {'items':>6} {'wall s':>8} {'items/s':>9} {'bound':>7} {'ratio':>6} {'client CPU ms/item':>19}"
+        )
         for c in args.concurrency:
             n = min(args.items, max(20, int(c * 1000 / args.latency_ms * 10)))  # ~10 s per row
             cpu0, t0 = time.process_time(), time.perf_counter()

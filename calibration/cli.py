@@ -163,4 +163,3 @@ def calibrate(
     if json_path:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         click.echo(f"\nwrote {json_path}")
-

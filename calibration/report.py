@@ -142,9 +142,8 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
         lines.append("")
         lines.append(f"  largest disagreements ({len(report.disagreements)}):")
         for d in report.disagreements:
-            lines.append(
-                f"    {d.id}: judge {_fmt(d.judge)} vs human {_fmt(d.human)}  (annotators: {_labels(d.annotator_labels)})"
-            )
+            who = _labels(d.annotator_labels)
+            lines.append(f"    {d.id}: judge {_fmt(d.judge)} vs human {_fmt(d.human)}  (annotators: {who})")
             for key, text in list(d.texts.items())[:3]:
                 flat = " ".join(text.split())
                 lines.append(f"      {key}: {flat[:max_text]}{'…' if len(flat) > max_text else ''}")

@@ -18,7 +18,10 @@ from judge.errors import JudgeError
 
 # name -> "module:attribute" of a click command, imported on first use
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "score": ("judge.cli_score", "score", ),
+    "score": (
+        "judge.cli_score",
+        "score",
+    ),
     "rubrics": ("judge.cli_score", "rubrics"),
     "calibrate": ("calibration.cli", "calibrate"),
     "baseline": ("judge.baselines.cli", "baseline"),

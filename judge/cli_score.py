@@ -31,25 +31,59 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 )
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--rubric", "-r", required=True, help="Built-in rubric id (see `judge rubrics list`) or a .j2 file.")
-@click.option("--judge", "-j", "judge_spec", default=None,
-              help="PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. "
-                   "Default: openai/gpt-4o-mini if OPENAI_API_KEY or OPENAI_BASE_URL is set, else local/smollm2.")
+@click.option(
+    "--judge",
+    "-j",
+    "judge_spec",
+    default=None,
+    help="PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. "
+    "Default: openai/gpt-4o-mini if OPENAI_API_KEY or OPENAI_BASE_URL is set, else local/smollm2.",
+)
 @click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM).")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
-              help="Verdict JSONL (default: DATA's name + .<rubric>.verdicts.jsonl next to it).")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=8, show_default=True,
-              help="Judge calls in flight at once.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Verdict JSONL (default: DATA's name + .<rubric>.verdicts.jsonl next to it).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    help="Judge calls in flight at once.",
+)
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache folder (default ~/.cache/judge).")
-@click.option("--score-mode", type=click.Choice(["text", "logprob"]), default=None,
-              help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval). "
-                   "Default: logprob for local judges, text otherwise.")
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache folder (default ~/.cache/judge)."
+)
+@click.option(
+    "--score-mode",
+    type=click.Choice(["text", "logprob"]),
+    default=None,
+    help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval). "
+    "Default: logprob for local judges, text otherwise.",
+)
 @click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="Read FIELD from COLUMN (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed sent with every call.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds before a call is abandoned and retried.")
-@click.option("--max-attempts", type=click.IntRange(1, 50), default=6, show_default=True, help="Attempts per call on 429/5xx/timeouts.")
-@click.option("--prices", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON price table to extend the built-in one: {model: {input: $/1M, output: $/1M}}.")
+@click.option(
+    "--timeout", type=float, default=60.0, show_default=True, help="Seconds before a call is abandoned and retried."
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 50),
+    default=6,
+    show_default=True,
+    help="Attempts per call on 429/5xx/timeouts.",
+)
+@click.option(
+    "--prices",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON price table to extend the built-in one: {model: {input: $/1M, output: $/1M}}.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
 def score(
     data: Path,
@@ -77,13 +111,24 @@ def score(
     items = load_items(data, parse_mapping(mapping))
     spec = judge_spec or default_judge()
     if judge_spec is None:
-        why = "OPENAI_API_KEY/OPENAI_BASE_URL is set" if spec.startswith("openai/") else "no --judge and no OpenAI settings"
+        why = (
+            "OPENAI_API_KEY/OPENAI_BASE_URL is set"
+            if spec.startswith("openai/")
+            else "no --judge and no OpenAI settings"
+        )
         if spec == "local/smollm2":
             why += "; a 135M model, good for smoke runs, not for trustworthy verdicts"
         click.echo(f"judge: {spec} ({why})", err=True)
     grader = build_grader(
-        rubric, spec, score_mode=score_mode, cache=False if no_cache else (cache_dir or True), base_url=base_url,
-        timeout=timeout, seed=seed, retry=RetryPolicy(max_attempts=max_attempts), prices=prices,
+        rubric,
+        spec,
+        score_mode=score_mode,
+        cache=False if no_cache else (cache_dir or True),
+        base_url=base_url,
+        timeout=timeout,
+        seed=seed,
+        retry=RetryPolicy(max_attempts=max_attempts),
+        prices=prices,
     )
     target = out or default_out(data, rubric)
     show = sys.stderr.isatty() if progress is None else progress
@@ -107,8 +152,8 @@ def render_summary(results, describe: dict, target: Path) -> str:  # type: ignor
         f"rubric {describe['rubric']}  judge {describe['judge']}  score mode {describe['score_mode']}",
         f"  items      {s.n_items}",
         f"  scored     {s.n_ok}",
-        f"  unscored   {s.n_unscored}" + (f"  ({', '.join(f'{k}: {v}' for k, v in s.unscored_reasons.items())})"
-                                          if s.unscored_reasons else ""),
+        f"  unscored   {s.n_unscored}"
+        + (f"  ({', '.join(f'{k}: {v}' for k, v in s.unscored_reasons.items())})" if s.unscored_reasons else ""),
         f"  from cache {s.n_cached}",
         f"  mean score {mean}",
         f"  tokens     {s.prompt_tokens} prompt + {s.completion_tokens} completion",
@@ -142,8 +187,13 @@ def rubrics_list() -> None:
 
 @rubrics.command("show")
 @click.argument("name")
-@click.option("--render", "render_mode", type=click.Choice(["text", "logprob"]), default=None,
-              help="Also print the messages rendered for a sample item.")
+@click.option(
+    "--render",
+    "render_mode",
+    type=click.Choice(["text", "logprob"]),
+    default=None,
+    help="Also print the messages rendered for a sample item.",
+)
 def rubrics_show(name: str, render_mode: str | None) -> None:
     """Show a rubric's front matter, hash and template (NAME or a .j2 path)."""
     from judge.rubric import describe, load_rubric

@@ -78,7 +78,9 @@ def _text(value: Any, row: Row | None, field: str) -> str | None:
     raise row.error(err, field) if row else DataError(err, field=field)
 
 
-def item_from_record(record: Mapping[str, Any], mapping: Mapping[str, str] | None = None, row: Row | None = None) -> Item:
+def item_from_record(
+    record: Mapping[str, Any], mapping: Mapping[str, str] | None = None, row: Row | None = None
+) -> Item:
     """Build an :class:`Item` from a dict, applying ``mapping`` (field -> column)."""
     mapping = dict(mapping or {})
     used = set(mapping.values())
@@ -108,10 +110,8 @@ def coerce_items(data: Any, mapping: Mapping[str, str] | None = None) -> list[It
     """Items from a list of dicts / Items, a pandas DataFrame, or a file path."""
     if isinstance(data, str | Path):
         return load_items(data, mapping)
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame, without importing pandas
-        records = data.to_dict(orient="records")
-    else:
-        records = list(data)
+    is_frame = hasattr(data, "to_dict") and hasattr(data, "columns")  # a DataFrame, without importing pandas
+    records = data.to_dict(orient="records") if is_frame else list(data)
     items: list[Item] = []
     for i, rec in enumerate(records, start=1):
         if isinstance(rec, Item):

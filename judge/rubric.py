@@ -129,7 +129,9 @@ class Rubric:
         try:
             self._template = _ENV.from_string(body)
         except jinja2.TemplateSyntaxError as exc:
-            raise RubricError(f"template syntax error: {exc.message}", path=source, line=body_line + (exc.lineno or 1) - 1) from None
+            raise RubricError(
+                f"template syntax error: {exc.message}", path=source, line=body_line + (exc.lineno or 1) - 1
+            ) from None
         missing_blocks = {"user"} - set(self._template.blocks)
         if missing_blocks:
             raise RubricError("template must define {% block user %} (and optionally {% block system %})", path=source)
@@ -161,10 +163,14 @@ class Rubric:
         messages: list[Message] = []
         try:
             context = self._template.new_context(ctx)
-            system = "".join(self._template.blocks["system"](context)).strip() if "system" in self._template.blocks else ""
+            system = (
+                "".join(self._template.blocks["system"](context)).strip() if "system" in self._template.blocks else ""
+            )
             user = "".join(self._template.blocks["user"](context)).strip()
         except jinja2.UndefinedError as exc:
-            raise RubricError(f"rendering rubric '{self.id}': {exc.message} (declare it in inputs or pass it)", path=self.source) from None
+            raise RubricError(
+                f"rendering rubric '{self.id}': {exc.message} (declare it in inputs or pass it)", path=self.source
+            ) from None
         except jinja2.exceptions.SecurityError as exc:
             raise RubricError(f"rubric '{self.id}' tried an unsafe operation: {exc}", path=self.source) from None
         if system:
@@ -196,11 +202,21 @@ class Rubric:
             assert self.spec.choices is not None
             verdict: dict[str, Any] = {"type": "string", "enum": list(self.spec.choices)}
             props = {"reasoning": {"type": "string"}, "verdict": verdict}
-            return {"type": "object", "properties": props, "required": ["reasoning", "verdict"], "additionalProperties": False}
+            return {
+                "type": "object",
+                "properties": props,
+                "required": ["reasoning", "verdict"],
+                "additionalProperties": False,
+            }
         assert self.spec.scale is not None
         score = {"type": "integer", "minimum": self.spec.scale.min, "maximum": self.spec.scale.max}
         props = {"reasoning": {"type": "string"}, "score": score}
-        return {"type": "object", "properties": props, "required": ["reasoning", "score"], "additionalProperties": False}
+        return {
+            "type": "object",
+            "properties": props,
+            "required": ["reasoning", "score"],
+            "additionalProperties": False,
+        }
 
     def sample_values(self) -> dict[str, Any]:
         """Placeholder values for every declared input, for validation renders."""
@@ -228,7 +244,9 @@ class Rubric:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
+    return (
+        value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
+    )
 
 
 def parse_rubric(text: str, source: str = "<string>") -> Rubric:
@@ -244,7 +262,9 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None
-        raise RubricError(f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}", path=source, line=line) from None
+        raise RubricError(
+            f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}", path=source, line=line
+        ) from None
     if not isinstance(meta, dict):
         raise RubricError("front matter must be a YAML mapping", path=source, line=2)
     try:

@@ -107,8 +107,15 @@ def build_grader(
     else:
         store = Cache.in_dir(cache)
     return Grader(
-        rub, provider, score_mode=score_mode, seed=seed, cache=store, retry=retry, prices=prices,
-        max_reasks=max_reasks, max_tokens=max_tokens,
+        rub,
+        provider,
+        score_mode=score_mode,
+        seed=seed,
+        cache=store,
+        retry=retry,
+        prices=prices,
+        max_reasks=max_reasks,
+        max_tokens=max_tokens,
     )
 
 
@@ -196,7 +203,9 @@ async def ascore(
         await grader.provider.aclose()
 
 
-def score(data: Any, rubric: str | Path | Rubric = "factuality", judge: str | Provider | None = None, **kw: Any) -> Results:
+def score(
+    data: Any, rubric: str | Path | Rubric = "factuality", judge: str | Provider | None = None, **kw: Any
+) -> Results:
     """Synchronous :func:`ascore` (also works from inside a running event loop, e.g. Jupyter)."""
     return run_sync(ascore(data, rubric, judge, **kw))
 

@@ -146,7 +146,9 @@ def _parse_pairwise(text: str, rubric: Rubric) -> Parsed:
         if label is None:
             continue
         reasoning = obj.get("reasoning") or obj.get("reason")
-        return Parsed(score=PAIRWISE_SCORE.get(label, 0.5), label=label, reasoning=str(reasoning) if reasoning else None)
+        return Parsed(
+            score=PAIRWISE_SCORE.get(label, 0.5), label=label, reasoning=str(reasoning) if reasoning else None
+        )
     for pattern in _LABEL_PATTERNS:
         matches = list(pattern.finditer(text))
         if matches:
@@ -192,8 +194,10 @@ def score_from_logprobs(
             if key in points:
                 mass[key] = mass.get(key, 0.0) + math.exp(lp)
     else:
-        raise VerdictParseError("the provider returned no logprobs, so the logprob score mode cannot score this item "
-                                "(use --score-mode text, or a server that returns logprobs)")
+        raise VerdictParseError(
+            "the provider returned no logprobs, so the logprob score mode cannot score this item "
+            "(use --score-mode text, or a server that returns logprobs)"
+        )
     total = sum(mass.values())
     if total <= 0:
         raise VerdictParseError("no score token among the returned top logprobs")

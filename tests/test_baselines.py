@@ -123,6 +123,16 @@ def test_perplexity_reads_files_with_map_and_content_ids(lm_dir: str, tmp_path: 
         perplexity(data, model=lm_dir, mapping={"input": "question"})
 
 
+def test_dataframes_are_accepted(lm_dir: str) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": ["x", "y"], "output": ["the cat sat .", None], "input": ["the cat", "a dog"]})
+    assert [r["id"] for r in perplexity(frame, model=lm_dir).records] == ["x", "y"]
+    res = pmi(frame, model=lm_dir)
+    assert res.records[0]["pmi"] is not None and res.records[1]["reason"] == "no output"
+    assert list(res.to_pandas().columns[:2]) == ["id", "pmi"]
+
+
 def test_pmi_scores_the_same_tokens_both_ways(lm_dir: str) -> None:
     res = pmi(TEXTS, sources=["the cat", "paris", "x", "the dog . " * 40], model=lm_dir, max_length=32)
     r = res.records[0]

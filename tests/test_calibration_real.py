@@ -8,16 +8,19 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
 from calibration import calibrate
-from calibration.datasets import load_llmbar_mtbench, load_pandalm, load_summeval
-from judge.cli import main
+from calibration.datasets import load_pandalm, load_summeval
+from judge.cli import cli, main
+from judge.testing.server import LoopbackServer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -132,74 +135,100 @@ def test_summeval_correlations_of_score_columns() -> None:
     assert lo is not None and hi is not None and lo < other.metrics["spearman"].value < hi and hi - lo < 0.15
 
 
-def test_llmbar_mtbench_adapter_by_id_and_by_model_names(tmp_path: Path, capsys) -> None:
-    dataset = _need("llmbar", "Processed", "MT-Bench", "dataset.json")
-    _need("mt_bench", "question.jsonl")
-    items, labels = load_llmbar_mtbench(dataset)
-    assert len(items) == 200 and items["question_id"].notna().all()
-    named = items.dropna(subset=["model_1", "model_2"])
-    assert 40 < len(named) < 200
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.output
 
-    # the judge: the longer answer wins (an independent, transparent baseline)
-    items["winner"] = np.where(items["output_1"].str.len() >= items["output_2"].str.len(), "A", "B")
-    by_id = tmp_path / "by_id.jsonl"
-    by_id.write_text("".join(json.dumps({"id": r.id, "score": r.winner}) + "\n" for r in items.itertuples()))
-    out = tmp_path / "r.json"
-    main(
-        [
-            "calibrate",
-            "--adapter",
-            "llmbar-mtbench",
-            "--human",
-            str(dataset),
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_llmbar_mtbench_expert_labels_convert_judge_calibrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one LLMBar flow: ``mtbench llmbar`` -> ``mtbench judge --pairs`` -> ``calibrate``, on all 200 pairs."""
+    dataset = _need("llmbar", "Processed", "MT-Bench", "dataset.json")
+    mt = _need("mt_bench")
+    conv = tmp_path / "llmbar_mt"
+    _cli(
+        "mtbench",
+        "llmbar",
+        str(dataset),
+        "--questions",
+        str(mt / "question.jsonl"),
+        "--answers",
+        str(mt / "model_answer"),
+        "--out-dir",
+        str(conv),
+    )
+    labels = conv / "labels.jsonl"
+    judged = conv / "judged.jsonl"
+    monkeypatch.setenv("OPENAI_API_KEY", "loopback")
+    # a hash-based fake judge: its verdicts are arbitrary but deterministic, so only the plumbing is tested
+    with LoopbackServer() as srv:
+        _cli(
+            "mtbench",
+            "judge",
+            "--questions",
+            str(conv / "question.jsonl"),
+            "--answers",
+            str(conv / "model_answer"),
+            "--mode",
+            "pairwise-all",
+            "--pairs",
+            str(labels),
+            "--reference",
+            str(mt / "reference_answer" / "gpt-4.jsonl"),
             "--judge",
-            str(by_id),
-            "--bootstrap",
-            "200",
-            "--json",
-            str(out),
-        ]
+            "openai/loopback",
+            "--base-url",
+            srv.base_url,
+            "--concurrency",
+            "32",
+            "--out",
+            str(judged),
+        )
+    out = tmp_path / "report.json"
+    _cli(
+        "calibrate",
+        "--judge",
+        str(judged),
+        "--human",
+        str(labels),
+        "--label-type",
+        "pairwise",
+        "--bootstrap",
+        "200",
+        "--json",
+        str(out),
     )
     report = json.loads(out.read_text())
-    gold = labels.set_index("id")["label"]
-    expected = np.mean(items.set_index("id")["winner"] == gold)
-    assert report["n_items"] == 200 and report["metrics"]["agreement_with_ties"]["value"] == pytest.approx(expected)
+    assert (report["n_items"], report["n_compared"]) == (200, 200)
+    assert (report["n_unscored"], report["n_missing_label"]) == (0, 0)
+    assert not report["unscored_ids"] and not report["missing_label_ids"] and not report["unmatched_label_ids"]
 
-    # MT-Bench judgment lines (question_id, model_1, model_2, winner), half of them in swapped order
-    lines = []
-    for k, r in enumerate(named.itertuples()):
-        w = "model_1" if r.output_1 and len(r.output_1) >= len(r.output_2) else "model_2"
-        if k % 2:
-            lines.append(
-                {
-                    "question_id": r.question_id,
-                    "model_1": r.model_2,
-                    "model_2": r.model_1,
-                    "winner": {"model_1": "model_2", "model_2": "model_1"}[w],
-                }
-            )
-        else:
-            lines.append({"question_id": r.question_id, "model_1": r.model_1, "model_2": r.model_2, "winner": w})
-    judgments = tmp_path / "mtbench_pair.jsonl"
-    judgments.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    main(
-        [
-            "calibrate",
-            "--adapter",
-            "llmbar-mtbench",
-            "--human",
-            str(dataset),
-            "--judge",
-            str(judgments),
-            "--bootstrap",
-            "200",
-            "--json",
-            str(out),
-        ]
-    )
-    joined = json.loads(out.read_text())
-    assert joined["n_compared"] == len(named)
-    sub = items.set_index("id").loc[named["id"]]
-    assert joined["metrics"]["agreement_with_ties"]["value"] == pytest.approx(np.mean(sub["winner"] == gold[sub.index]))
-    assert len(joined["unmatched_label_ids"]) == 200 - len(named)
+    # independent join on (question_id, model_1, model_2, turn), with winners read as written
+    key = ("question_id", "model_1", "model_2", "turn")
+    human = {tuple(r[k] for k in key): r["winner"] for r in _jsonl(labels)}
+    judge = {tuple(r[k] for k in key): r["winner"] for r in _jsonl(judged)}
+    assert len(human) == 200 and judge.keys() == human.keys()
+    y = np.array([human[k] for k in human])
+    p = np.array([judge[k] for k in human])
+    m = report["metrics"]
+    agreement = float(np.mean(y == p))
+    assert m["agreement_with_ties"]["value"] == pytest.approx(agreement)
+    decisive = p != "tie"  # the experts never say tie
+    assert m["agreement_without_ties"]["value"] == pytest.approx(np.mean(y[decisive] == p[decisive]))
+    assert m["cohen_kappa"]["value"] == pytest.approx(cohen_kappa_score(y, p))
+    assert report["tie_rate"]["judge"] == pytest.approx(np.mean(p == "tie"))
     capsys.readouterr()
+    kappa, tie_rate = m["cohen_kappa"]["value"], np.mean(p == "tie")
+    with capsys.disabled():  # the measured numbers, for the record (of a fake judge: meaningless as quality)
+        print(
+            f"\nllmbar mt-bench vs hash-based loopback judge: compared {report['n_compared']}, "
+            f"agreement {agreement:.3f}, kappa {kappa:.3f}, judge tie rate {tie_rate:.3f}"
+        )

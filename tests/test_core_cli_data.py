@@ -22,13 +22,30 @@ from .conftest import EXAMPLES
 
 def test_score_cli_against_loopback_writes_ordered_jsonl(tmp_path) -> None:
     data = tmp_path / "d.csv"
-    data.write_text("question,answer,reference\nWhat is 2+2?,4,4\n\"Capital of France, please?\",Lyon,Paris\n")
+    data.write_text('question,answer,reference\nWhat is 2+2?,4,4\n"Capital of France, please?",Lyon,Paris\n')
     out = tmp_path / "v.jsonl"
     with LoopbackServer() as srv:
-        res = CliRunner().invoke(cli, [
-            "score", str(data), "--rubric", "factuality", "--judge", "openai/m", "--base-url", srv.base_url,
-            "--map", "input=question", "--map", "output=answer", "--out", str(out), "--no-cache",
-        ], env={"OPENAI_API_KEY": "k"})
+        res = CliRunner().invoke(
+            cli,
+            [
+                "score",
+                str(data),
+                "--rubric",
+                "factuality",
+                "--judge",
+                "openai/m",
+                "--base-url",
+                srv.base_url,
+                "--map",
+                "input=question",
+                "--map",
+                "output=answer",
+                "--out",
+                str(out),
+                "--no-cache",
+            ],
+            env={"OPENAI_API_KEY": "k"},
+        )
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
@@ -50,12 +67,18 @@ def test_default_output_path_and_default_judge_line(tmp_path) -> None:
     ("content", "suffix", "expected"),
     [
         ('{"id": "a", "input": "q", "output": "o"}\n{"id": "b", "input": "q"\n', ".jsonl", r"d\.jsonl:2: invalid JSON"),
-        ('{"id": "a", "input": "q", "output": "o"}\n{"id": "b", "input": "q"}\n', ".jsonl",
-         r"d\.jsonl:2, field 'output': rubric 'factuality' requires 'output'"),
-        ('{"id": "a", "input": "q", "output": "o"}\n{"id": "a", "input": "q", "output": "p"}\n', ".jsonl",
-         r"d\.jsonl:2, field 'id': duplicate id 'a' \(first seen at .*d\.jsonl:1\)"),
+        (
+            '{"id": "a", "input": "q", "output": "o"}\n{"id": "b", "input": "q"}\n',
+            ".jsonl",
+            r"d\.jsonl:2, field 'output': rubric 'factuality' requires 'output'",
+        ),
+        (
+            '{"id": "a", "input": "q", "output": "o"}\n{"id": "a", "input": "q", "output": "p"}\n',
+            ".jsonl",
+            r"d\.jsonl:2, field 'id': duplicate id 'a' \(first seen at .*d\.jsonl:1\)",
+        ),
         ("id,input,output\na,q,o\nb,q,o,extra\n", ".csv", r"d\.csv:3: more values than header columns"),
-        ('[1, 2]', ".json", r"record 1: expected an object"),
+        ("[1, 2]", ".json", r"record 1: expected an object"),
         ("", ".jsonl", r"no items in file"),
         ("x", ".txt", r"unsupported file type"),
     ],
@@ -65,8 +88,22 @@ def test_bad_data_is_a_clear_error_naming_file_line_field(tmp_path, content, suf
     data.write_text(content)
     out = tmp_path / "v.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "judge", "score", str(data), "-r", "factuality", "-j", "fake/echo-score", "-o", str(out)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "judge",
+            "score",
+            str(data),
+            "-r",
+            "factuality",
+            "-j",
+            "fake/echo-score",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -108,7 +145,9 @@ def test_parse_verdict_fallbacks(text, score) -> None:
     assert parse_verdict(text, load_rubric("factuality")).score == score
 
 
-@pytest.mark.parametrize("text", ["", "no number here", '{"score": 0}', '{"score": "high"}', "Score: 6", '{"score": true}'])
+@pytest.mark.parametrize(
+    "text", ["", "no number here", '{"score": 0}', '{"score": "high"}', "Score: 6", '{"score": true}']
+)
 def test_parse_verdict_refuses(text) -> None:
     with pytest.raises(VerdictParseError):
         parse_verdict(text, load_rubric("factuality"))

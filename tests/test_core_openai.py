@@ -13,7 +13,9 @@ from judge.retry import RetryPolicy
 from judge.testing.server import LoopbackServer, Reply
 
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_wait=0.01, max_wait=0.05)
-ITEMS = [{"id": f"i{i}", "input": f"What is {i} + {i}?", "output": str(2 * i), "reference": str(2 * i)} for i in range(6)]
+ITEMS = [
+    {"id": f"i{i}", "input": f"What is {i} + {i}?", "output": str(2 * i), "reference": str(2 * i)} for i in range(6)
+]
 
 
 def run(srv: LoopbackServer, items=ITEMS, **kw):
@@ -34,8 +36,25 @@ def test_json_verdicts_request_shape_and_contract() -> None:
     assert schema["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 5}
     assert len(srv.requests) == len(ITEMS)
     v = results[0].model_dump()
-    contract = ["id", "rubric", "rubric_hash", "judge_model", "score_mode", "score", "status", "reasoning", "error",
-                "raw", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "cached", "temperature", "seed"]
+    contract = [
+        "id",
+        "rubric",
+        "rubric_hash",
+        "judge_model",
+        "score_mode",
+        "score",
+        "status",
+        "reasoning",
+        "error",
+        "raw",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "cached",
+        "temperature",
+        "seed",
+    ]
     assert set(contract) <= set(v)
     assert v["judge_model"] == "openai/judge-model" and v["rubric"] == "factuality" and v["cached"] is False
     assert v["cost_usd"] is None  # unknown model: cost is unknown, not 0
@@ -45,8 +64,15 @@ def test_json_verdicts_request_shape_and_contract() -> None:
 def test_text_verdicts_without_structured_output_bind_to_last_score() -> None:
     script = [Reply("I considered a score of 2 but the answer is right.\nScore: 5")] * 2
     with LoopbackServer(script=script) as srv:
-        results = score(ITEMS[:2], "factuality", "openai/m", base_url=srv.base_url, api_key="k", cache=False,
-                        structured_output=False)
+        results = score(
+            ITEMS[:2],
+            "factuality",
+            "openai/m",
+            base_url=srv.base_url,
+            api_key="k",
+            cache=False,
+            structured_output=False,
+        )
     assert "response_format" not in srv.requests[0]
     assert [v.score for v in results] == [5.0, 5.0]
 
@@ -57,7 +83,7 @@ def test_logprob_mode_weights_score_tokens() -> None:
         results = run(srv, ITEMS[:1], score_mode="logprob")
     v = results[0]
     assert srv.requests[0]["logprobs"] is True and srv.requests[0]["top_logprobs"] == 20
-    p3 = 2.718281828 ** -3.0
+    p3 = 2.718281828**-3.0
     total = 0.8 + 0.2 + p3
     assert v.score == pytest.approx((4 * 0.8 + 5 * 0.2 + 3 * p3) / total, rel=1e-6)
     assert set(v.score_probs) == {"3", "4", "5"}
@@ -151,9 +177,9 @@ def test_concurrency_is_bounded() -> None:
 def test_interrupted_run_resumes_from_cache(tmp_path) -> None:
     cache, out = tmp_path / "cache", tmp_path / "v.jsonl"
     # the server dies for good (401 here) after three answers: the run stops ...
-    with LoopbackServer(script=[Reply('{"reasoning": "r", "score": 3}')] * 3 + ["401"] * 10) as srv:
-        with pytest.raises(ClientRequestError):
-            run(srv, cache=cache, out=out, concurrency=1)
+    script: list[Reply | str] = [Reply('{"reasoning": "r", "score": 3}')] * 3 + ["401"] * 10
+    with LoopbackServer(script=script) as srv, pytest.raises(ClientRequestError):
+        run(srv, cache=cache, out=out, concurrency=1)
     partial = (tmp_path / "v.jsonl.partial").read_text().splitlines()
     assert [json.loads(line)["id"] for line in partial] == ["i0", "i1", "i2"]  # finished items were streamed
     # ... and the rerun asks only for what is missing

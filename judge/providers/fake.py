@@ -44,8 +44,8 @@ class FakeProvider(Provider):
             # a peaked distribution around the hashed score, so logprob mode has something to weigh
             centre = _hashed_score(messages, config.score_candidates)
             out.score_logprobs = {
-                c: -abs(float(c) - float(centre)) - math.log(sum(math.exp(-abs(float(x) - float(centre)))
-                                                               for x in config.score_candidates))
+                c: -abs(float(c) - float(centre))
+                - math.log(sum(math.exp(-abs(float(x) - float(centre))) for x in config.score_candidates))
                 for c in config.score_candidates
             }
         return out
@@ -60,7 +60,9 @@ class FakeProvider(Provider):
             return item
         if self.model == "echo-score" or self.script is None:
             scale = config.score_candidates or _scale_from_schema(config) or tuple(str(i) for i in range(1, 6))
-            return json.dumps({"reasoning": "scripted verdict (fake provider)", "score": int(_hashed_score(messages, scale))})
+            return json.dumps(
+                {"reasoning": "scripted verdict (fake provider)", "score": int(_hashed_score(messages, scale))}
+            )
         raise ProviderError(f"fake provider '{self.model}' has no script")
 
 

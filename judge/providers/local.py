@@ -76,7 +76,7 @@ class LocalProvider(Provider):
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,
                 )
-            new = out[0, len(prompt_ids):].tolist()
+            new = out[0, len(prompt_ids) :].tolist()
             text = tok.decode(new, skip_special_tokens=True)
             finish = "stop" if new and new[-1] == tok.eos_token_id else "length"
             return ModelOutput(
@@ -98,7 +98,9 @@ def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
     return list(tok(text)["input_ids"])
 
 
-def _candidate_logprobs(model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], device: Any) -> dict[str, float]:
+def _candidate_logprobs(
+    model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], device: Any
+) -> dict[str, float]:
     """Exact log P(candidate | prompt), summed over the candidate's tokens.
 
     One forward pass over the prompt answers every single-token candidate (digits 1-9 on most

@@ -41,7 +41,9 @@ def get_provider(spec: str | Provider, **options: Any) -> Provider:
     if prefix == "openai":
         from judge.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(model, **_only(options, "base_url", "api_key", "timeout", "structured_output", "http_client"))
+        return OpenAIProvider(
+            model, **_only(options, "base_url", "api_key", "timeout", "structured_output", "http_client")
+        )
     if prefix in ("local", "hf"):
         from judge.providers.local import LocalProvider
 

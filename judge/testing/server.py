@@ -15,6 +15,7 @@ Binds 127.0.0.1 only, on a free port, serves in a background thread, and stops b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -194,10 +195,8 @@ class LoopbackServer:
                     self._json(200, {"id": "x", "object": "chat.completion", "model": server.model, "choices": []})
                 elif action == "reset":
                     self.close_connection = True
-                    try:
+                    with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
                 else:
                     raise ValueError(f"unknown fault {action!r} (known: {', '.join(FAULTS)})")
 
@@ -255,10 +254,14 @@ def completion_body(request: dict[str, Any], reply: Reply, model: str) -> dict[s
         content = []
         for pos in reply.logprobs:
             token, lp = next(iter(pos.items()))
-            content.append({
-                "token": token, "logprob": lp, "bytes": list(token.encode()),
-                "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in pos.items()],
-            })
+            content.append(
+                {
+                    "token": token,
+                    "logprob": lp,
+                    "bytes": list(token.encode()),
+                    "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in pos.items()],
+                }
+            )
         choice["logprobs"] = {"content": content, "refusal": None}
     else:
         choice["logprobs"] = None
@@ -268,8 +271,11 @@ def completion_body(request: dict[str, Any], reply: Reply, model: str) -> dict[s
         "created": int(time.time()),
         "model": request.get("model", model),
         "choices": [choice],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(reply.content.split())),
-                  "total_tokens": prompt_tokens + max(1, len(reply.content.split()))},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max(1, len(reply.content.split())),
+            "total_tokens": prompt_tokens + max(1, len(reply.content.split())),
+        },
     }
 
 

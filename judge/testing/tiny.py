@@ -10,7 +10,7 @@ from pathlib import Path
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
-    "Score: 1 2 3 4 5 6 7 8 9 . Respond with a JSON object: {\"reasoning\": \"x\", \"score\": 4}",
+    'Score: 1 2 3 4 5 6 7 8 9 . Respond with a JSON object: {"reasoning": "x", "score": 4}',
     "Question? Answer! The capital of France is Paris; the answer is right or wrong.",
 ]
 CHAT_TEMPLATE = (
@@ -54,9 +54,17 @@ def tiny_causal_lm(path: str | Path, *, seed: int = 0, max_positions: int = 512)
     tok = PreTrainedTokenizerFast.from_pretrained(str(p))
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=max_positions, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=False,
     )
     LlamaForCausalLM(config).save_pretrained(str(p))
     return p
