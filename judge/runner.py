@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,6 +24,8 @@ from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
 from judge.rubric import Rubric, load_rubric
 from judge.verdict import Verdict
+
+R = TypeVar("R")
 
 
 class Summary(BaseModel):
@@ -135,31 +137,32 @@ def check_items(items: list[Item], rubric: Rubric) -> None:
                 )
 
 
-async def run_items(
-    grader: Grader,
-    items: list[Item],
+async def gather_streamed(
+    jobs: Sequence[Awaitable[R | None]],
     *,
-    concurrency: int = 8,
     out: str | Path | None = None,
+    to_record: Callable[[R], Mapping[str, Any]] = dict,  # type: ignore[assignment]
     progress: bool = False,
-) -> Results:
-    """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``."""
-    check_items(items, grader.rubric)
-    sem = asyncio.Semaphore(max(1, concurrency))
-    results: list[Verdict | None] = [None] * len(items)
-    writer = JsonlAppender(out) if out is not None else None
-    bar = _progress(len(items), progress)
+) -> list[R | None]:
+    """Await ``jobs`` concurrently; stream each result's record to ``out`` as it finishes.
 
-    async def one(i: int, item: Item) -> None:
-        async with sem:
-            verdict = await grader.grade(item)
-        results[i] = verdict
-        if writer is not None:
-            writer.write(verdict.model_dump(mode="json"))
+    Results come back in job order (``None`` = the job produced no record). When all finish, ``out``
+    is rewritten in job order, so reruns give identical files; if any job raises, the others are
+    cancelled and ``<out>.partial`` keeps what finished. Concurrency limits belong to the jobs.
+    """
+    results: list[R | None] = [None] * len(jobs)
+    writer = JsonlAppender(out) if out is not None else None
+    bar = _progress(len(jobs), progress)
+
+    async def one(i: int, job: Awaitable[R | None]) -> None:
+        result = await job
+        results[i] = result
+        if writer is not None and result is not None:
+            writer.write(to_record(result))
         if bar is not None:
             bar.update(1)
 
-    tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(items)]
+    tasks = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -172,11 +175,33 @@ async def run_items(
     finally:
         if bar is not None:
             bar.close()
-    final = Results(v for v in results if v is not None)
-    assert len(final) == len(items), "every item yields exactly one verdict"
     if writer is not None:
         writer.close()
-        final.to_jsonl(writer.path)  # rewrite in input order: reruns produce identical files
+        write_jsonl(writer.path, [to_record(r) for r in results if r is not None])
+    return results
+
+
+async def run_items(
+    grader: Grader,
+    items: list[Item],
+    *,
+    concurrency: int = 8,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Results:
+    """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``."""
+    check_items(items, grader.rubric)
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(item: Item) -> Verdict:
+        async with sem:
+            return await grader.grade(item)
+
+    verdicts = await gather_streamed(
+        [one(item) for item in items], out=out, to_record=lambda v: v.model_dump(mode="json"), progress=progress
+    )
+    final = Results(v for v in verdicts if v is not None)
+    assert len(final) == len(items), "every item yields exactly one verdict"
     return final
 
 

@@ -19,10 +19,10 @@ from judge.cache import Cache, cache_key
 from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ConfigError, ProviderError
 from judge.grader import FATAL_STATUSES
-from judge.io import JsonlAppender, write_jsonl
 from judge.mtbench.formats import Question, answer_record
 from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy, with_retries
+from judge.runner import gather_streamed
 
 TEMPERATURES: dict[str, float] = {
     "writing": 0.7,
@@ -112,7 +112,8 @@ async def answer_question(
         "provider": provider.id,
         "temperature": config.temperature,
         "requested_temperature": requested,
-        "decoding": "greedy (the local provider cannot sample)" if greedy
+        "decoding": "greedy (the local provider cannot sample)"
+        if greedy
         else ("greedy" if requested == 0 else "sampled"),
         "seed": seed,
         "max_tokens": max_tokens,
@@ -120,8 +121,9 @@ async def answer_question(
         "prompt_tokens": usage[0],
         "completion_tokens": usage[1],
     }
-    return answer_record(model_id, question.question_id, turns, time.time(), category=question.category,
-                         generation=generation)
+    return answer_record(
+        model_id, question.question_id, turns, time.time(), category=question.category, generation=generation
+    )
 
 
 async def answer_questions(
@@ -141,11 +143,9 @@ async def answer_questions(
     """
     model = model_id or provider.model
     sem = asyncio.Semaphore(max(1, concurrency))
-    records: list[dict[str, Any] | None] = [None] * len(questions)
     failures: list[str] = []
-    writer = JsonlAppender(out) if out is not None else None
 
-    async def one(i: int, q: Question) -> None:
+    async def one(q: Question) -> dict[str, Any] | None:
         async with sem:
             try:
                 rec = await answer_question(provider, q, model_id=model, **options)
@@ -153,26 +153,12 @@ async def answer_questions(
                 if exc.status in FATAL_STATUSES:
                     raise
                 failures.append(f"question {q.question_id!r}: request rejected: {exc}")
-                return
+                return None
             except ProviderError as exc:
                 failures.append(f"question {q.question_id!r}: {type(exc).__name__}: {exc}")
-                return
-        records[i] = rec
-        if writer is not None:
-            writer.write(rec)
+                return None
+        return rec
 
-    tasks = [asyncio.create_task(one(i, q)) for i, q in enumerate(questions)]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if writer is not None:
-            writer.abort()
-        raise
-    final = [r for r in records if r is not None]
-    if writer is not None:
-        writer.close()
-        write_jsonl(writer.path, final)
+    done = await gather_streamed([one(q) for q in questions], out=out)
+    final = [r for r in done if r is not None]
     return final, failures

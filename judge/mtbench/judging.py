@@ -25,9 +25,10 @@ from typing import Any
 
 from judge.errors import ConfigError, DataError
 from judge.grader import Grader
-from judge.io import JsonlAppender, read_rows, write_jsonl
+from judge.io import read_rows
 from judge.mtbench.formats import Answer, JudgePrompt, Question, QuestionId
 from judge.rubric import Rubric
+from judge.runner import gather_streamed
 from judge.verdict import Verdict
 
 MODES = ("single", "pairwise-baseline", "pairwise-all")
@@ -105,7 +106,9 @@ def plan_matches(
                 f"question {q.question_id!r} is in category '{q.category}', which is judged against a reference, "
                 f"but has {have} reference turn(s) for {q.n_turns} turn(s); pass --reference "
                 "reference_answer.jsonl or drop the category from --ref-categories",
-                path=q.source.rpartition(":")[0] or None, line=_line(q.source), field="reference",
+                path=q.source.rpartition(":")[0] or None,
+                line=_line(q.source),
+                field="reference",
             )
         return turns
 
@@ -199,9 +202,7 @@ def _pairs_from_file(
 class PromptBuilder:
     """Renders the judge messages of a match: our rubrics, or FastChat's judge prompts when given."""
 
-    def __init__(
-        self, single: Rubric, pairwise: Rubric, judge_prompts: dict[str, JudgePrompt] | None = None
-    ) -> None:
+    def __init__(self, single: Rubric, pairwise: Rubric, judge_prompts: dict[str, JudgePrompt] | None = None) -> None:
         self.single = single
         self.pairwise = pairwise
         self.judge_prompts = judge_prompts
@@ -259,8 +260,11 @@ class PromptBuilder:
         q = m.question.turns
         ref = m.reference or []
         values: dict[str, str] = {
-            "question": q[0], "question_1": q[0], "question_2": q[1] if len(q) > 1 else "",
-            "ref_answer_1": ref[0] if ref else "", "ref_answer_2": ref[1] if len(ref) > 1 else "",
+            "question": q[0],
+            "question_1": q[0],
+            "question_2": q[1] if len(q) > 1 else "",
+            "ref_answer_1": ref[0] if ref else "",
+            "ref_answer_2": ref[1] if len(ref) > 1 else "",
         }
         if isinstance(m, SingleMatch):
             t = m.answer.turns
@@ -298,14 +302,12 @@ async def judge_matches(
     builder.check(matches)
     rendered = [_render_all(builder, m) for m in matches]  # render errors surface before any call
     sem = asyncio.Semaphore(max(1, concurrency))
-    records: list[dict[str, Any] | None] = [None] * len(matches)
-    writer = JsonlAppender(out) if out is not None else None
 
     async def call(grader: Grader, ident: str, messages: list[dict[str, str]]) -> Verdict:
         async with sem:
             return await grader.grade_messages(ident, messages)
 
-    async def one(i: int, m: Match) -> None:
+    async def one(i: int, m: Match) -> dict[str, Any]:
         r = rendered[i]
         if isinstance(m, SingleMatch):
             v = await call(single_grader, _ident(m), r[0][0])
@@ -317,24 +319,10 @@ async def judge_matches(
             rec = pair_record(
                 m, g1, g2, prompt_name=r[0][1], prompt_hash=r[0][2], user_prompts=(_user(r[0][0]), _user(r[1][0]))
             )
-        records[i] = rec
-        if writer is not None:
-            writer.write(rec)
+        return rec
 
-    tasks = [asyncio.create_task(one(i, m)) for i, m in enumerate(matches)]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if writer is not None:
-            writer.abort()
-        raise
-    final = [r for r in records if r is not None]
-    if writer is not None:
-        writer.close()
-        write_jsonl(writer.path, final)
+    done = await gather_streamed([one(i, m) for i, m in enumerate(matches)], out=out)
+    final = [r for r in done if r is not None]
     return final
 
 
