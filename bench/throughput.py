@@ -1,10 +1,11 @@
 """Judge throughput against a loopback OpenAI-compatible server with a fixed latency.
 
 The server runs in a separate process, so this process's CPU time is the client's alone.
-Prints, for each concurrency C: items/s, the ratio to the bound C / latency, and CPU ms per
-item -- for the whole client (SDK, HTTP, asyncio, cache off) and for render + parse alone.
+Prints, for each concurrency C: items/s, the ratio to the bound C / latency, CPU ms per item for
+the whole client (SDK, HTTP, asyncio, cache off), per-item latency p50/p99, and, at the end, CPU
+ms per item for render + parse alone. Each row runs about --seconds of steady state.
 
-    python bench/throughput.py [--items 640] [--latency-ms 200] [--concurrency 1 8 32]
+    python bench/throughput.py [--items 3200] [--seconds 20] [--latency-ms 200] [--concurrency 1 8 32]
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ async def one_run(base_url: str, items, concurrency: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=640)
+    ap.add_argument("--items", type=int, default=3200)
+    ap.add_argument("--seconds", type=float, default=20.0, help="Target duration of each row (sets its item count).")
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = ap.parse_args()
@@ -86,17 +88,19 @@ def main() -> None:
     try:
         run_sync(one_run(base_url, items[:16], 8))  # warm-up: the SDK imports its types on first use
         print(f"loopback server latency {args.latency_ms:.0f} ms, {args.items} items, cache off")
-        print(
-            f"{'C':>4} {'items':>6} {'wall s':>8} {'items/s':>9} {'bound':>7} {'ratio':>6} {'client CPU ms/item':>19}"
-        )
+        head = f"{'C':>4} {'items':>6} {'wall s':>8} {'items/s':>9} {'bound':>7} {'ratio':>6} {'CPU ms/item':>12}"
+        print(head + f" {'p50 ms':>7} {'p99 ms':>7}")
         for c in args.concurrency:
-            n = min(args.items, max(20, int(c * 1000 / args.latency_ms * 10)))  # ~10 s per row
+            n = min(args.items, max(20, int(c * 1000 / args.latency_ms * args.seconds)))  # steady state
             cpu0, t0 = time.process_time(), time.perf_counter()
             results = run_sync(one_run(base_url, items[:n], c))
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             assert all(v.status == "ok" for v in results), "bench run had unscored items"
             rate, bound = n / wall, c * 1000 / args.latency_ms
-            print(f"{c:>4} {n:>6} {wall:>8.2f} {rate:>9.2f} {bound:>7.1f} {rate / bound:>6.3f} {cpu * 1000 / n:>19.2f}")
+            lat = sorted(v.latency_ms for v in results)
+            p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+            row = f"{c:>4} {n:>6} {wall:>8.2f} {rate:>9.2f} {bound:>7.1f} {rate / bound:>6.3f} {cpu * 1000 / n:>12.2f}"
+            print(row + f" {p50:>7.1f} {p99:>7.1f}")
         print(f"render + parse alone: {render_parse_cpu_ms(items[:200]):.3f} CPU ms/item")
     finally:
         proc.terminate()

@@ -85,6 +85,13 @@ def judge_responder(request: dict[str, Any]) -> Reply:
     return Reply(content=f"This is a loopback answer to: {text[:60]}")
 
 
+class _Server(ThreadingHTTPServer):
+    # the stdlib default backlog (5) drops SYNs when a client opens dozens of connections at once,
+    # and each dropped SYN costs a 1 s retransmit: p99 latency 1.3 s at 32 concurrent clients
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class LoopbackServer:
     """The server; use as a context manager. ``base_url`` ends in ``/v1``."""
 
@@ -216,7 +223,7 @@ class LoopbackServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
