@@ -51,7 +51,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     "--concurrency",
     "-c",
     type=click.IntRange(1, 1024),
-    default=8,
+    default=16,
     show_default=True,
     help="Judge calls in flight at once.",
 )
