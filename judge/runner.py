@@ -185,7 +185,7 @@ async def run_items(
     grader: Grader,
     items: list[Item],
     *,
-    concurrency: int = 8,
+    concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
 ) -> Results:
@@ -211,7 +211,7 @@ async def ascore(
     judge: str | Provider | None = None,
     *,
     mapping: Mapping[str, str] | None = None,
-    concurrency: int = 8,
+    concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
     **options: Any,
