@@ -15,7 +15,7 @@ from judge.baselines._lm import loglikelihoods, plan_windows
 from judge.baselines._text import pack, sentences, split_to_fit
 from judge.baselines.entailment import label_indices
 from judge.errors import ConfigError, DataError
-from tests.test_baselines_tinymodels import causal_lm, nli_model, sentence_transformer
+from judge.testing.tiny import causal_lm, nli_model, sentence_transformer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 

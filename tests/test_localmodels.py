@@ -10,7 +10,7 @@ import pytest
 
 from judge import localmodels as lm
 from judge.errors import ConfigError
-from tests.test_baselines_tinymodels import causal_lm, nli_model
+from judge.testing.tiny import causal_lm, nli_model
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
