@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/judge score examples/qa.jsonl --rubric factuality --judge local/smollm2 \
 		--out examples/qa.factuality.verdicts.jsonl
 	$(BIN)/judge calibrate --judge examples/qa.factuality.verdicts.jsonl --human examples/qa_labels.csv \
-		--label-type ordinal --bootstrap 1000
+		--label-type ordinal --bootstrap 1000 --items examples/qa.jsonl
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow"

@@ -7,6 +7,7 @@ importing this module (``judge --help``) stays cheap.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -111,6 +112,14 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
     show_default=True,
     help="How many of the largest disagreements to list for review.",
 )
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The scored data file (as given to `judge score`): its texts are shown next to the disagreements.",
+)
+@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN.")
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -127,6 +136,8 @@ def calibrate(
     threshold: float | None,
     threshold_metric: str,
     n_disagreements: int,
+    items_path: str | None,
+    mapping: tuple[str, ...],
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
@@ -137,6 +148,8 @@ def calibrate(
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
     scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
+    if items_path is not None:
+        scores = _attach_texts(scores, items_path, mapping)
     labels, kind = load_human_labels(
         human_path,
         label_column=label_column,
@@ -163,3 +176,15 @@ def calibrate(
     if json_path:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         click.echo(f"\nwrote {json_path}")
+
+
+def _attach_texts(scores: Any, items_path: str, mapping: tuple[str, ...]) -> Any:
+    """Join the items' texts (input, output, reference, context) onto the judge scores by id."""
+    from judge.dataset import FIELDS, load_items, parse_mapping
+
+    texts = {item.id: {f: getattr(item, f) for f in FIELDS} for item in load_items(items_path, parse_mapping(mapping))}
+    scores = scores.copy()
+    for field in FIELDS:
+        if field not in scores.columns:
+            scores[field] = [texts.get(i, {}).get(field) for i in scores["id"]]
+    return scores

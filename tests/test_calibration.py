@@ -276,3 +276,40 @@ def test_judge_file_problems_name_the_line(tmp_path: Path) -> None:
         from calibration import load_judge_scores
 
         load_judge_scores(judge)
+
+
+def test_cli_items_attach_texts_to_disagreements(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from judge import score
+    from judge.cli import cli
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    verdicts = tmp_path / "v.jsonl"
+    score(examples / "qa.jsonl", "factuality", "fake/echo-score", cache=False).to_jsonl(verdicts)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            "--judge",
+            str(verdicts),
+            "--human",
+            str(examples / "qa_labels.csv"),
+            "--label-type",
+            "ordinal",
+            "--items",
+            str(examples / "qa.jsonl"),
+            "--bootstrap",
+            "200",
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["n_items"] == 22 and report["n_scored"] == 22
+    first = report["disagreements"][0]
+    question = {r["id"]: r["input"] for r in map(json.loads, (examples / "qa.jsonl").read_text().splitlines())}
+    assert first["texts"]["input"] == question[first["id"]]
+    assert f"input: {question[first['id']]}" in res.output
