@@ -77,11 +77,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI and turn our errors into one readable line and exit code 2."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
-        return cli.main(args=argv, prog_name="judge", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        return cli.main(args=args, prog_name="judge", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C (KeyboardInterrupt) into Abort before it reaches us
+        interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+        click.echo(interrupt_hint(args) if interrupted else "Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -91,9 +94,17 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("Interrupted: finished items are saved in the cache and the .partial output file.", err=True)
+    except KeyboardInterrupt:  # outside a command, e.g. while importing one
+        click.echo(interrupt_hint(args), err=True)
         sys.exit(130)
+
+
+def interrupt_hint(args: list[str]) -> str:
+    """What a Ctrl-C leaves behind and how to carry on."""
+    hint = "Interrupted: the verdicts finished so far stay in the output file + '.partial'; "
+    if "--no-cache" in args:
+        return hint + "--no-cache was given, so a rerun calls the judge again for every item."
+    return hint + "rerun the same command: finished calls come from the cache."
 
 
 if __name__ == "__main__":

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import click
 
-from judge.errors import RubricError
+from judge.errors import ConfigError, RubricError
 
 
 def default_out(data: Path, rubric: str) -> Path:
-    """``qa.jsonl`` -> ``qa.factuality.verdicts.jsonl`` next to the data."""
-    stem = data.name.split(".")[0]
-    rid = Path(rubric).stem if rubric.endswith(".j2") else rubric
-    return data.with_name(f"{stem}.{rid}.verdicts.jsonl")
+    """``run.a.jsonl`` + ``factuality`` -> ``run.a.factuality.verdicts.jsonl`` next to the data.
+
+    Only the final suffix is dropped, so ``run.a.jsonl`` and ``run.b.jsonl`` never share an output;
+    a rubric given as a path (``rubrics/my.j2``, ``./myrubric``) contributes its file stem.
+    """
+    return data.with_name(f"{Path(data.name).stem}.{Path(rubric).stem}.verdicts.jsonl")
 
 
 @click.command(
@@ -26,7 +28,7 @@ Examples:
   judge score data.jsonl --rubric my_rubric.j2 --judge openai/qwen2.5-7b --base-url http://localhost:8000/v1
   judge score data.jsonl --rubric helpfulness --map output=answer --map input=question
 
-Environment: every option has a JUDGE_SCORE_<OPTION> variable (e.g. JUDGE_SCORE_JUDGE);
+Environment: every option has a JUDGE_SCORE_<OPTION> variable (e.g. JUDGE_SCORE_JUDGE, JUDGE_SCORE_MAP);
 OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR moves the cache.""",
 )
 @click.argument("data", type=click.Path(path_type=Path))
@@ -35,11 +37,16 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     "--judge",
     "-j",
     "judge_spec",
+    envvar="JUDGE_SCORE_JUDGE",  # the parameter is named judge_spec; keep the variable named after the flag
     default=None,
-    help="PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. "
-    "Default: openai/gpt-4o-mini if OPENAI_API_KEY or OPENAI_BASE_URL is set, else local/smollm2.",
+    help="PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. Default: $JUDGE_MODEL, else "
+    "openai/gpt-4o-mini if --base-url, OPENAI_BASE_URL or OPENAI_API_KEY is set, else local/smollm2.",
 )
-@click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM).")
+@click.option(
+    "--base-url",
+    default=None,
+    help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM); for openai/* judges only.",
+)
 @click.option(
     "--out",
     "-o",
@@ -66,7 +73,14 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval). "
     "Default: logprob for local judges, text otherwise.",
 )
-@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="Read FIELD from COLUMN (repeatable).")
+@click.option(
+    "--map",
+    "mapping",
+    envvar="JUDGE_SCORE_MAP",  # space-separated FIELD=COLUMN pairs
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Read FIELD from COLUMN (repeatable).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed sent with every call.")
 @click.option(
     "--timeout", type=float, default=60.0, show_default=True, help="Seconds before a call is abandoned and retried."
@@ -77,6 +91,12 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     default=6,
     show_default=True,
     help="Attempts per call on 429/5xx/timeouts.",
+)
+@click.option(
+    "--no-structured-output",
+    is_flag=True,
+    help="openai judges: do not send a JSON schema (for servers without structured output); "
+    "a server that rejects it is detected and falls back by itself.",
 )
 @click.option(
     "--prices",
@@ -99,25 +119,26 @@ def score(
     seed: int,
     timeout: float,
     max_attempts: int,
+    no_structured_output: bool,
     prices: str | None,
     progress: bool | None,
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
     from judge.dataset import load_items, parse_mapping
-    from judge.providers.registry import default_judge
+    from judge.pricing import load_prices
+    from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
     from judge.runner import build_grader, run_items, run_sync
 
+    # every check that can fail on the user's input runs before the first call
+    target = out or default_out(data, rubric)
+    if data.exists() and target.resolve() == data.resolve():
+        raise ConfigError(f"--out {target} is the data file itself; choose another output path")
+    load_prices(prices)
     items = load_items(data, parse_mapping(mapping))
-    spec = judge_spec or default_judge()
-    if judge_spec is None:
-        why = (
-            "OPENAI_API_KEY/OPENAI_BASE_URL is set"
-            if spec.startswith("openai/")
-            else "no --judge and no OpenAI settings"
-        )
-        if spec == "local/smollm2":
-            why += "; a 135M model, good for smoke runs, not for trustworthy verdicts"
+    spec = judge_spec
+    if spec is None:
+        spec, why = explain_default_judge(base_url)
         click.echo(f"judge: {spec} ({why})", err=True)
     grader = build_grader(
         rubric,
@@ -129,8 +150,8 @@ def score(
         seed=seed,
         retry=RetryPolicy(max_attempts=max_attempts),
         prices=prices,
+        **({"structured_output": False} if no_structured_output else {}),
     )
-    target = out or default_out(data, rubric)
     show = sys.stderr.isatty() if progress is None else progress
 
     async def go():  # type: ignore[no-untyped-def]
@@ -139,7 +160,13 @@ def score(
         finally:
             await grader.provider.aclose()
 
-    results = run_sync(go())
+    try:
+        results = run_sync(go())
+    except KeyboardInterrupt:
+        partial = target.with_name(target.name + ".partial")
+        if partial.exists():
+            click.echo(f"verdicts finished before the interrupt: {partial}", err=True)
+        raise
     click.echo(render_summary(results, grader.describe(), target))
 
 
@@ -190,6 +217,7 @@ def rubrics_list() -> None:
 @click.option(
     "--render",
     "render_mode",
+    envvar="JUDGE_RUBRICS_SHOW_RENDER",
     type=click.Choice(["text", "logprob"]),
     default=None,
     help="Also print the messages rendered for a sample item.",

@@ -8,7 +8,7 @@ from typing import Any
 from judge.cache import Cache, cache_key
 from judge.config import GenerateConfig, Message
 from judge.dataset import Item
-from judge.errors import ClientRequestError, ConfigError, ProviderError, VerdictParseError
+from judge.errors import ClientRequestError, ConfigError, DataError, ProviderError, RubricError, VerdictParseError
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy, with_retries
@@ -85,9 +85,13 @@ class Grader:
             nonlocal attempts
             attempts = n
 
-        out = await with_retries(
-            lambda: self.provider.generate(messages, self.config), self.provider.should_retry, self.retry, count
-        )
+        try:
+            out = await with_retries(
+                lambda: self.provider.generate(messages, self.config), self.provider.should_retry, self.retry, count
+            )
+        except ProviderError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined] - for the unscored reason
+            raise
         if self.cache is not None:
             self.cache.put(key, out.to_cache())
         return out, False, attempts
@@ -116,8 +120,14 @@ class Grader:
                 all_cached = False
                 break
             except ProviderError as exc:
-                tries = self.retry.max_attempts
+                tries = getattr(exc, "attempts", 0) or 1
                 error = f"{type(exc).__name__} after {tries} attempt{'s' if tries > 1 else ''}: {exc}"
+                all_cached = False
+                break
+            except (ConfigError, RubricError, DataError):
+                raise  # the user's setup is wrong for every item: stop and say so
+            except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure must not sink the run
+                error = f"internal error: {type(exc).__name__}: {exc}"
                 all_cached = False
                 break
             calls += 1
@@ -133,6 +143,7 @@ class Grader:
                 error = None
                 break
             except VerdictParseError as exc:
+                parsed = None
                 error = f"unparseable verdict: {exc}"
                 if self.score_mode == "logprob":
                     break  # the same call would give the same logprobs: re-asking cannot help
@@ -157,7 +168,8 @@ class Grader:
             raw=raw,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost_usd=cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices),
+            # a verdict served from the cache cost nothing this time
+            cost_usd=0.0 if all_cached and calls > 0 else self._cost(prompt_tokens, completion_tokens),
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
             cached=all_cached and calls > 0,
             temperature=self.config.temperature,
@@ -166,6 +178,9 @@ class Grader:
             score_probs=parsed.score_probs if parsed else None,
             attempts=max(calls, 1),
         )
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices)
 
     def describe(self) -> dict[str, Any]:
         return {"rubric": self.rubric.id, "judge": self.provider.id, "score_mode": self.score_mode}

@@ -8,6 +8,7 @@ half written; :class:`JsonlAppender` streams results as they finish and fsyncs o
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -57,22 +58,38 @@ def read_rows(path: str | Path) -> list[Row]:
 
 
 def _read_jsonl(p: Path) -> Iterator[Row]:
-    with p.open("r", encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=p, line=lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=p, line=lineno)
-            yield Row(obj, str(p), lineno)
+    # split on "\n" only: str.splitlines() would also split inside strings holding U+2028 and friends
+    for lineno, text in enumerate(_read_text(p).split("\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=p, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=p, line=lineno)
+        yield Row(obj, str(p), lineno)
+
+
+def _read_text(p: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark (Excel and Notepad write one)."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise DataError(
+            f"not UTF-8 text (byte 0x{bad}): the file must be UTF-8; re-save it as UTF-8 "
+            "(from latin-1: iconv -f latin1 -t utf-8 IN > OUT)",
+            path=p,
+            line=line,
+        ) from None
 
 
 def _read_json(p: Path) -> list[Row]:
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        obj = json.loads(_read_text(p))
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON ({exc.msg})", path=p, line=exc.lineno) from None
     if not isinstance(obj, list):
@@ -86,15 +103,14 @@ def _read_json(p: Path) -> list[Row]:
 
 
 def _read_csv(p: Path, delimiter: str) -> Iterator[Row]:
-    with p.open("r", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        if reader.fieldnames is None:
-            return
-        for record in reader:
-            # reader.line_num is the physical line the record ended on (1 = header)
-            if None in record:
-                raise DataError("more values than header columns", path=p, line=reader.line_num)
-            yield Row({k: v for k, v in record.items() if k is not None}, str(p), reader.line_num)
+    reader = csv.DictReader(io.StringIO(_read_text(p), newline=""), delimiter=delimiter)
+    if reader.fieldnames is None:
+        return
+    for record in reader:
+        # reader.line_num is the physical line the record ended on (1 = header)
+        if None in record:
+            raise DataError("more values than header columns", path=p, line=reader.line_num)
+        yield Row({k: v for k, v in record.items() if k is not None}, str(p), reader.line_num)
 
 
 def _read_parquet(p: Path) -> list[Row]:

@@ -22,7 +22,8 @@ class RetryPolicy(BaseModel):
 
     max_attempts: int = Field(6, ge=1, description="Attempts per call, the first included.")
     initial_wait: float = Field(0.5, ge=0, description="Seconds; the exponential backoff's multiplier.")
-    max_wait: float = Field(30.0, ge=0, description="Cap on one wait, Retry-After included.")
+    max_wait: float = Field(30.0, ge=0, description="Cap on one exponential-backoff wait.")
+    max_retry_after: float = Field(120.0, ge=0, description="Cap on a wait the server asks for (Retry-After).")
 
 
 class _Wait:
@@ -36,7 +37,7 @@ class _Wait:
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
-            return min(float(retry_after), self.policy.max_wait)
+            return min(float(retry_after), self.policy.max_retry_after)
         return self.backoff(state)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +43,17 @@ BUILTIN_DIR_CANDIDATES = (
 )
 KNOWN_INPUTS = ("input", "output", "reference", "context", "output_b", "conversation")
 
+
+class _Undefined(jinja2.StrictUndefined):
+    """Strict, except that an absent value may be tested: ``{% if reference %}`` is false, while
+    ``{{ reference }}`` outside such a guard is an error (it would put "None" in the prompt)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
 _ENV = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined,
+    undefined=_Undefined,
     autoescape=False,
     keep_trailing_newline=False,
     trim_blocks=True,
@@ -155,8 +165,7 @@ class Rubric:
         missing = [name for name in self.spec.inputs.required if _blank(values.get(name))]
         if missing:
             raise RubricError(f"rubric '{self.id}' needs {', '.join(repr(m) for m in missing)}, which the item lacks")
-        ctx = {name: None for name in self.spec.inputs.optional}
-        ctx.update({k: v for k, v in values.items() if not _blank(v)})
+        ctx = {k: v for k, v in values.items() if not _blank(v)}
         ctx["scale"] = self.spec.scale.model_dump() if self.spec.scale else None
         ctx["choices"] = self.spec.choices
         ctx["score_mode"] = score_mode
@@ -168,9 +177,12 @@ class Rubric:
             )
             user = "".join(self._template.blocks["user"](context)).strip()
         except jinja2.UndefinedError as exc:
-            raise RubricError(
-                f"rendering rubric '{self.id}': {exc.message} (declare it in inputs or pass it)", path=self.source
-            ) from None
+            m = re.match(r"'(\w+)' is undefined", exc.message or "")
+            if m and m.group(1) in self.spec.inputs.optional:
+                hint = f"optional input '{m.group(1)}' is printed without a {{% if {m.group(1)} %}} guard"
+            else:
+                hint = f"{exc.message} (declare it in inputs or pass it)"
+            raise RubricError(f"rendering rubric '{self.id}': {hint}", path=self.source) from None
         except jinja2.exceptions.SecurityError as exc:
             raise RubricError(f"rubric '{self.id}' tried an unsafe operation: {exc}", path=self.source) from None
         if system:
@@ -236,7 +248,8 @@ class Rubric:
                 # and with optional inputs absent, which is how most items arrive
                 self.render({n: f"<{n}>" for n in self.spec.inputs.required}, mode)
             except RubricError as exc:
-                problems.append(str(exc))
+                if str(exc) not in problems:
+                    problems.append(str(exc))
         return problems
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from judge.cache import Cache
 from judge.dataset import Item, coerce_items
-from judge.errors import DataError
+from judge.errors import DataError, RubricError
 from judge.grader import Grader
 from judge.io import JsonlAppender, write_jsonl
 from judge.providers._base import Provider
@@ -97,7 +97,7 @@ def build_grader(
     """Resolve names into a :class:`Grader` (rubric, provider, cache, settings)."""
     rub = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     provider = get_provider(
-        judge or default_judge(), base_url=base_url, api_key=api_key, timeout=timeout, **provider_options
+        judge or default_judge(base_url), base_url=base_url, api_key=api_key, timeout=timeout, **provider_options
     )
     store: Cache | None
     if cache is True:
@@ -190,6 +190,9 @@ async def run_items(
     progress: bool = False,
 ) -> Results:
     """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``."""
+    problems = grader.rubric.validate()  # a template mistake stops the run before any call, not after some
+    if problems:
+        raise RubricError("; ".join(problems), path=grader.rubric.source)
     check_items(items, grader.rubric)
     sem = asyncio.Semaphore(max(1, concurrency))
 

@@ -63,12 +63,14 @@ class Parsed(BaseModel):
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _NUM = r"(-?\d+(?:\.\d+)?)"
+_OUT_OF = r"(?:\s*/\s*(\d+))?"  # an optional denominator: 4/5, 7/10
 _SCORE_PATTERNS = [
-    re.compile(r"\[\[\s*" + _NUM + r"\s*\]\]"),  # MT-Bench: Rating: [[7]]
-    re.compile(r'"?(?:score|rating|grade)"?\s*[:=]\s*"?' + _NUM, re.IGNORECASE),
-    re.compile(r"\b" + _NUM + r"\s*/\s*\d+\b"),  # 4/5
-    re.compile(r"^\s*" + _NUM + r"\s*\.?\s*$", re.MULTILINE),  # a bare number on its own line
+    re.compile(r"\[\[\s*" + _NUM + _OUT_OF + r"\s*\]\]"),  # MT-Bench: Rating: [[7]]
+    re.compile(r'"?(?:score|rating|grade)"?\s*[:=]\s*"?' + _NUM + _OUT_OF, re.IGNORECASE),
+    re.compile(r"(?<![\d.])" + _NUM + r"\s*/\s*(\d+)\b"),  # 4/5
 ]
+# a bare number on its own line: only when nothing above matched anywhere
+_BARE_NUMBER = re.compile(r"^\s*" + _NUM + r"\s*\.?\s*$", re.MULTILINE)
 _LABEL_PATTERNS = [
     re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE),  # FastChat: [[A]] [[B]] [[C]]=tie
     re.compile(r'"?(?:verdict|winner|choice)"?\s*[:=]\s*"?\s*(A|B|tie)\b', re.IGNORECASE),
@@ -110,27 +112,39 @@ def parse_verdict(text: str, rubric: Rubric) -> Parsed:
         key = next((k for k in ("score", "rating", "grade") if k in obj), None)
         if key is None:
             continue
-        value = _as_number(obj[key])
+        value, out_of = _as_number(obj[key])
         if value is None:
             problems.append(f"'{key}' is {obj[key]!r}, not a number")
             continue
-        if not lo <= value <= hi:
-            problems.append(f"score {value:g} is outside the scale {lo}..{hi}")
+        problem = _check_score(value, out_of, lo, hi)
+        if problem:
+            problems.append(problem)
             continue
         reasoning = obj.get("reasoning") or obj.get("reason") or obj.get("explanation")
         return Parsed(score=value, reasoning=str(reasoning) if reasoning is not None else None)
-    for pattern in _SCORE_PATTERNS:
-        matches = list(pattern.finditer(text))
-        if not matches:
-            continue
-        value = float(matches[-1].group(1))
-        if lo <= value <= hi:
-            reasoning = text[: matches[-1].start()].strip() or None
-            return Parsed(score=value, reasoning=reasoning)
-        problems.append(f"score {value:g} is outside the scale {lo}..{hi}")
-        break
+    matches = sorted((m for p in _SCORE_PATTERNS for m in p.finditer(text)), key=lambda m: m.start())
+    if not matches:
+        matches = list(_BARE_NUMBER.finditer(text))
+    for m in reversed(matches):  # bind to the last valid score
+        value, out_of = float(m.group(1)), (int(m.group(2)) if m.lastindex and m.group(2) else None)
+        problem = _check_score(value, out_of, lo, hi)
+        if problem is None:
+            return Parsed(score=value, reasoning=text[: m.start()].strip() or None)
+        if problem not in problems:
+            problems.append(problem)
     detail = "; ".join(problems) if problems else "no score found"
-    raise VerdictParseError(f"could not read a score from {lo} to {hi}: {detail}", raw=text)
+    raise VerdictParseError(f"could not read a whole-number score from {lo} to {hi}: {detail}", raw=text)
+
+
+def _check_score(value: float, out_of: int | None, lo: int, hi: int) -> str | None:
+    """Why ``value`` is not a score on the scale ``lo..hi`` (None when it is)."""
+    if out_of is not None and out_of != hi:
+        return f"score {value:g}/{out_of} is on another scale than {lo} to {hi}"
+    if value != int(value):
+        return f"score {value:g} is not a whole number"
+    if not lo <= value <= hi:
+        return f"score {value:g} is outside the scale {lo}..{hi}"
+    return None
 
 
 def _parse_pairwise(text: str, rubric: Rubric) -> Parsed:
@@ -161,15 +175,17 @@ def _parse_pairwise(text: str, rubric: Rubric) -> Parsed:
     raise VerdictParseError(f"no verdict found (expected one of {options})", raw=text)
 
 
-def _as_number(value: Any) -> float | None:
+def _as_number(value: Any) -> tuple[float | None, int | None]:
+    """A JSON score as (number, denominator): 4 -> (4, None), "4/5" -> (4, 5), "high" -> (None, None)."""
     if isinstance(value, bool):
-        return None
+        return None, None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        return (float(value) if math.isfinite(value) else None), None
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*" + _NUM + r"\s*(?:/\s*\d+)?\s*", value)
-        return float(m.group(1)) if m else None
-    return None
+        m = re.fullmatch(r"\s*" + _NUM + _OUT_OF + r"\s*", value)
+        if m:
+            return float(m.group(1)), int(m.group(2)) if m.group(2) else None
+    return None, None
 
 
 def score_from_logprobs(
@@ -188,11 +204,7 @@ def score_from_logprobs(
     if score_logprobs:
         mass = {p: math.exp(score_logprobs[p]) for p in points if p in score_logprobs}
     elif top_logprobs:
-        mass = {}
-        for token, lp in top_logprobs[0].items():
-            key = token.strip()
-            if key in points:
-                mass[key] = mass.get(key, 0.0) + math.exp(lp)
+        mass = _mass_from_top_logprobs(top_logprobs, points)
     else:
         raise VerdictParseError(
             "the provider returned no logprobs, so the logprob score mode cannot score this item "
@@ -201,11 +213,60 @@ def score_from_logprobs(
     total = sum(mass.values())
     if total <= 0:
         raise VerdictParseError("no score token among the returned top logprobs")
+    if total < MIN_SCORE_MASS:
+        raise VerdictParseError(
+            f"the score tokens carry only {total:.1%} of the probability: the judge is not answering with a score"
+        )
     probs = {p: mass[p] / total for p in points if p in mass}
     value = sum(float(p) * q for p, q in probs.items())
     best = max(probs, key=lambda p: probs[p])
     reasoning = f"probability-weighted score over {len(probs)} score tokens (mass {total:.3f}); most likely {best}"
     return Parsed(score=value, reasoning=reasoning, score_probs={p: round(q, 6) for p, q in probs.items()})
+
+
+MIN_SCORE_MASS = 0.01
+"""Below this total probability on the scale's scores, a logprob verdict is noise, not a score."""
+
+NEGLIGIBLE = 0.01
+_DIGITS = frozenset("0123456789")
+"""Probability below which an unresolved multi-token score ambiguity cannot move the score much."""
+
+
+def _mass_from_top_logprobs(top: list[dict[str, float]], points: list[str]) -> dict[str, float]:
+    """Probability of each score from a server's top logprobs.
+
+    A score that the server's tokenizer splits ("10" as "1" + "0") shares its first token with a
+    shorter score ("1"). When the judge's chosen first token is that prefix, the next position's
+    alternatives split it exactly: P("10") = P("1") P("0" | "1"), P("1") = P("1") P(no digit | "1").
+    Otherwise the split is unknown, which is tolerated only while the prefix is improbable.
+    """
+    first = {}
+    for token, lp in top[0].items():
+        first[token.strip()] = first.get(token.strip(), 0.0) + math.exp(lp)
+    mass = {p: first[p] for p in points if p in first}
+    split = [p for p in points if len(p) > 1 and p not in first]  # scores that arrive as several tokens
+    if not split:
+        return mass
+    chosen = max(top[0], key=lambda t: top[0][t]).strip()
+    for prefix in sorted({p[0] for p in split}):
+        longer = [p for p in split if p[0] == prefix]
+        p_prefix = first.get(prefix, 0.0)
+        if p_prefix < NEGLIGIBLE:
+            continue  # at most 1 % of mass is ambiguous: counted as the shorter score
+        if chosen != prefix or len(top) < 2:
+            raise VerdictParseError(
+                f"this server's tokenizer splits scores like {longer[0]!r} into several tokens, and the top "
+                f"logprobs cannot tell {prefix!r} from {longer[0]!r} (use --score-mode text, or a 1-9 scale)"
+            )
+        nxt: dict[str, float] = {}
+        for token, lp in top[1].items():
+            nxt[token.strip()] = nxt.get(token.strip(), 0.0) + math.exp(lp)
+        digits = sum(q for t, q in nxt.items() if t[:1] in _DIGITS)
+        for p in longer:
+            mass[p] = p_prefix * nxt.get(p[1:], 0.0)
+        if prefix in points:
+            mass[prefix] = p_prefix * max(0.0, 1.0 - digits)
+    return {p: q for p, q in mass.items() if q > 0}
 
 
 def reask_message(error: str, rubric: Rubric, score_mode: str) -> str:

@@ -139,6 +139,8 @@ def test_examples_qa_file_scores_with_fake_judge() -> None:
         ("Looks good.\nScore: 5", 5),
         ("First I thought 1. Rating: [[4]]", 4),
         ("I'd give it 3/5", 3),
+        ("score: 2\nOn reflection the final answer deserves 4/5", 4),  # the last valid score, across patterns
+        ("Rating: [[7]] is what I first thought. Score: 4", 4),  # [[7]] is off the scale, a later 4 is not
     ],
 )
 def test_parse_verdict_fallbacks(text, score) -> None:

@@ -21,8 +21,9 @@ def tiny_model(tmp_path_factory) -> str:
     return str(tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm")))
 
 
-def reference_logprob(model_dir: str, messages, candidate: str) -> float:
-    """log P(candidate | chat prompt) by one plain forward pass over prompt + candidate."""
+def reference_logprob(model_dir: str, messages, candidate: str, must_end: bool = False) -> float:
+    """log P(candidate | chat prompt) by one plain forward pass over prompt + candidate; with
+    ``must_end``, times P(the next token is not a digit), digits found by decoding every token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,7 +34,12 @@ def reference_logprob(model_dir: str, messages, candidate: str) -> float:
     c_ids = tok(candidate, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([p_ids + c_ids])).logits[0].float(), -1)
-    return sum(float(logp[len(p_ids) - 1 + j, t]) for j, t in enumerate(c_ids))
+    total = sum(float(logp[len(p_ids) - 1 + j, t]) for j, t in enumerate(c_ids))
+    if must_end:
+        nxt = logp[len(p_ids) - 1 + len(c_ids)].exp()
+        digit = sum(float(nxt[i]) for i in range(len(tok)) if tok.decode([i]).strip()[:1].isdigit())
+        total += math.log(1.0 - digit)
+    return total
 
 
 def test_logprob_scores_are_exact_probabilities(tiny_model: str) -> None:
@@ -43,12 +49,14 @@ def test_logprob_scores_are_exact_probabilities(tiny_model: str) -> None:
     assert set(v.score_probs) == {str(i) for i in range(1, 11)}
     assert math.isclose(sum(v.score_probs.values()), 1.0, abs_tol=1e-4)
     assert v.score == pytest.approx(sum(int(k) * p for k, p in v.score_probs.items()), abs=1e-4)
-    # against an independent computation, including the two-token "10"
+    # against an independent computation: the two-token "10", and "1", which must not go on to "10"
     provider = LocalProvider(tiny_model)
     from judge import load_rubric
 
     msgs = load_rubric("helpfulness").render({"input": "Is it right?", "output": "The answer is 7."}, "logprob")
     ref = {c: reference_logprob(tiny_model, msgs, c) for c in ("3", "10")}
+    ref["1"] = reference_logprob(tiny_model, msgs, "1", must_end=True)
+    assert ref["1"] < reference_logprob(tiny_model, msgs, "1")
     out = provider._generate_sync(msgs, GenerateConfig(score_candidates=tuple(str(i) for i in range(1, 11))))
     for c, lp in ref.items():
         assert out.score_logprobs[c] == pytest.approx(lp, abs=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -89,6 +90,30 @@ def test_logprob_mode_weights_score_tokens() -> None:
     assert set(v.score_probs) == {"3", "4", "5"}
 
 
+def test_logprob_mode_splits_multi_token_scores_or_refuses() -> None:
+    # the server's tokenizer writes "10" as "1" + "0": the second position splits P("1") exactly
+    ten = Reply("10", logprobs=[{"1": -0.05, "9": -3.2}, {"0": -0.01, ".": -4.6}])
+    # the judge chose "9", so nothing tells how much of P("1") = 0.3 belongs to "10": refuse, do not guess
+    ambiguous = Reply("9", logprobs=[{"9": -0.36, "1": -1.2}, {".": -0.1}])
+    with LoopbackServer(script=[ten, ambiguous]) as srv:
+        a, b = score(
+            ITEMS[:2],
+            "helpfulness",
+            "openai/m",
+            base_url=srv.base_url,
+            api_key="k",
+            cache=False,
+            score_mode="logprob",
+            concurrency=1,
+        )
+    p1, p9, p0 = math.exp(-0.05), math.exp(-3.2), math.exp(-0.01)
+    probs = {"10": p1 * p0, "1": p1 * (1 - p0), "9": p9}
+    total = sum(probs.values())
+    assert a.status == "ok" and a.score == pytest.approx(sum(int(k) * v for k, v in probs.items()) / total)
+    assert a.score > 9.5
+    assert b.status == "unscored" and b.score is None and "cannot tell '1' from '10'" in b.error
+
+
 def test_logprob_mode_says_so_when_server_returns_no_logprobs() -> None:
     with LoopbackServer(script=[Reply("4", logprobs=None)]) as srv:
         v = run(srv, ITEMS[:1], score_mode="logprob")[0]
@@ -130,7 +155,7 @@ def test_garbage_judge_is_reasked_then_unscored_never_zero() -> None:
         results = run(srv, ITEMS[:3], concurrency=1)
     for v in results:
         assert v.status == "unscored" and v.score is None
-        assert "unparseable verdict" in v.error and "outside the scale" in v.error and "2 re-asks" in v.error
+        assert "unparseable verdict" in v.error and "17/20 is on another scale" in v.error and "2 re-asks" in v.error
         assert v.raw == garbage.content and v.attempts == 3
     # the re-ask carries the error back to the judge
     reask = srv.requests[1]["messages"]
@@ -162,9 +187,10 @@ def test_cache_second_run_makes_no_requests_and_is_identical(tmp_path) -> None:
         # a changed seed is a different call
         run(srv, ITEMS[:1], cache=cache, seed=1)
         assert len(srv.requests) == n + 1
-    strip = ("cached", "latency_ms")
+    strip = ("cached", "latency_ms", "cost_usd")  # what this run did, not what the judge said
     assert [v.model_dump(exclude=set(strip)) for v in first] == [v.model_dump(exclude=set(strip)) for v in second]
     assert all(v.cached for v in second) and not any(v.cached for v in first)
+    assert all(v.cost_usd == 0.0 for v in second)  # a rerun costs nothing (first run: unknown price, None)
 
 
 def test_concurrency_is_bounded() -> None:
@@ -179,12 +205,69 @@ def test_interrupted_run_resumes_from_cache(tmp_path) -> None:
     # the server dies for good (401 here) after three answers: the run stops ...
     script: list[Reply | str] = [Reply('{"reasoning": "r", "score": 3}')] * 3 + ["401"] * 10
     with LoopbackServer(script=script) as srv, pytest.raises(ClientRequestError):
+        port = srv.port
         run(srv, cache=cache, out=out, concurrency=1)
     partial = (tmp_path / "v.jsonl.partial").read_text().splitlines()
     assert [json.loads(line)["id"] for line in partial] == ["i0", "i1", "i2"]  # finished items were streamed
-    # ... and the rerun asks only for what is missing
-    with LoopbackServer() as srv:
+    # ... and the rerun (the same server, restarted) asks only for what is missing
+    with LoopbackServer(port=port) as srv:
         results = run(srv, cache=cache, out=out, concurrency=1)
     assert len(srv.requests) == len(ITEMS) - 3
     assert [v.cached for v in results] == [True] * 3 + [False] * (len(ITEMS) - 3)
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [i["id"] for i in ITEMS]
+
+
+def test_malformed_completions_are_retried_not_fatal() -> None:
+    good = Reply('{"reasoning": "r", "score": 2}')
+    broken = [
+        Reply("", body={"choices": [None]}),
+        Reply("", body={"choices": [{"message": "not an object"}]}),
+        Reply("", body={"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "n/a"}}),
+        Reply("", body=[1, 2, 3]),
+    ]
+    with LoopbackServer(script=[*broken, good]) as srv:
+        v = run(srv, ITEMS[:1], retry=RetryPolicy(max_attempts=6, initial_wait=0.0, max_wait=0.01))[0]
+    assert v.status == "ok" and v.score == 2 and len(srv.requests) == 5
+
+
+def test_a_provider_bug_is_one_unscored_item_not_a_dead_run() -> None:
+    from judge.providers.fake import FakeProvider
+
+    def script(messages, config):
+        if "boom" in messages[-1]["content"]:
+            raise ValueError("provider bug")
+        return '{"reasoning": "r", "score": 3}'
+
+    items = [{"id": "a", "input": "q", "output": "boom"}, {"id": "b", "input": "q", "output": "fine"}]
+    a, b = score(items, "factuality", FakeProvider("scripted", script=script), cache=False)
+    assert a.status == "unscored" and a.error == "internal error: ValueError: provider bug"
+    assert b.status == "ok" and b.score == 3
+
+
+def test_server_without_structured_output_falls_back_to_text_parser() -> None:
+    def responder(req):
+        if "response_format" in req:
+            return Reply("response_format json_schema is not supported", status=400)
+        return Reply("The answer is right.\nScore: 5")
+
+    with LoopbackServer(responder=responder) as srv:
+        results = run(srv, ITEMS[:3], concurrency=1)
+    assert [v.score for v in results] == [5.0, 5.0, 5.0]
+    assert "response_format" in srv.requests[0] and not any("response_format" in r for r in srv.requests[2:])
+    assert len(srv.requests) == 4  # one rejected try, then text verdicts
+
+
+def test_cache_keeps_servers_apart(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    with LoopbackServer(responder=lambda r: Reply('{"reasoning": "A", "score": 4}')) as a:
+        first = run(a, ITEMS[:2], cache=cache)
+    with LoopbackServer(responder=lambda r: Reply('{"reasoning": "B", "score": 1}')) as b:
+        second = run(b, ITEMS[:2], cache=cache)
+    assert [v.score for v in first] == [4.0, 4.0] and [v.score for v in second] == [1.0, 1.0]
+    assert not any(v.cached for v in second) and len(b.requests) == 2
+
+
+def test_unscored_reason_counts_real_attempts() -> None:
+    with LoopbackServer(script=["500", "500", "500"]) as srv:
+        v = run(srv, ITEMS[:1], retry=RetryPolicy(max_attempts=3, initial_wait=0.0, max_wait=0.01))[0]
+    assert v.error.startswith("ServerError after 3 attempts")

@@ -106,3 +106,26 @@ def test_rubrics_cli(tmp_path) -> None:
     res = runner.invoke(cli, ["rubrics", "validate", "rubrics/factuality.j2", str(bad)])
     assert res.exit_code == 1
     assert "ok   rubrics/factuality.j2" in res.output and "FAIL" in res.output and "nope" in res.output
+
+
+def test_unguarded_optional_input_is_caught_before_any_call(tmp_path) -> None:
+    from judge import score
+    from judge.testing.server import LoopbackServer
+
+    body = "{{ output }} Reference: {{ reference }}"  # prints "None" when the item has no reference
+    path = tmp_path / "opt.j2"
+    path.write_text(
+        RUBRIC.replace("inputs: {required: [output]}", "inputs: {required: [output], optional: [reference]}").replace(
+            "BODY", body
+        )
+    )
+    assert any("without a {% if reference %} guard" in p for p in load_rubric(path).validate())
+    with LoopbackServer() as srv, pytest.raises(RubricError, match="guard"):
+        score([{"output": "x"}], path, "openai/m", base_url=srv.base_url, api_key="k", cache=False)
+    assert srv.requests == []  # stopped before the first call
+    guarded = parse_rubric(
+        RUBRIC.replace("BODY", "{{ output }}{% if reference %} Ref: {{ reference }}{% endif %}"), "g.j2"
+    )
+    guarded.spec.inputs.optional.append("reference")
+    assert guarded.render({"output": "x"})[-1]["content"].startswith("x\n\n")
+    assert "Ref: r" in guarded.render({"output": "x", "reference": "r"})[-1]["content"]

@@ -53,9 +53,26 @@ def line(qid: int, model: str, turns: list[str]) -> str:
 
 
 def judge_args(url: str, out: Path, *extra: str, judge: str = "openai/loopback") -> list[str]:
-    return ["judge", "--questions", str(MT / "question.jsonl"), "--answers", str(MT / "model_answer"),
-            "--reference", str(MT / "reference_answer" / "gpt-4.jsonl"), "--models", MODELS,
-            "--question-ids", QIDS, "--judge", judge, "--base-url", url, "--out", str(out), *extra]
+    return [
+        "judge",
+        "--questions",
+        str(MT / "question.jsonl"),
+        "--answers",
+        str(MT / "model_answer"),
+        "--reference",
+        str(MT / "reference_answer" / "gpt-4.jsonl"),
+        "--models",
+        MODELS,
+        "--question-ids",
+        QIDS,
+        "--judge",
+        judge,
+        "--base-url",
+        url,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_single_grading_on_real_answers_is_per_turn_reference_guided_and_cached(tmp_path: Path) -> None:
@@ -117,9 +134,14 @@ def test_pairwise_with_fastchat_prompts_both_orders_and_bias_statistics(tmp_path
     assert len(recs) == 3 * 3 * 2 and len(sent) == 2 * len(recs)  # every pair judged in both orders
     # the FastChat prompt variant follows category and turn
     names = {(r["category"], r["turn"]): r["judge"][1] for r in recs}
-    assert names == {("writing", 1): "pair-v2", ("writing", 2): "pair-v2-multi-turn",
-                     ("math", 1): "pair-math-v1", ("math", 2): "pair-math-v1-multi-turn",
-                     ("extraction", 1): "pair-v2", ("extraction", 2): "pair-v2-multi-turn"}
+    assert names == {
+        ("writing", 1): "pair-v2",
+        ("writing", 2): "pair-v2-multi-turn",
+        ("math", 1): "pair-math-v1",
+        ("math", 2): "pair-math-v1-multi-turn",
+        ("extraction", 1): "pair-v2",
+        ("extraction", 2): "pair-v2-multi-turn",
+    }
     assert all("{" + "answer_a}" not in s for s in sent)
     for r in recs:  # [[A]] in both orders names both models: a flip, so a tie recorded as inconsistent
         assert (r["g1_winner"], r["g2_winner"], r["winner"], r["consistent"]) == ("model_1", "model_2", "tie", False)
@@ -146,11 +168,37 @@ def test_pairwise_with_fastchat_prompts_both_orders_and_bias_statistics(tmp_path
 def test_answer_then_judge_then_show_with_unscored_counted(tmp_path: Path) -> None:
     out = tmp_path / "model_answer" / "loop.jsonl"
     with LoopbackServer() as srv:
-        ok(invoke("answer", "--questions", str(EXAMPLE_QUESTIONS), "--model", "openai/loop", "--base-url",
-                  srv.base_url, "--out", str(out), "--temperature", "writing=0.3"))
+        ok(
+            invoke(
+                "answer",
+                "--questions",
+                str(EXAMPLE_QUESTIONS),
+                "--model",
+                "openai/loop",
+                "--base-url",
+                srv.base_url,
+                "--out",
+                str(out),
+                "--temperature",
+                "writing=0.3",
+            )
+        )
         first_calls = list(srv.requests)
-        ok(invoke("answer", "--questions", str(EXAMPLE_QUESTIONS), "--model", "openai/loop", "--base-url",
-                  srv.base_url, "--out", str(out), "--temperature", "writing=0.3"))
+        ok(
+            invoke(
+                "answer",
+                "--questions",
+                str(EXAMPLE_QUESTIONS),
+                "--model",
+                "openai/loop",
+                "--base-url",
+                srv.base_url,
+                "--out",
+                str(out),
+                "--temperature",
+                "writing=0.3",
+            )
+        )
         assert len(srv.requests) == len(first_calls)  # rerun answered from the cache
     recs = rows(out)
     assert [len(r["choices"][0]["turns"]) for r in recs] == [2, 2, 2, 3]
@@ -163,8 +211,21 @@ def test_answer_then_judge_then_show_with_unscored_counted(tmp_path: Path) -> No
     # a judge that never answers in a readable form: unscored with a reason, counted, never 0
     judged = tmp_path / "j.jsonl"
     with LoopbackServer(responder=lambda r: Reply(content="I cannot decide.")) as srv:
-        text = ok(invoke("judge", "--questions", str(EXAMPLE_QUESTIONS), "--answers", str(out.parent),
-                         "--judge", "openai/j", "--base-url", srv.base_url, "--out", str(judged)))
+        text = ok(
+            invoke(
+                "judge",
+                "--questions",
+                str(EXAMPLE_QUESTIONS),
+                "--answers",
+                str(out.parent),
+                "--judge",
+                "openai/j",
+                "--base-url",
+                srv.base_url,
+                "--out",
+                str(judged),
+            )
+        )
     recs = rows(judged)
     assert len(recs) == 9 and all(r["status"] == "unscored" and r["score"] is None for r in recs)
     assert "no score found" in recs[0]["error"] and recs[0]["attempts"] == 3
@@ -176,14 +237,26 @@ def test_answer_then_judge_then_show_with_unscored_counted(tmp_path: Path) -> No
 
 def test_bad_inputs_name_file_line_field_and_interrupted_runs_keep_judged(tmp_path: Path) -> None:
     q = tmp_path / "q.jsonl"
-    q.write_text('{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n'
-                 '{"question_id": 2, "category": "writing", "turns": []}\n')
+    q.write_text(
+        '{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n'
+        '{"question_id": 2, "category": "writing", "turns": []}\n'
+    )
     ans = tmp_path / "ans"
     ans.mkdir()
 
     def run(*extra: str) -> BaseException | None:
-        return invoke("judge", "--questions", str(q), "--answers", str(ans), "--judge", "fake/echo-score",
-                      "--out", str(tmp_path / "o.jsonl"), *extra).exception
+        return invoke(
+            "judge",
+            "--questions",
+            str(q),
+            "--answers",
+            str(ans),
+            "--judge",
+            "fake/echo-score",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            *extra,
+        ).exception
 
     exc = run()
     assert isinstance(exc, DataError) and exc.line == 2 and exc.field == "turns" and "no turns" in str(exc)
@@ -208,15 +281,40 @@ def test_bad_inputs_name_file_line_field_and_interrupted_runs_keep_judged(tmp_pa
     from judge.cli import main
 
     with pytest.raises(SystemExit) as stop:
-        main(["mtbench", "judge", "--questions", str(q), "--answers", str(ans), "--judge", "fake/echo-score",
-              "--out", str(tmp_path / "o.jsonl")])
+        main(
+            [
+                "mtbench",
+                "judge",
+                "--questions",
+                str(q),
+                "--answers",
+                str(ans),
+                "--judge",
+                "fake/echo-score",
+                "--out",
+                str(tmp_path / "o.jsonl"),
+            ]
+        )
     assert stop.value.code == 2
 
     # interrupted: a rejected key stops the run; judged lines are in .partial, and the cache makes the rerun free
     q.write_text('{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n')
     out = tmp_path / "judged.jsonl"
-    args = ["judge", "--questions", str(q), "--answers", str(ans), "--judge", "openai/j", "--concurrency", "1",
-            "--mode", "single", "--out", str(out)]
+    args = [
+        "judge",
+        "--questions",
+        str(q),
+        "--answers",
+        str(ans),
+        "--judge",
+        "openai/j",
+        "--concurrency",
+        "1",
+        "--mode",
+        "single",
+        "--out",
+        str(out),
+    ]
     with LoopbackServer(script=[Reply(content="Rating: [[7]]")] * 3 + ["401"]) as srv:
         exc = invoke(*args, "--base-url", srv.base_url).exception
         assert isinstance(exc, ClientRequestError) and not out.exists()
@@ -230,8 +328,18 @@ def test_llmbar_expert_labels_become_joinable_pairwise_judgments(tmp_path: Path)
     needs(LLMBAR)
     needs(MT)
     conv = tmp_path / "llmbar"
-    text = ok(invoke("llmbar", str(LLMBAR), "--questions", str(MT / "question.jsonl"), "--answers",
-                     str(MT / "model_answer"), "--out-dir", str(conv)))
+    text = ok(
+        invoke(
+            "llmbar",
+            str(LLMBAR),
+            "--questions",
+            str(MT / "question.jsonl"),
+            "--answers",
+            str(MT / "model_answer"),
+            "--out-dir",
+            str(conv),
+        )
+    )
     labels = rows(conv / "labels.jsonl")
     assert "pairs: 200" in text and len(labels) == 200
     assert {r["winner"] for r in labels} == {"model_1", "model_2"} and {r["turn"] for r in labels} == {1}
@@ -241,9 +349,25 @@ def test_llmbar_expert_labels_become_joinable_pairwise_judgments(tmp_path: Path)
     pairs.write_text("".join(json.dumps(r) + "\n" for r in labels[:8]))
     out = tmp_path / "judged.jsonl"
     with LoopbackServer() as srv:
-        ok(invoke("judge", "--questions", str(conv / "question.jsonl"), "--answers", str(conv / "model_answer"),
-                  "--mode", "pairwise-all", "--pairs", str(pairs), "--judge", "openai/loopback",
-                  "--base-url", srv.base_url, "--out", str(out)))
+        ok(
+            invoke(
+                "judge",
+                "--questions",
+                str(conv / "question.jsonl"),
+                "--answers",
+                str(conv / "model_answer"),
+                "--mode",
+                "pairwise-all",
+                "--pairs",
+                str(pairs),
+                "--judge",
+                "openai/loopback",
+                "--base-url",
+                srv.base_url,
+                "--out",
+                str(out),
+            )
+        )
     judged = rows(out)
     key = ("question_id", "model_1", "model_2", "turn")
     assert [tuple(r[k] for k in key) for r in judged] == [tuple(r[k] for k in key) for r in labels[:8]]
@@ -262,17 +386,50 @@ def test_local_smollm2_answers_and_judges_offline(tmp_path: Path) -> None:
     ans = tmp_path / "model_answer"
     start = time.perf_counter()
     for model_id, system in (("smollm2", None), ("smollm2-terse", "Answer in at most one sentence.")):
-        ok(invoke("answer", "--questions", str(EXAMPLE_QUESTIONS), "--model", "local/smollm2", "--model-id", model_id,
-                  "--first-n", "2", "--max-tokens", "48", "--out", str(ans / f"{model_id}.jsonl"),
-                  *(["--system", system] if system else [])))
+        ok(
+            invoke(
+                "answer",
+                "--questions",
+                str(EXAMPLE_QUESTIONS),
+                "--model",
+                "local/smollm2",
+                "--model-id",
+                model_id,
+                "--first-n",
+                "2",
+                "--max-tokens",
+                "48",
+                "--out",
+                str(ans / f"{model_id}.jsonl"),
+                *(["--system", system] if system else []),
+            )
+        )
     recs = rows(ans / "smollm2.jsonl")
     assert recs[0]["generation"]["requested_temperature"] == 0.7 and recs[0]["generation"]["temperature"] == 0.0
     assert "greedy" in recs[0]["generation"]["decoding"]
     for mode in ("single", "pairwise-all"):
         out = tmp_path / f"{mode}.jsonl"
-        ok(invoke("judge", "--questions", str(EXAMPLE_QUESTIONS), "--answers", str(ans), "--first-n", "2",
-                  "--mode", mode, "--judge", "local/smollm2", "--max-tokens", "48", "--concurrency", "1",
-                  "--out", str(out)))
+        ok(
+            invoke(
+                "judge",
+                "--questions",
+                str(EXAMPLE_QUESTIONS),
+                "--answers",
+                str(ans),
+                "--first-n",
+                "2",
+                "--mode",
+                mode,
+                "--judge",
+                "local/smollm2",
+                "--max-tokens",
+                "48",
+                "--concurrency",
+                "1",
+                "--out",
+                str(out),
+            )
+        )
         judged = rows(out)
         assert len(judged) == (8 if mode == "single" else 4)
         assert all(r["status"] in ("ok", "unscored") for r in judged)

@@ -77,15 +77,24 @@ def mtbench() -> None:
 
 
 @mtbench.command("answer", epilog=ANSWER_EPILOG)
-@click.option("--questions", "questions_path", required=True, type=click.Path(dir_okay=False),
-              help="FastChat question.jsonl (question_id, category, turns).")
+@click.option(
+    "--questions",
+    "questions_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="FastChat question.jsonl (question_id, category, turns).",
+)
 @click.option("--model", required=True, help="Model under test, PROVIDER/MODEL (openai/..., local/smollm2, fake/...).")
 @click.option("--model-id", default=None, help="Name recorded as model_id (default: the MODEL part of --model).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp...).")
 @click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the model_answer JSONL.")
-@click.option("--temperature", "temperatures", multiple=True,
-              help="CATEGORY=T to override FastChat's per-category temperature, or T for every category. Repeatable.")
+@click.option(
+    "--temperature",
+    "temperatures",
+    multiple=True,
+    help="CATEGORY=T to override FastChat's per-category temperature, or T for every category. Repeatable.",
+)
 @click.option("--max-tokens", default=1024, show_default=True, help="Completion tokens per turn.")
 @click.option("--seed", default=0, show_default=True, help="Seed sent with every call.")
 @click.option("--system", default=None, help="Optional system prompt for the model under test.")
@@ -94,10 +103,23 @@ def mtbench() -> None:
 @click.option("--concurrency", default=4, show_default=True, help="Questions answered in parallel.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
-def answer_cmd(questions_path: str, model: str, model_id: str | None, base_url: str | None, api_key: str | None,
-               out: str, temperatures: tuple[str, ...], max_tokens: int, seed: int, system: str | None,
-               question_ids: str | None, first_n: int | None, concurrency: int, no_cache: bool,
-               cache_dir: str | None) -> None:
+def answer_cmd(
+    questions_path: str,
+    model: str,
+    model_id: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    out: str,
+    temperatures: tuple[str, ...],
+    max_tokens: int,
+    seed: int,
+    system: str | None,
+    question_ids: str | None,
+    first_n: int | None,
+    concurrency: int,
+    no_cache: bool,
+    cache_dir: str | None,
+) -> None:
     """Generate the model under test's answers to every turn, FastChat's model_answer format."""
     from judge.mtbench.answer import answer_questions, parse_temperatures
     from judge.mtbench.formats import read_questions
@@ -110,8 +132,15 @@ def answer_cmd(questions_path: str, model: str, model_id: str | None, base_url: 
     async def go() -> Any:
         try:
             return await answer_questions(
-                provider, questions, model_id=model_id, out=out, concurrency=concurrency,
-                temperatures=parse_temperatures(temperatures), max_tokens=max_tokens, seed=seed, system=system,
+                provider,
+                questions,
+                model_id=model_id,
+                out=out,
+                concurrency=concurrency,
+                temperatures=parse_temperatures(temperatures),
+                max_tokens=max_tokens,
+                seed=seed,
+                system=system,
                 cache=_cache(no_cache, cache_dir),
             )
         finally:
@@ -127,39 +156,81 @@ def answer_cmd(questions_path: str, model: str, model_id: str | None, base_url: 
 
 
 @mtbench.command("judge", epilog=JUDGE_EPILOG)
-@click.option("--questions", "questions_path", required=True, type=click.Path(dir_okay=False),
-              help="FastChat question.jsonl.")
-@click.option("--answers", "answer_paths", required=True, multiple=True,
-              help="model_answer directory or files (repeatable).")
-@click.option("--mode", type=click.Choice(["single", "pairwise-baseline", "pairwise-all"]), default="single",
-              show_default=True, help="Single 1-10 grading, or pairwise against a baseline or between all models.")
+@click.option(
+    "--questions", "questions_path", required=True, type=click.Path(dir_okay=False), help="FastChat question.jsonl."
+)
+@click.option(
+    "--answers", "answer_paths", required=True, multiple=True, help="model_answer directory or files (repeatable)."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["single", "pairwise-baseline", "pairwise-all"]),
+    default="single",
+    show_default=True,
+    help="Single 1-10 grading, or pairwise against a baseline or between all models.",
+)
 @click.option("--baseline", default=None, help="Baseline model for pairwise-baseline (default: gpt-3.5-turbo).")
-@click.option("--reference", "reference_paths", multiple=True,
-              help="reference_answer JSONL (FastChat format), for the reference-guided categories. Repeatable.")
-@click.option("--ref-categories", default="math,reasoning,coding", show_default=True,
-              help="Comma-separated categories judged against a reference answer.")
-@click.option("--judge", "judge_model", default=None,
-              help="Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).")
+@click.option(
+    "--reference",
+    "reference_paths",
+    multiple=True,
+    help="reference_answer JSONL (FastChat format), for the reference-guided categories. Repeatable.",
+)
+@click.option(
+    "--ref-categories",
+    default="math,reasoning,coding",
+    show_default=True,
+    help="Comma-separated categories judged against a reference answer.",
+)
+@click.option(
+    "--judge",
+    "judge_model",
+    default=None,
+    help="Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).",
+)
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL for the judge.")
 @click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
-@click.option("--judge-prompts", default=None, type=click.Path(dir_okay=False),
-              help="FastChat judge_prompts.jsonl to use instead of the built-in mt_bench_* rubrics "
-              "(two turns at most).")
+@click.option(
+    "--judge-prompts",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="FastChat judge_prompts.jsonl to use instead of the built-in mt_bench_* rubrics (two turns at most).",
+)
 @click.option("--models", default=None, help="Comma-separated models to judge (default: every model in --answers).")
 @click.option("--question-ids", default=None, help="Comma-separated question ids to judge (default: all).")
 @click.option("--first-n", type=int, default=None, help="Judge only the first N (selected) questions.")
-@click.option("--pairs", default=None, type=click.Path(dir_okay=False),
-              help="Judge exactly these pairs: a JSONL with question_id, model_1, model_2 (and turn), e.g. labels.")
+@click.option(
+    "--pairs",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Judge exactly these pairs: a JSONL with question_id, model_1, model_2 (and turn), e.g. labels.",
+)
 @click.option("--max-tokens", default=1024, show_default=True, help="Completion tokens per judge call.")
 @click.option("--concurrency", default=8, show_default=True, help="Judge calls in flight.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
-def judge_cmd(questions_path: str, answer_paths: tuple[str, ...], mode: str, baseline: str | None,
-              reference_paths: tuple[str, ...], ref_categories: str, judge_model: str | None, base_url: str | None,
-              api_key: str | None, judge_prompts: str | None, models: str | None, question_ids: str | None,
-              first_n: int | None, pairs: str | None, max_tokens: int, concurrency: int, no_cache: bool,
-              cache_dir: str | None, out: str) -> None:
+def judge_cmd(
+    questions_path: str,
+    answer_paths: tuple[str, ...],
+    mode: str,
+    baseline: str | None,
+    reference_paths: tuple[str, ...],
+    ref_categories: str,
+    judge_model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    judge_prompts: str | None,
+    models: str | None,
+    question_ids: str | None,
+    first_n: int | None,
+    pairs: str | None,
+    max_tokens: int,
+    concurrency: int,
+    no_cache: bool,
+    cache_dir: str | None,
+    out: str,
+) -> None:
     """Judge every turn of every answer; stream FastChat-style judgment lines to --out."""
     from judge.errors import ConfigError
     from judge.grader import Grader
@@ -183,18 +254,31 @@ def judge_cmd(questions_path: str, answer_paths: tuple[str, ...], mode: str, bas
     if pairs and mode == "single":
         raise ConfigError("--pairs needs a pairwise mode")
     references = formats.read_references(reference_paths) if reference_paths else None
-    matches, warnings = plan_matches(questions, answers, mode, references=references,
-                                     ref_categories=_split(ref_categories), baseline=baseline, pairs=pairs)
+    matches, warnings = plan_matches(
+        questions,
+        answers,
+        mode,
+        references=references,
+        ref_categories=_split(ref_categories),
+        baseline=baseline,
+        pairs=pairs,
+    )
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     prompts = formats.read_judge_prompts(judge_prompts) if judge_prompts else None
     builder = PromptBuilder(load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise"), prompts)
-    provider = get_provider(judge_model or default_judge(), base_url=base_url, api_key=api_key,
-                            # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
-                            structured_output=False if prompts else None)
+    provider = get_provider(
+        judge_model or default_judge(base_url),
+        base_url=base_url,
+        api_key=api_key,
+        # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
+        structured_output=False if prompts else None,
+    )
     cache = _cache(no_cache, cache_dir)
-    graders = [Grader(builder.single, provider, score_mode="text", cache=cache, max_tokens=max_tokens),
-               Grader(builder.pairwise, provider, score_mode="text", cache=cache, max_tokens=max_tokens)]
+    graders = [
+        Grader(builder.single, provider, score_mode="text", cache=cache, max_tokens=max_tokens),
+        Grader(builder.pairwise, provider, score_mode="text", cache=cache, max_tokens=max_tokens),
+    ]
 
     async def go() -> list[dict[str, Any]]:
         try:
@@ -230,12 +314,25 @@ def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
 
 @mtbench.command("llmbar", epilog=LLMBAR_EPILOG)
 @click.argument("dataset", type=click.Path(dir_okay=False))
-@click.option("--questions", "questions_path", required=True, type=click.Path(dir_okay=False),
-              help="MT-Bench question.jsonl, to recover question ids from the turn-1 text.")
-@click.option("--answers", "answer_paths", multiple=True,
-              help="Published model_answer files or directory, to recover model names from identical texts.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
-              help="Writes question.jsonl, model_answer/llmbar.jsonl and labels.jsonl here.")
+@click.option(
+    "--questions",
+    "questions_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="MT-Bench question.jsonl, to recover question ids from the turn-1 text.",
+)
+@click.option(
+    "--answers",
+    "answer_paths",
+    multiple=True,
+    help="Published model_answer files or directory, to recover model names from identical texts.",
+)
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Writes question.jsonl, model_answer/llmbar.jsonl and labels.jsonl here.",
+)
 def llmbar_cmd(dataset: str, questions_path: str, answer_paths: tuple[str, ...], out_dir: str) -> None:
     """Convert LLMBar's MT-Bench subset (expert pairwise labels) into MT-Bench files plus labels."""
     from judge.mtbench.formats import read_answers, read_questions

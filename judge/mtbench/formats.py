@@ -183,9 +183,7 @@ def read_judge_prompts(path: str | Path) -> dict[str, JudgePrompt]:
     return prompts
 
 
-def check_answers(
-    questions: Sequence[Question], answers: dict[str, dict[QuestionId, Answer]]
-) -> None:
+def check_answers(questions: Sequence[Question], answers: dict[str, dict[QuestionId, Answer]]) -> None:
     """Every answer must be for a known question and have exactly as many turns as the question."""
     by_id = {q.question_id: q for q in questions}
     for model_answers in answers.values():
@@ -195,14 +193,18 @@ def check_answers(
             if q is None:
                 raise DataError(
                     f"model '{ans.model}' answers question {ans.question_id!r}, which the question file lacks"
-                    " (ids must match in type too: 81 is not \"81\")",
-                    path=path, line=int(line), field="question_id",
+                    ' (ids must match in type too: 81 is not "81")',
+                    path=path,
+                    line=int(line),
+                    field="question_id",
                 )
             if len(ans.turns) != q.n_turns:
                 raise DataError(
                     f"model '{ans.model}' gives {len(ans.turns)} turn(s) for question {q.question_id!r}, "
                     f"which has {q.n_turns} ({q.source})",
-                    path=path, line=int(line), field="choices[0].turns",
+                    path=path,
+                    line=int(line),
+                    field="choices[0].turns",
                 )
 
 

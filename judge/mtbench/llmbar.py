@@ -80,25 +80,46 @@ def convert_llmbar(
         seen.add(key3)
         used_questions[q.question_id] = q
         winner = "model_1" if rec["label"] == 1 else "model_2"
-        labels.append({
-            "question_id": q.question_id, "model_1": names[0], "model_2": names[1],
-            "g1_winner": winner, "g2_winner": winner, "winner": winner, "consistent": True,
-            "judge": HUMAN_JUDGE, "turn": 1, "status": "ok", "category": q.category,
-            "answer_1_chars": len(texts[(q.question_id, names[0])]),
-            "answer_2_chars": len(texts[(q.question_id, names[1])]),
-            "source": f"{path}#{i}",
-        })
+        labels.append(
+            {
+                "question_id": q.question_id,
+                "model_1": names[0],
+                "model_2": names[1],
+                "g1_winner": winner,
+                "g2_winner": winner,
+                "winner": winner,
+                "consistent": True,
+                "judge": HUMAN_JUDGE,
+                "turn": 1,
+                "status": "ok",
+                "category": q.category,
+                "answer_1_chars": len(texts[(q.question_id, names[0])]),
+                "answer_2_chars": len(texts[(q.question_id, names[1])]),
+                "source": f"{path}#{i}",
+            }
+        )
     counts["pairs"] = len(labels)
     out = Path(out_dir)
-    write_jsonl(out / "question.jsonl", [
-        {"question_id": q.question_id, "category": q.category, "turns": q.turns[:1],
-         **({"reference": q.reference[:1]} if q.reference else {})}
-        for q in sorted(used_questions.values(), key=lambda q: str(q.question_id))
-    ])
-    write_jsonl(out / "model_answer" / "llmbar.jsonl", [
-        answer_record(model, qid, [text], 0.0) for (qid, model), text in sorted(texts.items(), key=str)
-        if qid in used_questions
-    ])
+    write_jsonl(
+        out / "question.jsonl",
+        [
+            {
+                "question_id": q.question_id,
+                "category": q.category,
+                "turns": q.turns[:1],
+                **({"reference": q.reference[:1]} if q.reference else {}),
+            }
+            for q in sorted(used_questions.values(), key=lambda q: str(q.question_id))
+        ],
+    )
+    write_jsonl(
+        out / "model_answer" / "llmbar.jsonl",
+        [
+            answer_record(model, qid, [text], 0.0)
+            for (qid, model), text in sorted(texts.items(), key=str)
+            if qid in used_questions
+        ],
+    )
     write_jsonl(out / "labels.jsonl", labels)
     counts["questions"] = len(used_questions)
     counts["answers"] = sum(1 for qid, _ in texts if qid in used_questions)

@@ -58,8 +58,9 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def single_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per model: mean per turn, overall mean, per-category means, counts of scored and unscored."""
-    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"turn": defaultdict(list), "category": defaultdict(list),
-                                                          "all": [], "unscored": 0})
+    per: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"turn": defaultdict(list), "category": defaultdict(list), "all": [], "unscored": 0}
+    )
     for d in rows:
         m = per[str(d["model"])]
         s = _score(d)
@@ -143,8 +144,10 @@ def pairwise_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     models = {}
     for model, t in table.items():
         games = t["win"] + t["loss"] + t["tie"]
-        models[model] = {**{k: int(v) for k, v in t.items()},
-                         "win_rate": (t["win"] + 0.5 * t["tie"]) / games if games else None}
+        models[model] = {
+            **{k: int(v) for k, v in t.items()},
+            "win_rate": (t["win"] + 0.5 * t["tie"]) / games if games else None,
+        }
     models = dict(sorted(models.items(), key=lambda kv: -(kv[1]["win_rate"] or -1)))
     stats = {
         "pairs": len(rows),
@@ -164,15 +167,19 @@ def bias_warnings(stats: dict[str, Any]) -> list[str]:
     p, n = stats.get("p_first_wins"), stats.get("decisive_verdicts", 0)
     if p is not None and n >= MIN_FOR_WARNING and not 1 - EXTREME_POSITION <= p <= EXTREME_POSITION:
         side = "first" if p > 0.5 else "second"
-        warns.append(f"position bias: the judge picks the answer shown {side} in {max(p, 1 - p):.0%} of "
-                     f"{n} decisive verdicts; pairwise results mostly reflect the order, not the answers")
+        warns.append(
+            f"position bias: the judge picks the answer shown {side} in {max(p, 1 - p):.0%} of "
+            f"{n} decisive verdicts; pairwise results mostly reflect the order, not the answers"
+        )
     c, k = stats.get("consistency"), stats.get("scored_pairs", 0)
     if c is not None and k >= MIN_FOR_WARNING and c < 0.5:
         warns.append(f"low position consistency: only {c:.0%} of {k} pairs get the same verdict in both orders")
     q, n2 = stats.get("p_longer_wins"), stats.get("length_decisive_verdicts", 0)
     if q is not None and n2 >= MIN_FOR_WARNING and not 1 - EXTREME_POSITION <= q <= EXTREME_POSITION:
-        warns.append(f"length bias: the {'longer' if q > 0.5 else 'shorter'} answer wins {max(q, 1 - q):.0%} of "
-                     f"{n2} decisive verdicts")
+        warns.append(
+            f"length bias: the {'longer' if q > 0.5 else 'shorter'} answer wins {max(q, 1 - q):.0%} of "
+            f"{n2} decisive verdicts"
+        )
     return warns
 
 
@@ -213,19 +220,26 @@ def render(summary: dict[str, Any]) -> str:
     single = summary.get("single")
     if single:
         turns = sorted({k for m in single.values() for k in m["turns"]})
-        rows = [[model, *(m["turns"].get(k) for k in turns), m["overall"], m["n"], m["unscored"]]
-                for model, m in single.items()]
-        parts.append("Single-answer grading: mean score (1-10)\n"
-                     + format_table(["model", *(f"turn {k}" for k in turns), "overall", "n", "unscored"], rows))
+        rows = [
+            [model, *(m["turns"].get(k) for k in turns), m["overall"], m["n"], m["unscored"]]
+            for model, m in single.items()
+        ]
+        parts.append(
+            "Single-answer grading: mean score (1-10)\n"
+            + format_table(["model", *(f"turn {k}" for k in turns), "overall", "n", "unscored"], rows)
+        )
         cats = sorted({c for m in single.values() for c in m["categories"]})
         rows = [[model, *(m["categories"].get(c) for c in cats)] for model, m in single.items()]
         parts.append("Mean score per category\n" + format_table(["model", *cats], rows))
     pw = summary.get("pairwise")
     if pw:
-        rows = [[model, t["win"], t["loss"], t["tie"], t["unscored"], t["win_rate"]]
-                for model, t in pw["models"].items()]
-        parts.append("Pairwise: wins, losses, ties (win rate counts ties half)\n"
-                     + format_table(["model", "win", "loss", "tie", "unscored", "win rate"], rows))
+        rows = [
+            [model, t["win"], t["loss"], t["tie"], t["unscored"], t["win_rate"]] for model, t in pw["models"].items()
+        ]
+        parts.append(
+            "Pairwise: wins, losses, ties (win rate counts ties half)\n"
+            + format_table(["model", "win", "loss", "tie", "unscored", "win rate"], rows)
+        )
         s = pw["stats"]
         parts.append(
             "Judge statistics\n"

@@ -8,11 +8,12 @@ top-k list. torch/transformers are imported lazily; one model per process, calls
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from typing import Any
 
 from judge.config import GenerateConfig, Message
-from judge.errors import ProviderError
+from judge.errors import JudgeError, ProviderError
 from judge.providers._base import ModelOutput, Provider, Usage
 
 
@@ -46,7 +47,12 @@ class LocalProvider(Provider):
         return self._loaded
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        return await asyncio.to_thread(self._generate_sync, messages, config)
+        try:
+            return await asyncio.to_thread(self._generate_sync, messages, config)
+        except JudgeError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as exc:  # torch: out of memory, bad input, ...
+            raise ProviderError(f"local model failed: {type(exc).__name__}: {exc}") from exc
 
     def _generate_sync(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
         import torch
@@ -101,10 +107,12 @@ def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
 def _candidate_logprobs(
     model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], device: Any
 ) -> dict[str, float]:
-    """Exact log P(candidate | prompt), summed over the candidate's tokens.
+    """Exact log P(the answer is candidate | prompt).
 
     One forward pass over the prompt answers every single-token candidate (digits 1-9 on most
-    tokenizers); only multi-token candidates ("10" as "1","0") need one extra padded batch.
+    tokenizers); multi-token candidates ("10" as "1","0") need one extra padded batch. A candidate
+    whose tokens begin a longer one ("1" in "10") must also *end* there: its probability is
+    multiplied by P(the next token is not a digit), read from the longer candidate's row.
     """
     import torch
 
@@ -121,4 +129,25 @@ def _candidate_logprobs(
         n = len(prompt_ids)
         for i, c in enumerate(multi):
             out[c] = sum(float(logp[i, n - 1 + j, t]) for j, t in enumerate(cand_ids[c]))
+        digits = _digit_token_ids(tok)
+        for c, ids in cand_ids.items():
+            row = next((i for i, d in enumerate(multi) if d != c and cand_ids[d][: len(ids)] == ids), None)
+            if row is not None:  # c is a prefix of a longer score: the answer must stop after c
+                p_digit = float(logp[row, n - 1 + len(ids)].exp()[digits].sum())
+                out[c] += math.log(max(1.0 - p_digit, 1e-30))
     return {c: out[c] for c in candidates}
+
+
+ASCII_DIGITS = frozenset("0123456789")  # not str.isdigit: byte-level alphabets hold "²", "³"
+_DIGIT_IDS: dict[int, Any] = {}
+
+
+def _digit_token_ids(tok: Any) -> Any:
+    """Ids of the vocabulary tokens that start with a digit (after word-boundary markers), cached."""
+    import torch
+
+    key = id(tok)
+    if key not in _DIGIT_IDS:
+        ids = [i for t, i in tok.get_vocab().items() if t.lstrip("Ġ▁ ")[:1] in ASCII_DIGITS]
+        _DIGIT_IDS[key] = torch.tensor(sorted(ids), dtype=torch.long)
+    return _DIGIT_IDS[key]

@@ -7,6 +7,7 @@ The SDK's own retries are off (``max_retries=0``): our retry layer decides, so t
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any
@@ -28,6 +29,7 @@ from judge.errors import (
 from judge.providers._base import ModelOutput, Provider, Usage
 
 DEFAULT_TIMEOUT = 60.0
+logger = logging.getLogger(__name__)
 
 
 class OpenAIProvider(Provider):
@@ -65,7 +67,25 @@ class OpenAIProvider(Provider):
     def connection_key(self) -> str:
         return f"{self.name}:{self.base_url or 'default'}"
 
+    def cache_identity(self) -> dict[str, Any]:
+        # the server is part of the judge: "openai/local" on two llama.cpp servers is two models
+        server = (self.base_url or "https://api.openai.com/v1").rstrip("/")
+        return {"provider": self.name, "model": self.model, "server": server}
+
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
+        structured = config.json_schema is not None and self.structured_output
+        try:
+            return await self._generate(messages, config, structured)
+        except ClientRequestError as exc:
+            # a server without structured output rejects response_format: fall back to the text parser
+            body = (exc.body or "").lower()
+            if structured and exc.status in (400, 422) and ("response_format" in body or "json_schema" in body):
+                self.structured_output = False
+                logger.warning("%s rejects JSON-schema output; judging with the text parser instead", self.id)
+                return await self._generate(messages, config, False)
+            raise
+
+    async def _generate(self, messages: list[Message], config: GenerateConfig, structured: bool) -> ModelOutput:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -76,7 +96,7 @@ class OpenAIProvider(Provider):
         if config.logprobs or config.score_candidates:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = config.top_logprobs or 20
-        if config.json_schema is not None and self.structured_output:
+        if structured:
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "verdict", "schema": config.json_schema, "strict": True},
@@ -86,7 +106,7 @@ class OpenAIProvider(Provider):
             # typed param transform and response models (about half of the client's CPU per call,
             # measured in bench/throughput.py); we read the JSON body ourselves below
             raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)
-            resp = raw.json()
+            return _to_output(raw.json(), self.model, config)
         except openai.APITimeoutError as exc:
             raise ProviderTimeoutError(f"request timed out after {self.timeout:g} s") from exc
         except openai.APIConnectionError as exc:
@@ -95,9 +115,10 @@ class OpenAIProvider(Provider):
             raise _status_error(exc) from exc
         except openai.APIResponseValidationError as exc:
             raise BadResponseError(f"invalid response body: {exc}", status=exc.status_code) from exc
-        except (ValueError, TypeError, KeyError) as exc:  # a 200 whose body is not JSON / not a completion
+        except ProviderError:
+            raise
+        except Exception as exc:  # a 200 whose body is not JSON, or not a completion in some other way
             raise BadResponseError(f"unreadable response body: {type(exc).__name__}: {exc}") from exc
-        return _to_output(resp, self.model, config)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -40,6 +40,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    body: Any = None  # when set, sent verbatim as the JSON body (malformed completions for tests)
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -105,6 +106,7 @@ class LoopbackServer:
         max_requests: int = 100_000,
         retry_after: str | None = "0",
         model: str = "loopback-judge",
+        port: int = 0,
     ) -> None:
         self.responder = responder
         self.script: list[Reply | str] = list(script or [])
@@ -113,6 +115,7 @@ class LoopbackServer:
         self.max_requests = max_requests
         self.retry_after = retry_after
         self.model = model
+        self.requested_port = port
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int | str] = []
         self.in_flight = 0
@@ -184,6 +187,9 @@ class LoopbackServer:
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 server.statuses.append(reply.status)
+                if reply.body is not None:
+                    self._json(reply.status, reply.body, reply.headers)
+                    return
                 if reply.status != 200:
                     self._json(reply.status, {"error": {"message": reply.content}}, reply.headers)
                     return
@@ -223,7 +229,7 @@ class LoopbackServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", self.requested_port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
