@@ -225,6 +225,9 @@ def _check_kind(path: str, kind: str, accepts: Callable[[list[str]], bool]) -> N
 
 def _from_pretrained(path: str, what: str, load: Callable[[], Any]) -> Any:
     """Run a ``from_pretrained``-style loader, turning its failures into one :class:`ConfigError`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with our own output
     try:
         return load()
     except ConfigError:
