@@ -21,8 +21,9 @@ import json
 import math
 import random
 import time
+from pathlib import Path
 
-DATA = "/work/shared/data/summeval/summeval_flat.jsonl"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "summeval" / "summeval_flat.jsonl")
 
 
 def reference_perplexity(  # type: ignore[no-untyped-def]
