@@ -153,6 +153,10 @@ class Grader:
                         {"role": "assistant", "content": out.text},
                         {"role": "user", "content": reask_message(str(exc), self.rubric, self.score_mode)},
                     ]
+            except Exception as exc:  # noqa: BLE001 - a parser bug costs one item, with the completion kept
+                parsed = None
+                error = f"internal error while reading the verdict: {type(exc).__name__}: {exc}"
+                break
         if error is not None and calls > 1:
             error += f" (after {calls - 1} re-ask{'s' if calls > 2 else ''})"
         return Verdict(

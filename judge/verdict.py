@@ -126,7 +126,7 @@ def parse_verdict(text: str, rubric: Rubric) -> Parsed:
     if not matches:
         matches = list(_BARE_NUMBER.finditer(text))
     for m in reversed(matches):  # bind to the last valid score
-        value, out_of = float(m.group(1)), (int(m.group(2)) if m.lastindex and m.group(2) else None)
+        value, out_of = float(m.group(1)), (int(m.group(2)) if m.re.groups > 1 and m.group(2) else None)
         problem = _check_score(value, out_of, lo, hi)
         if problem is None:
             return Parsed(score=value, reasoning=text[: m.start()].strip() or None)

@@ -141,6 +141,7 @@ def test_examples_qa_file_scores_with_fake_judge() -> None:
         ("I'd give it 3/5", 3),
         ("score: 2\nOn reflection the final answer deserves 4/5", 4),  # the last valid score, across patterns
         ("Rating: [[7]] is what I first thought. Score: 4", 4),  # [[7]] is off the scale, a later 4 is not
+        ("The answer is right.\n4\n", 4),  # a bare number on its own line
     ],
 )
 def test_parse_verdict_fallbacks(text, score) -> None:
