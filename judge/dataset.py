@@ -35,6 +35,11 @@ class Item(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     source: str | None = Field(None, description="file:line the item came from, for error messages")
 
+    def error(self, message: str, field: str | None = None) -> DataError:
+        """A :class:`DataError` pointing at the file and line this item came from."""
+        path, line = _split_source(self.source)
+        return DataError(message, path=path, line=line, field=field)
+
     def values(self) -> dict[str, Any]:
         """Template variables: the fields plus the extra columns."""
         vals: dict[str, Any] = dict(self.extra)
@@ -129,9 +134,7 @@ def check_unique(items: list[Item]) -> None:
     seen: dict[str, str | None] = {}
     for item in items:
         if item.id in seen:
-            path, line = _split_source(item.source)
-            first = seen[item.id] or "an earlier item"
-            raise DataError(f"duplicate id '{item.id}' (first seen at {first})", path=path, line=line, field="id")
+            raise item.error(f"duplicate id '{item.id}' (first seen at {seen[item.id] or 'an earlier item'})", "id")
         seen[item.id] = item.source
 
 

@@ -21,6 +21,40 @@ FATAL_STATUSES = (401, 403, 404)
 SCORE_MODES = ("text", "logprob")
 
 
+async def cached_call(
+    provider: Provider,
+    messages: list[Message],
+    config: GenerateConfig,
+    cache: Cache | None,
+    retry: RetryPolicy,
+    **key_parts: Any,
+) -> tuple[ModelOutput, bool, int]:
+    """One provider call through the cache and the retry layer: (output, cached, attempts).
+
+    The cache key is the provider's identity, the messages, the config and ``key_parts``. A
+    :class:`ProviderError` that ends the retries carries ``attempts``, for the unscored reason.
+    """
+    key = cache_key(**provider.cache_identity(), messages=messages, config=config.cache_dict(), **key_parts)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return ModelOutput.model_validate(hit), True, 0
+    attempts = 0
+
+    def count(n: int) -> None:
+        nonlocal attempts
+        attempts = n
+
+    try:
+        out = await with_retries(lambda: provider.generate(messages, config), provider.should_retry, retry, count)
+    except ProviderError as exc:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        raise
+    if cache is not None:
+        cache.put(key, out.to_cache())
+    return out, False, attempts
+
+
 class Grader:
     """Judges items with one rubric and one provider. Stateless per item; safe to share across tasks."""
 
@@ -68,33 +102,15 @@ class Grader:
 
     async def call(self, messages: list[Message]) -> tuple[ModelOutput, bool, int]:
         """One judge call through the cache and the retry layer: (output, cached, attempts)."""
-        key = cache_key(
-            **self.provider.cache_identity(),
-            messages=messages,
-            config=self.config.cache_dict(),
+        return await cached_call(
+            self.provider,
+            messages,
+            self.config,
+            self.cache,
+            self.retry,
             rubric_hash=self.rubric.content_hash,
             score_mode=self.score_mode,
         )
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return ModelOutput.model_validate(hit), True, 0
-        attempts = 0
-
-        def count(n: int) -> None:
-            nonlocal attempts
-            attempts = n
-
-        try:
-            out = await with_retries(
-                lambda: self.provider.generate(messages, self.config), self.provider.should_retry, self.retry, count
-            )
-        except ProviderError as exc:
-            exc.attempts = attempts  # type: ignore[attr-defined] - for the unscored reason
-            raise
-        if self.cache is not None:
-            self.cache.put(key, out.to_cache())
-        return out, False, attempts
 
     async def grade(self, item: Item) -> Verdict:
         """Judge one item. Never raises for the server's or the judge's faults: those give ``unscored``."""

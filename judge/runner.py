@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from judge.cache import Cache
 from judge.dataset import Item, coerce_items
-from judge.errors import DataError, RubricError
+from judge.errors import RubricError
 from judge.grader import Grader
 from judge.io import JsonlAppender, write_jsonl
 from judge.providers._base import Provider
@@ -127,14 +127,9 @@ def check_items(items: list[Item], rubric: Rubric) -> None:
         for name in rubric.spec.inputs.required:
             value = item.values().get(name)
             if value is None or (isinstance(value, str) and not value.strip()):
-                path, _, line = (item.source or "").rpartition(":")
-                raise DataError(
-                    f"rubric '{rubric.id}' requires '{name}', which item '{item.id}' lacks"
-                    " (use --map to rename a column)",
-                    path=path or None,
-                    line=int(line) if line.isdigit() else None,
-                    field=name,
-                )
+                msg = f"rubric '{rubric.id}' requires '{name}', which item '{item.id}' lacks"
+                msg += " (use --map to rename a column)"
+                raise item.error(msg, name)
 
 
 async def gather_streamed(

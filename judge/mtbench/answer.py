@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from judge.cache import Cache, cache_key
+from judge.cache import Cache
 from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ConfigError, ProviderError
-from judge.grader import FATAL_STATUSES
+from judge.grader import FATAL_STATUSES, cached_call
 from judge.mtbench.formats import Question, answer_record
-from judge.providers._base import ModelOutput, Provider
-from judge.retry import RetryPolicy, with_retries
+from judge.providers._base import Provider
+from judge.retry import RetryPolicy
 from judge.runner import gather_streamed
 
 TEMPERATURES: dict[str, float] = {
@@ -65,20 +65,6 @@ def temperature_for(category: str, overrides: Mapping[str, float] | None = None)
     return TEMPERATURES.get(category, DEFAULT_TEMPERATURE)
 
 
-async def _call(
-    provider: Provider, messages: list[Message], config: GenerateConfig, cache: Cache | None, retry: RetryPolicy
-) -> tuple[ModelOutput, bool]:
-    key = cache_key(kind="mtbench-answer", **provider.cache_identity(), messages=messages, config=config.cache_dict())
-    if cache is not None:
-        hit = cache.get(key)
-        if hit is not None:
-            return ModelOutput.model_validate(hit), True
-    out = await with_retries(lambda: provider.generate(messages, config), provider.should_retry, retry)
-    if cache is not None:
-        cache.put(key, out.to_cache())
-    return out, False
-
-
 async def answer_question(
     provider: Provider,
     question: Question,
@@ -101,7 +87,9 @@ async def answer_question(
     usage = [0, 0]
     for user in question.turns:
         messages.append({"role": "user", "content": user})
-        out, cached = await _call(provider, messages, config, cache, retry or RetryPolicy())
+        out, cached, _ = await cached_call(
+            provider, messages, config, cache, retry or RetryPolicy(), kind="mtbench-answer"
+        )
         cached_all = cached_all and cached
         usage[0] += out.usage.prompt_tokens
         usage[1] += out.usage.completion_tokens

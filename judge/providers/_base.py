@@ -69,10 +69,6 @@ class Provider(abc.ABC):
         """Whether ``exc`` is worth another attempt (the provider knows its failure modes best)."""
         return isinstance(exc, RETRYABLE)
 
-    def connection_key(self) -> str:
-        """Calls sharing this key share one concurrency budget."""
-        return self.id
-
     def cache_identity(self) -> dict[str, Any]:
         """What identifies this provider's outputs in the cache (beyond the messages and config)."""
         return {"provider": self.name, "model": self.model}

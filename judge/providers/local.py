@@ -31,9 +31,6 @@ class LocalProvider(Provider):
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
 
-    def connection_key(self) -> str:
-        return f"local:{self.model}"
-
     def cache_identity(self) -> dict[str, Any]:
         from judge.localmodels import resolve_model
 

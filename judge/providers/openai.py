@@ -64,9 +64,6 @@ class OpenAIProvider(Provider):
             api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0, http_client=http_client
         )
 
-    def connection_key(self) -> str:
-        return f"{self.name}:{self.base_url or 'default'}"
-
     def cache_identity(self) -> dict[str, Any]:
         # the server is part of the judge: "openai/local" on two llama.cpp servers is two models
         server = (self.base_url or "https://api.openai.com/v1").rstrip("/")
