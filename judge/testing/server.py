@@ -7,8 +7,8 @@ Binds 127.0.0.1 only, on a free port, serves in a background thread, and stops b
   An action is a :class:`Reply` or one of the fault strings ``"429"``, ``"500"``, ``"503"``,
   ``"400"``, ``"401"``, ``"hang"`` (never answers until the client gives up), ``"badjson"``
   (200 with an invalid JSON body), ``"reset"`` (closes the connection without a response).
-* ``responder(request) -> Reply``: the default answers like a judge -- a JSON verdict when a
-  JSON schema or JSON answer is asked for, ``Rating: [[n]]`` for MT-Bench prompts, a
+* ``responder(request) -> Reply | str`` (a fault string too): the default answers like a judge --
+  a JSON verdict when a JSON schema or JSON answer is asked for, ``Rating: [[n]]`` for MT-Bench prompts, a
   ``[[A]]/[[B]]/[[C]]`` verdict for pairwise ones, and score-token logprobs when asked -- with
   the score derived from a hash of the prompt, so the same prompt always gets the same answer.
 """
@@ -43,7 +43,7 @@ class Reply:
     body: Any = None  # when set, sent verbatim as the JSON body (malformed completions for tests)
 
 
-Responder = Callable[[dict[str, Any]], Reply]
+Responder = Callable[[dict[str, Any]], "Reply | str"]
 
 
 def prompt_text(request: dict[str, Any]) -> str:
@@ -179,11 +179,13 @@ class LoopbackServer:
             def _answer(self, request: dict[str, Any], action: Reply | str | None) -> None:
                 if server.latency_s:
                     time.sleep(server.latency_s)
+                if action is None:
+                    action = server.responder(request)
                 if isinstance(action, str):
                     server.statuses.append(action)
                     self._fault(action)
                     return
-                reply = action if action is not None else server.responder(request)
+                reply = action
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 server.statuses.append(reply.status)
