@@ -16,15 +16,12 @@ import numpy as np
 from scipy import sparse
 
 from calibration.agreement import Design, table_estimates
+from judge.stats import percentile_ci, resample_counts, resample_indices
+
+__all__ = ["bootstrap", "percentile_ci", "resample_indices"]
 
 # at most this many table cells are held in memory per batch of resamples
 _CELLS_PER_BATCH = 2_000_000
-
-
-def resample_indices(n_items: int, n_boot: int, seed: int) -> np.ndarray:
-    """The (n_boot, n_items) matrix of item indices drawn with replacement, reproducible from ``seed``."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, n_items, size=(n_boot, n_items), dtype=np.int64)
 
 
 def _tables_direct(idx: np.ndarray, cells: np.ndarray, size: int) -> np.ndarray:
@@ -34,9 +31,7 @@ def _tables_direct(idx: np.ndarray, cells: np.ndarray, size: int) -> np.ndarray:
 
 
 def _tables_pooled(idx: np.ndarray, unit_cells: sparse.csr_matrix) -> np.ndarray:
-    b, n = idx.shape
-    offset = (np.arange(b, dtype=np.int64) * n)[:, None] + idx
-    weights = np.bincount(offset.ravel(), minlength=b * n).reshape(b, n).astype(float)
+    weights = resample_counts(idx, idx.shape[1])
     return np.asarray((unit_cells.T @ weights.T).T)
 
 
@@ -73,13 +68,3 @@ def bootstrap(
             auc_table = _tables_direct(chunk, auc_cells, auc_size).reshape(len(chunk), 2, -1)
         parts.append(table_estimates(design, table.reshape(len(chunk), ky, kp), auc_table))
     return {name: np.concatenate([p[name] for p in parts]) for name in design.metrics}
-
-
-def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
-    """The percentile interval of the finite replicates (None, None when there are none)."""
-    finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
-        return None, None
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(finite, [tail, 100 - tail])
-    return float(lo), float(hi)
