@@ -15,7 +15,7 @@ so the ceiling is, if anything, a little conservative.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from calibration.agreement import (
     point_estimates,
 )
 from calibration.bootstrap import bootstrap, percentile_ci
-from calibration.fit import fit_isotonic, fit_threshold
+from calibration.fit import ThresholdFit, fit_isotonic, fit_threshold
 from calibration.labels import (
     PAIRWISE_CLASSES,
     TEXT_COLUMNS,
@@ -185,6 +185,21 @@ def _ids(values: list[str], limit: int = 10) -> str:
     return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
 
 
+class _Joined(NamedTuple):
+    """Judge scores joined with the human consensus, and what the join left out."""
+
+    judge_ids: list[str]
+    n_scored: int
+    unscored_ids: list[str]
+    missing_label_ids: list[str]
+    unmatched: list[str]
+    tied: list[str]
+    labels: pd.DataFrame  # the labels of judge items only
+    compared: list[str]  # ids with both a judge score and a human consensus, in judge order
+    human_raw: pd.Series
+    judge_raw: pd.Series
+
+
 def _calibrate_one(
     scores: pd.DataFrame,
     labels: pd.DataFrame,
@@ -200,6 +215,86 @@ def _calibrate_one(
     labels_source: str | None,
 ) -> CalibrationReport:
     warns: list[str] = []
+    joined = _join(scores, labels, kind, min_items, judge_source, labels_source, warns)
+    labels, compared, human_raw, judge_raw = joined.labels, joined.compared, joined.human_raw, joined.judge_raw
+    classes = _classes(kind, human_raw, judge_raw, labels)
+    y = _encode(human_raw, kind, classes)
+    p, judge_cont, thr_fit = _judge_side(
+        kind, y, judge_raw, classes, threshold, threshold_metric, seed, labels_source, warns
+    )
+    if scale is not None and kind in ("ordinal", "binary"):
+        outside = [i for i, v in zip(compared, judge_raw, strict=True) if not scale[0] <= float(v) <= scale[1]]
+        if outside:
+            warns.append(
+                f"{len(outside)} judge scores are outside the scale {scale[0]:g}..{scale[1]:g}: {_ids(outside)}"
+            )
+    design = _design(kind, y, p, judge_cont, classes, warns)
+
+    metrics = _stats(design, y, p, judge_cont, n_boot, seed)
+    ceiling, ceiling_pairs = _ceiling(labels, kind, classes, compared, design, n_boot, seed)
+    n_annotators = int(labels["annotator"].nunique())
+    if ceiling is None and n_annotators > 1:
+        warns.append("no item has two or more annotators, so there is no human-human ceiling")
+    ci_width = {
+        k: (s.ci_high - s.ci_low) if s.ci_low is not None and s.ci_high is not None else None
+        for k, s in metrics.items()
+    }
+    n = len(compared)
+    if n < RECOMMENDED_ITEMS:
+        head = HEADLINE[kind] if HEADLINE[kind] in metrics else next(iter(metrics))
+        width = ci_width.get(head)
+        warns.append(
+            f"only {n} labelled items compared: validate a judge on 100–200; the 95% CI of {head} is "
+            f"{'undefined' if width is None else f'{width:.3f} wide'}"
+        )
+
+    report = CalibrationReport(
+        n_items=len(joined.judge_ids),
+        n_scored=joined.n_scored,
+        n_unscored=len(joined.unscored_ids),
+        n_missing_label=len(joined.missing_label_ids),
+        label_type=kind,
+        metrics=metrics,
+        human_ceiling=ceiling,
+        warnings=warns,
+        n_compared=n,
+        n_annotators=n_annotators,
+        n_boot=n_boot,
+        seed=seed,
+        ci_width=ci_width,
+        unscored_ids=joined.unscored_ids,
+        missing_label_ids=joined.missing_label_ids,
+        unmatched_label_ids=joined.unmatched,
+        consensus_tie_ids=joined.tied,
+        ceiling_method="leave-one-out: each annotator vs the others' consensus, pairs pooled" if ceiling else None,
+        ceiling_pairs=ceiling_pairs,
+    )
+    if design.common:
+        mat = confusion(design, y, p)
+        report.confusion = Confusion(labels=list(design.class_names), matrix=mat.tolist())
+        if kind != "ordinal":
+            report.per_class = _per_class(design, mat)
+    if kind == "pairwise":
+        report.tie_rate = {"judge": float(np.mean(p == 2)), "human": float(np.mean(y == 2))}
+    report.threshold = thr_fit
+    if kind in ("ordinal", "binary"):
+        report.isotonic = fit_isotonic(judge_cont if judge_cont is not None else p, y, seed=seed)
+    report.disagreements = _disagreements(
+        scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
+    )
+    return report
+
+
+def _join(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    kind: str,
+    min_items: int,
+    judge_source: str | None,
+    labels_source: str | None,
+    warns: list[str],
+) -> _Joined:
+    """Join judge scores with the human consensus; coverage gaps become warnings, too few items an error."""
     judge_ids = list(scores["id"])
     judge_set = set(judge_ids)
     scored = scores[scores["score"].notna()]
@@ -243,49 +338,58 @@ def _calibrate_one(
     if tied:
         what = "counted as 'tie'" if kind == "pairwise" else "left out (no unique majority)"
         warns.append(f"{len(tied)} items have a tied human majority, {what}: {_ids(tied)}")
+    return _Joined(
+        judge_ids,
+        len(scored),
+        unscored_ids,
+        missing_label_ids,
+        unmatched,
+        tied,
+        labels,
+        compared,
+        gold.loc[compared],
+        jvals.loc[compared],
+    )
 
-    human_raw = gold.loc[compared]
-    judge_raw = jvals.loc[compared]
-    classes = _classes(kind, human_raw, judge_raw, labels)
-    y = _encode(human_raw, kind, classes)
-    judge_cont: np.ndarray | None = None
-    thr_fit = None
-    if kind == "binary":
-        p_raw = judge_raw.to_numpy(dtype=float)
-        if not set(np.unique(p_raw)) <= {0.0, 1.0}:
-            judge_cont = p_raw
-            fitted = fit_threshold(y, p_raw, criterion=threshold_metric, seed=seed)
-            thr_fit = fitted[0] if fitted else None
-            if threshold is not None:
-                p = (p_raw >= threshold).astype(float)
-            elif fitted is not None:
-                p = fitted[1]
-                warns.append(
-                    "judge scores are not 0/1: accuracy, κ and F1 use out-of-fold predictions of the "
-                    f"cross-validated threshold (≈ {fitted[0].threshold:g}); pass --threshold to fix one"
-                )
-            else:
-                raise DataError(
-                    "binary labels need at least 2 items of each class to fit a threshold", path=labels_source
-                )
-        else:
-            p = p_raw
-    else:
-        p = _encode(judge_raw, kind, classes)
-    if scale is not None and kind in ("ordinal", "binary"):
-        outside = [i for i, v in zip(compared, judge_raw, strict=True) if not scale[0] <= float(v) <= scale[1]]
-        if outside:
-            warns.append(
-                f"{len(outside)} judge scores are outside the scale {scale[0]:g}..{scale[1]:g}: {_ids(outside)}"
-            )
 
-    if kind in ("pairwise", "nominal"):
+def _judge_side(
+    kind: str,
+    y: np.ndarray,
+    judge_raw: pd.Series,
+    classes: list[str],
+    threshold: float | None,
+    threshold_metric: str,
+    seed: int,
+    labels_source: str | None,
+    warns: list[str],
+) -> tuple[np.ndarray, np.ndarray | None, ThresholdFit | None]:
+    """The judge's encoded verdicts, its continuous score (binary labels, non-0/1 scores) and threshold fit."""
+    if kind != "binary":
+        return _encode(judge_raw, kind, classes), None, None
+    p_raw = judge_raw.to_numpy(dtype=float)
+    if set(np.unique(p_raw)) <= {0.0, 1.0}:
+        return p_raw, None, None
+    fitted = fit_threshold(y, p_raw, criterion=threshold_metric, seed=seed)
+    thr_fit = fitted[0] if fitted else None
+    if threshold is not None:
+        return (p_raw >= threshold).astype(float), p_raw, thr_fit
+    if fitted is None:
+        raise DataError("binary labels need at least 2 items of each class to fit a threshold", path=labels_source)
+    warns.append(
+        "judge scores are not 0/1: accuracy, κ and F1 use out-of-fold predictions of the "
+        f"cross-validated threshold (≈ {fitted[0].threshold:g}); pass --threshold to fix one"
+    )
+    return fitted[1], p_raw, thr_fit
+
+
+def _design(
+    kind: str, y: np.ndarray, p: np.ndarray, judge_cont: np.ndarray | None, classes: list[str], warns: list[str]
+) -> Design:
+    """The grids and statistics to compare on, with a warning where some statistics cannot apply."""
+    design = build_design(kind, y, p, judge_cont)
+    if kind == "nominal":
         y_grid = np.arange(len(classes), dtype=float)
-        design = build_design(kind, y, p, judge_cont)
-        if kind == "nominal":
-            design = Design(kind, design.metrics, y_grid, y_grid, True, "nominal", classes)
-    else:
-        design = build_design(kind, y, p, judge_cont)
+        design = Design(kind, design.metrics, y_grid, y_grid, True, "nominal", classes)
     if kind == "ordinal" and not design.common:
         warns.append(
             f"judge scores take {len(np.unique(p))} distinct values: exact agreement, κ and ordinal α need a "
@@ -295,60 +399,7 @@ def _calibrate_one(
         warns.append("the human labels hold a single class/value: κ, α, correlations and AUC are undefined")
     elif len(np.unique(p)) < 2:
         warns.append("the judge gave every item the same verdict: κ, α and correlations are undefined")
-
-    metrics = _stats(design, y, p, judge_cont, n_boot, seed)
-    ceiling, ceiling_pairs = _ceiling(labels, kind, classes, compared, design, n_boot, seed)
-    n_annotators = int(labels["annotator"].nunique())
-    if ceiling is None and n_annotators > 1:
-        warns.append("no item has two or more annotators, so there is no human-human ceiling")
-
-    ci_width = {
-        k: (s.ci_high - s.ci_low) if s.ci_low is not None and s.ci_high is not None else None
-        for k, s in metrics.items()
-    }
-    if n < RECOMMENDED_ITEMS:
-        head = HEADLINE[kind] if HEADLINE[kind] in metrics else next(iter(metrics))
-        width = ci_width.get(head)
-        warns.append(
-            f"only {n} labelled items compared: validate a judge on 100–200; the 95% CI of {head} is "
-            f"{'undefined' if width is None else f'{width:.3f} wide'}"
-        )
-
-    report = CalibrationReport(
-        n_items=len(judge_ids),
-        n_scored=len(scored),
-        n_unscored=len(unscored_ids),
-        n_missing_label=len(missing_label_ids),
-        label_type=kind,
-        metrics=metrics,
-        human_ceiling=ceiling,
-        warnings=warns,
-        n_compared=n,
-        n_annotators=n_annotators,
-        n_boot=n_boot,
-        seed=seed,
-        ci_width=ci_width,
-        unscored_ids=unscored_ids,
-        missing_label_ids=missing_label_ids,
-        unmatched_label_ids=unmatched,
-        consensus_tie_ids=tied,
-        ceiling_method="leave-one-out: each annotator vs the others' consensus, pairs pooled" if ceiling else None,
-        ceiling_pairs=ceiling_pairs,
-    )
-    if design.common:
-        mat = confusion(design, y, p)
-        report.confusion = Confusion(labels=list(design.class_names), matrix=mat.tolist())
-        if kind != "ordinal":
-            report.per_class = _per_class(design, mat)
-    if kind == "pairwise":
-        report.tie_rate = {"judge": float(np.mean(p == 2)), "human": float(np.mean(y == 2))}
-    report.threshold = thr_fit
-    if kind in ("ordinal", "binary"):
-        report.isotonic = fit_isotonic(judge_cont if judge_cont is not None else p, y, seed=seed)
-    report.disagreements = _disagreements(
-        scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
-    )
-    return report
+    return design
 
 
 def _classes(kind: str, human: pd.Series, judge: pd.Series, labels: pd.DataFrame) -> list[str]:
