@@ -1,0 +1,91 @@
+"""What a metric is: one :class:`MetricSpec` per metric, registered in one table (:mod:`judge.metrics`).
+
+A metric scores the outputs of one system against the items' references (or inputs, or nothing).
+It returns a :class:`MetricResult` with one score per item for each figure it reports (NaN where the
+item could not be scored, with the reason), and -- for corpus metrics such as BLEU and chrF, whose
+corpus score is not the mean of sentence scores -- per-item sufficient statistics plus a function
+that turns their sum into the corpus score. ``judge eval`` bootstraps by resampling items: item
+metrics average the resampled scores, corpus metrics re-sum the resampled statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Direction = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One reported number of a metric (ROUGE reports three: rouge1, rouge2, rougeL)."""
+
+    name: str
+    direction: Direction = "higher"
+    lo: float | None = None  # the range of a per-item (and corpus) value, None = unbounded
+    hi: float | None = None
+    description: str = ""
+
+
+@dataclass
+class Corpus:
+    """A corpus-level figure: per-item sufficient statistics and how their column sums become a score.
+
+    ``score(stats_sum)`` takes the (k,) sum of ``stats`` over a set of items and returns the corpus
+    score; it may also take a (B, k) batch and return (B,) when ``vectorised`` is true.
+    """
+
+    stats: np.ndarray  # (n_items, k)
+    score: Callable[[np.ndarray], float]
+    vectorised: bool = False
+
+
+@dataclass
+class MetricResult:
+    """What a metric computed for one system's outputs on all items."""
+
+    scores: dict[str, np.ndarray]  # figure name -> (n_items,) float, NaN where unscored
+    errors: list[str | None]  # per item: why it is unscored (None when scored)
+    corpus: dict[str, Corpus] = field(default_factory=dict)  # figure name -> corpus statistics
+    settings: dict[str, Any] = field(default_factory=dict)  # provenance: signature, model, layer, ...
+    details: dict[str, Any] = field(default_factory=dict)  # extra per-system output (confusion matrix)
+
+
+@dataclass(frozen=True)
+class EvalInput:
+    """The texts one metric call sees: a system's outputs on the items, in item order."""
+
+    ids: Sequence[str]
+    outputs: Sequence[str]
+    inputs: Sequence[str]
+    references: Sequence[list[str] | None]  # each item's references (None when it has none)
+    contexts: Sequence[str | None]
+
+
+MetricFn = Callable[[EvalInput, dict[str, Any]], MetricResult]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric: its name, the figures it reports, what it needs, and the function that computes it.
+
+    ``options`` names the suite-file keys the metric accepts (e.g. ``model`` for BERTScore); the
+    suite rejects others before anything runs.
+    """
+
+    name: str
+    figures: tuple[Figure, ...]
+    fn: MetricFn
+    needs_reference: bool = False
+    needs_local_model: bool = False
+    options: tuple[str, ...] = ()
+    description: str = ""
+
+    def figure(self, name: str) -> Figure:
+        for f in self.figures:
+            if f.name == name:
+                return f
+        raise KeyError(name)

@@ -1,0 +1,134 @@
+"""Metrics that run a local model: BERTScore (bert-score library) and perplexity (judge's baseline).
+
+torch, transformers and bert_score are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from judge.errors import ConfigError
+from judge.metrics.base import EvalInput, MetricResult
+from judge.metrics.reference import bool_option, int_option, nan_scores, prepare
+
+DEFAULT_BERTSCORE_MODEL = "minilm"
+
+_SCORERS: dict[tuple[str, int, str, bool], Any] = {}
+_LOCK = threading.Lock()
+
+
+def _num_hidden_layers(path: str) -> int:
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"bertscore: model folder {path} has no config.json")
+    cfg = json.loads(config.read_text(encoding="utf-8"))
+    for key in ("num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    raise ConfigError(f"bertscore: cannot tell how many layers {path} has: pass num_layers")
+
+
+def _scorer(path: str, num_layers: int, device: str, idf: bool) -> Any:
+    key = (path, num_layers, device, idf)
+    with _LOCK:
+        if key not in _SCORERS:
+            from bert_score import BERTScorer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            try:
+                # nthreads=0: idf counts in this process (no multiprocessing pool next to torch)
+                _SCORERS[key] = BERTScorer(model_type=path, num_layers=num_layers, idf=idf, device=device, nthreads=0)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"bertscore: could not load {path} ({type(exc).__name__}: {exc})") from None
+            except AssertionError as exc:
+                raise ConfigError(f"bertscore: num_layers={num_layers} is out of range for {path} ({exc})") from None
+        return _SCORERS[key]
+
+
+def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
+    """BERTScore F1 with bert-score's own code on a local encoder (default all-MiniLM-L6-v2, layer 6).
+
+    ``model_type`` is the resolved local folder, so nothing is fetched from the hub; ``num_layers``
+    defaults to the model's last layer (bert-score's tuned-layer table only knows hub names). No
+    baseline rescaling. With several references bert-score keeps, for P, R and F1 separately, the
+    best over the references. With ``idf: true`` the idf weights come from the scored items'
+    references, as ``bert_score.score`` computes them.
+    """
+    from judge.localmodels import pick_device, resolve_model
+
+    model = str(options.get("model", DEFAULT_BERTSCORE_MODEL))
+    path = resolve_model(model)
+    if not Path(path).is_dir():
+        raise ConfigError(f"bertscore: model '{model}' is not a local folder: pass a local model folder or 'minilm'")
+    num_layers = int_option(options, "num_layers", None, lo=1) or _num_hidden_layers(path)
+    idf = bool_option(options, "idf", False)
+    batch_size = int_option(options, "batch_size", 64, lo=1)
+    device = pick_device(options.get("device"))
+
+    errors, refs = prepare(data, needs_reference=True)
+    n = len(data.outputs)
+    scores = nan_scores(n, "bertscore")
+    details: dict[str, Any] = {}
+    scored = [i for i in range(n) if errors[i] is None]
+    settings = {
+        "model": model,
+        "model_path": path,
+        "model_name": Path(path).name,
+        "num_layers": num_layers,
+        "idf": idf,
+        "rescale_with_baseline": False,
+        "device": device,
+    }
+    if scored:
+        scorer = _scorer(path, num_layers, device, idf)
+        cands = [data.outputs[i].strip() for i in scored]
+        ref_groups = [[r.strip() for r in refs[i]] for i in scored]
+        if idf:
+            from bert_score.utils import get_idf_dict
+
+            scorer._idf_dict = get_idf_dict([r for g in ref_groups for r in g], scorer._tokenizer, nthreads=0)
+        p, r, f = scorer.score(cands, ref_groups, batch_size=batch_size)
+        scores["bertscore"][scored] = f.numpy().astype(float)
+        precision, recall = np.full(n, np.nan), np.full(n, np.nan)
+        precision[scored], recall[scored] = p.numpy(), r.numpy()
+        details = {"precision": precision.tolist(), "recall": recall.tolist()}
+        settings["hash"] = scorer.hash
+    return MetricResult(scores, errors, settings=settings, details=details)
+
+
+def perplexity(data: EvalInput, options: dict[str, Any]) -> MetricResult:
+    """Perplexity of each output under a causal LM (``judge.baselines.perplexity``); lower is better."""
+    from judge.baselines.perplexity import DEFAULT_MODEL
+    from judge.baselines.perplexity import perplexity as baseline
+
+    model = str(options.get("model", DEFAULT_MODEL))
+    res = baseline(
+        list(data.outputs),
+        model=model,
+        ids=[str(i) for i in data.ids],
+        device=options.get("device"),
+        batch_size=int_option(options, "batch_size", 16, lo=1),  # type: ignore[arg-type]
+    )
+    n = len(data.outputs)
+    scores = nan_scores(n, "perplexity")
+    errors: list[str | None] = []
+    for i, rec in enumerate(res.records):
+        if rec.get("perplexity") is None:
+            errors.append(rec.get("reason") or "not scored")
+        else:
+            scores["perplexity"][i] = rec["perplexity"]
+            errors.append(None)
+    summary = res.summary
+    return MetricResult(
+        scores,
+        errors,
+        settings={"model": model, "max_length": summary.get("max_length"), "scoring": "after BOS, rolling windows"},
+        details={k: summary[k] for k in ("corpus_perplexity", "tokens", "seconds") if k in summary},
+    )
