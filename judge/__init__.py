@@ -26,6 +26,14 @@ from judge.rubric import Rubric, RubricSpec, list_rubrics, load_rubric
 from judge.runner import Results, Summary, ascore, build_grader, run_items, score
 from judge.verdict import Verdict
 
+
+def evaluate(suite, **kw):  # type: ignore[no-untyped-def]
+    """Run a ``judge eval`` suite (file, dict or Suite); see :func:`judge.eval.run.evaluate`."""
+    from judge.eval.run import evaluate as _evaluate
+
+    return _evaluate(suite, **kw)
+
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -46,6 +54,7 @@ __all__ = [
     "ascore",
     "build_grader",
     "default_judge",
+    "evaluate",
     "get_provider",
     "list_rubrics",
     "load_items",

@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibration.cli", "calibrate"),
     "baseline": ("judge.baselines.cli", "baseline"),
     "mtbench": ("judge.mtbench.cli", "mtbench"),
+    "eval": ("judge.eval.cli", "eval_command"),
 }
 HELP_LINES = {
     "score": "Score every row of a data file with a rubric and a judge.",
@@ -33,6 +34,7 @@ HELP_LINES = {
     "calibrate": "Measure agreement between judge scores and human labels, with bootstrap CIs.",
     "baseline": "Local baselines: perplexity, entailment, PMI, embedding similarity.",
     "mtbench": "MT-Bench-style multi-turn runs: answer, judge, show.",
+    "eval": "Compare systems (a fine-tune vs its base) across metrics: paired deltas, gates, review queue.",
 }
 
 

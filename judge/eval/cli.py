@@ -1,0 +1,86 @@
+"""``judge eval``: compare systems (a fine-tune and its base) across a metric stack, with gates for CI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_CODES = """\b
+Exit codes: 0 every gate passed; 1 a gate failed; 2 a usage or data error (nothing is written);
+3 the run is incomplete (a metric scored no item of some system); 130 interrupted."""
+
+
+@click.command(
+    "eval",
+    epilog="""\b
+Examples:
+  judge eval examples/finetune/suite.yaml
+  judge eval suite.yaml --out runs/ckpt-1200 --json
+  judge eval suite.yaml --judge openai/gpt-4o-mini --base-url http://localhost:8000/v1
+
+Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OUT).
+
+"""
+    + EXIT_CODES,
+)
+@click.argument("suite", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for results.json, scores.jsonl and review.jsonl (default: SUITE's folder / eval-<suite name>).",
+)
+@click.option("--judge", "judge_spec", default=None, help="Judge for rubric metrics that name none (PROVIDER/MODEL).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server for openai/* judges.")
+@click.option("--bootstrap", type=click.IntRange(100, 1_000_000), default=None, help="Resamples per CI (suite: 2000).")
+@click.option("--seed", type=int, default=None, help="Seed for resampling (suite: 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars for judge calls (default: on a terminal).")
+def eval_command(
+    suite: Path,
+    out: Path | None,
+    judge_spec: str | None,
+    base_url: str | None,
+    bootstrap: int | None,
+    seed: int | None,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Run SUITE (YAML): every metric over every system's outputs, paired deltas against the baseline
+    with bootstrap CIs and p-values, gates, and a review queue of the worst and most-changed items."""
+    from judge.eval.run import run_suite
+    from judge.eval.suite import load_suite
+
+    spec, root = load_suite(suite)
+    updates = {
+        k: v
+        for k, v in {"judge": judge_spec, "base_url": base_url, "bootstrap": bootstrap, "seed": seed}.items()
+        if v is not None
+    }
+    if updates:
+        spec = spec.model_copy(update=updates)  # keeps the file and key lines for later messages
+    target = out if out is not None else suite.parent / f"eval-{suite.stem}"
+    if target.exists() and not target.is_dir():
+        raise click.UsageError(f"--out {target} exists and is not a folder")
+    result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress)
+    result.write(target)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(result.table())
+        click.echo(f"\nwrote {target}/results.json, scores.jsonl, review.jsonl", err=True)
+    if result.incomplete:
+        click.echo(f"run incomplete: no item scored for {', '.join(result.incomplete)}", err=True)
+        sys.exit(3)
+    if not result.passed:
+        for g in result.gates:
+            if not g["passed"]:
+                click.echo(
+                    f"gate failed: {g['metric']} {g['rule']} {g['threshold']} on {g['system']} (value {g['value']})",
+                    err=True,
+                )
+        sys.exit(1)

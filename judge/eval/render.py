@@ -1,0 +1,62 @@
+"""The text summary ``judge eval`` prints: one row per metric, each system's value with its CI, the
+paired delta of every system against the baseline, and the gates."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from judge.textfmt import fmt, fmt_ci, format_table
+
+if TYPE_CHECKING:
+    from judge.eval.run import EvalResult
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else fmt(p, 3)
+
+
+def render_table(result: EvalResult) -> str:
+    systems = list(result.systems)
+    others = [s for s in systems if s != result.baseline]
+    headers = ["metric", "better", "n scored"] + systems
+    for s in others:
+        headers += [f"Δ {s} [95% CI]", "p", "W/L/T"]
+    rows = []
+    for name, fig in result.figures.items():
+        digits = 2 if fig.hi is None or fig.hi > 10 else 3
+        counts = {result.systems[s][name]["n"] for s in systems}
+        row: list[str] = [name, "↑" if fig.direction == "higher" else "↓"]
+        ns = [str(result.systems[s][name]["n"]) for s in systems]
+        row.append(ns[0] if len(counts) == 1 else "/".join(ns))
+        for s in systems:
+            v = result.systems[s][name]
+            row.append(fmt_ci(v["value"], v["ci_low"], v["ci_high"], digits))
+        for s in others:
+            d = result.deltas[s][name]
+            sign = "+" if (d["value"] or 0) > 0 else ""
+            row += [
+                sign + fmt_ci(d["value"], d["ci_low"], d["ci_high"], digits),
+                _p(d["p_value"]),
+                f"{d['wins']}/{d['losses']}/{d['ties']}",
+            ]
+        rows.append(row)
+    n = result.provenance.get("n_items")
+    lines = [
+        f"{n} items; baseline: {result.baseline}; values with 95% bootstrap CIs; Δ = system minus baseline on the "
+        "items both scored (paired bootstrap CI, approximate-randomization p); W/L/T = items better/worse/tied",
+        "",
+    ]
+    lines.append(format_table(headers, rows))
+    if result.gates:
+        lines.append("")
+        for g in result.gates:
+            mark = "PASS" if g["passed"] else "FAIL"
+            lines.append(
+                f"{mark}  gate {g['metric']} {g['rule']} {fmt(g['threshold'])} on {g['system']}: "
+                f"value {fmt(g['value'])}"
+            )
+        failed = sum(not g["passed"] for g in result.gates)
+        lines.append(f"{len(result.gates) - failed} of {len(result.gates)} gates passed")
+    return "\n".join(lines)

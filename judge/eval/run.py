@@ -1,0 +1,588 @@
+"""``judge eval``: every metric of a suite over every system's outputs, then values, deltas, gates, review.
+
+The run is checked whole before anything is computed (the suite, the data, every system's ids, every
+metric and gate name), so a mistake costs no model call and leaves nothing in the output folder.
+Results are written at the end, each file atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from judge.dataset import Item
+from judge.errors import ConfigError, DataError, RubricError
+from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, validate_suite
+from judge.io import Row, atomic_write_text, read_rows, write_jsonl
+from judge.metrics import get_metric
+from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
+from judge.rubric import Rubric, load_rubric
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class EvalData:
+    """The items and every system's outputs, aligned by item order."""
+
+    ids: list[str]
+    inputs: list[str]
+    references: list[list[str] | None]
+    contexts: list[str | None]
+    outputs: dict[str, list[str | None]]
+    files: dict[str, str]  # role -> path, for provenance hashes
+
+    def view(self, system: str) -> EvalInput:
+        return EvalInput(self.ids, [o or "" for o in self.outputs[system]], self.inputs, self.references, self.contexts)
+
+
+def _text(row: Row, key: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | bool):
+        return str(value)
+    raise row.error(f"expected text, got {type(value).__name__}", key)
+
+
+def _references(row: Row) -> list[str] | None:
+    value = row.data.get("reference")
+    if isinstance(value, list):
+        refs = [_text(row, "reference", v) for v in value]
+        if any(r is None for r in refs):
+            raise row.error("a reference list holds an empty entry", "reference")
+        return [r for r in refs if r is not None and r.strip()] or None
+    text = _text(row, "reference", value)
+    return [text] if text is not None and text.strip() else None
+
+
+def _row_id(row: Row, column: str) -> str:
+    value = row.data.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise row.error(f"missing '{column}': every row needs an id to pair the systems' outputs", column)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 from a spreadsheet means item 3
+    return str(value)
+
+
+def _list_ids(ids: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def load_data(suite: Suite, base_dir: Path) -> EvalData:
+    """Read the items and the systems' outputs; any mismatch is a :class:`DataError` naming file and line."""
+    data_path = base_dir / suite.data
+    rows = read_rows(data_path)
+    if not rows:
+        raise DataError("no items in file", path=data_path)
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        ident = _row_id(row, "id")
+        if ident in seen:
+            raise row.error(f"duplicate id '{ident}' (first at line {seen[ident]})", "id")
+        seen[ident] = row.line
+        ids.append(ident)
+    data = EvalData(
+        ids=ids,
+        inputs=[_text(r, "input", r.data.get("input")) or "" for r in rows],
+        references=[_references(r) for r in rows],
+        contexts=[_text(r, "context", r.data.get("context")) for r in rows],
+        outputs={},
+        files={"data": str(data_path)},
+    )
+    for name, spec in suite.systems.items():
+        if spec.file is None:  # a column of the data file
+            if not any(spec.column in r.data for r in rows):
+                raise DataError(
+                    f"system '{name}': the data file has no column '{spec.column}'", path=data_path, field=spec.column
+                )
+            data.outputs[name] = [_text(r, spec.column, r.data.get(spec.column)) for r in rows]
+            continue
+        path = base_dir / spec.file
+        data.files[f"system:{name}"] = str(path)
+        sys_rows = read_rows(path)
+        if not sys_rows:
+            raise DataError(f"system '{name}': the outputs file is empty", path=path)
+        by_id: dict[str, str | None] = {}
+        for row in sys_rows:
+            ident = _row_id(row, spec.id_column)
+            if ident in by_id:
+                raise row.error(f"system '{name}': duplicate id '{ident}'", spec.id_column)
+            if spec.column not in row.data:
+                raise row.error(f"system '{name}': no '{spec.column}' column", spec.column)
+            by_id[ident] = _text(row, spec.column, row.data.get(spec.column))
+        missing = [i for i in ids if i not in by_id]
+        extra = [i for i in by_id if i not in seen]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} item id(s) have no output: {_list_ids(missing)}")
+            if extra:
+                parts.append(f"{len(extra)} id(s) are not items of {suite.data}: {_list_ids(extra)}")
+            raise DataError(f"system '{name}': ids do not match the items; " + "; ".join(parts), path=path)
+        data.outputs[name] = [by_id[i] for i in ids]
+    return data
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Planned:
+    """One metric of the suite, resolved: a registered metric, or a rubric with its judge settings."""
+
+    entry: MetricEntry
+    index: int
+    figures: tuple[Figure, ...]
+    spec: MetricSpec | None = None
+    rubric: Rubric | None = None
+
+    @property
+    def label(self) -> str:
+        return self.entry.metric or self.entry.name or (self.rubric.id if self.rubric else "?")
+
+
+def _rubric_figure(entry: MetricEntry, rubric: Rubric) -> Figure:
+    spec = rubric.spec
+    if spec.kind == "pairwise":
+        raise ConfigError(f"rubric '{rubric.id}' is pairwise; judge eval scores each system's outputs on their own")
+    lower = getattr(spec, "kind", "single") == "opinions"  # toxic or biased share: less is better
+    direction = entry.direction or ("lower" if lower else "higher")
+    scale = spec.scale
+    lo, hi = (float(scale.min), float(scale.max)) if scale is not None else (0.0, 1.0)
+    return Figure(entry.name or rubric.id, direction, lo, hi, spec.description)
+
+
+def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
+    """Resolve every metric and check every gate, before anything is computed."""
+    planned: list[Planned] = []
+    owner: dict[str, int] = {}
+    has_refs = any(r is not None for r in data.references)
+    for i, entry in enumerate(suite.metrics):
+        where = locate(suite, "metrics", i)
+        if entry.metric is not None:
+            try:
+                spec = get_metric(entry.metric)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: key 'metrics.{i}': {exc}") from None
+            unknown = sorted(set(entry.options) - set(spec.options))
+            if unknown:
+                accepted = ", ".join(spec.options) or "none"
+                raise ConfigError(
+                    f"{where}: key 'metrics.{i}.{unknown[0]}': metric '{spec.name}' has no option "
+                    f"{', '.join(map(repr, unknown))} (it accepts: {accepted})"
+                )
+            if spec.needs_reference and not has_refs:
+                raise ConfigError(
+                    f"{where}: key 'metrics.{i}': metric '{spec.name}' needs references, and no item of "
+                    f"{suite.data} has a 'reference'"
+                )
+            p = Planned(entry, i, spec.figures, spec=spec)
+        else:
+            assert entry.rubric is not None
+            candidate = base_dir / entry.rubric
+            try:
+                rubric = load_rubric(candidate if candidate.is_file() else entry.rubric)
+            except (RubricError, ConfigError) as exc:
+                raise ConfigError(f"{where}: key 'metrics.{i}.rubric': {exc}") from None
+            problems = rubric.validate()
+            if problems:
+                raise ConfigError(f"{where}: rubric '{rubric.id}': {'; '.join(problems)}")
+            p = Planned(entry, i, (_rubric_figure(entry, rubric),), rubric=rubric)
+            needed = [n for n in rubric.spec.inputs.required if n not in ("output",)]
+            for name in needed:
+                column = {"input": data.inputs, "reference": data.references, "context": data.contexts}.get(name)
+                if column is None or all(v in (None, "") for v in column):
+                    raise ConfigError(f"{where}: rubric '{rubric.id}' needs '{name}', which the items lack")
+        for fig in p.figures:
+            if fig.name in owner:
+                raise ConfigError(f"{where}: two metrics report '{fig.name}' (give one a different 'name')")
+            owner[fig.name] = i
+        planned.append(p)
+    for g, gate in enumerate(suite.gates):
+        if gate.metric not in owner:
+            hint = ""
+            for p in planned:
+                if p.label == gate.metric and len(p.figures) > 1:
+                    hint = f" ('{gate.metric}' reports {', '.join(f.name for f in p.figures)}: gate on one of them)"
+            raise ConfigError(
+                f"{locate(suite, 'gates', g, 'metric')}: key 'gates.{g}.metric': '{gate.metric}' is not computed "
+                f"by this suite{hint} (it computes: {', '.join(owner)})"
+            )
+    return planned
+
+
+async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[str, MetricResult]:
+    from judge.runner import build_grader, run_items
+
+    entry = p.entry
+    assert p.rubric is not None
+    fig = p.figures[0].name
+    grader = build_grader(
+        p.rubric,
+        entry.judge or suite.judge,
+        score_mode=entry.score_mode,
+        base_url=entry.base_url or suite.base_url,
+        **entry.options,
+    )
+    results: dict[str, MetricResult] = {}
+    try:
+        for system, outputs in data.outputs.items():
+            items = [
+                Item(
+                    id=ident,
+                    input=data.inputs[k] or None,
+                    output=outputs[k] if outputs[k] and outputs[k].strip() else None,
+                    reference=data.references[k][0] if data.references[k] else None,
+                    context=data.contexts[k],
+                )
+                for k, ident in enumerate(data.ids)
+            ]
+            scorable = [it for it in items if it.output is not None]
+            verdicts = {
+                v.id: v for v in await run_items(grader, scorable, concurrency=suite.concurrency, progress=progress)
+            }
+            scores = np.full(len(items), np.nan)
+            errors: list[str | None] = []
+            notes: list[dict[str, Any] | None] = []
+            for k, it in enumerate(items):
+                v = verdicts.get(it.id)
+                if v is None:
+                    errors.append("empty output")
+                    notes.append(None)
+                    continue
+                if v.status == "ok" and v.score is not None:
+                    scores[k] = v.score
+                errors.append(v.error if v.status != "ok" else None)
+                notes.append({"reasoning": v.reasoning, "raw": v.raw})
+            settings = grader.describe() | {"rubric_hash": p.rubric.content_hash}
+            results[system] = MetricResult({fig: scores}, errors, settings=settings, details={"verdicts": notes})
+    finally:
+        await grader.provider.aclose()
+    return results
+
+
+def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[str, MetricResult]:
+    if p.rubric is not None:
+        from judge.runner import run_sync
+
+        return run_sync(_rubric_results(p, suite, data, progress))
+    assert p.spec is not None
+    return {system: p.spec.fn(data.view(system), dict(p.entry.options)) for system in data.outputs}
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class EvalResult:
+    """Everything ``judge eval`` computed. ``to_dict()`` is the ``results.json`` contract."""
+
+    suite: dict[str, Any]
+    baseline: str
+    systems: dict[str, dict[str, dict[str, Any]]]
+    deltas: dict[str, dict[str, dict[str, Any]]]
+    gates: list[dict[str, Any]]
+    provenance: dict[str, Any]
+    figures: dict[str, Figure]
+    scores: list[dict[str, Any]] = field(repr=False)
+    review: list[dict[str, Any]] = field(repr=False)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed (and there are no gates, or only passing ones)."""
+        return all(g["passed"] for g in self.gates)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """``system/figure`` pairs with no scored item at all: the run could not do that part of its job."""
+        return [f"{s}/{m}" for s, per in self.systems.items() for m, v in per.items() if v["n"] == 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(
+            {
+                "suite": self.suite,
+                "baseline": self.baseline,
+                "systems": self.systems,
+                "deltas": self.deltas,
+                "gates": self.gates,
+                "passed": self.passed,
+                "provenance": self.provenance,
+                "details": self.details,
+            }
+        )
+
+    def to_pandas(self) -> Any:
+        """Per-item scores, one row per (id, system, metric)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.scores, columns=["id", "system", "metric", "score", "status", "error"])
+
+    def write(self, out_dir: str | Path) -> None:
+        """results.json, scores.jsonl and review.jsonl, each written atomically."""
+        out = Path(out_dir)
+        atomic_write_text(out / "results.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_jsonl(out / "scores.jsonl", (_clean(r) for r in self.scores))
+        write_jsonl(out / "review.jsonl", (_clean(r) for r in self.review))
+
+    def table(self) -> str:
+        from judge.eval.render import render_table
+
+        return render_table(self)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("judge", "numpy", "scipy", "sacrebleu", "rouge-score", "bert-score", "torch", "transformers", "openai"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _gate_rows(gate: Gate, suite: Suite, result_systems: dict, deltas: dict) -> list[dict[str, Any]]:
+    rule, threshold = gate.rule, gate.threshold
+    delta_rule = rule.startswith("delta")
+    if gate.system is not None:
+        targets = [gate.system]
+    else:
+        targets = [s for s in suite.systems if not (delta_rule and s == suite.baseline)]
+    rows = []
+    for system in targets:
+        if delta_rule:
+            d = deltas[system][gate.metric]
+            key = {"delta_min": "value", "delta_max": "value", "delta_ci_low_min": "ci_low"}.get(rule, "ci_high")
+            value = d[key]
+        else:
+            value = result_systems[system][gate.metric]["value"]
+        if value is None:
+            passed = False  # nothing measured cannot pass a gate
+        elif rule.endswith("min"):
+            passed = value >= threshold
+        else:
+            passed = value <= threshold
+        rows.append(
+            {
+                "metric": gate.metric,
+                "system": system,
+                "rule": rule,
+                "threshold": threshold,
+                "value": value,
+                "passed": bool(passed),
+            }
+        )
+    return rows
+
+
+def _review(
+    suite: Suite,
+    data: EvalData,
+    figures: dict[str, Figure],
+    per_item: dict[str, dict[str, np.ndarray]],
+    notes: dict[tuple[str, str], list[dict[str, Any] | None]],
+) -> list[dict[str, Any]]:
+    n_show = suite.review
+    if n_show == 0:
+        return []
+    assert suite.baseline is not None
+
+    def base_record(kind: str, system: str, fig: str, k: int) -> dict[str, Any]:
+        note = (notes.get((system, fig)) or [None] * len(data.ids))[k] or {}
+        refs = data.references[k]
+        return {
+            "kind": kind,
+            "system": system,
+            "metric": fig,
+            "id": data.ids[k],
+            "score": per_item[system][fig][k],
+            "input": data.inputs[k],
+            "reference": refs[0] if refs and len(refs) == 1 else refs,
+            "context": data.contexts[k],
+            "output": data.outputs[system][k],
+            "reasoning": note.get("reasoning"),
+            "raw": note.get("raw"),
+        }
+
+    rows: list[dict[str, Any]] = []
+    for fig_name, fig in figures.items():
+        higher = fig.direction == "higher"
+        for system in suite.systems:
+            vals = per_item[system][fig_name]
+            ok = np.flatnonzero(np.isfinite(vals))
+            order = ok[np.argsort(vals[ok] if higher else -vals[ok], kind="stable")]
+            rows.extend(base_record("lowest", system, fig_name, int(k)) for k in order[:n_show])
+        base = per_item[suite.baseline][fig_name]
+        for system in suite.systems:
+            if system == suite.baseline:
+                continue
+            vals = per_item[system][fig_name]
+            both = np.flatnonzero(np.isfinite(vals) & np.isfinite(base))
+            gap = vals[both] - base[both]
+            order = both[np.argsort(-np.abs(gap), kind="stable")]
+            for k in order[:n_show]:
+                if vals[k] == base[k]:
+                    break
+                rec = base_record("largest_difference", system, fig_name, int(k))
+                rec["baseline"] = suite.baseline
+                rec["baseline_score"] = base[k]
+                rec["baseline_output"] = data.outputs[suite.baseline][k]
+                rec["delta"] = vals[k] - base[k]
+                rec["better"] = bool((vals[k] > base[k]) == higher)
+                rows.append(rec)
+    return rows
+
+
+def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalResult:
+    """Check everything, compute every metric for every system, then the statistics, gates and review."""
+    from judge.eval.stats import Resampling, paired_delta, system_value
+
+    data = load_data(suite, base_dir)
+    planned = plan(suite, data, base_dir)
+    assert suite.baseline is not None
+    rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed)
+
+    figures: dict[str, Figure] = {}
+    per_item: dict[str, dict[str, np.ndarray]] = {s: {} for s in suite.systems}
+    corpora: dict[str, dict[str, Corpus]] = {s: {} for s in suite.systems}
+    errors: dict[tuple[str, str], list[str | None]] = {}
+    notes: dict[tuple[str, str], list[dict[str, Any] | None]] = {}
+    settings: dict[str, Any] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for p in planned:
+        computed = _compute(p, suite, data, progress)
+        for system, res in computed.items():
+            for fig in p.figures:
+                figures[fig.name] = fig
+                per_item[system][fig.name] = np.asarray(res.scores[fig.name], dtype=float)
+                if fig.name in res.corpus:
+                    corpora[system][fig.name] = res.corpus[fig.name]
+                errors[(system, fig.name)] = res.errors
+                if "verdicts" in res.details:
+                    notes[(system, fig.name)] = res.details["verdicts"]
+            other = {k: v for k, v in res.details.items() if k != "verdicts"}
+            if other:
+                details.setdefault(system, {})[p.label] = other
+        first = next(iter(computed.values()))
+        settings[p.label] = first.settings
+
+    systems: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in suite.systems}
+    deltas: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in suite.systems if s != suite.baseline}
+    for name, fig in figures.items():
+        for system in suite.systems:
+            systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs)
+        for system in deltas:
+            pair = None
+            if name in corpora[system] and name in corpora[suite.baseline]:
+                pair = (corpora[system][name], corpora[suite.baseline][name])
+            deltas[system][name] = paired_delta(
+                per_item[system][name], per_item[suite.baseline][name], pair, fig.direction == "higher", rs
+            )
+    gates = [row for gate in suite.gates for row in _gate_rows(gate, suite, systems, deltas)]
+
+    scores = []
+    for system in suite.systems:
+        for name in figures:
+            vals, errs = per_item[system][name], errors[(system, name)]
+            for k, ident in enumerate(data.ids):
+                ok = bool(np.isfinite(vals[k]))
+                scores.append(
+                    {
+                        "id": ident,
+                        "system": system,
+                        "metric": name,
+                        "score": float(vals[k]) if ok else None,
+                        "status": "ok" if ok else "unscored",
+                        "error": None if ok else (errs[k] or "unscored"),
+                    }
+                )
+    provenance = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "metrics": settings,
+        "figures": {n: {"direction": f.direction, "range": [f.lo, f.hi]} for n, f in figures.items()},
+        "bootstrap": {
+            "resamples": rs.n_boot,
+            "permutations": rs.n_perm,
+            "seed": rs.seed,
+            "ci": "percentile",
+            "level": rs.level,
+        },
+        "data_files": {role: {"path": path, "sha256": _sha256(path)} for role, path in data.files.items()},
+        "versions": _versions(),
+        "n_items": len(data.ids),
+    }
+    return EvalResult(
+        suite=suite.model_dump(mode="json"),
+        baseline=suite.baseline,
+        systems=systems,
+        deltas=deltas,
+        gates=gates,
+        provenance=provenance,
+        figures=figures,
+        scores=scores,
+        review=_review(suite, data, figures, per_item, notes),
+        details=details,
+    )
+
+
+def evaluate(
+    suite: str | Path | Mapping[str, Any] | Suite,
+    *,
+    out: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Run an evaluation suite (a YAML file, a dict, or a :class:`Suite`) and return its results.
+
+    Paths in the suite are relative to the suite file (or ``base_dir``, default the working directory,
+    for a dict). With ``out``, results.json, scores.jsonl and review.jsonl are written there.
+    """
+    if isinstance(suite, Suite):
+        s, root = suite, Path(base_dir or ".")
+    elif isinstance(suite, Mapping):
+        s, root = validate_suite(dict(suite)), Path(base_dir or ".")
+    else:
+        s, root = load_suite(suite)
+        if base_dir is not None:
+            root = Path(base_dir)
+    result = run_suite(s, root, progress=progress)
+    if out is not None:
+        result.write(out)
+    return result

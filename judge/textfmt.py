@@ -1,0 +1,39 @@
+"""Plain-text formatting shared by every text report (calibrate, mtbench show, eval): one way to print a
+number, an interval and a table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number as short as it can be read (4, 2.765); None as '-'; NaN as 'nan'; anything else as is."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
+    return str(value)
+
+
+def fmt_ci(value: Any, lo: Any, hi: Any, digits: int = 3) -> str:
+    """``value [lo, hi]``, or just the value when the interval is undefined."""
+    if lo is None or hi is None:
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+    """A plain-text table, first column left-aligned, the rest right-aligned."""
+    cells = [list(headers)] + [[c if isinstance(c, str) else fmt(c, digits) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for j, r in enumerate(cells):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
