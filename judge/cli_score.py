@@ -189,7 +189,7 @@ def render_summary(results, describe: dict, target: Path) -> str:  # type: ignor
     dist: dict[str, int] = {}
     for v in results:
         if v.status == "ok" and v.score is not None:
-            key = v.label or str(round(v.score))
+            key = v.label or (str(round(v.score)) if float(v.score).is_integer() or v.score > 1 else f"{v.score:.2f}")
             dist[key] = dist.get(key, 0) + 1
     if dist:
         lines.append("  scores     " + "  ".join(f"{k}:{dist[k]}" for k in sorted(dist, key=lambda x: (len(x), x))))
@@ -208,7 +208,10 @@ def rubrics_list() -> None:
     from judge.rubric import list_rubrics
 
     for r in list_rubrics():
-        scale = f"{r.spec.scale.min}-{r.spec.scale.max}" if r.spec.scale else "/".join(r.spec.choices or {})
+        if r.spec.kind == "opinions":
+            scale = "0-1 share"
+        else:
+            scale = f"{r.spec.scale.min}-{r.spec.scale.max}" if r.spec.scale else "/".join(r.spec.choices or {})
         click.echo(f"{r.id:<22} v{r.spec.version:<3} {scale:<9} {r.spec.description}")
 
 

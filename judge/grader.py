@@ -72,11 +72,13 @@ class Grader:
         cache: Cache | None = None,
         prices: str | None = None,
     ) -> None:
-        mode = score_mode or ("text" if rubric.spec.kind == "pairwise" else provider.default_score_mode)
+        mode = score_mode or ("text" if rubric.spec.kind != "single" else provider.default_score_mode)
         if mode not in SCORE_MODES:
             raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode == "logprob" and rubric.spec.kind == "pairwise":
-            raise ConfigError("the logprob score mode needs a numeric scale; pairwise rubrics use --score-mode text")
+        if mode == "logprob" and rubric.spec.kind != "single":
+            raise ConfigError(
+                f"the logprob score mode needs a numeric scale; {rubric.spec.kind} rubrics use --score-mode text"
+            )
         if mode == "logprob" and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
         self.rubric = rubric
@@ -196,6 +198,7 @@ class Grader:
             seed=self.config.seed,
             label=parsed.label if parsed else None,
             score_probs=parsed.score_probs if parsed else None,
+            details=parsed.details if parsed else None,
             attempts=max(calls, 1),
         )
 

@@ -12,6 +12,11 @@ A rubric file looks like::
     {% block system %}You are a strict grader...{% endblock %}
     {% block user %}Question: {{ input }} ...{% endblock %}
 
+Three kinds: ``single`` (a score on ``scale``), ``pairwise`` (a label from ``choices``) and
+``opinions``: the judge lists the opinions the output states with a yes/no ``flag`` verdict for
+each (is it toxic? biased?), and the score is the flagged fraction (0 when there are none), or 1/0
+with ``strict: true``.
+
 Rendering uses one sandboxed, StrictUndefined Jinja environment: a missing variable is an error
 before any model call, and attribute tricks (``''.__class__``) are refused. The output-format
 instructions are appended by :meth:`Rubric.render` from the scale and score mode, in one place,
@@ -42,6 +47,10 @@ BUILTIN_DIR_CANDIDATES = (
     Path(__file__).resolve().parent / "builtin_rubrics",  # an installed wheel (pyproject maps rubrics/ here)
 )
 KNOWN_INPUTS = ("input", "output", "reference", "context", "output_b", "conversation")
+TEMPLATE_GLOBALS = ("scale", "choices", "flag", "strict", "score_mode")
+"""What every template may read besides the item's inputs (from the front matter and the score mode)."""
+OPINION_VERDICTS = ("yes", "no")
+"""An opinions rubric's verdict on one opinion: "yes" = it is what ``flag`` names (toxic, biased)."""
 
 
 class _Undefined(jinja2.StrictUndefined):
@@ -103,10 +112,21 @@ class RubricSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     version: int | str = 1
     description: str
-    kind: Literal["single", "pairwise"] = "single"
+    kind: Literal["single", "pairwise", "opinions"] = "single"
     scale: Scale | None = None
     choices: dict[str, str] | None = Field(
         None, description="Pairwise rubrics: verdict label -> meaning, e.g. A / B / tie."
+    )
+    flag: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_ \-]*$",
+        description="Opinions rubrics: what a 'yes' verdict on one opinion means, e.g. toxic, biased.",
+    )
+    strict: bool = Field(
+        False, description="Opinions rubrics: score 1 when any opinion is flagged, else 0 (not the fraction)."
+    )
+    direction: Literal["higher", "lower"] = Field(
+        "higher", description="Which scores are better: 'lower' for rubrics that count faults (toxicity, bias)."
     )
     inputs: Inputs = Field(default_factory=Inputs)
     output: list[str] = Field(default_factory=lambda: ["reasoning", "score"], description="Fields of the verdict.")
@@ -115,6 +135,13 @@ class RubricSpec(BaseModel):
     def _check(self) -> RubricSpec:
         if self.kind == "single" and self.scale is None:
             raise ValueError("a single-answer rubric needs a 'scale' with min and max")
+        if self.kind == "opinions":
+            if not self.flag:
+                raise ValueError("an opinions rubric needs a 'flag': what a 'yes' verdict means, e.g. toxic")
+            if self.scale is not None or self.choices is not None:
+                raise ValueError("an opinions rubric scores the flagged fraction: it takes no 'scale' or 'choices'")
+        elif self.flag is not None or self.strict:
+            raise ValueError("'flag' and 'strict' apply to opinions rubrics only (kind: opinions)")
         if self.kind == "pairwise":
             if not self.choices:
                 self.choices = {"A": "the first answer is better", "B": "the second answer is better", "tie": "tie"}
@@ -168,6 +195,8 @@ class Rubric:
         ctx = {k: v for k, v in values.items() if not _blank(v)}
         ctx["scale"] = self.spec.scale.model_dump() if self.spec.scale else None
         ctx["choices"] = self.spec.choices
+        ctx["flag"] = self.spec.flag
+        ctx["strict"] = self.spec.strict
         ctx["score_mode"] = score_mode
         messages: list[Message] = []
         try:
@@ -199,6 +228,14 @@ class Rubric:
                 "Respond with a JSON object and nothing else, in this form:\n"
                 f'{{"reasoning": "<one short paragraph>", "verdict": <{labels}>}}'
             )
+        if self.spec.kind == "opinions":
+            return (
+                "Respond with a JSON object and nothing else, in this form:\n"
+                '{"opinions": [{"opinion": "<the opinion, quoted or closely paraphrased>", '
+                f'"verdict": <"yes" if it is {self.spec.flag}, else "no">, "reason": "<one short sentence>"}}], '
+                '"reasoning": "<one short paragraph>"}\n'
+                'List every opinion the output itself states, one entry each; "opinions" is [] when it states none.'
+            )
         assert self.spec.scale is not None
         lo, hi = self.spec.scale.min, self.spec.scale.max
         if score_mode == "logprob":
@@ -220,6 +257,23 @@ class Rubric:
                 "required": ["reasoning", "verdict"],
                 "additionalProperties": False,
             }
+        if self.spec.kind == "opinions":
+            entry = {
+                "type": "object",
+                "properties": {
+                    "opinion": {"type": "string"},
+                    "verdict": {"type": "string", "enum": list(OPINION_VERDICTS)},
+                    "reason": {"type": "string"},
+                },
+                "required": ["opinion", "verdict", "reason"],
+                "additionalProperties": False,
+            }
+            return {
+                "type": "object",
+                "properties": {"opinions": {"type": "array", "items": entry}, "reasoning": {"type": "string"}},
+                "required": ["opinions", "reasoning"],
+                "additionalProperties": False,
+            }
         assert self.spec.scale is not None
         score = {"type": "integer", "minimum": self.spec.scale.min, "maximum": self.spec.scale.max}
         props = {"reasoning": {"type": "string"}, "score": score}
@@ -238,7 +292,7 @@ class Rubric:
     def validate(self) -> list[str]:
         """Problems found without any model call: undeclared variables, render errors. Empty = fine."""
         problems: list[str] = []
-        declared = set(self.spec.inputs.required) | set(self.spec.inputs.optional) | {"scale", "choices", "score_mode"}
+        declared = set(self.spec.inputs.required) | set(self.spec.inputs.optional) | set(TEMPLATE_GLOBALS)
         undeclared = sorted(self.variables - declared)
         if undeclared:
             problems.append(f"template uses {', '.join(undeclared)} but inputs do not declare them")

@@ -3,6 +3,10 @@
 A completion that cannot be read as a score on the rubric's scale is never turned into 0: the
 grader re-asks with the parse error, and after that the item is ``unscored`` with the reason and
 the raw completion kept.
+
+Opinions rubrics (toxicity, bias) are read from JSON only: the judge lists each opinion with a
+yes/no verdict, and the score is computed here from that list -- the fraction flagged, 0.0 when the
+output states no opinion, 1/0 with ``strict`` -- so the judge never does the arithmetic.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from judge.errors import VerdictParseError
-from judge.rubric import Rubric
+from judge.rubric import OPINION_VERDICTS, Rubric
 
 PAIRWISE_SCORE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 """Pairwise verdicts as numbers: the probability-like score that answer A is the better one."""
@@ -45,6 +49,10 @@ class Verdict(BaseModel):
     seed: int = 0
     label: str | None = Field(None, description="Pairwise rubrics: the chosen label (A, B, tie).")
     score_probs: dict[str, float] | None = Field(None, description="Logprob mode: probability of each score.")
+    details: dict[str, Any] | None = Field(
+        None,
+        description="Opinions rubrics: the listed opinions, each with its verdict and reason, and the counts.",
+    )
     attempts: int = Field(1, description="Judge calls made for this item, re-asks included.")
 
     @property
@@ -59,6 +67,7 @@ class Parsed(BaseModel):
     reasoning: str | None = None
     label: str | None = None
     score_probs: dict[str, float] | None = None
+    details: dict[str, Any] | None = None
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -103,6 +112,8 @@ def parse_verdict(text: str, rubric: Rubric) -> Parsed:
     """
     if rubric.spec.kind == "pairwise":
         return _parse_pairwise(text, rubric)
+    if rubric.spec.kind == "opinions":
+        return _parse_opinions(text, rubric)
     assert rubric.spec.scale is not None
     lo, hi = rubric.spec.scale.min, rubric.spec.scale.max
     if not text or not text.strip():
@@ -173,6 +184,67 @@ def _parse_pairwise(text: str, rubric: Rubric) -> Parsed:
                 return Parsed(score=PAIRWISE_SCORE.get(label, 0.5), label=label, reasoning=reasoning)
     options = ", ".join(rubric.spec.choices)
     raise VerdictParseError(f"no verdict found (expected one of {options})", raw=text)
+
+
+def _parse_opinions(text: str, rubric: Rubric) -> Parsed:
+    """The last JSON object with a well-formed ``opinions`` list; the score is computed from it."""
+    if not text or not text.strip():
+        raise VerdictParseError("the completion is empty", raw=text)
+    flag = rubric.spec.flag or "flagged"
+    problems: list[str] = []
+    for obj in reversed(_json_candidates(text)):
+        if "opinions" not in obj:
+            continue
+        try:
+            opinions = _read_opinions(obj["opinions"], flag)
+        except ValueError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+            continue
+        flagged = [o for o in opinions if o["verdict"] == "yes"]
+        n, k = len(opinions), len(flagged)
+        # the fraction flagged (0.0 when there is no opinion to flag); strict: any flagged opinion is 1
+        score = (1.0 if k else 0.0) if rubric.spec.strict else (k / n if n else 0.0)
+        summary = f"{k} of {n} opinion{'s' if n != 1 else ''} {flag}" + ("." if n else " (the output states none).")
+        listed = [f"- {o['opinion']!r}" + (f": {o['reason']}" if o["reason"] else "") for o in flagged]
+        judge_reasoning = obj.get("reasoning") or obj.get("reason")
+        reasoning = "\n".join([*([str(judge_reasoning).strip(), ""] if judge_reasoning else []), summary, *listed])
+        details = {"flag": flag, "strict": rubric.spec.strict, "n_opinions": n, "n_flagged": k, "opinions": opinions}
+        return Parsed(score=score, reasoning=reasoning, details=details)
+    detail = "; ".join(problems) if problems else 'no JSON object with an "opinions" list found'
+    raise VerdictParseError(f"could not read the list of opinions: {detail}", raw=text)
+
+
+def _read_opinions(value: Any, flag: str) -> list[dict[str, Any]]:
+    """Normalised opinion entries; ValueError naming the first bad entry, in words the judge can act on."""
+    if not isinstance(value, list):
+        raise ValueError(f'"opinions" is {json.dumps(value)[:80]}, not a list (use [] when there are none)')
+    allowed = " or ".join(f'"{v}"' for v in OPINION_VERDICTS)
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(value, 1):
+        if not isinstance(entry, dict):
+            raise ValueError(f'opinion {i} is {json.dumps(entry)[:80]}, not an object with "opinion" and "verdict"')
+        opinion = entry.get("opinion")
+        if not isinstance(opinion, str) or not opinion.strip():
+            raise ValueError(f'opinion {i} has no "opinion" text')
+        key = next((k for k in ("verdict", flag) if k in entry), None)
+        if key is None:
+            raise ValueError(f'opinion {i} has no "verdict" ({allowed}: is it {flag}?)')
+        verdict = _yes_no(entry[key])
+        if verdict is None:
+            raise ValueError(f'opinion {i} has "{key}": {json.dumps(entry[key])[:40]}, not {allowed}')
+        reason = entry.get("reason")
+        out.append({"opinion": opinion.strip(), "verdict": verdict, "reason": str(reason).strip() if reason else None})
+    return out
+
+
+def _yes_no(value: Any) -> str | None:
+    """A per-opinion verdict as "yes" or "no"; booleans count, anything else is None (unreadable)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and value.strip().lower() in OPINION_VERDICTS:
+        return value.strip().lower()
+    return None
 
 
 def _as_number(value: Any) -> tuple[float | None, int | None]:

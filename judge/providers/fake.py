@@ -59,6 +59,14 @@ class FakeProvider(Provider):
                 raise item
             return item
         if self.model == "echo-score" or self.script is None:
+            if '"opinions"' in messages[-1]["content"]:  # an opinions rubric (toxicity, bias): 0-2 opinions
+                n = int(_hashed_score(messages, "012"))
+                flags = [int(_hashed_score([*messages, {"role": "user", "content": str(i)}], "0001")) for i in range(n)]
+                opinions = [
+                    {"opinion": f"scripted opinion {i + 1}", "verdict": "yes" if f else "no", "reason": "fake provider"}
+                    for i, f in enumerate(flags)
+                ]
+                return json.dumps({"opinions": opinions, "reasoning": "scripted verdict (fake provider)"})
             scale = config.score_candidates or _scale_from_schema(config) or tuple(str(i) for i in range(1, 6))
             return json.dumps(
                 {"reasoning": "scripted verdict (fake provider)", "score": int(_hashed_score(messages, scale))}

@@ -9,8 +9,9 @@ Binds 127.0.0.1 only, on a free port, serves in a background thread, and stops b
   (200 with an invalid JSON body), ``"reset"`` (closes the connection without a response).
 * ``responder(request) -> Reply | str`` (a fault string too): the default answers like a judge --
   a JSON verdict when a JSON schema or JSON answer is asked for, ``Rating: [[n]]`` for MT-Bench prompts, a
-  ``[[A]]/[[B]]/[[C]]`` verdict for pairwise ones, and score-token logprobs when asked -- with
-  the score derived from a hash of the prompt, so the same prompt always gets the same answer.
+  ``[[A]]/[[B]]/[[C]]`` verdict for pairwise ones, an opinions list with yes/no verdicts for
+  opinions rubrics (toxicity, bias), and score-token logprobs when asked -- with the score derived
+  from a hash of the prompt, so the same prompt always gets the same answer.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def judge_responder(request: dict[str, Any]) -> Reply:
         total = sum(weights.values())
         top = dict(sorted(((t, math.log(w / total)) for t, w in weights.items()), key=lambda kv: -kv[1])[:20])
         return Reply(content=str(score), logprobs=[top])
+    if "opinions" in schema.get("properties", {}) or (not schema and '{"opinions": [{"opinion":' in text):
+        return Reply(content=json.dumps(opinions_answer(text, schema)))
     verdict_enum = schema.get("properties", {}).get("verdict", {}).get("enum")
     if verdict_enum or '"verdict"' in text:
         choice = (verdict_enum or ["A", "B", "tie"])[hashed(text, 0, 2) % len(verdict_enum or [0, 1, 2])]
@@ -84,6 +87,21 @@ def judge_responder(request: dict[str, Any]) -> Reply:
     if schema or "JSON" in text or "json" in text:
         return Reply(content=json.dumps({"reasoning": "loopback judge", "score": score}))
     return Reply(content=f"This is a loopback answer to: {text[:60]}")
+
+
+def opinions_answer(text: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An opinions-rubric verdict for ``text``: 0-3 opinions, each "yes" with probability 1/4, by hash."""
+    entry = ((schema or {}).get("properties", {}).get("opinions") or {}).get("items") or {}
+    yes, no = (entry.get("properties", {}).get("verdict", {}).get("enum") or ["yes", "no"])[:2]
+    opinions = [
+        {
+            "opinion": f"loopback opinion {i + 1}",
+            "verdict": yes if hashed(f"{text}\n{i}", 0, 3) == 0 else no,
+            "reason": "loopback judge",
+        }
+        for i in range(hashed(text, 0, 3))
+    ]
+    return {"opinions": opinions, "reasoning": "loopback judge"}
 
 
 class _Server(ThreadingHTTPServer):
