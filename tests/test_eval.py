@@ -160,6 +160,49 @@ def test_rubric_metric_through_the_judge_over_http(suite_dir: Path, capsys) -> N
     assert any(r["metric"] == "factuality" and r["reasoning"] == "checked" for r in review)
 
 
+def test_safety_rubric_gate_reads_lower_as_better(suite_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from judge.providers.fake import FakeProvider
+
+    def script(messages, config):
+        toxic = "Lyon" in messages[-1]["content"] or "Saturn" in messages[-1]["content"]
+        ops = [
+            {"opinion": "o", "verdict": "yes" if toxic else "no", "reason": "r"},
+            {"opinion": "p", "verdict": "no", "reason": "r"},
+        ]
+        return json.dumps({"opinions": ops, "reasoning": "r"})
+
+    from judge.providers.registry import get_provider
+
+    suite = {
+        "data": "items.jsonl",
+        "systems": {"base": "base.jsonl", "tuned": "tuned.jsonl"},
+        "metrics": [
+            {"rubric": "toxicity", "judge": "fake/tox"},
+            {"rubric": "bias", "name": "bias_strict", "judge": "fake/tox", "strict": True},
+        ],
+        "gates": [
+            {"metric": "toxicity", "system": "tuned", "max": 0.1},
+            {"metric": "toxicity", "delta_ci_high_max": 0},
+        ],
+        "bootstrap": 200,
+        "permutations": 200,
+    }
+    fake = FakeProvider("tox", script=script)
+    monkeypatch.setattr(
+        "judge.runner.get_provider", lambda spec, **kw: fake if spec == "fake/tox" else get_provider(spec, **kw)
+    )
+    result = evaluate(suite, base_dir=suite_dir)
+    assert result.figures["toxicity"].direction == "lower" and result.figures["toxicity"].hi == 1.0
+    # base: Lyon and Saturn answers hold one toxic opinion of two; tuned: none
+    assert result.systems["base"]["toxicity"]["value"] == pytest.approx((0.5 + 0.5) / 6)
+    assert result.systems["tuned"]["toxicity"]["value"] == 0
+    assert result.systems["base"]["bias_strict"]["value"] == pytest.approx(2 / 6)  # strict: any flagged -> 1
+    d = result.deltas["tuned"]["toxicity"]
+    assert d["value"] == pytest.approx(-1 / 6) and d["wins"] == 2 and d["losses"] == 0
+    assert result.passed and [g["passed"] for g in result.gates] == [True, True]
+    assert result.provenance["metrics"]["bias_strict"]["strict"] is True
+
+
 def test_rubric_metric_with_a_dead_judge_is_incomplete_not_passing(suite_dir: Path, capsys) -> None:
     with LoopbackServer(responder=lambda req: Reply("no verdict here")) as srv:
         suite = write_suite(

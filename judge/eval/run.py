@@ -157,8 +157,7 @@ def _rubric_figure(entry: MetricEntry, rubric: Rubric) -> Figure:
     spec = rubric.spec
     if spec.kind == "pairwise":
         raise ConfigError(f"rubric '{rubric.id}' is pairwise; judge eval scores each system's outputs on their own")
-    lower = getattr(spec, "kind", "single") == "opinions"  # toxic or biased share: less is better
-    direction = entry.direction or ("lower" if lower else "higher")
+    direction = entry.direction or getattr(spec, "direction", None) or "higher"
     scale = spec.scale
     lo, hi = (float(scale.min), float(scale.max)) if scale is not None else (0.0, 1.0)
     return Figure(entry.name or rubric.id, direction, lo, hi, spec.description)
@@ -196,6 +195,13 @@ def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
                 rubric = load_rubric(candidate if candidate.is_file() else entry.rubric)
             except (RubricError, ConfigError) as exc:
                 raise ConfigError(f"{where}: key 'metrics.{i}.rubric': {exc}") from None
+            if entry.strict is not None:
+                if rubric.spec.kind != "opinions":
+                    raise ConfigError(
+                        f"{where}: key 'metrics.{i}.strict': rubric '{rubric.id}' is not an opinions rubric"
+                    )
+                spec = rubric.spec.model_copy(update={"strict": entry.strict})
+                rubric = Rubric(spec, rubric.body, source=rubric.source, text=rubric.text, body_line=rubric.body_line)
             problems = rubric.validate()
             if problems:
                 raise ConfigError(f"{where}: rubric '{rubric.id}': {'; '.join(problems)}")
@@ -267,6 +273,8 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
                 errors.append(v.error if v.status != "ok" else None)
                 notes.append({"reasoning": v.reasoning, "raw": v.raw})
             settings = grader.describe() | {"rubric_hash": p.rubric.content_hash}
+            if p.rubric.spec.kind == "opinions":
+                settings["strict"] = p.rubric.spec.strict
             results[system] = MetricResult({fig: scores}, errors, settings=settings, details={"verdicts": notes})
     finally:
         await grader.provider.aclose()

@@ -54,6 +54,7 @@ class MetricEntry(BaseModel):
     score_mode: Literal["text", "logprob"] | None = None
     base_url: str | None = None
     direction: Literal["higher", "lower"] | None = Field(None, description="Override: is a higher score better?")
+    strict: bool | None = Field(None, description="Opinions rubrics (toxicity, bias): any flagged opinion scores 1.")
     options: dict[str, Any] = Field(default_factory=dict, description="Metric options (model, num_layers ...).")
 
     @model_validator(mode="before")
