@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/bootstrap.py [--items 200] [--boot 2000]
 Prints wall time and resamples/s for an ordinal 1-5 rubric (judge on 1-10), a continuous judge score,
-a pairwise A/B/tie set, and a full `calibrate()` call (points + CIs + 3-annotator ceiling + fits).
+a pairwise A/B/tie set, and a full `calibrate()` call (points + CIs + 3-annotator ceiling + fits); for each,
+BCa's extra cost (the jackknife tables and the corrected percentiles) next to the percentile interval's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pandas as pd
 
 from calibration import calibrate
 from calibration.agreement import build_design, encode_cells
-from calibration.bootstrap import bootstrap
+from calibration.bootstrap import bootstrap, jackknife
+from judge.stats import bca_ci, percentile_ci
 
 
 def _time(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
@@ -45,7 +47,23 @@ def main() -> None:
         design = build_design(kind, y, p)
         cells = encode_cells(design, y, p)
         secs = _time(lambda design=design, cells=cells: bootstrap(design, cells, n_boot=b, seed=0))
-        print(f"  {name:<30} {len(design.metrics):>2} stats  {secs * 1000:8.1f} ms  {b / secs:>12,.0f} resamples/s")
+        reps = bootstrap(design, cells, n_boot=b, seed=0)
+        est = {k: float(np.nanmedian(v)) for k, v in reps.items()}  # any estimate: the cost is the same
+
+        def percentile(reps=reps) -> None:  # type: ignore[no-untyped-def]
+            for v in reps.values():
+                percentile_ci(v)
+
+        def bca(design=design, cells=cells, reps=reps, est=est) -> None:  # type: ignore[no-untyped-def]
+            jack = jackknife(design, cells)
+            for k, v in reps.items():
+                bca_ci(v, est[k], jack[k][0], weights=jack[k][1])
+
+        pct, extra = _time(percentile), _time(bca)
+        print(
+            f"  {name:<30} {len(design.metrics):>2} stats  {secs * 1000:8.1f} ms  {b / secs:>12,.0f} resamples/s"
+            f"  | percentile CIs {pct * 1000:5.1f} ms, BCa CIs (jackknife + percentiles) {extra * 1000:5.1f} ms"
+        )
 
     ids = [f"i{k}" for k in range(n)]
     labels = pd.DataFrame(
@@ -56,8 +74,10 @@ def main() -> None:
         }
     )
     scores = pd.DataFrame({"id": ids, "score": np.clip(human + rng.integers(-1, 2, n), 1, 5)})
-    secs = _time(lambda: calibrate(scores, labels, label_type="ordinal", n_boot=b, seed=0), repeat=1)
-    print(f"  full calibrate() with 3-annotator ceiling, fits: {secs * 1000:8.1f} ms")
+    for method in ("percentile", "bca"):
+        run = lambda m=method: calibrate(scores, labels, label_type="ordinal", n_boot=b, seed=0, ci_method=m)  # noqa: E731
+        secs = _time(run, repeat=1)
+        print(f"  full calibrate() with 3-annotator ceiling, fits, {method:<10}: {secs * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from judge.cli import EXIT_CODES
 from judge.errors import ConfigError
 
 EPILOG = """\b
@@ -19,6 +20,7 @@ Examples:
   judge calibrate --judge gpt4.csv --human crowd.csv --label-column winner --annotator-column worker \\
       --label-type pairwise --json report.json
   judge calibrate --judge baseline.jsonl --human labels.csv --score-column entailment --label-type binary
+  judge calibrate --judge summaries.jsonl --human ratings.csv --group article_id --ci-method bca
 
 \b
 LLMBar's MT-Bench expert labels (200 pairs): convert them, judge the same pairs, compare:
@@ -33,10 +35,11 @@ MT-Bench pairwise judgment files (question_id, model_1, model_2, [turn], winner)
 pair's id is question_id:model_1:model_2:t<turn>, and a `winner` column is read as the label.
 
 Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_BOOTSTRAP=500.
+
 """
 
 
-@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(epilog=EPILOG + EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--judge",
     "judge_path",
@@ -73,7 +76,28 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
     default=None,
     help="Also write the report as JSON to this file.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a self-contained HTML report (heatmap, scatter, statistics, disagreements) to this file.",
+)
 @click.option("--by", default=None, help="A column of the results (e.g. category): the same report per group.")
+@click.option(
+    "--group",
+    default=None,
+    metavar="COLUMN",
+    help="Items sharing COLUMN (question, article, prompt) are not independent: resample whole groups "
+    "(cluster bootstrap). MT-Bench judgments group by question_id unless told; `--group id` resamples items.",
+)
+@click.option(
+    "--ci-method",
+    type=click.Choice(["auto", "percentile", "bca"]),
+    default="auto",
+    show_default=True,
+    help="95% CI method: percentile, BCa (bias-corrected and accelerated), or auto = BCa below 100 items/groups.",
+)
 @click.option(
     "--score-column",
     default="score",
@@ -127,7 +151,10 @@ def calibrate(
     n_boot: int,
     seed: int,
     json_path: str | None,
+    report_path: str | None,
     by: str | None,
+    group: str | None,
+    ci_method: str,
     score_column: str,
     label_column: str,
     id_column: str,
@@ -143,10 +170,14 @@ def calibrate(
     from calibration.core import calibrate as run_calibration
     from calibration.labels import load_human_labels, load_judge_scores
     from calibration.report import render_text
-    from judge.io import atomic_write_text
+    from judge.io import atomic_write_text, check_output_path
 
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
+    if json_path:
+        check_output_path(json_path, "--json")  # before minutes of bootstrap, not after
+    if report_path:
+        check_output_path(report_path, "--report")
     scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
     if items_path is not None:
         scores = _attach_texts(scores, items_path, mapping)
@@ -158,6 +189,13 @@ def calibrate(
         label_type=label_type,
         scale=scale,
     )
+    skipped = labels.attrs.get("skipped_blank_lines") or []
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        click.echo(
+            f"note: skipped {len(skipped)} row(s) with a blank label or annotator in {human_path} (lines {shown})",
+            err=True,
+        )
     report = run_calibration(
         scores,
         labels,
@@ -168,6 +206,8 @@ def calibrate(
         threshold=threshold,
         threshold_metric=threshold_metric,
         by=by,
+        group=group,
+        ci_method=ci_method,
         n_disagreements=n_disagreements,
         judge_source=judge_path,
         labels_source=human_path,
@@ -176,6 +216,11 @@ def calibrate(
     if json_path:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         click.echo(f"\nwrote {json_path}")
+    if report_path:
+        from judge.report import build
+
+        build(report, out=report_path)
+        click.echo(f"wrote {report_path}")
 
 
 def _attach_texts(scores: Any, items_path: str, mapping: tuple[str, ...]) -> Any:

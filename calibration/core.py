@@ -28,7 +28,7 @@ from calibration.agreement import (
     encode_cells,
     point_estimates,
 )
-from calibration.bootstrap import bootstrap, percentile_ci
+from calibration.bootstrap import bootstrap, jackknife, percentile_ci
 from calibration.fit import ThresholdFit, fit_isotonic, fit_threshold
 from calibration.labels import (
     PAIRWISE_CLASSES,
@@ -40,10 +40,13 @@ from calibration.labels import (
 )
 from calibration.report import CalibrationReport, ClassStats, Confusion, Disagreement, Stat
 from judge.errors import ConfigError, DataError
+from judge.stats import CI_METHODS, bca_ci, group_codes, resolve_ci_method
 
 MIN_ITEMS = 10
 RECOMMENDED_ITEMS = 100
 HEADLINE = {"ordinal": "kappa_quadratic", "binary": "cohen_kappa", "nominal": "cohen_kappa", "pairwise": "cohen_kappa"}
+# judge files whose items group without being told: MT-Bench judgments (two turns, many model pairs per question)
+AUTO_GROUP_COLUMNS = ("question_id",)
 
 
 def calibrate(
@@ -61,6 +64,8 @@ def calibrate(
     min_items: int = MIN_ITEMS,
     judge_source: str | None = None,
     labels_source: str | None = None,
+    ci_method: str = "auto",
+    group: str | None = None,
 ) -> CalibrationReport:
     """Measure how well judge scores agree with human labels.
 
@@ -81,6 +86,12 @@ def calibrate(
         n_disagreements: how many of the largest disagreements to list for review.
         min_items: fewer compared items than this is an error (groups below it are skipped with a warning).
         judge_source, labels_source: file names used in messages.
+        ci_method: ``percentile``, ``bca`` (bias-corrected and accelerated) or ``auto`` (BCa below
+            :data:`judge.stats.BCA_BELOW` resampling units, percentile above); the report says which was used.
+        group: a column of the judge frame (or the labels frame) whose items are not independent (the same
+            question, article or prompt): the bootstrap resamples whole groups (cluster bootstrap). MT-Bench
+            judgments (a ``question_id`` column) group by question unless a group is given; ``group="id"``
+            resamples items.
 
     Raises:
         DataError: the files do not join, too few items, labels of the wrong type or scale.
@@ -89,6 +100,8 @@ def calibrate(
         raise ConfigError(f"threshold metric must be 'f1' or 'kappa', not '{threshold_metric}'")
     if n_boot < 0:
         raise ConfigError("--bootstrap must be 0 or more")
+    if ci_method not in CI_METHODS:
+        raise ConfigError(f"--ci-method must be one of {', '.join(CI_METHODS)}, not '{ci_method}'")
     scores = judge_scores if _validated(judge_scores) else validate_scores(judge_scores, path=judge_source)
     if _validated(human_labels) and label_type in (None, human_labels.attrs.get("label_type")):
         labels, kind = human_labels, str(human_labels.attrs["label_type"])
@@ -107,6 +120,8 @@ def calibrate(
         min_items,
         judge_source,
         labels_source,
+        ci_method,
+        group,
     )
     if by is not None:
         report.groups = _by_group(
@@ -123,6 +138,8 @@ def calibrate(
             min_items,
             judge_source,
             labels_source,
+            ci_method,
+            group,
             report,
         )
     return report
@@ -139,7 +156,7 @@ def _by_group(
     by: str,
     *args: Any,
 ) -> dict[str, CalibrationReport]:
-    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, parent) = args
+    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, ci_method, group, parent) = args
     if by in scores.columns:
         groups = scores[by].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
         key = dict(zip(scores["id"], groups, strict=True))
@@ -167,6 +184,8 @@ def _by_group(
                 min_items,
                 jsrc,
                 lsrc,
+                ci_method,
+                group,
             )
         except DataError as exc:
             parent.warnings.append(f"group {by}={name!r} skipped: {exc}")
@@ -213,10 +232,15 @@ def _calibrate_one(
     min_items: int,
     judge_source: str | None,
     labels_source: str | None,
+    ci_method: str = "auto",
+    group: str | None = None,
 ) -> CalibrationReport:
     warns: list[str] = []
     joined = _join(scores, labels, kind, min_items, judge_source, labels_source, warns)
     labels, compared, human_raw, judge_raw = joined.labels, joined.compared, joined.human_raw, joined.judge_raw
+    group, group_of = _groups(scores, labels, compared, group, judge_source)
+    units, n_units = (None, len(compared)) if group_of is None else group_codes([group_of[i] for i in compared])
+    method = resolve_ci_method(ci_method, n_units)
     classes = _classes(kind, human_raw, judge_raw, labels)
     y = _encode(human_raw, kind, classes)
     p, judge_cont, thr_fit = _judge_side(
@@ -230,11 +254,16 @@ def _calibrate_one(
             )
     design = _design(kind, y, p, judge_cont, classes, warns)
 
-    metrics = _stats(design, y, p, judge_cont, n_boot, seed)
-    ceiling, ceiling_pairs = _ceiling(labels, kind, classes, compared, design, n_boot, seed)
+    metrics = _stats(design, y, p, judge_cont, n_boot, seed, units=units, n_units=n_units, ci_method=method)
+    ceiling, ceiling_pairs = _ceiling(labels, kind, classes, compared, design, n_boot, seed, method, group_of)
     n_annotators = int(labels["annotator"].nunique())
     if ceiling is None and n_annotators > 1:
         warns.append("no item has two or more annotators, so there is no human-human ceiling")
+    elif ceiling is None:
+        warns.append(
+            "one label per item (a single annotator), so there is no human-human ceiling: it compares each "
+            "annotator with the others on the same item; label some items twice to get one"
+        )
     ci_width = {
         k: (s.ci_high - s.ci_low) if s.ci_low is not None and s.ci_high is not None else None
         for k, s in metrics.items()
@@ -268,6 +297,9 @@ def _calibrate_one(
         consensus_tie_ids=joined.tied,
         ceiling_method="leave-one-out: each annotator vs the others' consensus, pairs pooled" if ceiling else None,
         ceiling_pairs=ceiling_pairs,
+        ci_method=method if n_boot > 0 else None,
+        group=group,
+        n_groups=n_units if group is not None else None,
     )
     if design.common:
         mat = confusion(design, y, p)
@@ -320,6 +352,14 @@ def _join(
         )
     judged, golden = set(jvals.index), set(gold.index)
     compared = [i for i in judge_ids if i in judged and i in golden]
+    if kind == "nominal" and compared and not set(jvals.loc[compared]) & set(gold.loc[compared]):
+        # e.g. labels "good"/"bad" against scores 1-5: every item would disagree, and kappa 0 would look like a result
+        raise DataError(
+            f"the judge's classes ({_ids(sorted(map(str, set(jvals))), 5)}) and the human labels' "
+            f"({_ids(sorted(map(str, set(gold))), 5)}) share no value, so no item can agree; map the labels "
+            "to the judge's scale, or choose --label-type / --score-column",
+            path=labels_source,
+        )
     n = len(compared)
     if n < min_items:
         raise DataError(
@@ -419,26 +459,61 @@ def _stats(
     seed: int,
     units: np.ndarray | None = None,
     n_units: int | None = None,
+    ci_method: str = "percentile",
 ) -> dict[str, Stat]:
     points = point_estimates(design, y, p, judge_cont)
     reps: dict[str, np.ndarray] = {}
+    jack: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if n_boot > 0:
         auc_cells = encode_auc_cells(design, y, judge_cont) if judge_cont is not None else None
-        reps = bootstrap(
-            design,
-            encode_cells(design, y, p),
-            units=units,
-            n_units=n_units,
-            auc_cells=auc_cells,
-            n_boot=n_boot,
-            seed=seed,
-        )
+        cells = encode_cells(design, y, p)
+        where = {"units": units, "n_units": n_units, "auc_cells": auc_cells}
+        reps = bootstrap(design, cells, **where, n_boot=n_boot, seed=seed)
+        if ci_method == "bca":
+            jack = jackknife(design, cells, **where)
     out: dict[str, Stat] = {}
     for name in design.metrics:
         value = points[name]
-        lo, hi = percentile_ci(reps[name]) if name in reps else (None, None)
+        if name not in reps:
+            lo, hi = None, None
+        elif name in jack:
+            lo, hi = bca_ci(reps[name], value, jack[name][0], weights=jack[name][1])
+        else:
+            lo, hi = percentile_ci(reps[name])
         out[name] = Stat(value=None if not np.isfinite(value) else value, ci_low=lo, ci_high=hi)
     return out
+
+
+def _groups(
+    scores: pd.DataFrame, labels: pd.DataFrame, compared: list[str], group: str | None, judge_source: str | None
+) -> tuple[str | None, dict[str, str] | None]:
+    """The grouping column (given, or MT-Bench's question id) and each compared item's group (None: items)."""
+    if group is None:
+        group = next((c for c in AUTO_GROUP_COLUMNS if c in scores.columns), None)
+        if group is None:
+            return None, None
+    if group == "id":
+        return None, None
+    if group in scores.columns:
+        values = scores.set_index("id")[group]
+    elif group in labels.columns:
+        values = labels.drop_duplicates("id").set_index("id")[group]
+    else:
+        have = ", ".join(c for c in scores.columns if c not in ("line", "score", "status"))
+        raise DataError(
+            f"no column '{group}' to group the bootstrap by in the judge results (columns: {have})",
+            path=judge_source,
+            field=group,
+        )
+    values = values.reindex(compared)
+    missing = [i for i, v in values.items() if v is None or (isinstance(v, float) and np.isnan(v))]
+    if missing:
+        raise DataError(
+            f"{len(missing)} compared items have no '{group}' to group them by: {_ids(missing)}",
+            path=judge_source,
+            field=group,
+        )
+    return group, {str(i): str(v) for i, v in values.items()}
 
 
 def _ceiling(
@@ -449,6 +524,8 @@ def _ceiling(
     judge_design: Design,
     n_boot: int,
     seed: int,
+    ci_method: str = "percentile",
+    group_of: dict[str, str] | None = None,
 ) -> tuple[dict[str, Stat] | None, int]:
     multi = labels.groupby("id")["annotator"].transform("size") >= 2
     sub = labels[multi]
@@ -457,7 +534,9 @@ def _ceiling(
     ann_vals: list[Any] = []
     others_vals: list[Any] = []
     units: list[int] = []
-    for unit, (_, group) in enumerate(sub.groupby("id", sort=True)["label"]):
+    unit_ids: list[str] = []
+    for unit, (item, group) in enumerate(sub.groupby("id", sort=True)["label"]):
+        unit_ids.append(str(item))
         values = list(group)
         for j, own in enumerate(values):
             rest = values[:j] + values[j + 1 :]
@@ -481,7 +560,13 @@ def _ceiling(
         p = np.array(ann_vals, dtype=float)
         design = build_design(kind, y, p)
     unit_arr = np.array(units)
-    stats = _stats(design, y, p, None, n_boot, seed, units=unit_arr, n_units=int(unit_arr.max()) + 1)
+    if group_of is not None:  # cluster bootstrap: the ceiling's items resample with their groups, too
+        # an item labelled by people but never judged has no group of its own; it stays its own unit
+        codes, _ = group_codes([group_of.get(i, f"item:{i}") for i in unit_ids])
+        unit_arr = codes[unit_arr]
+    stats = _stats(
+        design, y, p, None, n_boot, seed, units=unit_arr, n_units=int(unit_arr.max()) + 1, ci_method=ci_method
+    )
     empty = Stat(value=None, ci_low=None, ci_high=None)
     return {name: stats.get(name, empty) for name in judge_design.metrics}, len(units)
 

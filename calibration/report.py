@@ -12,10 +12,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from calibration.fit import IsotonicFit, ThresholdFit
+from judge.textfmt import fmt as _fmt  # numbers as short as they can be read: 4, 2.765
 
 
 class Stat(BaseModel):
-    """One statistic with its bootstrap 95 % percentile interval (None where undefined)."""
+    """One statistic with its bootstrap 95 % interval (percentile or BCa: the report's ``ci_method``; None where
+    undefined)."""
 
     value: float | None
     ci_low: float | None
@@ -72,6 +74,11 @@ class CalibrationReport(BaseModel):
     unmatched_label_ids: list[str] = Field(default_factory=list, description="Labelled ids absent from the results.")
     consensus_tie_ids: list[str] = Field(default_factory=list, description="Items whose human majority was tied.")
     ceiling_method: str | None = None
+    ci_method: str | None = Field(None, description="How the 95% CIs were drawn: 'percentile' or 'bca' (None: no CIs).")
+    group: str | None = Field(
+        None, description="The column whose groups the bootstrap resampled whole (cluster bootstrap); None = items."
+    )
+    n_groups: int | None = Field(None, description="How many groups the compared items fall in (with group).")
     ceiling_pairs: int = 0
     confusion: Confusion | None = None
     per_class: dict[str, ClassStats] | None = None
@@ -99,7 +106,12 @@ def _stat(stat: Stat | None) -> str:
 def render_text(report: CalibrationReport, *, title: str = "judge vs human", max_text: int = 90) -> str:
     """A readable table of the report, for terminals and logs."""
     lines: list[str] = []
-    lines.append(f"Calibration: {title}   (label type: {report.label_type}, {report.n_boot} bootstrap resamples)")
+    how = f"{report.n_boot} bootstrap resamples"
+    if report.ci_method:
+        how += f", {'BCa' if report.ci_method == 'bca' else 'percentile'} intervals"
+    if report.group:
+        how += f", resampling {report.n_groups} groups of {report.group}"
+    lines.append(f"Calibration: {title}   (label type: {report.label_type}, {how})")
     lines.append(
         f"  items {report.n_items} | scored {report.n_scored} | unscored {report.n_unscored} | "
         f"missing label {report.n_missing_label} | compared {report.n_compared} | annotators {report.n_annotators}"
@@ -160,10 +172,3 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
 
 def _labels(labels: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in labels.items())
-
-
-def _fmt(value: Any) -> str:
-    """Numbers as short as they can be read: 4, 2.765; anything else as is."""
-    if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
-    return str(value)

@@ -39,6 +39,7 @@ class EvalData:
     contexts: list[str | None]
     outputs: dict[str, list[str | None]]
     files: dict[str, str]  # role -> path, for provenance hashes
+    groups: list[str] | None = None  # each item's value of the suite's group column (cluster bootstrap)
 
     def view(self, system: str) -> EvalInput:
         return EvalInput(self.ids, [o or "" for o in self.outputs[system]], self.inputs, self.references, self.contexts)
@@ -79,6 +80,15 @@ def _list_ids(ids: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+def _group_of(row: Row, column: str) -> str:
+    value = row.data.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise row.error(f"missing '{column}', the suite's group column: every item needs a group", column)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 def load_data(suite: Suite, base_dir: Path) -> EvalData:
     """Read the items and the systems' outputs; any mismatch is a :class:`DataError` naming file and line."""
     data_path = base_dir / suite.data
@@ -101,6 +111,8 @@ def load_data(suite: Suite, base_dir: Path) -> EvalData:
         outputs={},
         files={"data": str(data_path)},
     )
+    if suite.group is not None:
+        data.groups = [_group_of(r, suite.group) for r in rows]
     for name, spec in suite.systems.items():
         if spec.file is None:  # a column of the data file
             if not any(spec.column in r.data for r in rows):
@@ -485,7 +497,9 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
     data = load_data(suite, base_dir)
     planned = plan(suite, data, base_dir)
     assert suite.baseline is not None
-    rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed)
+    rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed, ci=suite.ci)
+    groups = np.array(data.groups) if data.groups is not None else None
+    n_units = len(data.ids) if data.groups is None else len(set(data.groups))
 
     figures: dict[str, Figure] = {}
     per_item: dict[str, dict[str, np.ndarray]] = {s: {} for s in suite.systems}
@@ -515,13 +529,13 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
     deltas: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in suite.systems if s != suite.baseline}
     for name, fig in figures.items():
         for system in suite.systems:
-            systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs)
+            systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs, groups)
         for system in deltas:
             pair = None
             if name in corpora[system] and name in corpora[suite.baseline]:
                 pair = (corpora[system][name], corpora[suite.baseline][name])
             deltas[system][name] = paired_delta(
-                per_item[system][name], per_item[suite.baseline][name], pair, fig.direction == "higher", rs
+                per_item[system][name], per_item[suite.baseline][name], pair, fig.direction == "higher", rs, groups
             )
     gates = [row for gate in suite.gates for row in _gate_rows(gate, suite, systems, deltas)]
 
@@ -549,8 +563,11 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
             "resamples": rs.n_boot,
             "permutations": rs.n_perm,
             "seed": rs.seed,
-            "ci": "percentile",
+            "ci": rs.method(n_units),  # for the whole set; a figure with unscored items may fall below BCA_BELOW
+            "ci_requested": rs.ci,
             "level": rs.level,
+            "group": suite.group,
+            "n_groups": n_units if suite.group is not None else None,
         },
         "data_files": {role: {"path": path, "sha256": _sha256(path)} for role, path in data.files.items()},
         "versions": _versions(),

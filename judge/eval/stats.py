@@ -4,6 +4,10 @@ Item figures (exact match, ROUGE, a rubric's score) are means of per-item scores
 (BLEU, chrF, macro-F1) are recomputed from re-summed per-item sufficient statistics, so a resample
 of items gives the corpus score of those items, as sacrebleu's own paired bootstrap does. Every
 resample comes from :mod:`judge.stats`; the paired delta draws the same items for both systems.
+With ``groups`` (a suite's ``group:`` column: several items per prompt, article or question) whole
+groups are drawn with all their items -- the same groups for both systems -- and BCa's jackknife
+leaves out one group at a time. Intervals are percentile or BCa (``Resampling.ci``; ``auto`` = BCa
+below :data:`judge.stats.BCA_BELOW` units).
 The p-value is approximate randomization: each paired item's two outputs are swapped with
 probability 1/2, and the p-value is the share of such shuffles whose delta is at least as large
 (in absolute value) as the observed one, with the usual +1 correction.
@@ -11,12 +15,13 @@ probability 1/2, and the p-value is the share of such shuffles whose delta is at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from judge.metrics.base import Corpus
-from judge.stats import percentile_ci, resample_counts, resample_indices
+from judge.stats import bca_ci, leave_one_out_sums, percentile_ci, resample_weights, resolve_ci_method
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,11 @@ class Resampling:
     n_perm: int = 2000
     seed: int = 0
     level: float = 0.95
+    ci: str = "auto"  # percentile | bca | auto (BCa below judge.stats.BCA_BELOW resampling units)
+
+    def method(self, n_units: int) -> str:
+        """The interval method used for ``n_units`` resampling units (items, or groups)."""
+        return resolve_ci_method(self.ci, n_units)
 
 
 def _corpus_values(corpus: Corpus, sums: np.ndarray) -> np.ndarray:
@@ -35,24 +45,56 @@ def _corpus_values(corpus: Corpus, sums: np.ndarray) -> np.ndarray:
     return np.array([corpus.score(row) for row in sums], dtype=float)
 
 
-def system_value(scores: np.ndarray, corpus: Corpus | None, rs: Resampling) -> dict[str, float | int | None]:
-    """``{value, ci_low, ci_high, n, n_unscored}`` of one system on one figure."""
+def _codes(groups: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    """Group codes 0..g-1 of the kept items (None: every item is its own unit)."""
+    if groups is None:
+        return None
+    return np.unique(np.asarray(groups)[keep], return_inverse=True)[1].ravel()
+
+
+def _interval(
+    reps: np.ndarray, value: float, jack: Callable[[], np.ndarray], method: str, level: float
+) -> tuple[float | None, float | None]:
+    return bca_ci(reps, value, jack(), level) if method == "bca" else percentile_ci(reps, level)
+
+
+def _mean_jackknife(values: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+    sums = leave_one_out_sums(np.column_stack([values, np.ones(len(values))]), codes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[:, 0] / sums[:, 1]
+
+
+def system_value(
+    scores: np.ndarray, corpus: Corpus | None, rs: Resampling, groups: np.ndarray | None = None
+) -> dict[str, float | int | None]:
+    """``{value, ci_low, ci_high, n, n_unscored}`` of one system on one figure (``groups``: each item's
+    group, for the cluster bootstrap)."""
     ok = np.isfinite(scores)
     n = int(ok.sum())
     out: dict[str, float | int | None] = {"value": None, "ci_low": None, "ci_high": None, "n": n}
     out["n_unscored"] = int(len(scores) - n)
     if n == 0:
         return out
-    counts = resample_counts(resample_indices(n, rs.n_boot, rs.seed), n)
+    codes = _codes(groups, ok)
+    counts = resample_weights(n, rs.n_boot, rs.seed, codes)
+    method = rs.method(n if codes is None else int(codes.max()) + 1)
     if corpus is not None:
         stats = corpus.stats[ok]
-        out["value"] = float(_corpus_values(corpus, stats.sum(axis=0, keepdims=True))[0])
+        value = float(_corpus_values(corpus, stats.sum(axis=0, keepdims=True))[0])
         reps = _corpus_values(corpus, counts @ stats)
+
+        def jack() -> np.ndarray:
+            return _corpus_values(corpus, leave_one_out_sums(stats, codes))
     else:
         vals = scores[ok]
-        out["value"] = float(vals.mean())
-        reps = counts @ vals / n
-    out["ci_low"], out["ci_high"] = percentile_ci(reps, rs.level)
+        value = float(vals.mean())
+        reps = counts @ vals / counts.sum(axis=1)
+
+        def jack() -> np.ndarray:
+            return _mean_jackknife(vals, codes)
+
+    out["value"] = value
+    out["ci_low"], out["ci_high"] = _interval(reps, value, jack, method, rs.level)
     return out
 
 
@@ -62,10 +104,13 @@ def paired_delta(
     corpus: tuple[Corpus, Corpus] | None,
     higher_is_better: bool,
     rs: Resampling,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float | int | None]:
     """``{value, ci_low, ci_high, p_value, wins, losses, ties, n_pairs}``: system minus baseline on the
     items both scored. Wins and losses count items where the system is better or worse, by the
-    figure's direction (for corpus figures, by the per-item sentence scores)."""
+    figure's direction (for corpus figures, by the per-item sentence scores). With ``groups`` the CI
+    resamples whole groups, the same ones for both systems (the randomization p-value still swaps
+    each item's pair of outputs)."""
     both = np.isfinite(system) & np.isfinite(baseline)
     n = int(both.sum())
     out: dict[str, float | int | None] = {
@@ -84,22 +129,32 @@ def paired_delta(
     diff = s - b if higher_is_better else b - s
     out["wins"], out["losses"] = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
     out["ties"] = n - out["wins"] - out["losses"]  # type: ignore[operator]
-    counts = resample_counts(resample_indices(n, rs.n_boot, rs.seed), n)
+    codes = _codes(groups, both)
+    counts = resample_weights(n, rs.n_boot, rs.seed, codes)
+    method = rs.method(n if codes is None else int(codes.max()) + 1)
     swap = np.random.default_rng(rs.seed + 1).integers(0, 2, size=(rs.n_perm, n)).astype(float)
     if corpus is not None:
         cs, cb = corpus
         ss, sb = cs.stats[both], cb.stats[both]
         delta = float(_corpus_values(cs, ss.sum(0, keepdims=True))[0] - _corpus_values(cb, sb.sum(0, keepdims=True))[0])
         reps = _corpus_values(cs, counts @ ss) - _corpus_values(cb, counts @ sb)
+
+        def jack() -> np.ndarray:
+            return _corpus_values(cs, leave_one_out_sums(ss, codes)) - _corpus_values(cb, leave_one_out_sums(sb, codes))
+
         # swapped rows: the system's statistics where swap is 1, the baseline's elsewhere
         perm = _corpus_values(cs, swap @ sb + (1 - swap) @ ss) - _corpus_values(cb, swap @ ss + (1 - swap) @ sb)
     else:
         d = s - b
         delta = float(d.mean())
-        reps = counts @ d / n
+        reps = counts @ d / counts.sum(axis=1)
         perm = (1 - 2 * swap) @ d / n
+
+        def jack() -> np.ndarray:
+            return _mean_jackknife(d, codes)
+
     out["value"] = delta
-    out["ci_low"], out["ci_high"] = percentile_ci(reps, rs.level)
+    out["ci_low"], out["ci_high"] = _interval(reps, delta, jack, method, rs.level)
     extreme = int((np.abs(perm) >= abs(delta) - 1e-12).sum())
     out["p_value"] = (extreme + 1) / (rs.n_perm + 1)
     return out

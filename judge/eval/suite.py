@@ -16,6 +16,8 @@ called. Paths in a suite file are relative to the file.
     gates:
       - {metric: exact_match, system: tuned, min: 0.6}
       - {metric: factuality, delta_ci_low_min: 0}
+    group: prompt_id              # optional: items sharing a prompt resample together (cluster bootstrap)
+    ci: auto                      # percentile | bca | auto (BCa below 100 items or groups)
 """
 
 from __future__ import annotations
@@ -124,6 +126,14 @@ class Suite(BaseModel):
     bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples for every CI.")
     permutations: int = Field(2000, ge=100, description="Approximate-randomization rounds for each p-value.")
     seed: int = 0
+    ci: Literal["auto", "percentile", "bca"] = Field(
+        "auto", description="CI method: percentile, BCa, or auto (BCa below 100 resampling units)."
+    )
+    group: str | None = Field(
+        None,
+        description="A data-file column whose items are not independent (several samples per prompt): "
+        "the bootstrap resamples whole groups, the same groups for both systems.",
+    )
     judge: str | None = Field(None, description="Default judge for rubric metrics.")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)

@@ -1,0 +1,184 @@
+"""Confidence intervals: BCa against scipy's, and the cluster bootstrap (calibrate, the CLI, judge eval)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from calibration import calibrate
+from judge.cli import main
+from judge.eval.run import evaluate
+from judge.eval.stats import Resampling, paired_delta, system_value
+from judge.stats import bca_ci, leave_one_out_sums, resample_weights, resolve_ci_method
+
+
+def _kappa(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Cohen's κ of codes 0..2, vectorised over leading axes (scipy.stats.bootstrap's calling convention)."""
+    y, p = np.moveaxis(y, axis, -1), np.moveaxis(p, axis, -1)
+    yo = (y[..., None] == np.arange(3)).astype(float)
+    po = (p[..., None] == np.arange(3)).astype(float)
+    n = y.shape[-1]
+    observed = (yo * po).sum(axis=(-1, -2)) / n
+    expected = (yo.mean(axis=-2) * po.mean(axis=-2)).sum(axis=-1)
+    return (observed - expected) / (1 - expected)
+
+
+def _ci(ref: stats._resampling.BootstrapResult) -> tuple[float, float]:
+    return float(ref.confidence_interval.low), float(ref.confidence_interval.high)
+
+
+def test_bca_of_a_mean_matches_scipy() -> None:
+    x = np.random.default_rng(1).exponential(size=40)  # skewed: BCa moves away from the percentile interval
+    reps = resample_weights(40, 20000, seed=3) @ x / 40
+    loo = leave_one_out_sums(np.column_stack([x, np.ones(40)]))
+    lo, hi = bca_ci(reps, float(x.mean()), loo[:, 0] / loo[:, 1])
+    ref = stats.bootstrap((x,), np.mean, method="BCa", n_resamples=20000, random_state=np.random.default_rng(5))
+    r_lo, r_hi = _ci(ref)
+    width = r_hi - r_lo
+    assert lo == pytest.approx(r_lo, abs=0.03 * width) and hi == pytest.approx(r_hi, abs=0.03 * width)
+    p_lo, p_hi = np.percentile(reps, [2.5, 97.5])
+    assert hi - p_hi > 0.03 * width  # the correction is not a no-op on skewed data
+
+
+def test_bca_of_kappa_through_calibrate_matches_scipy() -> None:
+    rng = np.random.default_rng(7)
+    n = 80
+    y = rng.integers(0, 3, n)
+    p = np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n))
+    names = np.array(["A", "B", "tie"])
+    ids = [f"i{k}" for k in range(n)]
+    report = calibrate(
+        pd.Series(names[p], index=ids),
+        pd.Series(names[y], index=ids),
+        label_type="pairwise",
+        n_boot=10000,
+        seed=2,
+        ci_method="bca",
+    )
+    assert report.ci_method == "bca"
+    kappa = report.metrics["cohen_kappa"]
+    assert kappa.value == pytest.approx(float(_kappa(y, p)))
+    ref = stats.bootstrap(
+        (y, p), _kappa, paired=True, method="BCa", n_resamples=10000, random_state=np.random.default_rng(4)
+    )
+    r_lo, r_hi = _ci(ref)
+    width = r_hi - r_lo
+    assert kappa.ci_low == pytest.approx(r_lo, abs=0.04 * width)
+    assert kappa.ci_high == pytest.approx(r_hi, abs=0.04 * width)
+
+
+def test_auto_method_rule() -> None:
+    assert resolve_ci_method("auto", 40) == "bca" and resolve_ci_method("auto", 150) == "percentile"
+    assert resolve_ci_method("percentile", 10) == "percentile"
+    with pytest.raises(ValueError, match="ci method"):
+        resolve_ci_method("student", 10)
+
+
+def _duplicated(n_unique: int = 60, copies: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(11)
+    human = rng.integers(1, 6, n_unique).astype(float)
+    judge = np.clip(human + rng.integers(-1, 2, n_unique), 1, 5)
+    ids = [f"q{k}" for k in range(n_unique)]
+    unique_scores = pd.DataFrame({"id": ids, "score": judge})
+    unique_labels = pd.DataFrame({"id": ids, "label": human})
+    dup_ids = [f"q{k}-{c}" for k in range(n_unique) for c in range(copies)]
+    scores = pd.DataFrame({"id": dup_ids, "score": np.repeat(judge, copies), "prompt": np.repeat(ids, copies)})
+    labels = pd.DataFrame({"id": dup_ids, "label": np.repeat(human, copies)})
+    return scores, labels, unique_scores, unique_labels
+
+
+def test_cluster_bootstrap_of_duplicated_items_equals_the_deduplicated_interval() -> None:
+    scores, labels, unique_scores, unique_labels = _duplicated()
+    kw = {"label_type": "ordinal", "n_boot": 3000, "seed": 0, "ci_method": "percentile"}
+    grouped = calibrate(scores, labels, group="prompt", **kw)
+    dedup = calibrate(unique_scores, unique_labels, **kw)
+    naive = calibrate(scores, labels, **kw)
+    assert grouped.group == "prompt" and grouped.n_groups == 60 and naive.group is None
+    for name in ("accuracy", "cohen_kappa", "kappa_quadratic", "mae", "spearman"):
+        g, d, i = grouped.metrics[name], dedup.metrics[name], naive.metrics[name]
+        assert g.value == pytest.approx(d.value)
+        width = d.ci_high - d.ci_low
+        assert g.ci_low == pytest.approx(d.ci_low, abs=0.05 * width)
+        assert g.ci_high == pytest.approx(d.ci_high, abs=0.05 * width)
+        # items resampled as if independent: about 1/sqrt(3) of the honest width
+        assert (i.ci_high - i.ci_low) < 0.75 * width
+    with pytest.raises(Exception, match="no column 'article'"):
+        calibrate(scores, labels, group="article", **kw)
+
+
+def test_group_and_ci_method_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scores, labels, _, _ = _duplicated()
+    scores.to_csv(tmp_path / "judge.csv", index=False)
+    labels.to_csv(tmp_path / "human.csv", index=False)
+    out = tmp_path / "report.json"
+    args = ["calibrate", "--judge", str(tmp_path / "judge.csv"), "--human", str(tmp_path / "human.csv")]
+    main([*args, "--label-type", "ordinal", "--bootstrap", "500", "--group", "prompt", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["group"] == "prompt" and report["n_groups"] == 60
+    assert report["ci_method"] == "bca"  # auto: 60 groups is below 100
+    assert "BCa intervals, resampling 60 groups of prompt" in capsys.readouterr().out
+    main([*args, "--label-type", "ordinal", "--bootstrap", "500", "--ci-method", "percentile", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["group"] is None and report["ci_method"] == "percentile"  # 180 items, no grouping
+
+
+def test_mtbench_judgments_group_by_question_automatically() -> None:
+    rows = [(q, t, w) for q in range(30) for t in (1, 2) for w in ("A", "B", "tie")]
+    ids = [f"{q}:m1:m2:t{t}:{w}" for q, t, w in rows]
+    rng = np.random.default_rng(0)
+    human = rng.choice(["A", "B", "tie"], len(rows))
+    judge = np.where(rng.random(len(rows)) < 0.7, human, "A")
+    scores = pd.DataFrame({"id": ids, "score": judge, "question_id": [q for q, _, _ in rows]})
+    report = calibrate(scores, pd.DataFrame({"id": ids, "label": human}), label_type="pairwise", n_boot=200)
+    assert report.group == "question_id" and report.n_groups == 30
+    items = calibrate(scores, pd.DataFrame({"id": ids, "label": human}), label_type="pairwise", n_boot=200, group="id")
+    assert items.group is None
+
+
+def test_eval_cluster_bootstrap_resamples_groups_for_both_systems() -> None:
+    rng = np.random.default_rng(5)
+    n_groups, copies = 50, 4
+    base = np.repeat(rng.normal(0.5, 0.2, n_groups), copies)
+    tuned = base + np.repeat(rng.normal(0.05, 0.2, n_groups), copies)
+    groups = np.repeat(np.arange(n_groups), copies)
+    rs = Resampling(n_boot=3000, n_perm=200, seed=1, ci="percentile")
+    grouped = paired_delta(tuned, base, None, True, rs, groups=groups)
+    naive = paired_delta(tuned, base, None, True, rs)
+    dedup = paired_delta(tuned[::copies], base[::copies], None, True, rs)
+    width = dedup["ci_high"] - dedup["ci_low"]  # type: ignore[operator]
+    assert grouped["ci_low"] == pytest.approx(dedup["ci_low"], abs=1e-9)  # same draws of the same groups
+    assert grouped["ci_high"] == pytest.approx(dedup["ci_high"], abs=1e-9)
+    assert naive["ci_high"] - naive["ci_low"] < 0.75 * width  # type: ignore[operator]
+    value = system_value(tuned, None, Resampling(n_boot=2000, seed=1, ci="bca"), groups=groups)
+    ref = system_value(tuned[::copies], None, Resampling(n_boot=2000, seed=1, ci="bca"))
+    assert value["ci_low"] == pytest.approx(ref["ci_low"]) and value["ci_high"] == pytest.approx(ref["ci_high"])
+
+
+def test_eval_suite_group_column_and_provenance(tmp_path: Path) -> None:
+    rows = []
+    for q in range(12):
+        for s in range(3):
+            rows.append({"id": f"{q}-{s}", "input": "x", "reference": f"r{q}", "prompt": q, "a": f"r{q}", "b": "no"})
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = {
+        "data": "items.jsonl",
+        "systems": {"a": {"column": "a"}, "b": {"column": "b"}},
+        "metrics": ["exact_match"],
+        "bootstrap": 200,
+        "permutations": 200,
+        "group": "prompt",
+        "ci": "bca",
+    }
+    result = evaluate(suite, base_dir=tmp_path)
+    boot = result.provenance["bootstrap"]
+    assert boot["group"] == "prompt" and boot["n_groups"] == 12 and boot["ci"] == "bca"
+    assert result.systems["a"]["exact_match"]["value"] == 1.0
+    rows[0].pop("prompt")
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(Exception, match="group column"):
+        evaluate(suite, base_dir=tmp_path)
