@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow test-all bench lint clean
+.PHONY: setup browser demo test test-slow test-all bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,22 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# headless Chromium for the HTML report's browser tests (tests/test_report.py): Debian's chromium and
+# chromium-driver, installed as root when absent; not root, the browser tests skip with the reason
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+		else echo "note: chromium/chromium-driver absent and not root: the browser tests will be skipped"; fi; \
+	fi
+
 demo: setup
 	$(BIN)/judge score examples/qa.jsonl --rubric factuality --judge local/smollm2 \
 		--out examples/qa.factuality.verdicts.jsonl
 	$(BIN)/judge calibrate --judge examples/qa.factuality.verdicts.jsonl --human examples/qa_labels.csv \
 		--label-type ordinal --bootstrap 1000 --items examples/qa.jsonl
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -m "not slow"
 
 test-slow: setup

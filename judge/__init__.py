@@ -34,6 +34,9 @@ def evaluate(suite, **kw):  # type: ignore[no-untyped-def]
     return _evaluate(suite, **kw)
 
 
+# ``judge.report(...)`` builds an HTML report (the package is callable; see judge/report/__init__.py)
+from judge import report  # noqa: E402
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -59,6 +62,7 @@ __all__ = [
     "list_rubrics",
     "load_items",
     "load_rubric",
+    "report",
     "run_items",
     "score",
 ]

@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number as short as it can be read (4, 2.765); None as '-'; NaN as 'nan'; anything else as is."""
+def fmt(value: Any, digits: int = 3, *, trim: bool = True) -> str:
+    """A number as short as it can be read (4, 2.765); None as '-'; NaN as 'nan'; anything else as is.
+
+    ``trim=False`` keeps a float's trailing zeros (7.50), for tables whose columns line up on the point.
+    """
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -16,6 +19,8 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if value != value:
             return "nan"
+        if not trim:
+            return f"{value:.{digits}f}"
         return f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
     return str(value)
 
@@ -27,9 +32,9 @@ def fmt_ci(value: Any, lo: Any, hi: Any, digits: int = 3) -> str:
     return f"{fmt(value, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2, *, trim: bool = True) -> str:
     """A plain-text table, first column left-aligned, the rest right-aligned."""
-    cells = [list(headers)] + [[c if isinstance(c, str) else fmt(c, digits) for c in r] for r in rows]
+    cells = [list(headers)] + [[c if isinstance(c, str) else fmt(c, digits, trim=trim) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for j, r in enumerate(cells):

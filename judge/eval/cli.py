@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-EXIT_CODES = """\b
-Exit codes: 0 every gate passed; 1 a gate failed; 2 a usage or data error (nothing is written);
-3 the run is incomplete (a metric scored no item of some system); 130 interrupted."""
+from judge.cli import EXIT_CODES
 
 
 @click.command(
@@ -39,6 +37,13 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
 @click.option("--bootstrap", type=click.IntRange(100, 1_000_000), default=None, help="Resamples per CI (suite: 2000).")
 @click.option("--seed", type=int, default=None, help="Seed for resampling (suite: 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML report (forest plot, gates, distributions, review queue) to this file.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bars for judge calls (default: on a terminal).")
 def eval_command(
     suite: Path,
@@ -48,6 +53,7 @@ def eval_command(
     bootstrap: int | None,
     seed: int | None,
     as_json: bool,
+    report_path: Path | None,
     progress: bool | None,
 ) -> None:
     """Run SUITE (YAML): every metric over every system's outputs, paired deltas against the baseline
@@ -68,6 +74,11 @@ def eval_command(
         raise click.UsageError(f"--out {target} exists and is not a folder")
     result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress)
     result.write(target)
+    if report_path is not None:
+        from judge.report import build
+
+        build(result, out=report_path)
+        click.echo(f"wrote {report_path}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -17,6 +17,8 @@ from typing import Any
 
 from judge.errors import DataError
 from judge.io import read_rows
+from judge.textfmt import fmt
+from judge.textfmt import format_table as _format_table
 
 EXTREME_POSITION = 0.8
 """P(first position wins) above this (or below 1 minus it) is flagged as position bias."""
@@ -195,23 +197,12 @@ def summarize(path: str | Path) -> dict[str, Any]:
 
 
 def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.2f}"
-    return str(x)
+    return fmt(x, 2, trim=False)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table, first column left-aligned, the rest right-aligned."""
-    cells = [list(headers)] + [[_fmt(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for j, r in enumerate(cells):
-        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """A plain-text table (judge.textfmt's), numbers with two decimals so the columns line up."""
+    return _format_table(headers, [[_fmt(c) for c in r] for r in rows])
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -1,0 +1,357 @@
+"""judge report: one self-contained HTML file per kind of result, checked as text and in headless Chromium.
+
+The browser tests need Debian's chromium and chromium-driver (``make test`` and ``.ci/run`` install them
+as root); without them they are skipped with the reason. Each kind is loaded from a file:// URL, and the
+test checks: no console error, plots and tables present, the review queue holds the expected ids, the
+XSS strings show as text and run nothing, and no request leaves the page. Screenshots land in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import judge
+from judge.cli import main
+from judge.verdict import Verdict
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+XSS = ['<script>alert("x1")</script>', "<img src=x onerror=\"alert('x2')\">", '</textarea><b id="pwn">x3</b>']
+EVIL_MODEL = "vicuna<img src=x onerror=\"alert('m')\">"
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_verdicts(tmp: Path) -> tuple[Path, Path, set[str]]:
+    """60 verdicts (every 13th unscored), scores i % 5 + 1: the twelve items scored 1 head the queue."""
+    items, verdicts = [], []
+    for i in range(60):
+        items.append(
+            {"id": f"v{i}", "input": f"question {i} {XSS[(i + 1) % 3]}", "output": "word " * (i + 2) + XSS[i % 3]}
+        )
+        ok = i % 13 != 5
+        verdicts.append(
+            Verdict(
+                id=f"v{i}",
+                rubric="factuality",
+                rubric_hash="abc123def456",
+                judge_model="fake/echo-score",
+                score_mode="text",
+                score=float(i % 5 + 1) if ok else None,
+                status="ok" if ok else "unscored",
+                reasoning="because " + XSS[i % 3],
+                raw='{"score": 1} ' + XSS[(i + 2) % 3],
+                error=None if ok else "could not read a score",
+                prompt_tokens=100,
+                completion_tokens=20,
+            ).model_dump(mode="json")
+        )
+    lowest = {f"v{i}" for i in range(60) if i % 5 == 0 and i % 13 != 5}
+    return _write_jsonl(tmp / "qa.verdicts.jsonl", verdicts), _write_jsonl(tmp / "qa.jsonl", items), lowest
+
+
+def make_eval(tmp: Path) -> tuple[Path, set[str]]:
+    """A two-system run with reference metrics; e7 is the tuned system's worst item and its largest drop."""
+    items, base, tuned = [], [], []
+    for i in range(30):
+        ref = f"the answer to question {i} is number {i} and it is right"
+        items.append({"id": f"e{i}", "input": f"q{i} {XSS[i % 3]}", "reference": ref})
+        base.append({"id": f"e{i}", "output": ref if i == 7 else f"the answer is number {i} " + XSS[i % 3]})
+        tuned.append({"id": f"e{i}", "output": "zzz " + XSS[i % 3] if i == 7 else ref[: 10 + i] + " " + XSS[i % 3]})
+    _write_jsonl(tmp / "items.jsonl", items)
+    _write_jsonl(tmp / "base.jsonl", base)
+    _write_jsonl(tmp / "tuned.jsonl", tuned)
+    suite = {
+        "name": "report-test",
+        "data": "items.jsonl",
+        "systems": {"base": "base.jsonl", "tuned": "tuned.jsonl"},
+        "baseline": "base",
+        "metrics": ["token_f1", "chrf"],
+        "bootstrap": 200,
+        "permutations": 200,
+        "review": 5,
+        "gates": [{"metric": "token_f1", "delta_min": 0}, {"metric": "chrf", "system": "tuned", "min": 1}],
+    }
+    out = tmp / "eval-out"
+    judge.evaluate(suite, base_dir=tmp, out=out)
+    return out, {"e7"}
+
+
+def make_calibration(tmp: Path) -> tuple[Path, set[str]]:
+    """Ordinal judge scores vs two annotators; c3 (judge 5, humans 1) is the largest disagreement."""
+    import pandas as pd
+
+    from calibration import calibrate
+
+    ids = [f"c{i}" for i in range(40)]
+    human = [1 + i % 5 for i in range(40)]
+    scores = [5 if i == 3 else min(5, h + (i % 7 == 0)) for i, h in enumerate(human)]
+    frame = pd.DataFrame({"id": ids, "score": scores, "output": [f"answer {i} {XSS[i % 3]}" for i in range(40)]})
+    labels = pd.DataFrame(
+        {
+            "id": ids * 2,
+            "annotator": ["h1"] * 40 + ["h2"] * 40,
+            "label": human + [min(5, h + i % 2) for i, h in enumerate(human)],
+        }
+    )
+    report = calibrate(frame, labels, label_type="ordinal", n_boot=200, n_disagreements=5)
+    path = tmp / "calibration.json"
+    path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    return path, {"c3"}
+
+
+def make_mtbench(tmp: Path) -> tuple[Path, Path, set[str]]:
+    """Single and pairwise judgments (FastChat-like records); 81:<evil model>:t1 is scored lowest."""
+    singles, pairs = [], []
+    models = ["llama-13b", EVIL_MODEL]
+    for q, cat in ((81, "writing"), (101, "reasoning"), (111, "math"), (121, "coding")):
+        for turn in (1, 2):
+            for k, m in enumerate(models):
+                score = 1 if (q, m, turn) == (81, EVIL_MODEL, 1) else 3 + k * 3 + turn
+                singles.append(
+                    {
+                        "question_id": q,
+                        "model": m,
+                        "judge": ["gpt-4", "single-v1"],
+                        "score": score,
+                        "turn": turn,
+                        "category": cat,
+                        "judgment": f"Rating: [[{score}]] {XSS[q % 3]}",
+                        "user_prompt": "judge this",
+                        "status": "ok",
+                    }
+                )
+            g1, g2 = ("model_2", "model_2") if q != 101 else ("model_1", "model_2")
+            pairs.append(
+                {
+                    "question_id": q,
+                    "model_1": models[0],
+                    "model_2": models[1],
+                    "g1_winner": g1,
+                    "g2_winner": g2,
+                    "winner": g1 if g1 == g2 else "tie",
+                    "consistent": g1 == g2,
+                    "turn": turn,
+                    "judge": ["gpt-4", "pair-v2"],
+                    "g1_judgment": "[[B]] " + XSS[0],
+                    "g2_judgment": "[[A]]",
+                    "answer_1_chars": 100,
+                    "answer_2_chars": 300,
+                    "status": "ok",
+                    "category": cat,
+                }
+            )
+    return (
+        _write_jsonl(tmp / "judgments_single.jsonl", singles),
+        _write_jsonl(tmp / "judgments_pair.jsonl", pairs),
+        {f"81:{EVIL_MODEL}:t1"},
+    )
+
+
+# ----------------------------------------------------------------------------------------- no browser
+
+
+def test_every_kind_escapes_model_text_and_loads_nothing(tmp_path: Path) -> None:
+    verdicts, items, _ = make_verdicts(tmp_path)
+    single, pair, _ = make_mtbench(tmp_path)
+    html = judge.report(verdicts, make_eval(tmp_path)[0], make_calibration(tmp_path)[0], single, pair, items=items)
+    for kind in ("verdicts", "eval", "calibration", "mtbench"):
+        assert f'data-kind="{kind}"' in html
+    assert "<script>alert" not in html and "<img src=x" not in html and '<b id="pwn">' not in html
+    assert "&lt;script&gt;alert(&#34;x1&#34;)&lt;/script&gt;" in html and "&lt;/textarea&gt;" in html
+    assert html.count("<script") == 1  # the page's own sort/filter script, allowed by its hash in the CSP
+    unquoted = re.sub(r'"[^"]*"', '""', html)  # model text may sit (escaped) inside attribute values
+    assert re.findall(r"<[a-zA-Z][^>]*\ssrc=", unquoted) == [], "an element that could load something"
+    assert all(h.startswith("#") for h in re.findall(r'<a href="([^"]*)"', html))
+    for ref in ("url(", "@import", "@font-face"):
+        assert ref not in html
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+
+
+def run_cli(*args: str) -> int:
+    """The exit code of ``judge ARGS``."""
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_report_eval_and_calibrate_flags(tmp_path: Path) -> None:
+    verdicts, items, _ = make_verdicts(tmp_path)
+    assert run_cli("report", str(verdicts), "--items", str(items), "--out", str(tmp_path / "r.html")) == 0
+    assert "Lowest-scoring items" in (tmp_path / "r.html").read_text()
+    human = tmp_path / "labels.csv"
+    human.write_text("id,label\n" + "".join(f"v{i},{1 + (i * 7) % 5}\n" for i in range(60)))
+    assert (
+        run_cli(
+            "calibrate",
+            "--judge",
+            str(verdicts),
+            "--human",
+            str(human),
+            "--bootstrap",
+            "0",
+            "--report",
+            str(tmp_path / "cal.html"),
+        )
+        == 0
+    )
+    assert 'data-kind="calibration"' in (tmp_path / "cal.html").read_text()
+    make_eval(tmp_path)  # writes the items and systems' files
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "data: items.jsonl\nsystems: {base: base.jsonl, tuned: tuned.jsonl}\nbaseline: base\n"
+        "metrics: [token_f1]\nbootstrap: 100\npermutations: 100\n"
+    )
+    code = run_cli("eval", str(suite), "--out", str(tmp_path / "ev"), "--report", str(tmp_path / "ev.html"))
+    assert code == 0
+    assert "forest plot of deltas" in (tmp_path / "ev.html").read_text()
+
+
+def test_unknown_input_is_a_data_error(tmp_path: Path) -> None:
+    bad = _write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
+    with pytest.raises(judge.DataError, match="not a result this report knows"):
+        judge.report(bad)
+
+
+# -------------------------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("browser tests need Debian's chromium and chromium-driver (make test installs them as root)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    # on a closed network Chromium's own background connections fail noisily: switch them off
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    yield driver
+    driver.quit()
+
+
+def open_report(driver: Any, path: Path) -> None:
+    """Load a report with alert/confirm/prompt recorded instead of shown, and the logs emptied first."""
+    driver.get("about:blank")
+    driver.get_log("browser")
+    driver.get_log("performance")
+    hook = (
+        "window.__dialogs = []; ['alert','confirm','prompt'].forEach(function (f) { window[f] = function (m) "
+        "{ window.__dialogs.push(f + ':' + m); }; });"
+    )
+    script_id = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": hook})["identifier"]
+    try:
+        driver.get(path.resolve().as_uri())
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script_id})
+
+
+def check_page(driver: Any, path: Path, kind: str, expected_ids: set[str], min_plots: int, shot: Path) -> list[str]:
+    """The checks every kind shares; returns the review-queue ids of the section."""
+    open_report(driver, path)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    requests = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            requests.append(msg["params"]["request"]["url"])
+    assert [u for u in requests if not u.startswith(("file:", "data:", "about:"))] == []
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+    assert driver.execute_script("return window.__dialogs") == []
+    assert driver.execute_script("return document.scripts.length") == 1
+    assert driver.execute_script("return document.querySelectorAll('#pwn, img, iframe, object, embed').length") == 0
+    text = driver.execute_script("return document.body.textContent")
+    assert '<script>alert("x1")</script>' in text or XSS[1] in text or XSS[2] in text
+    sel = f'section[data-kind="{kind}"]'
+    assert driver.execute_script(f"return document.querySelectorAll('{sel} svg.plot').length") >= min_plots
+    assert driver.execute_script(f"return document.querySelectorAll('{sel} table.stats tbody tr').length") > 0
+    ids = driver.execute_script(
+        f"return Array.from(document.querySelectorAll('{sel} table.review tbody tr')).map(r => r.dataset.id)"
+    )
+    assert expected_ids <= set(ids), (expected_ids, ids)
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    png = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": metrics["width"], "height": min(metrics["height"], 6000), "scale": 1},
+        },
+    )["data"]
+    import base64
+
+    shot.write_bytes(base64.b64decode(png))
+    assert shot.stat().st_size > 10_000
+    return ids
+
+
+def test_browser_verdicts_report_sorts_and_filters(browser: Any, tmp_path: Path) -> None:
+    verdicts, items, lowest = make_verdicts(tmp_path)
+    page = tmp_path / "verdicts.html"
+    judge.report(verdicts, items=items, out=page)
+    check_page(browser, page, "verdicts", lowest, 2, tmp_path / "verdicts.png")
+    rows = "Array.from(document.querySelector('table.review').tBodies[0].rows)"
+    browser.execute_script("document.querySelectorAll('table.review th[data-col]')[2].click()")  # score, ascending
+    browser.execute_script("document.querySelectorAll('table.review th[data-col]')[2].click()")  # descending
+    scores = browser.execute_script(f"return {rows}.map(r => parseFloat(r.cells[2].dataset.sort))")
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    browser.execute_script(
+        "var i = document.querySelector('input.filter'); i.value = 'v10'; i.dispatchEvent(new Event('input'))"
+    )
+    assert browser.execute_script(f"return {rows}.filter(r => !r.hidden).map(r => r.dataset.id)") == ["v10"]
+
+
+def test_browser_eval_report(browser: Any, tmp_path: Path) -> None:
+    out, expected = make_eval(tmp_path)
+    page = tmp_path / "eval.html"
+    judge.report(out, out=page)
+    check_page(browser, page, "eval", expected, 3, tmp_path / "eval.png")
+    gates = browser.execute_script(
+        "return document.querySelectorAll('table.gates td.pass, table.gates td.fail').length"
+    )
+    assert gates == 2
+    assert browser.execute_script("return document.querySelectorAll('table.length-bias tbody tr').length") == 4
+
+
+def test_browser_calibration_report(browser: Any, tmp_path: Path) -> None:
+    path, expected = make_calibration(tmp_path)
+    page = tmp_path / "calibration.html"
+    judge.report(path, out=page)
+    check_page(browser, page, "calibration", expected, 2, tmp_path / "calibration.png")
+
+
+def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:
+    single, pair, expected = make_mtbench(tmp_path)
+    page = tmp_path / "mtbench.html"
+    judge.report(single, pair, out=page)
+    check_page(browser, page, "mtbench", expected, 2, tmp_path / "mtbench.png")
+    labels = browser.execute_script(
+        "return Array.from(document.querySelectorAll('svg.plot text')).map(t => t.textContent)"
+    )
+    assert EVIL_MODEL[:16] in labels or any("vicuna<img" in t for t in labels)
