@@ -16,6 +16,7 @@ Pairwise labels in the many spellings found in the wild (``A``/``B``/``tie``, ``
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -205,10 +206,17 @@ def load_human_labels(
     return validate_labels(labels, label_type=label_type, scale=scale, path=src, label_field=label_column)
 
 
+_INTEGER_AS_FLOAT = re.compile(r"^-?\d+\.0+$")
+
+
 def _id_str(value: Any) -> str:
+    """An id as text; integer-valued floats (``0.0`` from a spreadsheet, 3.0 from pandas) read as ``0``, ``3``."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return "" if _is_missing(value) else str(value).strip()
+    if _is_missing(value):
+        return ""
+    text = str(value).strip()
+    return text.split(".")[0] if _INTEGER_AS_FLOAT.match(text) else text
 
 
 def validate_labels(
@@ -232,7 +240,17 @@ def validate_labels(
     if "line" not in frame.columns:
         frame["line"] = None
     frame["id"] = frame["id"].map(_id_str)
-    if "annotator" not in frame.columns or frame["annotator"].isna().all():
+    # a blank cell is an item someone did not label (or a row with no annotator in a file that names
+    # them): skipped and counted, not an error and not a label
+    has_annotators = "annotator" in frame.columns and not frame["annotator"].map(_is_missing).all()
+    blank = frame["label"].map(_is_missing)
+    if has_annotators:
+        blank |= frame["annotator"].map(_is_missing)
+    skipped = [int(x) if x is not None and not pd.isna(x) else None for x in frame.loc[blank, "line"]]
+    frame = frame[~blank].copy()
+    if frame.empty:
+        raise DataError("every label row has a blank label or annotator", path=path, field=label_field)
+    if not has_annotators:
         frame["annotator"] = "#" + (frame.groupby("id").cumcount() + 1).astype(str)
     else:
         frame["annotator"] = frame["annotator"].map(_id_str)
@@ -278,7 +296,7 @@ def validate_labels(
             field="annotator",
         )
     out = frame[["id", "annotator", "label", "line"]].reset_index(drop=True)
-    out.attrs.update(validated=True, label_type=kind)
+    out.attrs.update(validated=True, label_type=kind, skipped_blank_lines=skipped)
     return out, kind
 
 

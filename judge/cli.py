@@ -16,6 +16,17 @@ import click
 
 from judge.errors import JudgeError
 
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """\b
+Exit codes (the same for every command):
+  0    ok
+  1    a gate failed (judge eval gates, judge rubrics validate)
+  2    usage or data error: a bad option, file, rubric or output path (checked before any call)
+  3    run incomplete: nothing scored, an item unscored for a transport reason after all retries,
+       or the unscored share above --max-unscored
+  130  interrupted (Ctrl-C): finished results stay in OUT.partial and the cache"""
+"""The exit-code table every command's ``--help`` ends with (and the README repeats)."""
+
 # name -> "module:attribute" of a click command, imported on first use
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "score": (
@@ -27,6 +38,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("judge.baselines.cli", "baseline"),
     "mtbench": ("judge.mtbench.cli", "mtbench"),
     "eval": ("judge.eval.cli", "eval_command"),
+    "report": ("judge.report.cli", "report_command"),
 }
 HELP_LINES = {
     "score": "Score every row of a data file with a rubric and a judge.",
@@ -35,6 +47,7 @@ HELP_LINES = {
     "baseline": "Local baselines: perplexity, entailment, PMI, embedding similarity.",
     "mtbench": "MT-Bench-style multi-turn runs: answer, judge, show.",
     "eval": "Compare systems (a fine-tune vs its base) across metrics: paired deltas, gates, review queue.",
+    "report": "One self-contained HTML report (plots, tables, review queue) from any results.",
 }
 
 
@@ -87,7 +100,7 @@ def main(argv: list[str] | None = None) -> Any:
         # click turns Ctrl-C (KeyboardInterrupt) into Abort before it reaches us
         interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
         click.echo(interrupt_hint(args) if interrupted else "Aborted.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -95,10 +108,61 @@ def main(argv: list[str] | None = None) -> Any:
         if debug:
             raise
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        # a path the checks up front could not foresee (a disk filling up, a folder removed mid-run)
+        if debug or exc.filename is None:
+            raise
+        click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:  # outside a command, e.g. while importing one
         click.echo(interrupt_hint(args), err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+MAX_UNSCORED_HELP = (
+    "Largest share (0-1) of items that may end unscored, whatever the cause, before the run counts as "
+    "incomplete (exit 3). Default: an unreadable verdict (parse failure, kept with its raw completion) never "
+    "fails the run, while any item unscored for a transport reason (server error, timeout, refused connection, "
+    "rejected request, after all retries) does. A run that scores nothing is always incomplete."
+)
+
+
+def max_unscored_option(f: Any) -> Any:
+    """The ``--max-unscored FRACTION`` option, worded the same for every command that calls a model."""
+    return click.option(
+        "--max-unscored", type=click.FloatRange(0.0, 1.0), default=None, metavar="FRACTION", help=MAX_UNSCORED_HELP
+    )(f)
+
+
+def incomplete_reason(
+    what: str, n_items: int, n_ok: int, n_transport: int, n_parse: int, max_unscored: float | None
+) -> str | None:
+    """Why a run with these counts is incomplete (exit 3), or None when it is complete; see ``MAX_UNSCORED_HELP``."""
+    counts = f"{n_transport} for a transport reason, {n_parse} unreadable"
+    if n_items == 0 or n_ok == 0:
+        return f"nothing scored: 0 of {n_items} {what} ({counts})"
+    unscored = n_items - n_ok
+    if max_unscored is None:
+        if n_transport:
+            return (
+                f"{n_transport} of {n_items} {what} unscored for a transport reason after all retries "
+                f"({n_parse} more unreadable); rerun the same command to retry them, finished calls come from the cache"
+            )
+        return None
+    if unscored / n_items > max_unscored:
+        return f"{unscored} of {n_items} {what} unscored ({counts}), above --max-unscored {max_unscored:g}"
+    return None
+
+
+def exit_if_incomplete(
+    what: str, n_items: int, n_ok: int, n_transport: int, n_parse: int, max_unscored: float | None
+) -> None:
+    """Print the counts and exit 3 when the run is incomplete (see :func:`incomplete_reason`)."""
+    reason = incomplete_reason(what, n_items, n_ok, n_transport, n_parse, max_unscored)
+    if reason is not None:
+        click.echo(f"run incomplete: {reason}", err=True)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 def interrupt_hint(args: list[str]) -> str:

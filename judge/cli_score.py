@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option
 from judge.errors import ConfigError, RubricError
 
 
@@ -29,7 +30,10 @@ Examples:
   judge score data.jsonl --rubric helpfulness --map output=answer --map input=question
 
 Environment: every option has a JUDGE_SCORE_<OPTION> variable (e.g. JUDGE_SCORE_JUDGE, JUDGE_SCORE_MAP);
-OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR moves the cache.""",
+OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR moves the cache.
+
+"""
+    + EXIT_CODES,
 )
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--rubric", "-r", required=True, help="Built-in rubric id (see `judge rubrics list`) or a .j2 file.")
@@ -83,7 +87,11 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed sent with every call.")
 @click.option(
-    "--timeout", type=float, default=60.0, show_default=True, help="Seconds before a call is abandoned and retried."
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds before a call is abandoned and retried (above 0).",
 )
 @click.option(
     "--max-attempts",
@@ -104,6 +112,19 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     default=None,
     help="JSON price table to extend the built-in one: {model: {input: $/1M, output: $/1M}}.",
 )
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Keep unreadable or truncated completions in the cache as final (default: they are retried next run).",
+)
+@click.option(
+    "--cache-namespace",
+    default=None,
+    metavar="NAME",
+    help="Part of the cache key next to provider and model: change it when a different model answers under the "
+    "same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
+)
+@max_unscored_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
 def score(
     data: Path,
@@ -121,10 +142,14 @@ def score(
     max_attempts: int,
     no_structured_output: bool,
     prices: str | None,
+    keep_failed: bool,
+    cache_namespace: str | None,
+    max_unscored: float | None,
     progress: bool | None,
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
     from judge.dataset import load_items, parse_mapping
+    from judge.io import OutputLock, check_output_path
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
@@ -134,6 +159,7 @@ def score(
     target = out or default_out(data, rubric)
     if data.exists() and target.resolve() == data.resolve():
         raise ConfigError(f"--out {target} is the data file itself; choose another output path")
+    check_output_path(target)
     load_prices(prices)
     items = load_items(data, parse_mapping(mapping))
     spec = judge_spec
@@ -150,6 +176,8 @@ def score(
         seed=seed,
         retry=RetryPolicy(max_attempts=max_attempts),
         prices=prices,
+        keep_failed=keep_failed,
+        cache_namespace=cache_namespace or "",
         **({"structured_output": False} if no_structured_output else {}),
     )
     show = sys.stderr.isatty() if progress is None else progress
@@ -161,13 +189,18 @@ def score(
             await grader.provider.aclose()
 
     try:
-        results = run_sync(go())
+        with OutputLock(target):
+            results = run_sync(go())
     except KeyboardInterrupt:
         partial = target.with_name(target.name + ".partial")
         if partial.exists():
             click.echo(f"verdicts finished before the interrupt: {partial}", err=True)
         raise
     click.echo(render_summary(results, grader.describe(), target))
+    causes = [v.unscored_cause for v in results]
+    exit_if_incomplete(
+        "items", len(results), causes.count(None), causes.count("transport"), causes.count("parse"), max_unscored
+    )
 
 
 def render_summary(results, describe: dict, target: Path) -> str:  # type: ignore[no-untyped-def]
@@ -197,7 +230,7 @@ def render_summary(results, describe: dict, target: Path) -> str:  # type: ignor
     return "\n".join(lines)
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES)
 def rubrics() -> None:
     """List, show and validate rubrics."""
 
@@ -239,12 +272,22 @@ def rubrics_show(name: str, render_mode: str | None) -> None:
             click.echo(f"[{m['role']}]\n{m['content']}\n")
 
 
-@rubrics.command("validate")
+@rubrics.command(
+    "validate",
+    epilog="\b\nExamples:\n  judge rubrics validate examples/my_rubric.j2\n  judge rubrics validate rubrics/*.j2\n\n"
+    + EXIT_CODES,
+)
 @click.argument("paths", nargs=-1, required=True)
 def rubrics_validate(paths: tuple[str, ...]) -> None:
-    """Check rubric files without any model call: front matter, syntax, variables, a sample render."""
+    """Check rubric files without any model call: front matter, syntax, variables, a sample render.
+
+    Exits 1 when a rubric has a problem, 2 when a path is not a rubric file at all.
+    """
     from judge.rubric import load_rubric
 
+    for p in paths:
+        if Path(p).is_dir():
+            raise RubricError(f"is a folder; pass rubric files, e.g. judge rubrics validate {Path(p) / '*.j2'}", path=p)
     failed = 0
     for p in paths:
         try:

@@ -74,6 +74,11 @@ def _read_jsonl(p: Path) -> Iterator[Row]:
 def _read_text(p: Path) -> str:
     """The file as text: UTF-8, with or without a byte-order mark (Excel and Notepad write one)."""
     raw = p.read_bytes()
+    utf16 = _utf16_hint(raw)
+    if utf16:
+        raise DataError(
+            f"{utf16}: the file must be UTF-8; re-save it as UTF-8 (iconv -f utf-16 -t utf-8 IN > OUT)", path=p
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -85,6 +90,17 @@ def _read_text(p: Path) -> str:
             path=p,
             line=line,
         ) from None
+
+
+def _utf16_hint(raw: bytes) -> str | None:
+    """Say how the bytes look like UTF-16 (a byte-order mark, or NULs in every other byte), else None."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text (byte-order mark)"
+    head = raw[:4096]
+    # ASCII written as UTF-16 has a NUL in every other byte; UTF-8 text never contains NUL
+    if len(head) >= 4 and (head[1::2].count(0) > 0.4 * len(head[1::2]) or head[0::2].count(0) > 0.4 * len(head[0::2])):
+        return "UTF-16 text (NUL bytes between the characters)"
+    return None
 
 
 def _read_json(p: Path) -> list[Row]:
@@ -118,7 +134,10 @@ def _read_parquet(p: Path) -> list[Row]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError("reading Parquet needs pyarrow: pip install 'judge[parquet]'", path=p) from None
-    table = pq.read_table(p)
+    try:
+        table = pq.read_table(p)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a file that is not Parquet
+        raise DataError(f"not a readable Parquet file ({exc})", path=p) from None
     return [Row(rec, str(p), i) for i, rec in enumerate(table.to_pylist(), start=1)]
 
 
@@ -128,6 +147,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        _chmod_default(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -136,6 +156,97 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _chmod_default(fd: int) -> None:
+    """Give a file mkstemp created (0600) the mode an ordinary open() would: 0666 less the umask."""
+    if not hasattr(os, "fchmod"):
+        return
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
+def check_output_path(path: str | Path, option: str = "--out") -> Path:
+    """Fail now, before any model call is paid for, if ``path`` cannot be written as a file.
+
+    Catches a folder given as the file, a parent that is a file, and a folder that cannot be written
+    (read-only, no permission): each is a :class:`DataError` naming the path and the option.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{option} is a folder; give a file name, e.g. {p / 'verdicts.jsonl'}", path=p)
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{option} cannot be created: {parent} is a file, not a folder", path=p)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise DataError(f"{option} cannot be written: folder {parent}: {exc.strerror or exc}", path=p) from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise DataError(f"{option} exists and is read-only", path=p)
+    return p
+
+
+class OutputLock:
+    """``<path>.lock``, held while a run writes ``path``: a second run on the same output stops at once.
+
+    The lock is an ``flock`` on the lock file, so the kernel releases it when the holder dies (kill -9
+    included): a leftover lock file never blocks a rerun. Where ``fcntl`` is missing (Windows) it is a no-op.
+    """
+
+    def __init__(self, path: str | Path, option: str = "--out") -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.option = option
+        self._fh: Any = None
+
+    def acquire(self) -> OutputLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            fh = self.lock_path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise DataError(
+                    f"another run is writing this {self.option} (lock {self.lock_path} held by {holder}); "
+                    "wait for it or choose another output",
+                    path=self.path,
+                ) from None
+            # the holder before us may have removed the file after we opened it: lock the file that is there
+            if self.lock_path.exists() and os.path.samestat(os.fstat(fh.fileno()), os.stat(self.lock_path)):
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()}\n")
+                fh.flush()
+                self._fh = fh
+                return self
+            fh.close()
+        raise DataError(f"could not take the lock {self.lock_path}", path=self.path)
+
+    def release(self) -> None:
+        if self._fh is None:
+            return
+        self.lock_path.unlink(missing_ok=True)
+        self._fh.close()  # closing drops the flock
+        self._fh = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.release()
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +62,64 @@ class _Undefined(jinja2.StrictUndefined):
         return False
 
 
-_ENV = ImmutableSandboxedEnvironment(
+MAX_RANGE = 10_000
+"""Largest ``range()`` a template may build (Jinja's sandbox allows 100 000)."""
+MAX_RENDER_CHARS = 1_000_000
+"""Largest rendered prompt, in characters: far above any judge's context, far below a memory problem."""
+MAX_RENDER_SECONDS = 5.0
+"""Longest one render may take: a template that loops for ever is stopped, not waited for."""
+FORBIDDEN_TAGS = {jinja2.nodes.Include: "include", jinja2.nodes.Import: "import", jinja2.nodes.FromImport: "from"}
+FORBIDDEN_TAGS[jinja2.nodes.Extends] = "extends"
+
+
+class _RubricSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox with bounds on what one render may cost: ranges, repetition, powers, output size and time.
+
+    Jinja's sandbox stops attribute tricks but lets ``'x' * 10**9`` allocate a gigabyte and
+    ``10 ** 10 ** 9`` spin for ever; here those raise ``SecurityError`` (a :class:`RubricError` to the user).
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals["range"] = _bounded_range
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise jinja2.exceptions.SecurityError(f"exponent {right} is too large (at most 64 in a rubric)")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_RENDER_CHARS:
+                    raise jinja2.exceptions.SecurityError(
+                        f"repeating a {type(seq).__name__} {n} times exceeds {MAX_RENDER_CHARS} items"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+
+def _bounded_range(*args: int) -> range:
+    rng = range(*args)
+    if len(rng) > MAX_RANGE:
+        raise jinja2.exceptions.SecurityError(f"range of {len(rng)} items is too large (at most {MAX_RANGE})")
+    return rng
+
+
+def _render_block(block: Any, context: Any, source: str) -> str:
+    """Join a block's output, stopping once it passes the size or time bound."""
+    start = time.monotonic()
+    parts: list[str] = []
+    size = 0
+    for chunk in block(context):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_RENDER_CHARS:
+            raise RubricError(f"the rendered prompt passes {MAX_RENDER_CHARS} characters", path=source)
+        if time.monotonic() - start > MAX_RENDER_SECONDS:
+            raise RubricError(f"rendering took over {MAX_RENDER_SECONDS:g} s", path=source)
+    return "".join(parts)
+
+
+_ENV = _RubricSandbox(
     undefined=_Undefined,
     autoescape=False,
     keep_trailing_newline=False,
@@ -169,6 +227,14 @@ class Rubric:
             raise RubricError(
                 f"template syntax error: {exc.message}", path=source, line=body_line + (exc.lineno or 1) - 1
             ) from None
+        for node_type, tag in FORBIDDEN_TAGS.items():
+            node = next(iter(_ENV.parse(body).find_all(node_type)), None)
+            if node is not None:
+                raise RubricError(
+                    f"{{% {tag} %}} is not allowed: a rubric is one self-contained file",
+                    path=source,
+                    line=body_line + node.lineno - 1,
+                )
         missing_blocks = {"user"} - set(self._template.blocks)
         if missing_blocks:
             raise RubricError("template must define {% block user %} (and optionally {% block system %})", path=source)
@@ -201,10 +267,9 @@ class Rubric:
         messages: list[Message] = []
         try:
             context = self._template.new_context(ctx)
-            system = (
-                "".join(self._template.blocks["system"](context)).strip() if "system" in self._template.blocks else ""
-            )
-            user = "".join(self._template.blocks["user"](context)).strip()
+            blocks = self._template.blocks
+            system = _render_block(blocks["system"], context, self.source).strip() if "system" in blocks else ""
+            user = _render_block(blocks["user"], context, self.source).strip()
         except jinja2.UndefinedError as exc:
             m = re.match(r"'(\w+)' is undefined", exc.message or "")
             if m and m.group(1) in self.spec.inputs.optional:
@@ -212,7 +277,7 @@ class Rubric:
             else:
                 hint = f"{exc.message} (declare it in inputs or pass it)"
             raise RubricError(f"rendering rubric '{self.id}': {hint}", path=self.source) from None
-        except jinja2.exceptions.SecurityError as exc:
+        except (jinja2.exceptions.SecurityError, OverflowError, MemoryError) as exc:
             raise RubricError(f"rubric '{self.id}' tried an unsafe operation: {exc}", path=self.source) from None
         if system:
             messages.append({"role": "system", "content": system})
@@ -370,6 +435,8 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
     if p.suffix == ".j2" or p.exists() or "/" in str(name_or_path):
         if not p.exists():
             raise RubricError("rubric file not found", path=p)
+        if p.is_dir():
+            raise RubricError("is a folder, not a rubric file", path=p)
         return parse_rubric(p.read_text(encoding="utf-8"), str(p))
     cand = builtin_dir() / f"{name_or_path}.j2"
     if not cand.exists():

@@ -59,6 +59,45 @@ class Verdict(BaseModel):
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def unscored_cause(self) -> Literal["transport", "parse"] | None:
+        """Why an unscored item has no score (see :func:`unscored_cause`); None when scored."""
+        return None if self.status == "ok" else unscored_cause(self.error)
+
+
+TRANSPORT_ERROR_PREFIXES: tuple[str, ...] = (
+    "RateLimitError",
+    "ServerError",
+    "ProviderTimeoutError",
+    "ProviderConnectionError",
+    "BadResponseError",
+    "ProviderError",
+    "ClientRequestError",
+    "ContextLengthError",
+    "EndpointUnreachableError",
+    "request rejected",
+    "internal error:",  # the call itself failed (a bug or an unforeseen failure), not the reading of a verdict
+)
+"""How the grader begins the error of an item the server never answered usably (after every retry)."""
+
+
+def unscored_cause(error: str | None) -> Literal["transport", "parse"]:
+    """Sort an unscored item's error into the two causes the exit code distinguishes.
+
+    ``transport``: no usable completion came back after every retry (server errors, timeouts, refused
+    connections, rejected requests) -- the run is incomplete, and rerunning may score the item.
+    ``parse``: the judge answered, but the answer could not be read as a verdict on the scale (kept
+    with its raw completion) -- a property of the judge, tolerated up to ``--max-unscored``.
+    """
+    text = (error or "").lstrip()
+    if text.startswith(TRANSPORT_ERROR_PREFIXES) or _PROVIDER_ERROR_AFTER.match(text):
+        return "transport"
+    return "parse"
+
+
+# any provider error the grader reports as "<SomeError> after N attempts: ...", including ones added later
+_PROVIDER_ERROR_AFTER = re.compile(r"\w+Error after \d+ attempt")
+
 
 class Parsed(BaseModel):
     """A verdict read from a completion."""

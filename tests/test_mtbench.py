@@ -211,21 +211,23 @@ def test_answer_then_judge_then_show_with_unscored_counted(tmp_path: Path) -> No
     # a judge that never answers in a readable form: unscored with a reason, counted, never 0
     judged = tmp_path / "j.jsonl"
     with LoopbackServer(responder=lambda r: Reply(content="I cannot decide.")) as srv:
-        text = ok(
-            invoke(
-                "judge",
-                "--questions",
-                str(EXAMPLE_QUESTIONS),
-                "--answers",
-                str(out.parent),
-                "--judge",
-                "openai/j",
-                "--base-url",
-                srv.base_url,
-                "--out",
-                str(judged),
-            )
+        res = invoke(
+            "judge",
+            "--questions",
+            str(EXAMPLE_QUESTIONS),
+            "--answers",
+            str(out.parent),
+            "--judge",
+            "openai/j",
+            "--base-url",
+            srv.base_url,
+            "--out",
+            str(judged),
         )
+    # nothing scored: the run is incomplete (exit 3), with the counts
+    assert res.exit_code == 3, res.output
+    text = res.output
+    assert "nothing scored: 0 of 9 judgments (0 for a transport reason, 9 unreadable)" in text
     recs = rows(judged)
     assert len(recs) == 9 and all(r["status"] == "unscored" and r["score"] is None for r in recs)
     assert "no score found" in recs[0]["error"] and recs[0]["attempts"] == 3

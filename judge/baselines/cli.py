@@ -14,12 +14,14 @@ from typing import Any
 import click
 
 from judge.baselines._data import BaselineResult
+from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option
 
 
 def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Options every baseline command shares."""
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = max_unscored_option(f)
         f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per forward pass.")(f)
         f = click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available).")(f)
         f = click.option(
@@ -43,17 +45,30 @@ def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
-def _emit(result: BaselineResult, out: str | None) -> None:
-    from judge.io import write_jsonl
+def _emit(result: BaselineResult, out: str | None, max_unscored: float | None) -> None:
+    from judge.io import OutputLock, write_jsonl
 
     if out:
-        write_jsonl(out, result.records)
+        with OutputLock(out):
+            write_jsonl(out, result.records)
         click.echo(f"wrote {len(result.records)} records to {out}", err=True)
     else:
         for rec in result.records:
             click.echo(json.dumps(rec, ensure_ascii=False))
     click.echo(json.dumps(result.summary, ensure_ascii=False, default=str), err=True)
     sys.stderr.flush()
+    # an item a baseline cannot score has an empty text (its reason says so): a data property, not a transport one
+    n_ok = sum(score is not None for score in result.scores())
+    n = len(result.records)
+    exit_if_incomplete("items", n, n_ok, 0, n - n_ok, max_unscored)
+
+
+def _check_out(out: str | None) -> None:
+    """An unwritable --out fails before any model is loaded."""
+    if out:
+        from judge.io import check_output_path
+
+        check_output_path(out)
 
 
 def _kwargs(batch_size: int | None, device: str | None, maps: tuple[str, ...]) -> dict[str, Any]:
@@ -65,7 +80,7 @@ def _kwargs(batch_size: int | None, device: str | None, maps: tuple[str, ...]) -
     return kwargs
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES)
 def baseline() -> None:
     """Local baselines: perplexity, entailment, PMI, embedding similarity.
 
@@ -74,7 +89,7 @@ def baseline() -> None:
     """
 
 
-@baseline.command(epilog="\b\nExample:\n  judge baseline perplexity items.jsonl --out ppl.jsonl")
+@baseline.command(epilog="\b\nExample:\n  judge baseline perplexity items.jsonl --out ppl.jsonl\n\n" + EXIT_CODES)
 @_common("smollm2")
 @click.option("--field", default="output", show_default=True, help="Item field to score.")
 @click.option(
@@ -88,6 +103,7 @@ def perplexity(
     out: str | None,
     device: str | None,
     batch_size: int | None,
+    max_unscored: float | None,
     field: str,
     max_length: int | None,
     stride: int | None,
@@ -95,14 +111,18 @@ def perplexity(
     """Perplexity, NLL per token, bits per byte and word perplexity of each output under a causal LM."""
     from judge.baselines.perplexity import perplexity as run
 
+    _check_out(out)
+
     _emit(
         run(data, model=model, field=field, max_length=max_length, stride=stride, **_kwargs(batch_size, device, maps)),
         out,
+        max_unscored,
     )
 
 
 @baseline.command(
-    epilog="\b\nExample:\n  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context"
+    epilog="\b\nExample:\n  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context\n\n"
+    + EXIT_CODES
 )
 @_common(None)
 @click.option("--premise", type=click.Choice(["context", "reference", "input"]), default="context", show_default=True)
@@ -115,12 +135,15 @@ def entailment(
     out: str | None,
     device: str | None,
     batch_size: int | None,
+    max_unscored: float | None,
     premise: str,
     hypothesis: str,
     max_length: int | None,
 ) -> None:
     """SummaC-ZS-style entailment of each output by its premise, with an NLI model."""
     from judge.baselines.entailment import entailment as run
+
+    _check_out(out)
 
     _emit(
         run(
@@ -132,10 +155,13 @@ def entailment(
             **_kwargs(batch_size, device, maps),
         ),
         out,
+        max_unscored,
     )
 
 
-@baseline.command(epilog="\b\nExample:\n  judge baseline pmi items.jsonl --source context --out pmi.jsonl")
+@baseline.command(
+    epilog="\b\nExample:\n  judge baseline pmi items.jsonl --source context --out pmi.jsonl\n\n" + EXIT_CODES
+)
 @_common("smollm2")
 @click.option(
     "--source",
@@ -161,6 +187,7 @@ def pmi(
     out: str | None,
     device: str | None,
     batch_size: int | None,
+    max_unscored: float | None,
     source: str,
     field: str,
     template: str,
@@ -168,6 +195,8 @@ def pmi(
 ) -> None:
     """log p(output | source) - log p(output) per output token, under a causal LM."""
     from judge.baselines.pmi import pmi as run
+
+    _check_out(out)
 
     _emit(
         run(
@@ -180,10 +209,11 @@ def pmi(
             **_kwargs(batch_size, device, maps),
         ),
         out,
+        max_unscored,
     )
 
 
-@baseline.command(epilog="\b\nExample:\n  judge baseline similarity items.jsonl --against reference")
+@baseline.command(epilog="\b\nExample:\n  judge baseline similarity items.jsonl --against reference\n\n" + EXIT_CODES)
 @_common("minilm")
 @click.option(
     "--against",
@@ -200,10 +230,17 @@ def similarity(
     out: str | None,
     device: str | None,
     batch_size: int | None,
+    max_unscored: float | None,
     against: str,
     field: str,
 ) -> None:
     """Cosine similarity of sentence embeddings between each output and its reference or input."""
     from judge.baselines.similarity import similarity as run
 
-    _emit(run(data, model=model, against_field=against, field=field, **_kwargs(batch_size, device, maps)), out)
+    _check_out(out)
+
+    _emit(
+        run(data, model=model, against_field=against, field=field, **_kwargs(batch_size, device, maps)),
+        out,
+        max_unscored,
+    )

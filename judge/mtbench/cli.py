@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option
+
 ANSWER_EPILOG = """\b
 Example:
   judge mtbench answer --questions data/mt_bench/question.jsonl \\
@@ -76,7 +78,7 @@ def mtbench() -> None:
     """
 
 
-@mtbench.command("answer", epilog=ANSWER_EPILOG)
+@mtbench.command("answer", epilog=ANSWER_EPILOG + "\n" + EXIT_CODES)
 @click.option(
     "--questions",
     "questions_path",
@@ -95,12 +97,19 @@ def mtbench() -> None:
     multiple=True,
     help="CATEGORY=T to override FastChat's per-category temperature, or T for every category. Repeatable.",
 )
-@click.option("--max-tokens", default=1024, show_default=True, help="Completion tokens per turn.")
+@click.option(
+    "--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True, help="Completion tokens per turn."
+)
 @click.option("--seed", default=0, show_default=True, help="Seed sent with every call.")
 @click.option("--system", default=None, help="Optional system prompt for the model under test.")
 @click.option("--question-ids", default=None, help="Comma-separated question ids to answer (default: all).")
-@click.option("--first-n", type=int, default=None, help="Answer only the first N (selected) questions.")
-@click.option("--concurrency", default=4, show_default=True, help="Questions answered in parallel.")
+@click.option(
+    "--first-n", type=click.IntRange(min=1), default=None, help="Answer only the first N (selected) questions."
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True, help="Questions answered in parallel."
+)
+@max_unscored_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
 def answer_cmd(
@@ -117,15 +126,18 @@ def answer_cmd(
     question_ids: str | None,
     first_n: int | None,
     concurrency: int,
+    max_unscored: float | None,
     no_cache: bool,
     cache_dir: str | None,
 ) -> None:
     """Generate the model under test's answers to every turn, FastChat's model_answer format."""
+    from judge.io import OutputLock, check_output_path
     from judge.mtbench.answer import answer_questions, parse_temperatures
     from judge.mtbench.formats import read_questions
     from judge.providers.registry import get_provider
     from judge.runner import run_sync
 
+    check_output_path(out)
     questions = _select_questions(read_questions(questions_path), question_ids, first_n)
     provider = get_provider(model, base_url=base_url, api_key=api_key)
 
@@ -146,16 +158,17 @@ def answer_cmd(
         finally:
             await provider.aclose()
 
-    records, failures = run_sync(go())
+    with OutputLock(out):
+        records, failures = run_sync(go())
     cached = sum(r["generation"]["cached"] for r in records)
     click.echo(f"{len(records)} question(s) answered by {model_id or provider.model} ({cached} from cache) -> {out}")
     for f in failures:
         click.echo(f"failed: {f}", err=True)
-    if failures:
-        raise click.exceptions.Exit(1)
+    # a question fails only when its calls fail after every retry: a transport reason
+    exit_if_incomplete("questions", len(questions), len(records), len(failures), 0, max_unscored)
 
 
-@mtbench.command("judge", epilog=JUDGE_EPILOG)
+@mtbench.command("judge", epilog=JUDGE_EPILOG + "\n" + EXIT_CODES)
 @click.option(
     "--questions", "questions_path", required=True, type=click.Path(dir_okay=False), help="FastChat question.jsonl."
 )
@@ -198,15 +211,26 @@ def answer_cmd(
 )
 @click.option("--models", default=None, help="Comma-separated models to judge (default: every model in --answers).")
 @click.option("--question-ids", default=None, help="Comma-separated question ids to judge (default: all).")
-@click.option("--first-n", type=int, default=None, help="Judge only the first N (selected) questions.")
+@click.option(
+    "--first-n", type=click.IntRange(min=1), default=None, help="Judge only the first N (selected) questions."
+)
 @click.option(
     "--pairs",
     default=None,
     type=click.Path(dir_okay=False),
     help="Judge exactly these pairs: a JSONL with question_id, model_1, model_2 (and turn), e.g. labels.",
 )
-@click.option("--max-tokens", default=1024, show_default=True, help="Completion tokens per judge call.")
-@click.option("--concurrency", default=8, show_default=True, help="Judge calls in flight.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Completion tokens per judge call.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True, help="Judge calls in flight."
+)
+@max_unscored_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
@@ -227,6 +251,7 @@ def judge_cmd(
     pairs: str | None,
     max_tokens: int,
     concurrency: int,
+    max_unscored: float | None,
     no_cache: bool,
     cache_dir: str | None,
     out: str,
@@ -234,6 +259,7 @@ def judge_cmd(
     """Judge every turn of every answer; stream FastChat-style judgment lines to --out."""
     from judge.errors import ConfigError
     from judge.grader import Grader
+    from judge.io import OutputLock, check_output_path
     from judge.mtbench import formats
     from judge.mtbench.judging import PromptBuilder, judge_matches, plan_matches
     from judge.mtbench.results import pairwise_summary, render, single_summary
@@ -241,6 +267,7 @@ def judge_cmd(
     from judge.rubric import load_rubric
     from judge.runner import run_sync
 
+    check_output_path(out)
     questions = formats.read_questions(questions_path)
     answers = formats.read_answers(answer_paths)
     formats.check_answers(questions, answers)
@@ -286,7 +313,8 @@ def judge_cmd(
         finally:
             await provider.aclose()
 
-    records = run_sync(go())
+    with OutputLock(out):
+        records = run_sync(go())
     n_cached = sum(bool(r["cached"]) for r in records)
     n_unscored = sum(r["status"] != "ok" for r in records)
     click.echo(f"{len(records)} judgment(s) by {provider.id} ({n_cached} from cache, {n_unscored} unscored) -> {out}")
@@ -294,9 +322,23 @@ def judge_cmd(
         click.echo(render({"single": single_summary(records)}))
     else:
         click.echo(render({"pairwise": pairwise_summary(records)}))
+    causes = [_record_cause(r) for r in records]
+    exit_if_incomplete(
+        "judgments", len(records), causes.count(None), causes.count("transport"), causes.count("parse"), max_unscored
+    )
 
 
-@mtbench.command("show", epilog=SHOW_EPILOG)
+def _record_cause(record: dict[str, Any]) -> str | None:
+    """A judgment's unscored cause; a pairwise one ("g1: ...; g2: ...") is transport if either game's is."""
+    from judge.verdict import unscored_cause
+
+    if record.get("status") == "ok":
+        return None
+    parts = [p.strip().removeprefix("g1:").removeprefix("g2:") for p in str(record.get("error") or "").split("; ")]
+    return "transport" if any(unscored_cause(p) == "transport" for p in parts) else "parse"
+
+
+@mtbench.command("show", epilog=SHOW_EPILOG + "\n" + EXIT_CODES)
 @click.argument("judgments", type=click.Path(dir_okay=False))
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Write a radar plot of categories (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of tables.")
@@ -312,7 +354,7 @@ def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
         click.echo(f"radar plot -> {radar_plot(summary, plot)}", err=True)
 
 
-@mtbench.command("llmbar", epilog=LLMBAR_EPILOG)
+@mtbench.command("llmbar", epilog=LLMBAR_EPILOG + "\n" + EXIT_CODES)
 @click.argument("dataset", type=click.Path(dir_okay=False))
 @click.option(
     "--questions",

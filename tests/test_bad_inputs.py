@@ -1,0 +1,246 @@
+"""Bad input, tried as a new user would: each case ends in one clear message and exit code 2.
+
+The files live in ``tests/bad_inputs/``; cases that need a folder, a lock or permissions build them in
+``tmp_path``. Every case runs the real CLI entry point (``judge.cli.main``) and checks the exit code, that
+no traceback is shown, that the message names the file (and line or field where there is one), and that
+no output, not even a partial one, was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from judge.cli import main
+from judge.io import OutputLock, atomic_write_text
+
+CORPUS = Path(__file__).resolve().parent / "bad_inputs"
+ITEMS = CORPUS / "items.jsonl"
+SCORE = ["score", "--rubric", "relevance", "--judge", "fake/echo-score", "--no-cache", "--no-progress"]
+
+
+@dataclass
+class Case:
+    """A command line, what its message must contain, and the paths that must not appear."""
+
+    argv: list[str]
+    expect: list[str]
+    not_written: list[Path] = field(default_factory=list)
+
+
+def read_only_dir(tmp: Path) -> Path:
+    """A folder this process cannot write: chmod 555, or for root (who ignores modes) /sys."""
+    if os.geteuid() != 0:
+        d = tmp / "ro"
+        d.mkdir()
+        d.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        return d
+    if os.access("/sys", os.W_OK) and not _unwritable(Path("/sys")):
+        pytest.skip("running as root with no read-only folder to test against")
+    return Path("/sys")
+
+
+def _unwritable(d: Path) -> bool:
+    try:
+        (d / ".judge-probe").touch()
+    except OSError:
+        return True
+    (d / ".judge-probe").unlink()
+    return False
+
+
+def garbage_parquet(tmp: Path) -> Case:
+    out = tmp / "v.jsonl"
+    return Case([*SCORE, str(CORPUS / "garbage.parquet"), "-o", str(out)], ["garbage.parquet", "Parquet"], [out])
+
+
+def out_is_a_folder(tmp: Path) -> Case:
+    return Case([*SCORE, str(ITEMS), "-o", str(tmp)], [str(tmp), "--out is a folder"], [tmp / "verdicts.jsonl"])
+
+
+def out_under_a_file(tmp: Path) -> Case:
+    (tmp / "afile").write_text("x")
+    out = tmp / "afile" / "v.jsonl"
+    return Case([*SCORE, str(ITEMS), "-o", str(out)], [str(out), "is a file, not a folder"])
+
+
+def out_in_read_only_folder(tmp: Path) -> Case:
+    out = read_only_dir(tmp) / "v.jsonl"
+    return Case([*SCORE, str(ITEMS), "-o", str(out)], [str(out), "cannot be written"], [out])
+
+
+def out_locked_by_another_run(tmp: Path) -> Case:
+    out = tmp / "v.jsonl"
+    _HELD.append(OutputLock(out).acquire())  # as another run would hold it; released after the case
+    return Case([*SCORE, str(ITEMS), "-o", str(out)], [str(out), "another run is writing", "v.jsonl.lock"], [out])
+
+
+def calibrate_json_read_only(tmp: Path) -> Case:
+    target = read_only_dir(tmp) / "report.json"
+    argv = ["calibrate", "--judge", str(CORPUS / "verdicts.jsonl"), "--human", str(CORPUS / "verdicts.jsonl")]
+    return Case([*argv, "--bootstrap", "0", "--json", str(target)], [str(target), "--json cannot be written"])
+
+
+def rubric(name: str, *expect: str) -> Callable[[Path], Case]:
+    def build(tmp: Path) -> Case:
+        out = tmp / "v.jsonl"
+        argv = ["score", str(ITEMS), "--rubric", str(CORPUS / name), "--judge", "fake/echo-score", "-o", str(out)]
+        return Case([*argv, "--no-cache"], [name, *expect], [out])
+
+    return build
+
+
+def validate_a_folder(tmp: Path) -> Case:
+    return Case(["rubrics", "validate", str(CORPUS)], [str(CORPUS), "is a folder", "*.j2"])
+
+
+def utf16(name: str) -> Callable[[Path], Case]:
+    def build(tmp: Path) -> Case:
+        out = tmp / "v.jsonl"
+        return Case([*SCORE, str(CORPUS / name), "-o", str(out)], [name, "UTF-16", "iconv -f utf-16"], [out])
+
+    return build
+
+
+def labels_share_no_class(tmp: Path) -> Case:
+    argv = ["calibrate", "--judge", str(CORPUS / "verdicts.jsonl"), "--human", str(CORPUS / "labels_good_bad.csv")]
+    return Case([*argv, "--bootstrap", "0"], ["labels_good_bad.csv", "share no value", "bad, good"])
+
+
+_HELD: list[OutputLock] = []
+
+CASES: dict[str, Callable[[Path], Case]] = {
+    "garbage-parquet": garbage_parquet,
+    "out-is-a-folder": out_is_a_folder,
+    "out-under-a-file": out_under_a_file,
+    "out-in-read-only-folder": out_in_read_only_folder,
+    "out-locked-by-another-run": out_locked_by_another_run,
+    "calibrate-json-read-only": calibrate_json_read_only,
+    "rubric-include": rubric("include.j2", ":9:", "{% include %} is not allowed"),
+    "rubric-huge-range": rubric("range.j2", "range of 1000000000 items is too large"),
+    "rubric-huge-repeat": rubric("repeat.j2", "repeating a str 1000000000 times"),
+    "rubrics-validate-a-folder": validate_a_folder,
+    "utf16-with-bom": utf16("utf16_bom.jsonl"),
+    "utf16-without-bom": utf16("utf16_nobom.csv"),
+    "labels-share-no-class-with-judge": labels_share_no_class,
+}
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``judge ARGV`` in-process; return the exit code and everything printed."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_with_a_message_naming_the_file(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = CASES[name](tmp_path)
+    try:
+        code, output = run_cli(case.argv, capsys)
+    finally:
+        while _HELD:
+            _HELD.pop().release()
+    assert code == 2, output
+    assert "Traceback" not in output
+    for text in case.expect:
+        assert text in output, f"{text!r} not in {output!r}"
+    for path in case.not_written:
+        assert not path.exists(), f"{path} was written"
+        assert not path.with_name(path.name + ".partial").exists()
+
+
+def test_blank_label_cells_are_skipped_and_counted(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["calibrate", "--judge", str(CORPUS / "verdicts.jsonl"), "--human", str(CORPUS / "labels_blank_cells.csv")]
+    code, output = run_cli([*argv, "--bootstrap", "0", "--label-type", "ordinal"], capsys)
+    assert code == 0, output
+    assert "skipped 2 row(s) with a blank label or annotator" in output and "lines 14, 15" in output
+
+
+def test_float_looking_ids_match_integer_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["calibrate", "--judge", str(CORPUS / "verdicts_int_ids.jsonl"), "--human"]
+    code, output = run_cli([*argv, str(CORPUS / "labels_float_ids.csv"), "--bootstrap", "0"], capsys)
+    assert code == 0, output
+    assert "compared 12" in output and "match no judge item" not in output
+
+
+def test_one_annotator_says_why_there_is_no_ceiling(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["calibrate", "--judge", str(CORPUS / "verdicts_int_ids.jsonl"), "--human"]
+    _, output = run_cli([*argv, str(CORPUS / "labels_float_ids.csv"), "--bootstrap", "0"], capsys)
+    assert "one label per item (a single annotator), so there is no human-human ceiling" in output
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        [*SCORE, str(ITEMS), "--timeout", "0"],
+        [*SCORE, str(ITEMS), "--concurrency", "0"],
+        ["mtbench", "judge", "--questions", "q.jsonl", "--answers", "a", "--out", "o.jsonl", "--concurrency", "0"],
+        ["mtbench", "answer", "--questions", "q.jsonl", "--model", "fake/x", "--out", "o.jsonl", "--concurrency=-3"],
+        [*SCORE, str(ITEMS), "--max-unscored", "1.5"],
+        ["score", "--no-such-option"],
+    ):
+        code, output = run_cli(argv, capsys)
+        assert code == 2, (argv, output)
+        assert "Traceback" not in output
+
+
+def test_files_written_atomically_get_the_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with OutputLock(tmp_path / "b.jsonl"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert not (tmp_path / "b.jsonl.lock").exists()  # the lock file goes with the run
+
+
+def test_score_exit_codes_count_transport_and_parse_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from judge.testing.server import LoopbackServer, Reply
+
+    data = tmp_path / "d.jsonl"
+    shutil.copy(ITEMS, data)
+    base = ["score", str(data), "-r", "relevance", "--judge", "openai/m", "--no-cache", "--no-progress"]
+    # every completion unreadable: nothing scored -> 3
+    with LoopbackServer(responder=lambda r: Reply(content="no idea")) as srv:
+        code, output = run_cli([*base, "--base-url", srv.base_url, "--max-attempts", "1"], capsys)
+    assert code == 3 and "nothing scored: 0 of 2 items (0 for a transport reason, 2 unreadable)" in output
+    # one item unreadable, the other fine: parse failures alone do not fail the run...
+    good = json.dumps({"reasoning": "fine", "score": 4})
+
+    def half(request: dict) -> Reply:
+        return Reply(content=good if "2+2" in json.dumps(request) else "no idea")
+
+    with LoopbackServer(responder=half) as srv:
+        code, output = run_cli([*base, "--base-url", srv.base_url], capsys)
+        assert code == 0, output
+        # ...unless their share passes --max-unscored
+        code, output = run_cli([*base, "--base-url", srv.base_url, "--max-unscored", "0.25"], capsys)
+    assert (
+        code == 3 and "1 of 2 items unscored (0 for a transport reason, 1 unreadable), above --max-unscored" in output
+    )
+
+    # one item never answered (HTTP 500 after every retry): the run is incomplete at once
+    def flaky(request: dict) -> Reply:
+        return Reply(content=good) if "2+2" in json.dumps(request) else Reply(content="down", status=500)
+
+    with LoopbackServer(responder=flaky) as srv:
+        code, output = run_cli([*base, "--base-url", srv.base_url, "--max-attempts", "2"], capsys)
+    assert code == 3, output
+    assert "1 of 2 items unscored for a transport reason after all retries" in output
