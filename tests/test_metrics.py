@@ -477,13 +477,20 @@ def test_perplexity_on_a_tiny_model_matches_a_direct_forward_pass(tmp_path: Path
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     lm = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    total_nll = total_tokens = 0.0
     for k in (0, 2):
         ids = [tok.bos_token_id, *tok(texts[k], add_special_tokens=False)["input_ids"]]
         with torch.inference_mode():
             logits = lm(torch.tensor([ids])).logits[0, :-1].double()
         nll = -torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids[1:])[:, None]).mean().item()
         assert res.scores["perplexity"][k] == pytest.approx(math.exp(nll), rel=1e-4)
+        total_nll += nll * (len(ids) - 1)
+        total_tokens += len(ids) - 1
     assert (res.scores["perplexity"][[0, 2]] >= 1.0).all()
+    # the system value is the corpus perplexity over all scored tokens, not a mean of perplexities
+    corpus = res.corpus["perplexity"]
+    value = corpus.score(corpus.stats.sum(axis=0, keepdims=True))[0]
+    assert value == pytest.approx(math.exp(total_nll / total_tokens), rel=1e-4)
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ _SPECS = [
     ),
     MetricSpec(
         "perplexity",
-        (Figure("perplexity", "lower", 1.0, None, "per-token perplexity of the output"),),
+        (Figure("perplexity", "lower", 1.0, None, "per-token perplexity; a system's value is its corpus perplexity"),),
         perplexity,
         needs_local_model=True,
         options=("model", "batch_size", "device"),

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from judge.errors import ConfigError
-from judge.metrics.base import EvalInput, MetricResult
+from judge.metrics.base import Corpus, EvalInput, MetricResult
 from judge.metrics.reference import bool_option, int_option, nan_scores, prepare
 
 DEFAULT_BERTSCORE_MODEL = "minilm"
@@ -103,6 +103,12 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     return MetricResult(scores, errors, settings=settings, details=details)
 
 
+def _corpus_perplexity(sums: np.ndarray) -> np.ndarray:
+    sums = np.atleast_2d(sums)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.exp(sums[:, 0] / sums[:, 1])
+
+
 def perplexity(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     """Perplexity of each output under a causal LM (``judge.baselines.perplexity``); lower is better."""
     from judge.baselines.perplexity import DEFAULT_MODEL
@@ -119,16 +125,26 @@ def perplexity(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     n = len(data.outputs)
     scores = nan_scores(n, "perplexity")
     errors: list[str | None] = []
+    # the system's perplexity is the corpus one, exp(total NLL / total tokens), as language modelling
+    # reports it: a mean of per-item perplexities is ruled by a few short, odd outputs
+    stats = np.zeros((n, 2))
     for i, rec in enumerate(res.records):
         if rec.get("perplexity") is None:
             errors.append(rec.get("reason") or "not scored")
         else:
             scores["perplexity"][i] = rec["perplexity"]
+            stats[i] = (rec["nll"] * rec["n_tokens"], rec["n_tokens"])
             errors.append(None)
     summary = res.summary
+    corpus = Corpus(stats, _corpus_perplexity, vectorised=True)
     return MetricResult(
         scores,
         errors,
-        settings={"model": model, "max_length": summary.get("max_length"), "scoring": "after BOS, rolling windows"},
+        corpus={"perplexity": corpus},
+        settings={
+            "model": model,
+            "max_length": summary.get("max_length"),
+            "scoring": "after BOS, rolling windows; system value = corpus perplexity exp(sum NLL / sum tokens)",
+        },
         details={k: summary[k] for k in ("corpus_perplexity", "tokens", "seconds") if k in summary},
     )
