@@ -62,6 +62,9 @@ class DataError(JudgeError):
 class ProviderError(JudgeError):
     """A model provider failed to produce a completion."""
 
+    #: whether no other item can get past this error either (the run stops)
+    fatal = False
+
     def __init__(
         self,
         message: str,
@@ -75,6 +78,8 @@ class ProviderError(JudgeError):
         self.request_id = request_id
         self.body = body
         self.retry_after = retry_after
+        #: HTTP attempts made before this error was raised (set by the retry layer)
+        self.attempts = 1
         super().__init__(message)
 
 
@@ -100,6 +105,19 @@ class BadResponseError(ProviderError):
 
 class ClientRequestError(ProviderError):
     """HTTP 400/401/403/404/422: the request itself is wrong. Not retried."""
+
+
+class ContextLengthError(ProviderError):
+    """The prompt plus ``max_tokens`` does not fit the model's context (OpenAI's 400
+    ``context_length_exceeded``, llama-server's 500 "Context size has been exceeded"). The same
+    request would fail again: not retried, the item is unscored at once."""
+
+
+class EndpointUnreachableError(ProviderError):
+    """No server answers at the base URL (connection refused, unknown host) and none ever has in this
+    run: every item would fail the same way, so the run stops, like a 401 does."""
+
+    fatal = True
 
 
 class VerdictParseError(JudgeError):

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, NamedTuple
 
 from judge.cache import Cache, cache_key
 from judge.config import GenerateConfig, Message
 from judge.dataset import Item
-from judge.errors import ClientRequestError, ConfigError, DataError, ProviderError, RubricError, VerdictParseError
+from judge.errors import (
+    ClientRequestError,
+    ConfigError,
+    ContextLengthError,
+    DataError,
+    ProviderError,
+    RubricError,
+    VerdictParseError,
+)
+from judge.limiter import Limiter
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy, with_retries
@@ -19,6 +29,84 @@ FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
 
 SCORE_MODES = ("text", "logprob")
+REJECTED_STATUSES = (400, 422)
+"""Definitive refusals of one request: cached as final, like an ok verdict."""
+
+
+def is_fatal(exc: ProviderError) -> bool:
+    """Whether ``exc`` stops the whole run (a dead endpoint, a bad key, an unknown model)."""
+    return exc.fatal or (isinstance(exc, ClientRequestError) and exc.status in FATAL_STATUSES)
+
+
+class CallResult(NamedTuple):
+    """One judge call as the grader sees it."""
+
+    output: ModelOutput
+    cached: bool
+    attempts: int  # HTTP attempts made now (0 when served from the cache)
+    key: str
+    final: bool | None  # a cache hit's mark (None: not from the cache)
+
+
+def call_key(provider: Provider, messages: list[Message], config: GenerateConfig, **key_parts: Any) -> str:
+    """The cache key of a call: the model's identity (not the server's URL), everything that changes
+    the request (messages, config, structured-output form) and ``key_parts`` (rubric hash, score
+    mode, the user's cache namespace)."""
+    return cache_key(
+        **provider.cache_identity(),
+        **provider.request_identity(config),
+        messages=messages,
+        config=config.cache_dict(),
+        **key_parts,
+    )
+
+
+async def call_through_cache(
+    provider: Provider,
+    messages: list[Message],
+    config: GenerateConfig,
+    cache: Cache | None,
+    retry: RetryPolicy,
+    *,
+    limiter: Limiter | None = None,
+    keep_failed: bool = False,
+    **key_parts: Any,
+) -> CallResult:
+    """One call through the cache, the limiter and the retry layer; stores nothing but rejections.
+
+    A cached entry marked not final (an unparseable or truncated completion) is called again
+    unless ``keep_failed``. A :class:`ProviderError` that ends the retries carries ``attempts``.
+    A definitive refusal (HTTP 400/422) is cached as final and raised again on the next hit.
+    """
+    key = call_key(provider, messages, config, **key_parts)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None and (hit.get("final", True) or keep_failed):
+            if "rejected" in hit:
+                rejection = ClientRequestError(hit["rejected"], status=hit.get("status"))
+                rejection.attempts = 0  # served from the cache: no request made
+                raise rejection
+            return CallResult(ModelOutput.model_validate(hit), True, 0, key, bool(hit.get("final", True)))
+    attempts = 0
+
+    def count(n: int) -> None:
+        nonlocal attempts
+        attempts = n
+
+    def once() -> Awaitable[ModelOutput]:
+        if limiter is None:
+            return provider.generate(messages, config)
+        return limiter.run(lambda: provider.generate(messages, config))
+
+    try:
+        out = await with_retries(once, provider.should_retry, retry, count)
+    except ProviderError as exc:
+        exc.attempts = max(attempts, 1)
+        if cache is not None and isinstance(exc, ClientRequestError) and exc.status in REJECTED_STATUSES:
+            cache.put(call_key(provider, messages, config, **key_parts), {"rejected": str(exc), "status": exc.status})
+        raise
+    # stored under what was actually sent (a structured-output fallback changes the request)
+    return CallResult(out, False, attempts, call_key(provider, messages, config, **key_parts), None)
 
 
 async def cached_call(
@@ -29,30 +117,14 @@ async def cached_call(
     retry: RetryPolicy,
     **key_parts: Any,
 ) -> tuple[ModelOutput, bool, int]:
-    """One provider call through the cache and the retry layer: (output, cached, attempts).
+    """One provider call through the cache and the retry layer, stored as final: (output, cached, attempts).
 
-    The cache key is the provider's identity, the messages, the config and ``key_parts``. A
-    :class:`ProviderError` that ends the retries carries ``attempts``, for the unscored reason.
+    For callers that take any completion (answer generation); the grader marks its own entries.
     """
-    key = cache_key(**provider.cache_identity(), messages=messages, config=config.cache_dict(), **key_parts)
-    if cache is not None:
-        hit = cache.get(key)
-        if hit is not None:
-            return ModelOutput.model_validate(hit), True, 0
-    attempts = 0
-
-    def count(n: int) -> None:
-        nonlocal attempts
-        attempts = n
-
-    try:
-        out = await with_retries(lambda: provider.generate(messages, config), provider.should_retry, retry, count)
-    except ProviderError as exc:
-        exc.attempts = attempts  # type: ignore[attr-defined]
-        raise
-    if cache is not None:
-        cache.put(key, out.to_cache())
-    return out, False, attempts
+    res = await call_through_cache(provider, messages, config, cache, retry, **key_parts)
+    if cache is not None and not res.cached:
+        cache.put(res.key, {**res.output.to_cache(), "final": True})
+    return res.output, res.cached, res.attempts
 
 
 class Grader:
@@ -71,14 +143,15 @@ class Grader:
         retry: RetryPolicy | None = None,
         cache: Cache | None = None,
         prices: str | None = None,
+        cache_namespace: str = "",
+        keep_failed: bool = False,
     ) -> None:
-        mode = score_mode or ("text" if rubric.spec.kind != "single" else provider.default_score_mode)
+        # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
+        mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
         if mode not in SCORE_MODES:
             raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode == "logprob" and rubric.spec.kind != "single":
-            raise ConfigError(
-                f"the logprob score mode needs a numeric scale; {rubric.spec.kind} rubrics use --score-mode text"
-            )
+        if mode == "logprob" and rubric.spec.kind == "opinions":
+            raise ConfigError("the logprob score mode reads a score or a label; opinions rubrics use --score-mode text")
         if mode == "logprob" and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
         self.rubric = rubric
@@ -88,68 +161,93 @@ class Grader:
         self.retry = retry or RetryPolicy()
         self.cache = cache
         self.prices = prices
+        #: part of every cache key: change it to judge again what an unchanged request would hit
+        self.cache_namespace = cache_namespace
+        #: serve cached unparseable / truncated completions instead of calling again
+        self.keep_failed = keep_failed
         if mode == "logprob":
-            assert rubric.spec.scale is not None
+            labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
+            assert labels is not None or rubric.spec.scale is not None
             self.config = GenerateConfig(
                 temperature=temperature,
                 seed=seed,
                 max_tokens=2,
                 logprobs=True,
                 top_logprobs=20,
-                score_candidates=tuple(str(p) for p in rubric.spec.scale.points),
+                score_candidates=tuple(labels) if labels else tuple(str(p) for p in rubric.spec.scale.points),
             )
         else:
             schema = rubric.json_schema() if provider.supports_json_schema else None
             self.config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)
 
-    async def call(self, messages: list[Message]) -> tuple[ModelOutput, bool, int]:
-        """One judge call through the cache and the retry layer: (output, cached, attempts)."""
-        return await cached_call(
+    @property
+    def notices(self) -> list[str]:
+        """What the user should hear once about this run's server (e.g. a structured-output fallback)."""
+        return list(getattr(self.provider, "notices", []))
+
+    async def call(self, messages: list[Message], limiter: Limiter | None = None) -> CallResult:
+        """One judge call through the cache, the limiter and the retry layer (nothing stored yet)."""
+        return await call_through_cache(
             self.provider,
             messages,
             self.config,
             self.cache,
             self.retry,
+            limiter=limiter,
+            keep_failed=self.keep_failed,
             rubric_hash=self.rubric.content_hash,
             score_mode=self.score_mode,
+            namespace=self.cache_namespace,
         )
 
-    async def grade(self, item: Item) -> Verdict:
+    async def grade(self, item: Item, *, limiter: Limiter | None = None) -> Verdict:
         """Judge one item. Never raises for the server's or the judge's faults: those give ``unscored``."""
-        return await self.grade_messages(item.id, self.rubric.render(item.values(), self.score_mode))
+        return await self.grade_messages(item.id, self.rubric.render(item.values(), self.score_mode), limiter=limiter)
 
-    async def grade_messages(self, item_id: str, messages: list[Message]) -> Verdict:
+    async def grade_messages(self, item_id: str, messages: list[Message], *, limiter: Limiter | None = None) -> Verdict:
         """Judge pre-rendered ``messages`` (e.g. a FastChat judge prompt) with this grader's parsing,
         re-asks, cache and unscored semantics; the rubric supplies the scale or choices."""
         start = time.perf_counter()
         prompt_tokens = completion_tokens = 0
         all_cached = True
-        calls = 0
+        attempts = 0  # HTTP attempts, retries and re-asks included; a cached call counts once
+        calls: list[CallResult] = []
         raw: str | None = None
         parsed: Parsed | None = None
         error: str | None = None
         for round_ in range(self.max_reasks + 1):
             try:
-                out, cached, attempts = await self.call(messages)
-            except ClientRequestError as exc:
-                if exc.status in FATAL_STATUSES:
-                    raise
-                error = f"request rejected: {exc}"
+                res = await self.call(messages, limiter)
+            except ContextLengthError as exc:
+                attempts += exc.attempts
+                error = f"context length exceeded: the prompt plus max_tokens does not fit the model ({exc})"
                 all_cached = False
                 break
+            except ClientRequestError as exc:
+                if is_fatal(exc):
+                    raise
+                attempts += exc.attempts or 1
+                error = f"request rejected: {exc}"
+                all_cached = all_cached and exc.attempts == 0  # 0: the rejection was served from the cache
+                break
             except ProviderError as exc:
-                tries = getattr(exc, "attempts", 0) or 1
-                error = f"{type(exc).__name__} after {tries} attempt{'s' if tries > 1 else ''}: {exc}"
+                if is_fatal(exc):
+                    raise
+                attempts += exc.attempts
+                error = f"{type(exc).__name__} after {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}: {exc}"
                 all_cached = False
                 break
             except (ConfigError, RubricError, DataError):
                 raise  # the user's setup is wrong for every item: stop and say so
             except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure must not sink the run
+                attempts += 1
                 error = f"internal error: {type(exc).__name__}: {exc}"
                 all_cached = False
                 break
-            calls += 1
-            all_cached = all_cached and cached
+            calls.append(res)
+            out = res.output
+            attempts += res.attempts or 1
+            all_cached = all_cached and res.cached
             prompt_tokens += out.usage.prompt_tokens
             completion_tokens += out.usage.completion_tokens
             raw = out.text
@@ -162,6 +260,10 @@ class Grader:
                 break
             except VerdictParseError as exc:
                 parsed = None
+                if out.finish_reason == "length" and self.score_mode != "logprob":
+                    # the same max_tokens would cut the answer again: re-asking cannot help
+                    error = f"truncated at max_tokens ({self.config.max_tokens}): raise max_tokens ({exc})"
+                    break
                 error = f"unparseable verdict: {exc}"
                 if self.score_mode == "logprob":
                     break  # the same call would give the same logprobs: re-asking cannot help
@@ -175,8 +277,10 @@ class Grader:
                 parsed = None
                 error = f"internal error while reading the verdict: {type(exc).__name__}: {exc}"
                 break
-        if error is not None and calls > 1:
-            error += f" (after {calls - 1} re-ask{'s' if calls > 2 else ''})"
+        if error is not None and len(calls) > 1:
+            error += f" (after {len(calls) - 1} re-ask{'s' if len(calls) > 2 else ''})"
+        self._store(calls, final=parsed is not None)
+        cached = all_cached  # every call (or the rejection) came from the cache
         return Verdict(
             id=item_id,
             rubric=self.rubric.id,
@@ -191,16 +295,25 @@ class Grader:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             # a verdict served from the cache cost nothing this time
-            cost_usd=0.0 if all_cached and calls > 0 else self._cost(prompt_tokens, completion_tokens),
+            cost_usd=0.0 if cached else self._cost(prompt_tokens, completion_tokens),
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
-            cached=all_cached and calls > 0,
+            cached=cached,
             temperature=self.config.temperature,
             seed=self.config.seed,
             label=parsed.label if parsed else None,
             score_probs=parsed.score_probs if parsed else None,
             details=parsed.details if parsed else None,
-            attempts=max(calls, 1),
+            attempts=max(attempts, 1),
         )
+
+    def _store(self, calls: list[CallResult], *, final: bool) -> None:
+        """Cache this item's completions, marked final only when they made an ok verdict: an
+        unparseable or truncated completion is kept as what it is and called again next run."""
+        if self.cache is None:
+            return
+        for res in calls:
+            if not res.cached or res.final != final:
+                self.cache.put(res.key, {**res.output.to_cache(), "final": final})
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices)

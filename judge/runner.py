@@ -19,6 +19,8 @@ from judge.dataset import Item, coerce_items
 from judge.errors import RubricError
 from judge.grader import Grader
 from judge.io import JsonlAppender, write_jsonl
+from judge.limiter import AdaptiveLimiter, Limiter
+from judge.pricing import cost_usd
 from judge.providers._base import Provider
 from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
@@ -92,9 +94,16 @@ def build_grader(
     max_tokens: int = 512,
     retry: RetryPolicy | None = None,
     prices: str | None = None,
+    cache_namespace: str = "",
+    keep_failed: bool = False,
     **provider_options: Any,
 ) -> Grader:
-    """Resolve names into a :class:`Grader` (rubric, provider, cache, settings)."""
+    """Resolve names into a :class:`Grader` (rubric, provider, cache, settings).
+
+    ``cache_namespace`` is part of every cache key: set it when the same model name means another
+    model (two servers both calling theirs "local"), or to judge again without clearing the cache.
+    ``keep_failed`` serves cached unparseable or truncated completions instead of asking again.
+    """
     rub = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     provider = get_provider(
         judge or default_judge(base_url), base_url=base_url, api_key=api_key, timeout=timeout, **provider_options
@@ -118,6 +127,8 @@ def build_grader(
         prices=prices,
         max_reasks=max_reasks,
         max_tokens=max_tokens,
+        cache_namespace=cache_namespace,
+        keep_failed=keep_failed,
     )
 
 
@@ -183,17 +194,25 @@ async def run_items(
     concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
+    limiter: Limiter | None = None,
 ) -> Results:
-    """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``."""
+    """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``.
+
+    Calls go through ``limiter``, by default an :class:`AdaptiveLimiter` bounded by ``concurrency``:
+    it backs off on 429/503 and growing latency and waits out ``Retry-After`` without holding a slot.
+    """
     problems = grader.rubric.validate()  # a template mistake stops the run before any call, not after some
     if problems:
         raise RubricError("; ".join(problems), path=grader.rubric.source)
     check_items(items, grader.rubric)
-    sem = asyncio.Semaphore(max(1, concurrency))
+    calls = limiter or AdaptiveLimiter(max(1, concurrency))
+    # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
+    # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
+    window = asyncio.Semaphore(max(64, 4 * max(1, concurrency)))
 
     async def one(item: Item) -> Verdict:
-        async with sem:
-            return await grader.grade(item)
+        async with window:
+            return await grader.grade(item, limiter=calls)
 
     verdicts = await gather_streamed(
         [one(item) for item in items], out=out, to_record=lambda v: v.model_dump(mode="json"), progress=progress
@@ -201,6 +220,46 @@ async def run_items(
     final = Results(v for v in verdicts if v is not None)
     assert len(final) == len(items), "every item yields exactly one verdict"
     return final
+
+
+class RunEstimate(BaseModel):
+    """What a run would send, without sending it (``--dry-run``)."""
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    tokenizer: str
+
+
+ESTIMATED_COMPLETION_TOKENS = 100
+"""Completion tokens assumed per request in a dry run (a verdict with a short reason), capped by max_tokens."""
+
+
+def estimate_run(grader: Grader, items: list[Item]) -> RunEstimate:
+    """Render every prompt and count its tokens: the judge model's own tokenizer where the provider
+    has one here, otherwise characters / 4 (about right for English with OpenAI's tokenizers).
+    Completion tokens are ``ESTIMATED_COMPLETION_TOKENS`` per request (at most ``max_tokens``);
+    re-asks and retries are not counted. Prices come from :mod:`judge.pricing`. Sends nothing."""
+    check_items(items, grader.rubric)
+    prompt_tokens = 0
+    tokenizer = "chars/4"
+    for item in items:
+        messages = grader.rubric.render(item.values(), grader.score_mode)
+        counted = grader.provider.count_tokens(messages)
+        if counted is None:
+            counted = -(-sum(len(m["content"]) for m in messages) // 4)
+        else:
+            tokenizer = grader.provider.id
+        prompt_tokens += counted
+    completion = len(items) * min(grader.config.max_tokens, ESTIMATED_COMPLETION_TOKENS)
+    return RunEstimate(
+        requests=len(items),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        cost_usd=cost_usd(grader.provider.id, prompt_tokens, completion, grader.prices),
+        tokenizer=tokenizer,
+    )
 
 
 async def ascore(

@@ -155,8 +155,25 @@ def test_retry_after_is_honoured() -> None:
     assert elapsed >= 0.95  # waited the server's Retry-After, not the 0 s backoff
 
 
+def per_item(faults: dict[int, list[str]]):
+    """A responder that serves item i's faults (in order) to the requests for item i, then judges:
+    faults tied to items, not to arrival order, so scheduling cannot move them between items."""
+    pending = {f"What is {i} + {i}?": list(f) for i, f in faults.items()}
+    lock = threading.Lock()
+
+    def responder(req):
+        text = prompt_text(req)
+        with lock:
+            for question, left in pending.items():
+                if question in text and left:
+                    return left.pop(0)
+        return judge_responder(req)
+
+    return responder
+
+
 def test_persistent_faults_end_unscored_with_reason() -> None:
-    with LoopbackServer(script=["500"] * 4 + ["400"]) as srv:
+    with LoopbackServer(responder=per_item({0: ["500"] * 4, 1: ["400"]})) as srv:
         results = run(srv, ITEMS[:2], concurrency=1)
     a, b = results
     assert a.status == "unscored" and a.score is None and "ServerError after 4 attempts" in a.error
@@ -173,7 +190,7 @@ def test_garbage_judge_is_reasked_then_unscored_never_zero() -> None:
         assert "unparseable verdict" in v.error and "17/20 is on another scale" in v.error and "2 re-asks" in v.error
         assert v.raw == garbage.content and v.attempts == 3
     # the re-ask carries the error back to the judge
-    reask = srv.requests[1]["messages"]
+    reask = next(r["messages"] for r in srv.requests if len(r["messages"]) > 2)
     assert reask[-2]["role"] == "assistant" and "could not be read" in reask[-1]["content"]
     assert len(srv.requests) == 9
 
@@ -268,18 +285,36 @@ def test_server_without_structured_output_falls_back_to_text_parser() -> None:
     with LoopbackServer(responder=responder) as srv:
         results = run(srv, ITEMS[:3], concurrency=1)
     assert [v.score for v in results] == [5.0, 5.0, 5.0]
-    assert "response_format" in srv.requests[0] and not any("response_format" in r for r in srv.requests[2:])
-    assert len(srv.requests) == 4  # one rejected try, then text verdicts
+    formats = [(r.get("response_format") or {}).get("type") for r in srv.requests]
+    assert formats == ["json_schema", "json_object", None, None, None]  # each form tried once, then text
 
 
-def test_cache_keeps_servers_apart(tmp_path) -> None:
+def test_cache_keys_the_model_not_the_url_spelling(tmp_path) -> None:
     cache = tmp_path / "cache"
     with LoopbackServer(responder=lambda r: Reply('{"reasoning": "A", "score": 4}')) as a:
         first = run(a, ITEMS[:2], cache=cache)
+    # the same model on a restarted server, on another port, spelled "localhost": served from the cache
     with LoopbackServer(responder=lambda r: Reply('{"reasoning": "B", "score": 1}')) as b:
-        second = run(b, ITEMS[:2], cache=cache)
-    assert [v.score for v in first] == [4.0, 4.0] and [v.score for v in second] == [1.0, 1.0]
-    assert not any(v.cached for v in second) and len(b.requests) == 2
+        second = score(
+            ITEMS[:2], "factuality", "openai/judge-model", base_url=f"http://localhost:{b.port}/v1/", cache=cache
+        )
+        assert len(b.requests) == 0
+        # another namespace is another judge: asked again
+        third = run(b, ITEMS[:2], cache=cache, cache_namespace="server-b")
+        assert len(b.requests) == 2
+    assert [v.score for v in first] == [v.score for v in second] == [4.0, 4.0] and all(v.cached for v in second)
+    assert [v.score for v in third] == [1.0, 1.0] and not any(v.cached for v in third)
+
+
+def test_cache_keys_the_structured_output_form(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    with LoopbackServer() as srv:
+        run(srv, ITEMS[:2], cache=cache)
+        text = run(srv, ITEMS[:2], cache=cache, structured_output=False)
+        assert len(srv.requests) == 4 and not any(v.cached for v in text)
+        assert "response_format" not in srv.requests[-1]
+        again = run(srv, ITEMS[:2], cache=cache, structured_output=False)
+        assert len(srv.requests) == 4 and all(v.cached for v in again)
 
 
 def test_unscored_reason_counts_real_attempts() -> None:

@@ -70,8 +70,18 @@ class Provider(abc.ABC):
         return isinstance(exc, RETRYABLE)
 
     def cache_identity(self) -> dict[str, Any]:
-        """What identifies this provider's outputs in the cache (beyond the messages and config)."""
+        """What identifies this provider's outputs in the cache (beyond the messages and config): the
+        model, not where it is served from, so a restarted server or another spelling of its URL hits."""
         return {"provider": self.name, "model": self.model}
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Prompt tokens of ``messages`` by this model's own tokenizer, or None when there is none here."""
+        return None
+
+    def request_identity(self, config: GenerateConfig) -> dict[str, Any]:
+        """What else this provider would send differently for ``config`` right now (for cache keys),
+        e.g. the structured-output form after a server rejected the preferred one."""
+        return {}
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; default does nothing."""

@@ -7,10 +7,13 @@ The SDK's own retries are off (``max_retries=0``): our retry layer decides, so t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -20,6 +23,8 @@ from judge.errors import (
     BadResponseError,
     ClientRequestError,
     ConfigError,
+    ContextLengthError,
+    EndpointUnreachableError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
@@ -30,6 +35,21 @@ from judge.providers._base import ModelOutput, Provider, Usage
 
 DEFAULT_TIMEOUT = 60.0
 logger = logging.getLogger(__name__)
+
+FORMATS = ("json_schema", "json_object", "none")
+"""How the verdict schema is sent, best first: OpenAI's ``json_schema``; ``{"type": "json_object",
+"schema": ...}`` (llama-cpp-python, llama-server); none (the text parser reads the verdict)."""
+
+# a server refusing the response_format says so in its message, whatever the status: OpenAI and vLLM
+# answer 400, llama-cpp-python 500 "Input should be 'text' or 'json_object'"
+_FORMAT_REJECTED = re.compile(r"response_format|json_schema|json_object|grammar|input should be 'text'", re.IGNORECASE)
+# OpenAI: 400 context_length_exceeded; llama-server: 500 "Context size has been exceeded" (newer
+# builds: "exceeds the available context size"); vLLM: "maximum context length is N tokens"
+_CONTEXT_EXCEEDED = re.compile(
+    r"context_length_exceeded|context size has been exceeded|exceeds? the available context size"
+    r"|exceed_context_size|maximum context length|context window",
+    re.IGNORECASE,
+)
 
 
 class OpenAIProvider(Provider):
@@ -58,31 +78,53 @@ class OpenAIProvider(Provider):
                     "openai judge needs OPENAI_API_KEY (or --base-url for a local OpenAI-compatible server)"
                 )
             key = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) accept any key
+        if self.base_url is not None:
+            _check_base_url(self.base_url)
         self.timeout = timeout
-        self.structured_output = structured_output
+        #: the structured-output form sent now (one of FORMATS); degrades when the server rejects one
+        self.response_format = "json_schema" if structured_output else "none"
+        #: one line per thing the user should know about this server (a format fallback), for the CLI
+        self.notices: list[str] = []
+        # whether any HTTP response came back: a refused connection before that means a dead endpoint
+        self._reached = False
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0, http_client=http_client
         )
 
-    def cache_identity(self) -> dict[str, Any]:
-        # the server is part of the judge: "openai/local" on two llama.cpp servers is two models
-        server = (self.base_url or "https://api.openai.com/v1").rstrip("/")
-        return {"provider": self.name, "model": self.model, "server": server}
+    @property
+    def structured_output(self) -> bool:
+        """Whether the verdict schema is sent at all (json_schema or json_object)."""
+        return self.response_format != "none"
+
+    def request_identity(self, config: GenerateConfig) -> dict[str, Any]:
+        # a schema-constrained verdict and a free-text one are different calls
+        return {"response_format": self.response_format if config.json_schema is not None else "none"}
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        structured = config.json_schema is not None and self.structured_output
-        try:
-            return await self._generate(messages, config, structured)
-        except ClientRequestError as exc:
-            # a server without structured output rejects response_format: fall back to the text parser
-            body = (exc.body or "").lower()
-            if structured and exc.status in (400, 422) and ("response_format" in body or "json_schema" in body):
-                self.structured_output = False
-                logger.warning("%s rejects JSON-schema output; judging with the text parser instead", self.id)
-                return await self._generate(messages, config, False)
-            raise
+        while True:
+            fmt = self.response_format if config.json_schema is not None else "none"
+            try:
+                return await self._generate(messages, config, fmt)
+            except (ClientRequestError, ServerError) as exc:
+                if fmt == "none" or not _FORMAT_REJECTED.search(exc.body or str(exc)):
+                    raise
+                self._degrade(fmt, exc)
 
-    async def _generate(self, messages: list[Message], config: GenerateConfig, structured: bool) -> ModelOutput:
+    def _degrade(self, rejected: str, exc: ProviderError) -> None:
+        """Fall back to the next structured-output form, once per server and run, and say so."""
+        if self.response_format != rejected:
+            return  # a concurrent call already fell back
+        self.response_format = FORMATS[FORMATS.index(rejected) + 1]
+        then = "a JSON object with the schema" if self.response_format == "json_object" else "the text parser"
+        said = " ".join(_error_message(exc.body or str(exc)).split())[:160]
+        notice = (
+            f"{self.base_url or 'the server'} rejects response_format {rejected} "
+            f"(HTTP {exc.status}: {said}); judging with {then} instead"
+        )
+        self.notices.append(notice)
+        logger.warning("%s", notice)
+
+    async def _generate(self, messages: list[Message], config: GenerateConfig, fmt: str) -> ModelOutput:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -93,22 +135,32 @@ class OpenAIProvider(Provider):
         if config.logprobs or config.score_candidates:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = config.top_logprobs or 20
-        if structured:
+        if fmt == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "verdict", "schema": config.json_schema, "strict": True},
             }
+        elif fmt == "json_object":
+            kwargs["response_format"] = {"type": "json_object", "schema": config.json_schema}
         try:
             # the SDK's generic POST: its auth, base URL, timeout and status-error mapping, without the
             # typed param transform and response models (about half of the client's CPU per call,
             # measured in bench/throughput.py); we read the JSON body ourselves below
             raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)
+            self._reached = True
             return _to_output(raw.json(), self.model, config)
         except openai.APITimeoutError as exc:
             raise ProviderTimeoutError(f"request timed out after {self.timeout:g} s") from exc
         except openai.APIConnectionError as exc:
+            if not self._reached and isinstance(exc.__cause__, httpx2.ConnectError | httpx2.UnsupportedProtocol):
+                url = self.base_url or "https://api.openai.com/v1"
+                raise EndpointUnreachableError(
+                    f"cannot connect to {url} ({exc.__cause__ or 'connection failed'}): "
+                    "is the server running, and is --base-url right?"
+                ) from exc
             raise ProviderConnectionError(f"connection failed: {exc}") from exc
         except openai.APIStatusError as exc:
+            self._reached = True
             raise _status_error(exc) from exc
         except openai.APIResponseValidationError as exc:
             raise BadResponseError(f"invalid response body: {exc}", status=exc.status_code) from exc
@@ -128,11 +180,44 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
     retry_after = _retry_after(exc.response.headers)
     msg = f"HTTP {status} from server: {body[:300]}"
     kw: dict[str, Any] = {"status": status, "request_id": request_id, "body": body, "retry_after": retry_after}
+    if status in (400, 413, 422, 500) and _CONTEXT_EXCEEDED.search(body):
+        return ContextLengthError(msg, **kw)
     if status == 429:
         return RateLimitError(msg, **kw)
     if status in (408, 409) or status >= 500:
         return ServerError(msg, **kw)
     return ClientRequestError(msg, **kw)
+
+
+_EXAMPLE_URL = "http://127.0.0.1:8000/v1"
+
+
+def _check_base_url(url: str) -> None:
+    """A base URL the client cannot use is the user's mistake: say so before any request."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"--base-url '{url}' is not a valid URL ({exc}); expected e.g. {_EXAMPLE_URL}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--base-url '{url}' is not an http(s) URL with a host; expected e.g. {_EXAMPLE_URL}")
+
+
+def _error_message(body: str) -> str:
+    """The human part of an error body: ``error.message`` (OpenAI, llama.cpp) or ``detail`` (FastAPI)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        if "detail" in obj:
+            return str(obj["detail"])
+    return body
 
 
 def _body_text(exc: openai.APIStatusError) -> str:

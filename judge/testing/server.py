@@ -42,9 +42,38 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     body: Any = None  # when set, sent verbatim as the JSON body (malformed completions for tests)
+    finish_reason: str = "stop"  # "length": the completion was cut off at max_tokens
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
+
+
+class RateLimit:
+    """Token buckets like a hosted API's: requests per second and tokens per minute, each holding
+    ``burst_s`` seconds' worth; a request that does not fit gets 429 with the wait in Retry-After
+    (``retry-after-ms`` too). Tokens are the prompt's, counted as the usage field counts them."""
+
+    def __init__(self, requests_per_s: float = 50.0, tokens_per_min: float = 40_000.0, burst_s: float = 1.0) -> None:
+        self.rates = (requests_per_s, tokens_per_min / 60.0)
+        self.capacity = (requests_per_s * burst_s, tokens_per_min / 60.0 * burst_s)
+        self.level = list(self.capacity)
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def admit(self, tokens: int) -> float:
+        """0 when the request is admitted (and charged), else the seconds until it would be."""
+        with self.lock:
+            now = time.monotonic()
+            for i in (0, 1):
+                self.level[i] = min(self.capacity[i], self.level[i] + (now - self.stamp) * self.rates[i])
+            self.stamp = now
+            need = (1.0, float(min(tokens, self.capacity[1])))
+            wait = max((need[i] - self.level[i]) / self.rates[i] for i in (0, 1))
+            if wait > 0:
+                return wait
+            for i in (0, 1):
+                self.level[i] -= need[i]
+            return 0.0
 
 
 def prompt_text(request: dict[str, Any]) -> str:
@@ -61,7 +90,9 @@ def judge_responder(request: dict[str, Any]) -> Reply:
     text = prompt_text(request)
     lo, hi = 1, 10
     m = re.search(r"from (-?\d+) to (-?\d+)", text)
-    schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    fmt = request.get("response_format") or {}
+    # OpenAI: {"type": "json_schema", "json_schema": {"schema": S}}; llama.cpp: {"type": "json_object", "schema": S}
+    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
     score_schema = schema.get("properties", {}).get("score", {})
     if "minimum" in score_schema:
         lo, hi = int(score_schema["minimum"]), int(score_schema["maximum"])
@@ -125,6 +156,9 @@ class LoopbackServer:
         retry_after: str | None = "0",
         model: str = "loopback-judge",
         port: int = 0,
+        response_formats: tuple[str, ...] | None = None,
+        context_tokens: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.responder = responder
         self.script: list[Reply | str] = list(script or [])
@@ -132,10 +166,16 @@ class LoopbackServer:
         self.max_seconds = max_seconds
         self.max_requests = max_requests
         self.retry_after = retry_after
+        # llama.cpp behaviours: which response_format types are accepted (None: all), and a context
+        # size whose overflow is answered like llama-server does
+        self.response_formats = response_formats
+        self.context_tokens = context_tokens
+        self.rate_limit = rate_limit
         self.model = model
         self.requested_port = port
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int | str] = []
+        self.rejected_429 = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -180,9 +220,10 @@ class LoopbackServer:
                 except json.JSONDecodeError:
                     self._json(400, {"error": {"message": "request body is not JSON"}})
                     return
+                refusal = server._refusal(request)
                 with server._lock:
                     server.requests.append(request)
-                    action = server.script.pop(0) if server.script else None
+                    action = refusal or (server.script.pop(0) if server.script else None)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     over = len(server.requests) >= server.max_requests
@@ -195,6 +236,10 @@ class LoopbackServer:
                     threading.Thread(target=server.stop, daemon=True).start()
 
             def _answer(self, request: dict[str, Any], action: Reply | str | None) -> None:
+                if isinstance(action, Reply) and action.status != 200 and action.body is not None:
+                    server.statuses.append(action.status)  # a refusal: answered at once, no latency
+                    self._json(action.status, action.body, action.headers)
+                    return
                 if server.latency_s:
                     time.sleep(server.latency_s)
                 if action is None:
@@ -258,6 +303,28 @@ class LoopbackServer:
         self._timer.start()
         return self
 
+    def _refusal(self, request: dict[str, Any]) -> Reply | None:
+        """What a real server refuses before answering: an unsupported response_format (llama-cpp-python:
+        HTTP 500), a prompt over the context (llama-server: HTTP 500), a rate limit (429 + Retry-After)."""
+        fmt = (request.get("response_format") or {}).get("type")
+        if fmt and self.response_formats is not None and fmt not in self.response_formats:
+            allowed = " or ".join(f"'{f}'" for f in self.response_formats)
+            # llama-cpp-python's pydantic validation error, answered as HTTP 500
+            message = f"1 validation error:\nresponse_format.type\n  Input should be {allowed} [type=literal_error]"
+            return Reply("", status=500, body={"error": {"message": message, "type": "internal_server_error"}})
+        tokens = max(1, len(prompt_text(request).split()))
+        if self.context_tokens is not None and tokens + int(request.get("max_tokens") or 0) > self.context_tokens:
+            body = {"error": {"code": 500, "message": "Context size has been exceeded.", "type": "server_error"}}
+            return Reply("", status=500, body=body)
+        if self.rate_limit is not None:
+            wait = self.rate_limit.admit(tokens)
+            if wait > 0:
+                self.rejected_429 += 1
+                headers = {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
+                body = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+                return Reply("", status=429, body=body, headers=headers)
+        return None
+
     def stop(self) -> None:
         self._stop.set()
         if self._timer is not None:
@@ -281,7 +348,7 @@ def completion_body(request: dict[str, Any], reply: Reply, model: str) -> dict[s
     choice: dict[str, Any] = {
         "index": 0,
         "message": {"role": "assistant", "content": reply.content},
-        "finish_reason": "stop",
+        "finish_reason": reply.finish_reason,
     }
     if request.get("logprobs") and reply.logprobs is not None:
         content = []
