@@ -20,6 +20,10 @@ from typing import Any
 SCHEMA = [
     # append-only migrations: index = user_version after applying
     "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)",
+    # judge.batch: the batches submitted from this cache and the call keys each carries (for resuming)
+    "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, status TEXT NOT NULL, provider TEXT NOT NULL,"
+    " created REAL NOT NULL, n_lines INTEGER NOT NULL, info TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS batch_calls (key TEXT NOT NULL, batch TEXT NOT NULL, PRIMARY KEY (key, batch))",
 ]
 
 

@@ -24,6 +24,8 @@ class Price(BaseModel):
 
     input: float = Field(ge=0, description="USD per 1M prompt tokens")
     output: float = Field(ge=0, description="USD per 1M completion tokens")
+    batch_input: float | None = Field(None, ge=0, description="USD per 1M prompt tokens through the Batch API")
+    batch_output: float | None = Field(None, ge=0, description="USD per 1M completion tokens through the Batch API")
 
 
 def load_prices(extra: str | None = None) -> dict[str, dict[str, float]]:
@@ -76,8 +78,13 @@ def _problem(error: Any) -> str:
     return f"'{where}': {error['msg']} (got {error['input']!r})"
 
 
-def cost_usd(judge_model: str, prompt_tokens: int, completion_tokens: int, prices: str | None = None) -> float | None:
-    """Cost of one item's calls, or None when the model's price is unknown."""
+def cost_usd(
+    judge_model: str, prompt_tokens: int, completion_tokens: int, prices: str | None = None, *, batch: bool = False
+) -> float | None:
+    """Cost of one item's calls, or None when the model's price is unknown.
+
+    ``batch``: the calls went through the provider's Batch API, at its batch price where the table has one
+    (otherwise the synchronous price, an upper bound)."""
     provider, _, model = judge_model.partition("/")
     if provider in FREE_PROVIDERS:
         return 0.0
@@ -85,4 +92,6 @@ def cost_usd(judge_model: str, prompt_tokens: int, completion_tokens: int, price
     entry = table.get(model) or table.get(judge_model)
     if entry is None:
         return None
+    if batch and entry.get("batch_input") is not None and entry.get("batch_output") is not None:
+        return (prompt_tokens * entry["batch_input"] + completion_tokens * entry["batch_output"]) / 1e6
     return (prompt_tokens * entry["input"] + completion_tokens * entry["output"]) / 1e6

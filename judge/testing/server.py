@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from judge.testing.batches import BatchDesk
+
 FAULTS = ("429", "500", "503", "400", "401", "404", "hang", "badjson", "reset", "nochoices")
 
 
@@ -159,8 +161,14 @@ class LoopbackServer:
         response_formats: tuple[str, ...] | None = None,
         context_tokens: int | None = None,
         rate_limit: RateLimit | None = None,
+        batch_seconds: float = 0.2,
+        batch_faults: list[str] | None = None,
     ) -> None:
         self.responder = responder
+        # Files + Batch API (judge.testing.batches): how long a batch takes, and one fault per created batch
+        self.batch_seconds = batch_seconds
+        self.batch_faults: list[str] = list(batch_faults or [])
+        self.batch_desk = BatchDesk(self)
         self.script: list[Reply | str] = list(script or [])
         self.latency_s = latency_ms / 1000.0
         self.max_seconds = max_seconds
@@ -204,6 +212,8 @@ class LoopbackServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self._batch_route("GET", b""):
+                    return
                 if self.path.rstrip("/").endswith("/models"):
                     self._json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
                 else:
@@ -212,6 +222,8 @@ class LoopbackServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if self._batch_route("POST", body):
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -234,6 +246,17 @@ class LoopbackServer:
                         server.in_flight -= 1
                 if over:
                     threading.Thread(target=server.stop, daemon=True).start()
+
+            def _batch_route(self, method: str, body: bytes) -> bool:
+                answer = server.batch_desk.handle(method, self.path, self.headers, body)
+                if answer is None:
+                    return False
+                status, payload, ctype = answer
+                if ctype is None:
+                    self._json(status, payload)
+                else:
+                    self._raw(status, payload, ctype)
+                return True
 
             def _answer(self, request: dict[str, Any], action: Reply | str | None) -> None:
                 if isinstance(action, Reply) and action.status != 200 and action.body is not None:
@@ -325,6 +348,19 @@ class LoopbackServer:
                 return Reply("", status=429, body=body, headers=headers)
         return None
 
+    def answer_batch_line(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """(status code, body) for one batch line, from the same responder as chat completions; a fault
+        string is answered with its status (connection faults count as 500, as a batch records them)."""
+        with self._lock:
+            self.requests.append(request)
+        action = self.responder(request)
+        if isinstance(action, str):
+            status = int(action) if action.isdigit() else 500
+            return status, {"error": {"message": f"injected {action}", "type": "injected"}}
+        if action.status != 200:
+            return action.status, action.body or {"error": {"message": action.content}}
+        return 200, action.body if action.body is not None else completion_body(request, action, self.model)
+
     def stop(self) -> None:
         self._stop.set()
         if self._timer is not None:
@@ -388,8 +424,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port-file", required=True, help="Write the chosen port here once listening.")
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--max-seconds", type=float, default=300.0)
+    ap.add_argument("--batch-seconds", type=float, default=0.2, help="How long a batch takes (Batch API).")
     args = ap.parse_args(argv)
-    srv = LoopbackServer(latency_ms=args.latency_ms, max_seconds=args.max_seconds).start()
+    srv = LoopbackServer(
+        latency_ms=args.latency_ms, max_seconds=args.max_seconds, batch_seconds=args.batch_seconds
+    ).start()
     Path(args.port_file).write_text(str(srv.port))
     srv._stop.wait(args.max_seconds)
     srv.stop()
