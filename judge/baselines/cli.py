@@ -22,6 +22,19 @@ def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callabl
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         f = max_unscored_option(f)
+        f = click.option(
+            "--address",
+            default=None,
+            metavar="ADDR",
+            help="Ray cluster for --engine ray: ray://HEAD:10001 or auto (default: $RAY_ADDRESS, else a local Ray).",
+        )(f)
+        f = click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where the model runs: in this process, or a Ray actor pool (pip install 'judge[scale]').",
+        )(f)
         f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per forward pass.")(f)
         f = click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available).")(f)
         f = click.option(
@@ -45,16 +58,31 @@ def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
-def _emit(result: BaselineResult, out: str | None, max_unscored: float | None) -> None:
-    from judge.io import OutputLock, write_jsonl
+def _run(name: str, data: str, out: str | None, engine: str, address: str | None, **kwargs: Any) -> BaselineResult:
+    """Run baseline ``name`` on the chosen engine, streaming records to --out (or stdout) in input order.
 
+    An interrupted run leaves OUT.partial; the same command again skips the ids finished there.
+    """
+    import contextlib
+
+    from judge.baselines._run import run_baseline
+    from judge.engines import get_engine
+    from judge.io import OutputLock
+
+    eng = get_engine(engine, address)
+
+    def echo(rec: dict[str, Any]) -> None:
+        click.echo(json.dumps(rec, ensure_ascii=False))
+
+    with OutputLock(out) if out else contextlib.nullcontext():
+        return run_baseline(name, data, engine=eng, out=out, on_record=None if out else echo, **kwargs)
+
+
+def _emit(result: BaselineResult, out: str | None, max_unscored: float | None) -> None:
     if out:
-        with OutputLock(out):
-            write_jsonl(out, result.records)
-        click.echo(f"wrote {len(result.records)} records to {out}", err=True)
-    else:
-        for rec in result.records:
-            click.echo(json.dumps(rec, ensure_ascii=False))
+        resumed = result.summary.get("resumed")
+        note = f" ({resumed} resumed from {out}.partial)" if resumed else ""
+        click.echo(f"wrote {len(result.records)} records to {out}{note}", err=True)
     click.echo(json.dumps(result.summary, ensure_ascii=False, default=str), err=True)
     sys.stderr.flush()
     # an item a baseline cannot score has an empty text (its reason says so): a data property, not a transport one
@@ -72,6 +100,7 @@ def _check_out(out: str | None) -> None:
 
 
 def _kwargs(batch_size: int | None, device: str | None, maps: tuple[str, ...]) -> dict[str, Any]:
+    """Options every baseline takes: device, --map renames and (if given) --batch-size."""
     from judge.dataset import parse_mapping
 
     kwargs: dict[str, Any] = {"device": device, "mapping": parse_mapping(maps)}
@@ -104,27 +133,38 @@ def perplexity(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    engine: str,
+    address: str | None,
     field: str,
     max_length: int | None,
     stride: int | None,
 ) -> None:
     """Perplexity, NLL per token, bits per byte and word perplexity of each output under a causal LM."""
-    from judge.baselines.perplexity import perplexity as run
-
     _check_out(out)
 
     _emit(
-        run(data, model=model, field=field, max_length=max_length, stride=stride, **_kwargs(batch_size, device, maps)),
+        _run(
+            "perplexity",
+            data,
+            out,
+            engine,
+            address,
+            model=model,
+            field=field,
+            max_length=max_length,
+            stride=stride,
+            **_kwargs(batch_size, device, maps),
+        ),
         out,
         max_unscored,
     )
 
 
 @baseline.command(
-    epilog="\b\nExample:\n  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context\n\n"
-    + EXIT_CODES
+    epilog="\b\nExamples:\n  judge baseline entailment items.jsonl --premise context\n"
+    "  judge baseline entailment items.jsonl --model ./deberta-large-mnli --premise context\n\n" + EXIT_CODES
 )
-@_common(None)
+@_common("smollm2")
 @click.option("--premise", type=click.Choice(["context", "reference", "input"]), default="context", show_default=True)
 @click.option("--hypothesis", default="output", show_default=True, help="Item field entailed by the premise.")
 @click.option("--max-length", type=click.IntRange(min=16), default=None, help="Tokens per pair (default: ≤512).")
@@ -136,18 +176,25 @@ def entailment(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    engine: str,
+    address: str | None,
     premise: str,
     hypothesis: str,
     max_length: int | None,
 ) -> None:
-    """SummaC-ZS-style entailment of each output by its premise, with an NLI model."""
-    from judge.baselines.entailment import entailment as run
+    """SummaC-ZS-style entailment of each output by its premise: an NLI model, or a causal LM asked yes/no.
 
+    The default, smollm2, answers zero-shot (no NLI weights ship in any package this machine reaches).
+    """
     _check_out(out)
 
     _emit(
-        run(
+        _run(
+            "entailment",
             data,
+            out,
+            engine,
+            address,
             model=model,
             premise_field=premise,
             field=hypothesis,
@@ -188,19 +235,23 @@ def pmi(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    engine: str,
+    address: str | None,
     source: str,
     field: str,
     template: str,
     max_length: int | None,
 ) -> None:
     """log p(output | source) - log p(output) per output token, under a causal LM."""
-    from judge.baselines.pmi import pmi as run
-
     _check_out(out)
 
     _emit(
-        run(
+        _run(
+            "pmi",
             data,
+            out,
+            engine,
+            address,
             model=model,
             source_field=source,
             field=field,
@@ -231,16 +282,26 @@ def similarity(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    engine: str,
+    address: str | None,
     against: str,
     field: str,
 ) -> None:
     """Cosine similarity of sentence embeddings between each output and its reference or input."""
-    from judge.baselines.similarity import similarity as run
-
     _check_out(out)
 
     _emit(
-        run(data, model=model, against_field=against, field=field, **_kwargs(batch_size, device, maps)),
+        _run(
+            "similarity",
+            data,
+            out,
+            engine,
+            address,
+            model=model,
+            against_field=against,
+            field=field,
+            **_kwargs(batch_size, device, maps),
+        ),
         out,
         max_unscored,
     )

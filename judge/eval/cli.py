@@ -44,6 +44,13 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
     default=None,
     help="Also write a self-contained HTML report (forest plot, gates, distributions, review queue) to this file.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where perplexity and BERTScore run: this process or a Ray actor pool (suite key 'engine'; default local).",
+)
+@click.option("--address", default=None, metavar="ADDR", help="Ray cluster for --engine ray (ray://HEAD:10001, auto).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars for judge calls (default: on a terminal).")
 def eval_command(
     suite: Path,
@@ -54,6 +61,8 @@ def eval_command(
     seed: int | None,
     as_json: bool,
     report_path: Path | None,
+    engine: str | None,
+    address: str | None,
     progress: bool | None,
 ) -> None:
     """Run SUITE (YAML): every metric over every system's outputs, paired deltas against the baseline
@@ -64,7 +73,14 @@ def eval_command(
     spec, root = load_suite(suite)
     updates = {
         k: v
-        for k, v in {"judge": judge_spec, "base_url": base_url, "bootstrap": bootstrap, "seed": seed}.items()
+        for k, v in {
+            "judge": judge_spec,
+            "base_url": base_url,
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "engine": engine,
+            "address": address,
+        }.items()
         if v is not None
     }
     if updates:

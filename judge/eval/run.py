@@ -508,8 +508,12 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
     notes: dict[tuple[str, str], list[dict[str, Any] | None]] = {}
     settings: dict[str, Any] = {}
     details: dict[str, dict[str, Any]] = {}
+    from judge.engines import get_engine, using
+
+    engine = get_engine(suite.engine, suite.address)
     for p in planned:
-        computed = _compute(p, suite, data, progress)
+        with using(engine):
+            computed = _compute(p, suite, data, progress)
         for system, res in computed.items():
             for fig in p.figures:
                 figures[fig.name] = fig

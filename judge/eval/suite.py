@@ -137,6 +137,11 @@ class Suite(BaseModel):
     judge: str | None = Field(None, description="Default judge for rubric metrics.")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where local-model metrics (perplexity, BERTScore) run: in this process, or a Ray actor pool.",
+    )
+    address: str | None = Field(None, description="Ray cluster for engine ray (ray://HEAD:10001, auto).")
     _source: str = PrivateAttr("<suite>")
     _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
 

@@ -1,11 +1,14 @@
 """Metrics that run a local model: BERTScore (bert-score library) and perplexity (judge's baseline).
 
-torch, transformers and bert_score are imported inside the functions.
+Both run on the engine of :func:`judge.engines.current` (in-process, or a Ray actor pool chosen by
+the suite's ``engine:``). torch, transformers and bert_score are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from judge.metrics.base import Corpus, EvalInput, MetricResult
 from judge.metrics.reference import bool_option, int_option, nan_scores, prepare
 
 DEFAULT_BERTSCORE_MODEL = "minilm"
+BERTSCORE_ITEMS_PER_BATCH = 256  # candidates per engine batch: a MiniLM batch of 256 is ~1 s of CPU
 
 _SCORERS: dict[tuple[str, int, str, bool], Any] = {}
 _LOCK = threading.Lock()
@@ -52,6 +56,22 @@ def _scorer(path: str, num_layers: int, device: str, idf: bool) -> Any:
         return _SCORERS[key]
 
 
+def _bertscore_batch(path: str, num_layers: int, device: str, idf_refs: list[str] | None, batch_size: int) -> Any:
+    """The per-worker batch function: (candidate, references) pairs -> (P, R, F1); the model loads once."""
+    scorer = _scorer(path, num_layers, device, idf_refs is not None)
+    if idf_refs is not None:
+        from bert_score.utils import get_idf_dict
+
+        # every worker weighs tokens by the idf of all the scored items' references, as bert_score.score does
+        scorer._idf_dict = get_idf_dict(idf_refs, scorer._tokenizer, nthreads=0)
+
+    def score(batch: list[tuple[str, list[str]]]) -> Sequence[tuple[float, float, float]]:
+        p, r, f = scorer.score([c for c, _ in batch], [g for _, g in batch], batch_size=batch_size)
+        return list(zip(p.tolist(), r.tolist(), f.tolist(), strict=True))
+
+    return score
+
+
 def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     """BERTScore F1 with bert-score's own code on a local encoder (default all-MiniLM-L6-v2, layer 6).
 
@@ -61,6 +81,9 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     best over the references. With ``idf: true`` the idf weights come from the scored items'
     references, as ``bert_score.score`` computes them.
     """
+    from bert_score.utils import get_hash
+
+    from judge.engines import current
     from judge.localmodels import pick_device, resolve_model
 
     model = str(options.get("model", DEFAULT_BERTSCORE_MODEL))
@@ -87,19 +110,17 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         "device": device,
     }
     if scored:
-        scorer = _scorer(path, num_layers, device, idf)
-        cands = [data.outputs[i].strip() for i in scored]
-        ref_groups = [[r.strip() for r in refs[i]] for i in scored]
-        if idf:
-            from bert_score.utils import get_idf_dict
-
-            scorer._idf_dict = get_idf_dict([r for g in ref_groups for r in g], scorer._tokenizer, nthreads=0)
-        p, r, f = scorer.score(cands, ref_groups, batch_size=batch_size)
-        scores["bertscore"][scored] = f.numpy().astype(float)
+        pairs = [(data.outputs[i].strip(), [r.strip() for r in refs[i]]) for i in scored]
+        idf_refs = [r for _, g in pairs for r in g] if idf else None
+        engine = current()
+        factory = functools.partial(_bertscore_batch, path, num_layers, device, idf_refs, batch_size)
+        prf = np.array(list(engine.map(factory, pairs, batch_size=BERTSCORE_ITEMS_PER_BATCH)), dtype=float)
+        scores["bertscore"][scored] = prf[:, 2]
         precision, recall = np.full(n, np.nan), np.full(n, np.nan)
-        precision[scored], recall[scored] = p.numpy(), r.numpy()
+        precision[scored], recall[scored] = prf[:, 0], prf[:, 1]
         details = {"precision": precision.tolist(), "recall": recall.tolist()}
-        settings["hash"] = scorer.hash
+        settings["hash"] = get_hash(path, num_layers, idf, False, False, False)
+        settings["engine"] = engine.name
     return MetricResult(scores, errors, settings=settings, details=details)
 
 
@@ -111,12 +132,16 @@ def _corpus_perplexity(sums: np.ndarray) -> np.ndarray:
 
 def perplexity(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     """Perplexity of each output under a causal LM (``judge.baselines.perplexity``); lower is better."""
+    from judge.baselines._run import run_baseline
     from judge.baselines.perplexity import DEFAULT_MODEL
-    from judge.baselines.perplexity import perplexity as baseline
+    from judge.engines import current
 
     model = str(options.get("model", DEFAULT_MODEL))
-    res = baseline(
+    engine = current()
+    res = run_baseline(
+        "perplexity",
         list(data.outputs),
+        engine=engine,
         model=model,
         ids=[str(i) for i in data.ids],
         device=options.get("device"),
@@ -144,6 +169,7 @@ def perplexity(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         settings={
             "model": model,
             "max_length": summary.get("max_length"),
+            "engine": engine.name,
             "scoring": "after BOS, rolling windows; system value = corpus perplexity exp(sum NLL / sum tokens)",
         },
         details={k: summary[k] for k in ("corpus_perplexity", "tokens", "seconds") if k in summary},
