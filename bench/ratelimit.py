@@ -20,7 +20,7 @@ import time
 from judge.dataset import coerce_items
 from judge.limiter import AdaptiveLimiter, FixedLimiter, Limiter
 from judge.retry import RetryPolicy
-from judge.runner import build_grader, run_items, run_sync
+from judge.runner import SLOW_START, build_grader, run_items, run_sync
 from judge.testing.server import LoopbackServer, RateLimit, prompt_text
 
 SCENARIOS = [
@@ -80,7 +80,11 @@ def main() -> None:
         words = 141  # the factuality prompt's length for these items, as the server counts tokens
         n = int(min(rps, tpm / 60 / words) * args.seconds)
         for kind in ("adaptive", "fixed"):
-            lim: Limiter = AdaptiveLimiter(args.concurrency) if kind == "adaptive" else FixedLimiter(args.concurrency)
+            lim: Limiter = (
+                AdaptiveLimiter(args.concurrency, slow_start=SLOW_START)  # as the runner builds it
+                if kind == "adaptive"
+                else FixedLimiter(args.concurrency)
+            )
             r = one_run(f"s{sc}{kind[0]}", rps, tpm, n, args.latency_ms, lim)
             print(
                 f"{name:38} {kind:8} {r['ok']:>4}/{r['n']:<4} {r['wall']:7.2f} {r['goodput']:6.2f} {r['rate']:6.2f}"

@@ -179,6 +179,13 @@ def calibrate(
     if report_path:
         check_output_path(report_path, "--report")
     scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
+    averaged = scores.attrs.get("averaged_repeats") or {}
+    if averaged:
+        click.echo(
+            f"note: {averaged['ids']} item id(s) appear more than once in {judge_path} ({averaged['rows']} rows): "
+            "each is scored by the mean of its scored rows (repeats)",
+            err=True,
+        )
     if items_path is not None:
         scores = _attach_texts(scores, items_path, mapping)
     labels, kind = load_human_labels(

@@ -364,7 +364,9 @@ def validate_scores(
 ) -> pd.DataFrame:
     """Check judge scores given as a frame (``id``, ``score``, optional ``status``) or a Series indexed by id.
 
-    Empty scores and ``status == "unscored"`` both mark an item unscored (``score`` becomes None).
+    Empty scores and ``status == "unscored"`` both mark an item unscored (``score`` becomes None). An id
+    that appears more than once with numeric scores (repeats, one line each) is averaged over its scored
+    rows; ``attrs["averaged_repeats"]`` says how many ids and rows, so the caller can say so.
     """
     if isinstance(scores, pd.Series):
         scores = pd.DataFrame({"id": scores.index, "score": scores.to_numpy()})
@@ -401,19 +403,42 @@ def validate_scores(
     frame["score"] = pd.Series(values, index=frame.index, dtype=object)
     frame.loc[frame["score"].isna(), "status"] = "unscored"
     dup = frame.duplicated("id", keep=False)
+    averaged: dict[str, int] = {}
+    if dup.any() and all(v is None or _to_float(v) is not None for v in frame.loc[dup, "score"]):
+        # repeated numeric verdicts of one item (runs concatenated, one line per repeat): their mean
+        frame, averaged = _average_repeats(frame)
+        dup = frame.duplicated("id", keep=False)
     if dup.any():
         first_id = frame.loc[dup, "id"].iloc[0]
         lines = [int(x) for x in frame.loc[frame["id"] == first_id, "line"] if x is not None and not pd.isna(x)]
         raise DataError(
             f"item '{first_id}' appears more than once in the judge results"
             + (f" (lines {', '.join(map(str, lines))})" if lines else "")
-            + "; keep one verdict per id (average repeats first)",
+            + "; numeric repeats are averaged, but verdicts like A/B/tie cannot be: keep one per id",
             **_where(path, lines[-1] if lines else None),
             field="id",
         )
     out = frame.reset_index(drop=True)
     out.attrs["validated"] = True
+    out.attrs["averaged_repeats"] = averaged
     return out
+
+
+def _average_repeats(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per id: the mean of its scored rows (unscored when none scored), the other columns from its
+    first row; and how many ids and rows were averaged, for the note the CLI prints."""
+    counts = frame["id"].value_counts()
+    repeated = counts[counts > 1]
+    rows = []
+    for _, group in frame.groupby("id", sort=False):
+        row = group.iloc[0].copy()
+        scored = [float(_to_float(v) or 0.0) for v in group["score"] if v is not None]
+        row["score"] = sum(scored) / len(scored) if scored else None
+        row["status"] = "ok" if scored else "unscored"
+        rows.append(row)
+    out = pd.DataFrame(rows).reset_index(drop=True)
+    out["score"] = pd.Series([None if _is_missing(v) else v for v in out["score"]], dtype=object)
+    return out, {"ids": int(len(repeated)), "rows": int(repeated.sum())}
 
 
 def judge_values(scores: pd.Series, label_type: str) -> tuple[pd.Series, list[str]]:

@@ -39,6 +39,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "mtbench": ("judge.mtbench.cli", "mtbench"),
     "eval": ("judge.eval.cli", "eval_command"),
     "report": ("judge.report.cli", "report_command"),
+    "batches": ("judge.cli_batches", "batches"),
 }
 HELP_LINES = {
     "score": "Score every row of a data file with a rubric and a judge.",
@@ -48,6 +49,7 @@ HELP_LINES = {
     "mtbench": "MT-Bench-style multi-turn runs: answer, judge, show.",
     "eval": "Compare systems (a fine-tune vs its base) across metrics: paired deltas, gates, review queue.",
     "report": "One self-contained HTML report (plots, tables, review queue) from any results.",
+    "batches": "List, inspect and cancel the Batch API jobs that `--batch` runs submitted.",
 }
 
 

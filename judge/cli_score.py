@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option
+from judge.cli import EXIT_CODES, EXIT_INCOMPLETE, exit_if_incomplete, max_unscored_option
 from judge.errors import ConfigError, RubricError
 
 
@@ -28,6 +28,7 @@ Examples:
   judge score data.csv --rubric relevance --judge openai/gpt-4o-mini --concurrency 16
   judge score data.jsonl --rubric my_rubric.j2 --judge openai/qwen2.5-7b --base-url http://localhost:8000/v1
   judge score data.jsonl --rubric helpfulness --map output=answer --map input=question
+  judge score logs.jsonl --rubric relevance --judge openai/gpt-4o-mini --batch
 
 Environment: every option has a JUDGE_SCORE_<OPTION> variable (e.g. JUDGE_SCORE_JUDGE, JUDGE_SCORE_MAP);
 OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR moves the cache.
@@ -124,6 +125,57 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     help="Part of the cache key next to provider and model: change it when a different model answers under the "
     "same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
 )
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Send the calls through the provider's Batch API (openai/* judges): half the price, answers within 24 h. "
+    "Resumable: rerun the same command after a crash or Ctrl-C to collect the batches already submitted "
+    "(see `judge batches list`).",
+)
+@click.option(
+    "--batch-poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --batch: seconds between two looks at the submitted batches.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Judge every item N times, repeat r with seed SEED+r (and --temperature if set); one verdict per item: "
+    "score = the mean, repeat_scores, spread (max-min), flipped; the summary gives the flip rate.",
+)
+@click.option(
+    "--both-orders",
+    is_flag=True,
+    help="Pairwise rubrics: judge each pair as given and swapped; orders that disagree make a tie. The summary "
+    "gives the position-consistency rate and P(first wins).",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Sampling temperature of the judge (0: greedy); above 0, --repeats measures its sampling noise.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Render every prompt and count tokens (the local judge's tokenizer, else characters/4), print requests, "
+    "tokens and cost from the price table, and send nothing.",
+)
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="USD",
+    help="Stop starting items once the spending plus the estimate of those in flight would pass USD; finished "
+    "items are kept and cached, the rest unscored ('budget reached'); exit 3 with the amount spent. The judge "
+    "must be in the price table (see --prices).",
+)
 @max_unscored_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
 def score(
@@ -146,14 +198,22 @@ def score(
     cache_namespace: str | None,
     max_unscored: float | None,
     progress: bool | None,
+    batch: bool = False,
+    batch_poll: float = 30.0,
+    repeats: int = 1,
+    both_orders: bool = False,
+    temperature: float = 0.0,
+    dry_run: bool = False,
+    max_cost: float | None = None,
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
+    from judge.batch import BatchSettings
     from judge.dataset import load_items, parse_mapping
     from judge.io import OutputLock, check_output_path
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
-    from judge.runner import build_grader, run_items, run_sync
+    from judge.runner import Budget, build_grader, check_trials, estimate_run, run_items, run_sync
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
@@ -174,17 +234,39 @@ def score(
         base_url=base_url,
         timeout=timeout,
         seed=seed,
+        temperature=temperature,
         retry=RetryPolicy(max_attempts=max_attempts),
         prices=prices,
         keep_failed=keep_failed,
         cache_namespace=cache_namespace or "",
+        batch=BatchSettings(poll_interval=batch_poll) if batch else None,
         **({"structured_output": False} if no_structured_output else {}),
     )
     show = sys.stderr.isatty() if progress is None else progress
+    try:
+        check_trials(grader, repeats, both_orders)
+        budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None
+        estimate = estimate_run(grader, items, calls_per_item=repeats * (2 if both_orders else 1)) if dry_run else None
+    except BaseException:
+        run_sync(grader.provider.aclose())
+        raise
+    if estimate is not None:
+        run_sync(grader.provider.aclose())
+        click.echo(render_estimate(estimate, grader.describe(), len(items)))
+        return
 
     async def go():  # type: ignore[no-untyped-def]
         try:
-            return await run_items(grader, items, concurrency=concurrency, out=target, progress=show)
+            return await run_items(
+                grader,
+                items,
+                concurrency=concurrency,
+                out=target,
+                progress=show,
+                repeats=repeats,
+                both_orders=both_orders,
+                budget=budget,
+            )
         finally:
             await grader.provider.aclose()
 
@@ -195,8 +277,20 @@ def score(
         partial = target.with_name(target.name + ".partial")
         if partial.exists():
             click.echo(f"verdicts finished before the interrupt: {partial}", err=True)
+        if batch:
+            click.echo("submitted batches keep running on the server: rerun the same command to collect them", err=True)
         raise
     click.echo(render_summary(results, grader.describe(), target))
+    if results.batch_report is not None:
+        click.echo(results.batch_report.line())
+    if budget is not None and budget.reached:
+        click.echo(
+            f"run incomplete: budget reached: spent ${budget.spent:.4f} of --max-cost ${budget.max_usd:g}; "
+            f"{budget.skipped} of {len(results)} items not judged (unscored, 'budget reached'). Finished items are "
+            "cached: rerun with a higher --max-cost to judge the rest",
+            err=True,
+        )
+        sys.exit(EXIT_INCOMPLETE)
     causes = [v.unscored_cause for v in results]
     exit_if_incomplete(
         "items", len(results), causes.count(None), causes.count("transport"), causes.count("parse"), max_unscored
@@ -219,6 +313,15 @@ def render_summary(results, describe: dict, target: Path) -> str:  # type: ignor
         f"  tokens     {s.prompt_tokens} prompt + {s.completion_tokens} completion",
         f"  cost       {cost}",
     ]
+    t = s.trials
+    if t is not None and t.repeats > 1:
+        flips = "-" if t.flip_rate is None else f"{t.flip_rate:.3f}"
+        spread = "-" if t.mean_spread is None else f"{t.mean_spread:.3f}"
+        lines.append(f"  repeats    {t.repeats}  flip rate {flips}  mean spread {spread}")
+    if t is not None and t.scored_pairs is not None:
+        cons = "-" if t.consistency is None else f"{t.consistency:.3f}"
+        first = "-" if t.p_first_wins is None else f"{t.p_first_wins:.3f}"
+        lines.append(f"  orders     position consistency {cons} over {t.scored_pairs} pairs  P(first wins) {first}")
     dist: dict[str, int] = {}
     for v in results:
         if v.status == "ok" and v.score is not None:
@@ -228,6 +331,22 @@ def render_summary(results, describe: dict, target: Path) -> str:  # type: ignor
         lines.append("  scores     " + "  ".join(f"{k}:{dist[k]}" for k in sorted(dist, key=lambda x: (len(x), x))))
     lines.append(f"verdicts written to {target}")
     return "\n".join(lines)
+
+
+def render_estimate(est, describe: dict, n_items: int) -> str:  # type: ignore[no-untyped-def]
+    """What ``--dry-run`` prints: requests, tokens and cost, and how they were counted."""
+    cost = "unknown (model not in price table; see --prices)" if est.cost_usd is None else f"${est.cost_usd:.4f}"
+    counted = "characters / 4" if est.tokenizer == "chars/4" else f"the tokenizer of {est.tokenizer}"
+    return "\n".join(
+        [
+            f"dry run: nothing sent  rubric {describe['rubric']}  judge {describe['judge']}",
+            f"  items       {n_items}",
+            f"  requests    {est.requests}",
+            f"  tokens      {est.prompt_tokens} prompt (counted with {counted}) + {est.completion_tokens} completion "
+            "(assumed)",
+            f"  cost        {cost}  (cached calls would cost nothing; re-asks and retries not counted)",
+        ]
+    )
 
 
 @click.group(epilog=EXIT_CODES)

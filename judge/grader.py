@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Awaitable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from judge.cache import Cache, cache_key
 from judge.config import GenerateConfig, Message
@@ -24,6 +25,9 @@ from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy, with_retries
 from judge.rubric import Rubric
 from judge.verdict import Parsed, Verdict, parse_verdict, reask_message, score_from_logprobs
+
+if TYPE_CHECKING:
+    from judge.batch import BatchSettings
 
 FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
@@ -145,6 +149,7 @@ class Grader:
         prices: str | None = None,
         cache_namespace: str = "",
         keep_failed: bool = False,
+        batch: BatchSettings | None = None,
     ) -> None:
         # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
         mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
@@ -165,6 +170,8 @@ class Grader:
         self.cache_namespace = cache_namespace
         #: serve cached unparseable / truncated completions instead of calling again
         self.keep_failed = keep_failed
+        #: judge through the provider's Batch API (judge.batch), priced at its batch price; None: synchronously
+        self.batch = batch
         if mode == "logprob":
             labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
             assert labels is not None or rubric.spec.scale is not None
@@ -184,6 +191,17 @@ class Grader:
     def notices(self) -> list[str]:
         """What the user should hear once about this run's server (e.g. a structured-output fallback)."""
         return list(getattr(self.provider, "notices", []))
+
+    def call_key(self, messages: list[Message]) -> str:
+        """The cache key of this grader's call with ``messages`` (what a batch line's ``custom_id`` is)."""
+        return call_key(
+            self.provider,
+            messages,
+            self.config,
+            rubric_hash=self.rubric.content_hash,
+            score_mode=self.score_mode,
+            namespace=self.cache_namespace,
+        )
 
     async def call(self, messages: list[Message], limiter: Limiter | None = None) -> CallResult:
         """One judge call through the cache, the limiter and the retry layer (nothing stored yet)."""
@@ -316,7 +334,13 @@ class Grader:
                 self.cache.put(res.key, {**res.output.to_cache(), "final": final})
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices)
+        return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices, batch=self.batch is not None)
+
+    def with_seed(self, seed: int) -> Grader:
+        """This grader with another seed (a repeat): same provider, cache and settings, another cache entry."""
+        other = copy.copy(self)
+        other.config = self.config.model_copy(update={"seed": seed})
+        return other
 
     def describe(self) -> dict[str, Any]:
         return {"rubric": self.rubric.id, "judge": self.provider.id, "score_mode": self.score_mode}

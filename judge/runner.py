@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from judge.batch import BatchSettings, check_batch_support
 from judge.cache import Cache
 from judge.dataset import Item, coerce_items
-from judge.errors import RubricError
+from judge.errors import ConfigError, RubricError
 from judge.grader import Grader
 from judge.io import JsonlAppender, write_jsonl
 from judge.limiter import AdaptiveLimiter, Limiter
@@ -25,6 +26,7 @@ from judge.providers._base import Provider
 from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
 from judge.rubric import Rubric, load_rubric
+from judge.trials import TrialStats, combine_order_verdicts, combine_repeats, swapped_values, trial_stats
 from judge.verdict import Verdict
 
 R = TypeVar("R")
@@ -42,10 +44,15 @@ class Summary(BaseModel):
     completion_tokens: int
     cost_usd: float | None
     unscored_reasons: dict[str, int]
+    trials: TrialStats | None = None
+    """--repeats / --both-orders: flip rate, spread, position consistency, P(first wins)."""
 
 
 class Results(list[Verdict]):
     """Verdicts in input order, with helpers for tables and totals."""
+
+    #: what a ``--batch`` run did (batches, lines, batch vs synchronous cost); None for a synchronous run
+    batch_report: Any = None
 
     def summary(self) -> Summary:
         ok = [v for v in self if v.status == "ok"]
@@ -65,6 +72,7 @@ class Results(list[Verdict]):
             completion_tokens=sum(v.completion_tokens for v in self),
             cost_usd=None if any(c is None for c in costs) else round(sum(c for c in costs if c is not None), 6),
             unscored_reasons=reasons,
+            trials=trial_stats(self) if any(v.repeat_scores is not None or v.orders for v in self) else None,
         )
 
     def to_records(self) -> list[dict[str, Any]]:
@@ -90,12 +98,14 @@ def build_grader(
     api_key: str | None = None,
     timeout: float | None = None,
     seed: int = 0,
+    temperature: float = 0.0,
     max_reasks: int = 2,
     max_tokens: int = 512,
     retry: RetryPolicy | None = None,
     prices: str | None = None,
     cache_namespace: str = "",
     keep_failed: bool = False,
+    batch: bool | dict[str, Any] | BatchSettings | None = None,
     **provider_options: Any,
 ) -> Grader:
     """Resolve names into a :class:`Grader` (rubric, provider, cache, settings).
@@ -103,6 +113,7 @@ def build_grader(
     ``cache_namespace`` is part of every cache key: set it when the same model name means another
     model (two servers both calling theirs "local"), or to judge again without clearing the cache.
     ``keep_failed`` serves cached unparseable or truncated completions instead of asking again.
+    ``batch`` (True or :class:`~judge.batch.BatchSettings`) sends the calls through the provider's Batch API.
     """
     rub = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     provider = get_provider(
@@ -117,11 +128,16 @@ def build_grader(
         store = cache
     else:
         store = Cache.in_dir(cache)
+    # True, a BatchSettings, or its fields as a dict (a `judge eval` suite entry: {metric: factuality, batch: true})
+    settings = BatchSettings.model_validate({} if batch is True else batch) if batch else None
+    if settings is not None:
+        check_batch_support(provider, store)
     return Grader(
         rub,
         provider,
         score_mode=score_mode,
         seed=seed,
+        temperature=temperature,
         cache=store,
         retry=retry,
         prices=prices,
@@ -129,6 +145,7 @@ def build_grader(
         max_tokens=max_tokens,
         cache_namespace=cache_namespace,
         keep_failed=keep_failed,
+        batch=settings,
     )
 
 
@@ -195,24 +212,61 @@ async def run_items(
     out: str | Path | None = None,
     progress: bool = False,
     limiter: Limiter | None = None,
+    repeats: int = 1,
+    both_orders: bool = False,
+    budget: Budget | None = None,
 ) -> Results:
     """Judge ``items`` with at most ``concurrency`` calls in flight; stream verdicts to ``out``.
 
     Calls go through ``limiter``, by default an :class:`AdaptiveLimiter` bounded by ``concurrency``:
     it backs off on 429/503 and growing latency and waits out ``Retry-After`` without holding a slot.
+    ``repeats`` judges each item that many times (seed, seed + 1, ...) and ``both_orders`` each pair as
+    given and swapped, one verdict per item either way (:mod:`judge.trials`). With a ``budget``, an item
+    starts only while the run's spending plus the estimates of the items in flight and its own stays
+    within it; the others are unscored with "budget reached".
     """
     problems = grader.rubric.validate()  # a template mistake stops the run before any call, not after some
     if problems:
         raise RubricError("; ".join(problems), path=grader.rubric.source)
     check_items(items, grader.rubric)
-    calls = limiter or AdaptiveLimiter(max(1, concurrency))
+    check_trials(grader, repeats, both_orders)
+    if grader.batch is not None and (repeats > 1 or both_orders or budget is not None):
+        raise ConfigError("--repeats, --both-orders and --max-cost are not available with --batch yet")
+    if grader.batch is not None:
+        from judge.batch import run_batched
+
+        return await run_batched(grader, items, out=out, progress=progress)
+    calls = limiter or AdaptiveLimiter(max(1, concurrency), slow_start=SLOW_START)
     # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
     # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
     window = asyncio.Semaphore(max(64, 4 * max(1, concurrency)))
 
+    graders = [grader.with_seed(grader.config.seed + r) for r in range(repeats)] if repeats > 1 else [grader]
+
+    async def trial(g: Grader, item: Item) -> Verdict:
+        if not both_orders:
+            return await g.grade(item, limiter=calls)
+        swapped = g.rubric.render(swapped_values(item.values()), g.score_mode)
+        v1, v2 = await asyncio.gather(g.grade(item, limiter=calls), g.grade_messages(item.id, swapped, limiter=calls))
+        return combine_order_verdicts(v1, v2)
+
     async def one(item: Item) -> Verdict:
         async with window:
-            return await grader.grade(item, limiter=calls)
+            reserved = 0.0
+            if budget is not None:
+                reserved = budget.estimate(grader, item) * len(graders) * (2 if both_orders else 1)
+                if not budget.reserve(reserved):
+                    return budget.unscored(grader, item)
+            try:
+                done = [await trial(g, item) for g in graders]  # repeats one after another: no burst per item
+            except BaseException:
+                if budget is not None:
+                    budget.settle(reserved, 0.0)
+                raise
+            verdict = combine_repeats(done) if repeats > 1 else done[0]
+            if budget is not None:
+                budget.settle(reserved, verdict.cost_usd)
+            return verdict
 
     verdicts = await gather_streamed(
         [one(item) for item in items], out=out, to_record=lambda v: v.model_dump(mode="json"), progress=progress
@@ -220,6 +274,87 @@ async def run_items(
     final = Results(v for v in verdicts if v is not None)
     assert len(final) == len(items), "every item yields exactly one verdict"
     return final
+
+
+def check_trials(grader: Grader, repeats: int, both_orders: bool) -> None:
+    """Fail before any call when ``--repeats`` / ``--both-orders`` cannot apply to this grader."""
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+    if both_orders and grader.rubric.spec.kind != "pairwise":
+        raise ConfigError(
+            f"--both-orders judges a pair as given and swapped; rubric '{grader.rubric.id}' is not pairwise "
+            "(use -r pairwise or a rubric with kind: pairwise)"
+        )
+
+
+class Budget:
+    """``--max-cost``: what a run may spend, checked before each item starts.
+
+    An item starts only while the spending so far, plus the estimates of the items in flight, plus its
+    own estimate (:func:`estimate_item`) stays within ``max_usd``; once one does not fit, no further item
+    starts (``reached``) and each is unscored with "budget reached". Items served from the cache cost
+    nothing. The estimate counts no re-asks or retries, so the spending can pass the budget by those.
+    """
+
+    def __init__(self, max_usd: float) -> None:
+        if max_usd <= 0:
+            raise ConfigError(f"--max-cost must be above 0 USD, got {max_usd}")
+        self.max_usd = max_usd
+        self.spent = 0.0
+        self.in_flight = 0.0
+        self.reached = False
+        self.skipped = 0
+
+    @classmethod
+    def for_grader(cls, max_usd: float, grader: Grader) -> Budget:
+        """A budget for ``grader``'s judge; a :class:`ConfigError` when the price table does not know it."""
+        if cost_usd(grader.provider.id, 1, 1, grader.prices) is None:
+            raise ConfigError(
+                f"--max-cost: judge '{grader.provider.id}' has no price in the price table, so its spending cannot "
+                f'be counted; give one with --prices FILE ({{"{grader.provider.model}": {{"input": USD per 1M '
+                'tokens, "output": USD per 1M tokens}})'
+            )
+        return cls(max_usd)
+
+    def estimate(self, grader: Grader, item: Item) -> float:
+        """Estimated cost of one call for ``item`` (prompt counted, completion assumed; see :func:`estimate_run`)."""
+        prompt, completion, _ = estimate_item(grader, item)
+        return cost_usd(grader.provider.id, prompt, completion, grader.prices) or 0.0
+
+    def reserve(self, usd: float) -> bool:
+        """Whether an item estimated at ``usd`` may start; if so its estimate counts as in flight."""
+        if self.reached or self.spent + self.in_flight + usd > self.max_usd:
+            self.reached = True
+            self.skipped += 1
+            return False
+        self.in_flight += usd
+        return True
+
+    def settle(self, reserved: float, spent: float | None) -> None:
+        """An item finished: its estimate leaves the in-flight total, what it cost joins the spending."""
+        self.in_flight -= reserved
+        self.spent += spent or 0.0
+
+    def unscored(self, grader: Grader, item: Item) -> Verdict:
+        """The verdict of an item that did not start because the budget was reached."""
+        return Verdict(
+            id=item.id,
+            rubric=grader.rubric.id,
+            rubric_hash=grader.rubric.content_hash,
+            judge_model=grader.provider.id,
+            score_mode=grader.score_mode,
+            score=None,
+            status="unscored",
+            error=f"budget reached: --max-cost {self.max_usd:g} USD (not judged, nothing sent)",
+            cost_usd=0.0,
+            temperature=grader.config.temperature,
+            seed=grader.config.seed,
+            attempts=0,
+        )
+
+
+SLOW_START = 4
+"""Call slots a run starts with; one more per success up to --concurrency until the server pushes back."""
 
 
 class RunEstimate(BaseModel):
@@ -236,25 +371,31 @@ ESTIMATED_COMPLETION_TOKENS = 100
 """Completion tokens assumed per request in a dry run (a verdict with a short reason), capped by max_tokens."""
 
 
-def estimate_run(grader: Grader, items: list[Item]) -> RunEstimate:
+def estimate_item(grader: Grader, item: Item) -> tuple[int, int, str]:
+    """(prompt tokens, completion tokens, tokenizer used) of one call for ``item`` (see :func:`estimate_run`)."""
+    messages = grader.rubric.render(item.values(), grader.score_mode)
+    counted = grader.provider.count_tokens(messages)
+    tokenizer = grader.provider.id
+    if counted is None:
+        counted, tokenizer = -(-sum(len(m["content"]) for m in messages) // 4), "chars/4"
+    return counted, min(grader.config.max_tokens, ESTIMATED_COMPLETION_TOKENS), tokenizer
+
+
+def estimate_run(grader: Grader, items: list[Item], *, calls_per_item: int = 1) -> RunEstimate:
     """Render every prompt and count its tokens: the judge model's own tokenizer where the provider
     has one here, otherwise characters / 4 (about right for English with OpenAI's tokenizers).
     Completion tokens are ``ESTIMATED_COMPLETION_TOKENS`` per request (at most ``max_tokens``);
-    re-asks and retries are not counted. Prices come from :mod:`judge.pricing`. Sends nothing."""
+    re-asks and retries are not counted. Prices come from :mod:`judge.pricing`. Sends nothing.
+    ``calls_per_item``: repeats times orders (``--repeats 3 --both-orders`` makes 6 calls per item)."""
     check_items(items, grader.rubric)
-    prompt_tokens = 0
+    prompt_tokens = completion = 0
     tokenizer = "chars/4"
     for item in items:
-        messages = grader.rubric.render(item.values(), grader.score_mode)
-        counted = grader.provider.count_tokens(messages)
-        if counted is None:
-            counted = -(-sum(len(m["content"]) for m in messages) // 4)
-        else:
-            tokenizer = grader.provider.id
-        prompt_tokens += counted
-    completion = len(items) * min(grader.config.max_tokens, ESTIMATED_COMPLETION_TOKENS)
+        p, c, tokenizer = estimate_item(grader, item)
+        prompt_tokens += p * calls_per_item
+        completion += c * calls_per_item
     return RunEstimate(
-        requests=len(items),
+        requests=len(items) * calls_per_item,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion,
         cost_usd=cost_usd(grader.provider.id, prompt_tokens, completion, grader.prices),
@@ -271,16 +412,30 @@ async def ascore(
     concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
+    repeats: int = 1,
+    both_orders: bool = False,
+    max_cost: float | None = None,
     **options: Any,
 ) -> Results:
     """Judge every item of ``data`` (list of dicts, DataFrame, or a file path) and return verdicts.
 
-    ``options`` go to :func:`build_grader` (``score_mode``, ``cache``, ``base_url``, ``seed``...).
+    ``options`` go to :func:`build_grader` (``score_mode``, ``cache``, ``base_url``, ``seed``...);
+    ``repeats``, ``both_orders`` and ``max_cost`` (USD) as in :func:`run_items`.
     """
     items = coerce_items(data, mapping)
     grader = build_grader(rubric, judge, **options)
     try:
-        return await run_items(grader, items, concurrency=concurrency, out=out, progress=progress)
+        budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None
+        return await run_items(
+            grader,
+            items,
+            concurrency=concurrency,
+            out=out,
+            progress=progress,
+            repeats=repeats,
+            both_orders=both_orders,
+            budget=budget,
+        )
     finally:
         await grader.provider.aclose()
 

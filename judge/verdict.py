@@ -48,12 +48,29 @@ class Verdict(BaseModel):
     temperature: float = 0.0
     seed: int = 0
     label: str | None = Field(None, description="Pairwise rubrics: the chosen label (A, B, tie).")
-    score_probs: dict[str, float] | None = Field(None, description="Logprob mode: probability of each score.")
+    score_probs: dict[str, float] | None = Field(
+        None, description="Logprob mode: probability of each score (pairwise: of each label, e.g. A / B / tie)."
+    )
     details: dict[str, Any] | None = Field(
         None,
         description="Opinions rubrics: the listed opinions, each with its verdict and reason, and the counts.",
     )
     attempts: int = Field(1, description="Judge calls made for this item, re-asks included.")
+    repeat_scores: list[float | None] | None = Field(
+        None, description="--repeats: each repeat's score in seed order (null where unscored); score is their mean."
+    )
+    spread: float | None = Field(None, description="--repeats: max - min of the repeats' scores.")
+    flipped: bool | None = Field(
+        None, description="--repeats: whether the verdict (label, or score rounded to the scale) changed across them."
+    )
+    orders: list[list[str | None]] | None = Field(
+        None,
+        description="--both-orders: per repeat, [label with the pair as given, label with it swapped], each as the "
+        "judge gave it (A = the answer shown first); null where that order is unscored.",
+    )
+    consistent: bool | None = Field(
+        None, description="--both-orders: whether both orders named the same answer (inconsistent -> tie)."
+    )
 
     @property
     def ok(self) -> bool:
@@ -310,6 +327,8 @@ def score_from_logprobs(
     the top alternatives at the first completion position (OpenAI-compatible servers). Raises
     :class:`VerdictParseError` when there are none -- never a silent fall back to text.
     """
+    if rubric.spec.kind == "pairwise":
+        return _label_from_logprobs(score_logprobs, top_logprobs, rubric)
     assert rubric.spec.scale is not None
     points = [str(p) for p in rubric.spec.scale.points]
     if score_logprobs:
@@ -333,6 +352,48 @@ def score_from_logprobs(
     best = max(probs, key=lambda p: probs[p])
     reasoning = f"probability-weighted score over {len(probs)} score tokens (mass {total:.3f}); most likely {best}"
     return Parsed(score=value, reasoning=reasoning, score_probs={p: round(q, 6) for p, q in probs.items()})
+
+
+def _label_from_logprobs(
+    score_logprobs: dict[str, float] | None,
+    top_logprobs: list[dict[str, float]] | None,
+    rubric: Rubric,
+) -> Parsed:
+    """A pairwise verdict from the distribution over the rubric's labels (A / B / tie ...), no free text.
+
+    The probabilities are renormalised over the labels and kept in ``score_probs``; the score is
+    their expectation under :data:`PAIRWISE_SCORE` (P(A) + 0.5 P(tie)), the label the most likely one.
+    Exact per-label log-probabilities come from local models; a server's top alternatives at the
+    first completion position are matched case-insensitively, whitespace stripped.
+    """
+    assert rubric.spec.choices is not None
+    labels = list(rubric.spec.choices)
+    if score_logprobs:
+        mass = {c: math.exp(score_logprobs[c]) for c in labels if c in score_logprobs}
+    elif top_logprobs:
+        by_name = {c.lower(): c for c in labels}
+        mass = {}
+        for token, lp in top_logprobs[0].items():
+            label = by_name.get(token.strip().lower())
+            if label is not None:
+                mass[label] = mass.get(label, 0.0) + math.exp(lp)
+    else:
+        raise VerdictParseError(
+            "the provider returned no logprobs, so the logprob score mode cannot read this verdict "
+            "(use --score-mode text, or a server that returns logprobs)"
+        )
+    total = sum(mass.values())
+    if total < MIN_SCORE_MASS:
+        raise VerdictParseError(
+            f"the labels {', '.join(labels)} carry only {total:.1%} of the probability: the judge is not answering "
+            "with a verdict"
+        )
+    probs = {c: mass.get(c, 0.0) / total for c in labels}
+    best = max(probs, key=lambda c: probs[c])
+    value = sum(PAIRWISE_SCORE.get(c, 0.5) * q for c, q in probs.items())
+    shown = ", ".join(f"P({c})={q:.3f}" for c, q in probs.items())
+    reasoning = f"verdict read from the label probabilities ({shown}; mass {total:.3f})"
+    return Parsed(score=value, label=best, reasoning=reasoning, score_probs={c: round(q, 6) for c, q in probs.items()})
 
 
 MIN_SCORE_MASS = 0.01

@@ -271,11 +271,31 @@ def test_single_class_and_small_sample_warn(tmp_path: Path) -> None:
 
 
 def test_judge_file_problems_name_the_line(tmp_path: Path) -> None:
-    judge = _write(tmp_path / "v.jsonl", [{"id": "a", "score": 1}, {"id": "a", "score": 2}])
-    with pytest.raises(DataError, match=r"v.jsonl:2, field 'id': item 'a' appears more than once"):
-        from calibration import load_judge_scores
+    from calibration import load_judge_scores
 
+    # verdicts like A/B cannot be averaged: a repeated id is an error naming the line
+    judge = _write(tmp_path / "v.jsonl", [{"id": "a", "score": "A"}, {"id": "a", "score": "B"}])
+    with pytest.raises(DataError, match=r"v.jsonl:2, field 'id': item 'a' appears more than once"):
         load_judge_scores(judge)
+
+
+def test_repeated_numeric_ids_are_averaged_and_said(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from calibration import load_judge_scores
+    from judge.cli import cli
+
+    rows = [{"id": "a", "score": 1}, {"id": "a", "score": 4}, {"id": "a", "status": "unscored", "score": None}]
+    rows += [{"id": str(i), "score": i % 5 + 1} for i in range(30)]
+    judge = _write(tmp_path / "v.jsonl", rows)
+    scores = load_judge_scores(judge)
+    assert scores.set_index("id").loc["a", "score"] == 2.5
+    assert scores.attrs["averaged_repeats"] == {"ids": 1, "rows": 3}
+    human = [{"id": "a", "label": 3}] + [{"id": str(i), "label": i % 5 + 1} for i in range(30)]
+    labels = _write(tmp_path / "l.jsonl", human)
+    res = CliRunner().invoke(cli, ["calibrate", "--judge", str(judge), "--human", str(labels), "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    assert "1 item id(s) appear more than once" in res.output and "mean of its scored rows" in res.output
 
 
 def test_cli_items_attach_texts_to_disagreements(tmp_path: Path) -> None:

@@ -166,11 +166,27 @@ def test_an_unusable_base_url_is_a_config_error(url: str) -> None:
 
 
 def test_a_server_that_answered_then_went_away_is_retried_not_fatal() -> None:
+    # one item is answered, then the server stops before the others start: no scheduling involved
+    # (Connection: close, so no kept-alive connection outlives the server)
     answer = Reply('{"reasoning": "r", "score": 3}', headers={"Connection": "close"})
-    with LoopbackServer(responder=lambda r: answer, max_requests=1) as srv:  # stops after the first answer
-        results = run(srv, concurrency=1)
+
+    async def go():
+        with LoopbackServer(responder=lambda r: answer) as srv:
+            grader = build_grader(
+                "factuality", "openai/judge-model", api_key="k", cache=False, retry=FAST_RETRY, base_url=srv.base_url
+            )
+            first = await run_items(grader, coerce_items(ITEMS[:1]), concurrency=1)
+        try:
+            rest = await run_items(grader, coerce_items(ITEMS[1:]), concurrency=1)
+        finally:
+            await grader.provider.aclose()
+        return [*first, *rest]
+
+    results = run_sync(go())
     assert results[0].status == "ok"
-    assert all(v.status == "unscored" and "after 4 attempts" in v.error for v in results[1:])
+    assert all(v.status == "unscored" and "after 4 attempts" in v.error for v in results[1:]), [
+        v.error for v in results
+    ]
 
 
 # -- the limiter -------------------------------------------------------------------------------------
@@ -259,3 +275,18 @@ def test_dry_run_estimate_sends_nothing_and_is_close_to_billed(tmp_path) -> None
     assert est.cost_usd == pytest.approx((est.prompt_tokens * 1.0 + est.completion_tokens * 2.0) / 1e6)
     # the loopback server bills words, which chars/4 over-counts by a bounded factor on English prose
     assert 1.0 <= est.prompt_tokens / sum(v.prompt_tokens for v in billed) <= 2.0
+
+
+def test_adaptive_limiter_slow_start_seeds_the_rate_and_recovers_from_a_cascade() -> None:
+    lim = AdaptiveLimiter(16, slow_start=2)
+    assert lim.limit == 2
+    _run_calls(lim, [None] * 3)
+    assert lim.limit == 5  # one slot more per success while nothing pushed back
+    # the first refusal seeds the rate from what got through in the first second (3 calls: at most 3/s,
+    # less if the machine took longer), even from so few answers, and ends slow start
+    _run_calls(lim, [RateLimitError("slow down", status=429)])
+    assert lim.rate is not None and 0 < lim.rate <= 0.9 * 3 + 1e-9 and not lim.slow_start
+    lim._ceiling = 10 * lim.rate  # as after a cascade of cuts: far below the last refused rate
+    before = lim.rate
+    _run_calls(lim, [None] * 3)
+    assert lim.rate >= before * 1.01**3  # recovers by at least rate_recovery per success

@@ -233,6 +233,24 @@ def answer_cmd(
 @max_unscored_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
+@click.option(
+    "--no-structured-output",
+    is_flag=True,
+    help="openai judges: do not send a JSON schema (for servers without structured output); a server that rejects "
+    "it is detected and falls back by itself. Always off with --judge-prompts (FastChat asks for [[rating]]).",
+)
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Keep unreadable or truncated completions in the cache as final (default: they are retried next run).",
+)
+@click.option(
+    "--cache-namespace",
+    default=None,
+    metavar="NAME",
+    help="Part of the cache key next to provider and model: change it when a different model answers under the "
+    "same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
 def judge_cmd(
     questions_path: str,
@@ -255,17 +273,18 @@ def judge_cmd(
     no_cache: bool,
     cache_dir: str | None,
     out: str,
+    no_structured_output: bool = False,
+    keep_failed: bool = False,
+    cache_namespace: str | None = None,
 ) -> None:
     """Judge every turn of every answer; stream FastChat-style judgment lines to --out."""
     from judge.errors import ConfigError
-    from judge.grader import Grader
     from judge.io import OutputLock, check_output_path
     from judge.mtbench import formats
     from judge.mtbench.judging import PromptBuilder, judge_matches, plan_matches
     from judge.mtbench.results import pairwise_summary, render, single_summary
-    from judge.providers.registry import default_judge, get_provider
     from judge.rubric import load_rubric
-    from judge.runner import run_sync
+    from judge.runner import build_grader, run_sync
 
     check_output_path(out)
     questions = formats.read_questions(questions_path)
@@ -294,18 +313,25 @@ def judge_cmd(
         click.echo(f"warning: {w}", err=True)
     prompts = formats.read_judge_prompts(judge_prompts) if judge_prompts else None
     builder = PromptBuilder(load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise"), prompts)
-    provider = get_provider(
-        judge_model or default_judge(base_url),
+    # one provider and one cache for both graders, built where every grader is (judge.runner.build_grader)
+    settings: dict[str, Any] = {
+        "score_mode": "text",
+        "cache": False if no_cache else (cache_dir or True),
+        "max_tokens": max_tokens,
+        "keep_failed": keep_failed,
+        "cache_namespace": cache_namespace or "",
+    }
+    single = build_grader(
+        builder.single,
+        judge_model,
         base_url=base_url,
         api_key=api_key,
         # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
-        structured_output=False if prompts else None,
+        structured_output=False if (prompts or no_structured_output) else None,
+        **settings,
     )
-    cache = _cache(no_cache, cache_dir)
-    graders = [
-        Grader(builder.single, provider, score_mode="text", cache=cache, max_tokens=max_tokens),
-        Grader(builder.pairwise, provider, score_mode="text", cache=cache, max_tokens=max_tokens),
-    ]
+    provider = single.provider
+    graders = [single, build_grader(builder.pairwise, provider, **settings)]
 
     async def go() -> list[dict[str, Any]]:
         try:

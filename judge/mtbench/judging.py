@@ -27,6 +27,7 @@ from judge.errors import ConfigError, DataError
 from judge.grader import Grader
 from judge.io import read_rows
 from judge.mtbench.formats import Answer, JudgePrompt, Question, QuestionId
+from judge.orders import combine_orders, unswap
 from judge.rubric import Rubric
 from judge.runner import gather_streamed
 from judge.verdict import Verdict
@@ -37,9 +38,9 @@ REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 DEFAULT_BASELINE = "gpt-3.5-turbo"
 """FastChat's default baseline for ``pairwise-baseline``."""
 
-# label of one order's verdict -> which model it names; g1 shows model_1 as A, g2 shows model_2 as A
+# a label in the pair's original orientation (g1 shows model_1 as A) -> which model it names;
+# g2's labels are read back into this orientation by judge.orders
 _G1 = {"A": "model_1", "B": "model_2", "tie": "tie"}
-_G2 = {"A": "model_2", "B": "model_1", "tie": "tie"}
 
 
 @dataclass(frozen=True)
@@ -382,9 +383,10 @@ def pair_record(
     ``winner`` is their common value, or ``tie`` when they disagree (``consistent: false``), or null
     when either order is unscored (``status: unscored``).
     """
-    w1 = _G1.get(g1.label or "") if g1.ok else None
-    w2 = _G2.get(g2.label or "") if g2.ok else None
-    scored = w1 is not None and w2 is not None
+    l1, l2 = (g1.label if g1.ok else None), (g2.label if g2.ok else None)
+    w1, w2 = _G1.get(l1 or ""), _G1.get(unswap(l2) or "")
+    combined = combine_orders(l1, l2)  # the two-order rule, shared with judge score --both-orders
+    scored = combined.winner is not None
     errors = [f"g{i}: {v.error}" for i, v in ((1, g1), (2, g2)) if not v.ok]
     costs = [g1.cost_usd, g2.cost_usd]
     k = m.turn
@@ -394,8 +396,8 @@ def pair_record(
         "model_2": m.answer_2.model,
         "g1_winner": w1,
         "g2_winner": w2,
-        "winner": (w1 if w1 == w2 else "tie") if scored else None,
-        "consistent": (w1 == w2) if scored else None,
+        "winner": _G1.get(combined.winner or ""),
+        "consistent": combined.consistent,
         "judge": _judge_field(g1, prompt_name),
         "g1_user_prompt": user_prompts[0],
         "g1_judgment": g1.raw,

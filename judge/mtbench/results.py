@@ -17,6 +17,7 @@ from typing import Any
 
 from judge.errors import DataError
 from judge.io import read_rows
+from judge.orders import position_stats
 from judge.textfmt import fmt
 from judge.textfmt import format_table as _format_table
 
@@ -98,6 +99,13 @@ def _order_verdicts(d: dict[str, Any]) -> list[tuple[str | None, str, str]]:
     return out
 
 
+def _position(picked: str | None, first: str, second: str) -> str | None:
+    """A picked model name as a positional label: ``A`` if it was shown first, ``B`` if second."""
+    if picked is None or picked == "tie":
+        return picked
+    return "A" if picked == first else "B" if picked == second else None
+
+
 def _final_winner(d: dict[str, Any]) -> str | None:
     if d.get("status", "ok") != "ok":
         return None
@@ -112,8 +120,7 @@ def _final_winner(d: dict[str, Any]) -> str | None:
 def pairwise_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Win/loss/tie per model and the judge's position and length statistics."""
     table: dict[str, dict[str, float]] = defaultdict(lambda: {"win": 0, "loss": 0, "tie": 0, "unscored": 0})
-    consistent = scored = 0
-    first_wins = decisive = 0
+    positional: list[tuple[str | None, str | None]] = []  # per pair, each order's pick by position
     longer_wins = length_decisive = 0
     for d in rows:
         m1, m2 = str(d["model_1"]), str(d["model_2"])
@@ -129,15 +136,13 @@ def pairwise_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             table[win]["win"] += 1
             table[lose]["loss"] += 1
         orders = _order_verdicts(d)
-        if w is not None and len(orders) == 2 and all(o[0] is not None for o in orders):
-            scored += 1
-            consistent += orders[0][0] == orders[1][0]
+        by_position = [_position(picked, first, second) for picked, first, second in orders]
+        if by_position:
+            positional.append((by_position[0], by_position[1] if len(by_position) > 1 else None))
         chars = {m1: d.get("answer_1_chars"), m2: d.get("answer_2_chars")}
         for picked, first, second in orders:
             if picked is None or picked == "tie":
                 continue
-            decisive += 1
-            first_wins += picked == first
             other = second if picked == first else first
             a, b = chars.get(picked), chars.get(other)
             if isinstance(a, int) and isinstance(b, int) and a != b:
@@ -151,12 +156,13 @@ def pairwise_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "win_rate": (t["win"] + 0.5 * t["tie"]) / games if games else None,
         }
     models = dict(sorted(models.items(), key=lambda kv: -(kv[1]["win_rate"] or -1)))
+    position = position_stats(positional)  # the two-order statistics, shared with judge score --both-orders
     stats = {
         "pairs": len(rows),
-        "scored_pairs": scored,
-        "consistency": consistent / scored if scored else None,
-        "p_first_wins": first_wins / decisive if decisive else None,
-        "decisive_verdicts": decisive,
+        "scored_pairs": position.scored_pairs,
+        "consistency": position.consistency,
+        "p_first_wins": position.p_first_wins,
+        "decisive_verdicts": position.decisive_verdicts,
         "p_longer_wins": longer_wins / length_decisive if length_decisive else None,
         "length_decisive_verdicts": length_decisive,
     }

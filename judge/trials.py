@@ -1,0 +1,151 @@
+"""Judging one item more than once: repeats with different seeds, and a pair in both orders.
+
+``judge score --repeats N`` judges every item N times, repeat *r* with seed ``seed + r`` (each a
+different cache entry), and writes **one verdict per item**: ``score`` is the mean of the repeats that
+scored, ``repeat_scores`` lists every repeat's score (null where unscored), ``spread`` is max - min,
+``flipped`` says whether the verdict itself changed (the label, or the score rounded to the scale).
+``judge score -r pairwise --both-orders`` judges each pair as given and swapped; the two verdicts
+combine by the rule MT-Bench uses (:mod:`judge.orders`), kept in ``orders``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from judge.orders import combine_orders, position_stats
+from judge.verdict import PAIRWISE_SCORE, Verdict
+
+SWAPPED_FIELDS = ("output", "output_b")
+"""The two answers of a pairwise item, exchanged for the second order."""
+
+
+def swapped_values(values: dict[str, Any]) -> dict[str, Any]:
+    """An item's template values with its two answers exchanged (the pair's second order)."""
+    a, b = SWAPPED_FIELDS
+    return {**values, a: values.get(b), b: values.get(a)}
+
+
+def _sum_costs(verdicts: Sequence[Verdict]) -> float | None:
+    costs = [v.cost_usd for v in verdicts]
+    return None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+
+
+def _merged(first: Verdict, parts: Sequence[Verdict], **update: Any) -> Verdict:
+    """``first`` with the totals of ``parts`` (tokens, cost, attempts, latency, cached) and ``update``."""
+    totals = {
+        "prompt_tokens": sum(v.prompt_tokens for v in parts),
+        "completion_tokens": sum(v.completion_tokens for v in parts),
+        "cost_usd": _sum_costs(parts),
+        "attempts": sum(v.attempts for v in parts),
+        "latency_ms": round(sum(v.latency_ms for v in parts), 3),
+        "cached": all(v.cached for v in parts),
+    }
+    return first.model_copy(update={**totals, **update})
+
+
+def combine_order_verdicts(v1: Verdict, v2: Verdict) -> Verdict:
+    """One verdict from a pair judged as given (``v1``) and swapped (``v2``, its labels positional).
+
+    Consistent orders keep their common label; inconsistent ones become a tie; if either order is
+    unscored, so is the pair, with that order's error (its cause decides the exit code).
+    """
+    l1, l2 = (v1.label if v1.ok else None), (v2.label if v2.ok else None)
+    combined = combine_orders(l1, l2)
+    failed = next((v for v in (v1, v2) if not v.ok), None)
+    error = None if failed is None else f"{failed.error} (in the {'A/B' if failed is v1 else 'B/A'} order)"
+    return _merged(
+        v1,
+        [v1, v2],
+        label=combined.winner,
+        score=None if combined.winner is None else PAIRWISE_SCORE.get(combined.winner, 0.5),
+        status="ok" if combined.winner is not None else "unscored",
+        error=error,
+        reasoning=v1.reasoning if combined.winner is not None else None,
+        score_probs=None,
+        orders=[[l1, l2]],
+        consistent=combined.consistent,
+    )
+
+
+def verdict_key(v: Verdict) -> str | None:
+    """What counts as "the verdict" when asking whether repeats agree: the label, else the most likely
+    score (logprob mode), else the score rounded to a whole point."""
+    if not v.ok or v.score is None:
+        return None
+    if v.label is not None:
+        return v.label
+    if v.score_probs:
+        return max(v.score_probs, key=lambda k: v.score_probs[k])  # type: ignore[index]
+    return str(round(v.score))
+
+
+def combine_repeats(verdicts: Sequence[Verdict]) -> Verdict:
+    """One verdict from an item's repeats: the mean score of those that scored (see the module docstring).
+
+    Unscored when no repeat scored (with the first repeat's error); a repeat that failed while others
+    scored is visible as a null in ``repeat_scores``, and its error is kept.
+    """
+    ok = [v for v in verdicts if v.ok and v.score is not None]
+    keys = {verdict_key(v) for v in ok}
+    if not ok:
+        first = verdicts[0]
+        return _merged(first, verdicts, repeat_scores=[None] * len(verdicts), orders=_orders(verdicts))
+    labels = Counter(v.label for v in ok if v.label is not None)
+    scores = [float(v.score) for v in ok if v.score is not None]
+    failed = [v for v in verdicts if not v.ok]
+    return _merged(
+        ok[0],
+        verdicts,
+        score=sum(scores) / len(scores),
+        label=labels.most_common(1)[0][0] if labels else None,
+        status="ok",
+        error=(f"{len(failed)} of {len(verdicts)} repeats unscored: {failed[0].error}" if failed else None),
+        score_probs=None if len(verdicts) > 1 else ok[0].score_probs,
+        seed=verdicts[0].seed,
+        repeat_scores=[v.score if v.ok else None for v in verdicts],
+        spread=max(scores) - min(scores),
+        flipped=len(keys) > 1,
+        orders=_orders(verdicts),
+        consistent=None,
+    )
+
+
+def _orders(verdicts: Iterable[Verdict]) -> list[list[str | None]] | None:
+    pairs = [pair for v in verdicts for pair in (v.orders or [])]
+    return pairs or None
+
+
+class TrialStats(BaseModel):
+    """What repeats and both orders measured over a run (None where the run did not use them)."""
+
+    repeats: int = 1
+    flip_rate: float | None = None
+    """Share of items scored at least twice whose verdict changed across repeats."""
+    mean_spread: float | None = None
+    """Mean over those items of max - min of the repeats' scores."""
+    consistency: float | None = None
+    """--both-orders: share of pairs (judged in both orders) whose two verdicts agree."""
+    p_first_wins: float | None = None
+    """--both-orders: share of decisive verdicts, over every order, that pick the answer shown first."""
+    scored_pairs: int | None = None
+
+
+def trial_stats(verdicts: Sequence[Verdict]) -> TrialStats:
+    """Flip rate, spread and position statistics of a run's verdicts."""
+    stats = TrialStats()
+    repeated = [v for v in verdicts if v.repeat_scores is not None]
+    if repeated:
+        stats.repeats = max(len(v.repeat_scores or []) for v in repeated)
+        measured = [v for v in repeated if sum(s is not None for s in v.repeat_scores or []) >= 2]
+        if measured:
+            stats.flip_rate = sum(bool(v.flipped) for v in measured) / len(measured)
+            stats.mean_spread = sum(v.spread or 0.0 for v in measured) / len(measured)
+    pairs = [tuple(p) for v in verdicts for p in (v.orders or [])]
+    if pairs:
+        pos = position_stats((p[0], p[1]) for p in pairs)
+        stats.consistency, stats.p_first_wins, stats.scored_pairs = pos.consistency, pos.p_first_wins, pos.scored_pairs
+    return stats

@@ -1,0 +1,244 @@
+"""Cost control (--dry-run, --max-cost), repeats (--repeats: mean, spread, flip rate) and both orders
+(--both-orders), through the CLI against the loopback server; and MT-Bench's grader options."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from click.testing import CliRunner, Result
+
+from judge.cli import cli, main
+from judge.dataset import load_items
+from judge.runner import build_grader, estimate_run
+from judge.testing.server import LoopbackServer, Reply, judge_responder, prompt_text
+
+ITEMS = [{"id": f"i{i}", "input": f"What is {i} + {i}?", "output": str(2 * i)} for i in range(6)]
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def prices(tmp_path: Path) -> Path:
+    p = tmp_path / "prices.json"
+    p.write_text('{"judge-model": {"input": 1.0, "output": 2.0}}')
+    return p
+
+
+class Run(NamedTuple):
+    exit_code: int
+    output: str
+
+
+@pytest.fixture
+def score(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
+    """``judge score ARGS`` in-process, as the entry point runs it (errors rendered, exit codes mapped)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+
+    def run(url: str, *args: str) -> Run:
+        try:
+            main(["score", *args, "--judge", "openai/judge-model", "--base-url", url, "--no-progress"])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return Run(code, captured.out + captured.err)
+
+    return run
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- cost control --------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_requests_tokens_cost_and_sends_nothing(tmp_path: Path, score: Callable[..., Run]) -> None:
+    data = write(tmp_path / "d.jsonl", ITEMS)
+    out = tmp_path / "v.jsonl"
+    with LoopbackServer() as srv:
+        res = score(
+            srv.base_url,
+            str(data),
+            "-r",
+            "factuality",
+            "--dry-run",
+            "--prices",
+            str(prices(tmp_path)),
+            "--repeats",
+            "3",
+            "-o",
+            str(out),
+        )
+        assert srv.requests == []
+    assert res.exit_code == 0, res.output
+    assert "dry run: nothing sent" in res.output
+    assert "requests    18" in res.output  # 6 items x 3 repeats
+    assert "characters / 4" in res.output and "$0." in res.output
+    assert not out.exists()
+
+
+def test_dry_run_of_an_unpriced_judge_says_the_cost_is_unknown(tmp_path: Path, score: Callable[..., Run]) -> None:
+    data = write(tmp_path / "d.jsonl", ITEMS)
+    res = score("http://127.0.0.1:9/v1", str(data), "-r", "factuality", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "unknown (model not in price table; see --prices)" in res.output
+
+
+def test_max_cost_without_a_price_is_a_usage_error(tmp_path: Path, score: Callable[..., Run]) -> None:
+    data = write(tmp_path / "d.jsonl", ITEMS)
+    with LoopbackServer() as srv:
+        res = score(srv.base_url, str(data), "-r", "factuality", "--max-cost", "1")
+        assert srv.requests == []
+    assert res.exit_code == 2
+    assert "has no price" in res.output and "--prices" in res.output
+
+
+def test_max_cost_stops_starting_items_keeps_and_caches_the_finished(tmp_path: Path, score: Callable[..., Run]) -> None:
+    data = write(tmp_path / "d.jsonl", ITEMS)
+    price = prices(tmp_path)
+    out = tmp_path / "v.jsonl"
+    grader = build_grader(
+        "factuality", "openai/judge-model", base_url="http://127.0.0.1:9/v1", cache=False, prices=str(price)
+    )
+    per_item = estimate_run(grader, load_items(data)).cost_usd / len(ITEMS)
+    budget = 2.5 * per_item  # room for two items' estimates, not three
+    common = ["-r", "factuality", "--prices", str(price), "--cache-dir", str(tmp_path / "cache"), "-o", str(out)]
+    with LoopbackServer() as srv:
+        res = score(srv.base_url, str(data), *common, "--max-cost", f"{budget:.10f}")
+        assert res.exit_code == 3, res.output
+        assert "budget reached: spent $" in res.output and "4 of 6 items not judged" in res.output
+        first = rows(out)
+        assert len(first) == 6
+        assert [r["status"] for r in first] == ["ok", "ok"] + ["unscored"] * 4
+        assert all(r["error"].startswith("budget reached") for r in first[2:])
+        assert sum(r["cost_usd"] for r in first) <= budget  # what it spent stayed within the budget
+        sent = len(srv.requests)
+        assert sent == 2
+        # a larger budget judges the rest; the two finished items come from the cache, free
+        res = score(srv.base_url, str(data), *common, "--max-cost", "1")
+        assert res.exit_code == 0, res.output
+        assert len(srv.requests) == sent + 4
+    second = rows(out)
+    assert all(r["status"] == "ok" for r in second)
+    assert [r["cached"] for r in second[:2]] == [True, True]
+
+
+# -- repeats ------------------------------------------------------------------------------------------
+
+
+def seed_dependent(request: dict[str, Any]) -> Reply | str:
+    """A judge whose verdict on 'flaky' items follows the seed: 2 on even seeds, 4 on odd ones."""
+    if "flaky" in prompt_text(request):
+        return Reply(content=json.dumps({"reasoning": "r", "score": 2 + 2 * (int(request.get("seed", 0)) % 2)}))
+    return judge_responder(request)
+
+
+def test_repeats_give_the_mean_the_spread_and_the_flip_rate(tmp_path: Path, score: Callable[..., Run]) -> None:
+    items = [{"id": f"i{i}", "input": f"q{i}" + (" flaky" if i < 2 else ""), "output": "o"} for i in range(4)]
+    data = write(tmp_path / "d.jsonl", items)
+    out = tmp_path / "v.jsonl"
+    with LoopbackServer(responder=seed_dependent) as srv:
+        res = score(srv.base_url, str(data), "-r", "factuality", "--repeats", "3", "--no-cache", "-o", str(out))
+        seeds = sorted({r.get("seed") for r in srv.requests})
+    assert res.exit_code == 0, res.output
+    assert seeds == [0, 1, 2]
+    verdicts = rows(out)
+    assert len(verdicts) == 4  # one verdict per item
+    flaky = verdicts[0]
+    assert flaky["repeat_scores"] == [2.0, 4.0, 2.0]
+    assert abs(flaky["score"] - 8 / 3) < 1e-9 and flaky["spread"] == 2.0 and flaky["flipped"] is True
+    steady = verdicts[3]
+    assert len(set(steady["repeat_scores"])) == 1 and steady["flipped"] is False and steady["spread"] == 0.0
+    assert "repeats    3  flip rate 0.500  mean spread 1.000" in res.output
+
+
+# -- both orders ----------------------------------------------------------------------------------------
+
+
+def picky(request: dict[str, Any]) -> Reply | str:
+    """A pairwise judge: on 'fair' items it picks the answer saying 'good'; on 'biased' ones always the first."""
+    text = prompt_text(request)
+    fair = "A" if text.index("good") < text.index("bad") else "B"
+    verdict = "A" if "biased" in text else fair
+    return Reply(content=json.dumps({"reasoning": "r", "verdict": verdict}))
+
+
+def test_both_orders_resolve_inconsistency_to_a_tie_and_measure_position_bias(
+    tmp_path: Path, score: Callable[..., Run]
+) -> None:
+    items = [
+        {"id": "f1", "input": "fair one", "output": "good answer", "output_b": "bad answer"},
+        {"id": "f2", "input": "fair two", "output": "bad answer", "output_b": "good answer"},
+        {"id": "b1", "input": "biased one", "output": "good answer", "output_b": "bad answer"},
+        {"id": "b2", "input": "biased two", "output": "bad answer", "output_b": "good answer"},
+    ]
+    data = write(tmp_path / "d.jsonl", items)
+    out = tmp_path / "v.jsonl"
+    with LoopbackServer(responder=picky) as srv:
+        res = score(srv.base_url, str(data), "-r", "pairwise", "--both-orders", "--no-cache", "-o", str(out))
+        assert len(srv.requests) == 8
+    assert res.exit_code == 0, res.output
+    by_id = {r["id"]: r for r in rows(out)}
+    assert (by_id["f1"]["label"], by_id["f2"]["label"]) == ("A", "B")
+    assert by_id["f1"]["orders"] == [["A", "B"]] and by_id["f1"]["consistent"] is True
+    assert by_id["b1"]["label"] == "tie" and by_id["b1"]["consistent"] is False and by_id["b1"]["score"] == 0.5
+    # 2 of 4 pairs consistent; 6 of 8 decisive verdicts pick the answer shown first
+    assert "position consistency 0.500 over 4 pairs  P(first wins) 0.750" in res.output
+
+
+def test_both_orders_needs_a_pairwise_rubric(tmp_path: Path, score: Callable[..., Run]) -> None:
+    data = write(tmp_path / "d.jsonl", ITEMS)
+    with LoopbackServer() as srv:
+        res = score(srv.base_url, str(data), "-r", "factuality", "--both-orders")
+        assert srv.requests == []
+    assert res.exit_code == 2 and "not pairwise" in res.output
+
+
+# -- MT-Bench builds its graders like judge score --------------------------------------------------------
+
+
+def test_mtbench_judge_takes_the_grader_options(tmp_path: Path) -> None:
+    questions = write(tmp_path / "q.jsonl", [{"question_id": 1, "category": "writing", "turns": ["Write a haiku."]}])
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    write(answers / "m.jsonl", [{"question_id": 1, "model_id": "m", "choices": [{"index": 0, "turns": ["Leaves."]}]}])
+    out = tmp_path / "j.jsonl"
+
+    def run(url: str, *extra: str) -> Result:
+        args = [
+            "mtbench",
+            "judge",
+            "--questions",
+            str(questions),
+            "--answers",
+            str(answers),
+            "--judge",
+            "openai/loopback",
+            "--base-url",
+            url,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            *extra,
+        ]
+        return CliRunner().invoke(cli, args, env={"OPENAI_API_KEY": "k"})
+
+    with LoopbackServer() as srv:
+        assert run(srv.base_url).exit_code == 0
+        assert "response_format" in srv.requests[-1]
+        res = run(srv.base_url, "--no-structured-output")
+        assert res.exit_code == 0, res.output
+        assert len(srv.requests) == 2 and "response_format" not in srv.requests[-1]  # another request, not a hit
+        assert run(srv.base_url, "--no-structured-output").exit_code == 0
+        assert len(srv.requests) == 2  # served from the cache
+        assert run(srv.base_url, "--no-structured-output", "--cache-namespace", "v2", "--keep-failed").exit_code == 0
+        assert len(srv.requests) == 3  # another namespace: judged again
+    assert rows(out)[0]["status"] == "ok"
