@@ -121,9 +121,16 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--cache", default="/tmp/judge-validity")
     ap.add_argument("--pmi-items", type=int, default=160, help="PMI (slow: source + output) on the first N items")
+    ap.add_argument(
+        "--entailment-items", type=int, default=96, help="zero-shot entailment (smollm2 yes/no) on the first N items"
+    )
+    ap.add_argument(
+        "--only", default="perplexity,pmi,similarity,entailment", help="comma-separated signal families to compute"
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
 
-    from judge.baselines import perplexity, pmi, similarity
+    from judge.baselines import entailment, perplexity, pmi, similarity
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -142,17 +149,25 @@ def main() -> None:
     for dname, (items, dims) in datasets.items():
         print(f"{dname}: {len(items)} items", file=sys.stderr, flush=True)
         signals: dict[str, list[float | None]] = {}
-        recs = scored(cache, f"{dname}.perplexity", lambda items=items: perplexity(items))
-        signals["perplexity (lower=better)"] = [r["perplexity"] for r in recs]
-        if args.pmi_items:
+        if "perplexity" in only:
+            recs = scored(cache, f"{dname}.perplexity", lambda items=items: perplexity(items))
+            signals["perplexity (lower=better)"] = [r["perplexity"] for r in recs]
+        if args.pmi_items and "pmi" in only:
             sub = items[: args.pmi_items]
             recs = scored(cache, f"{dname}.pmi{len(sub)}", lambda sub=sub: pmi(sub, source_field="input"))
             pad = [None] * (len(items) - len(sub))  # unscored items drop out of the PMI rows
             signals["pmi(output; source)"] = [r["pmi"] for r in recs] + pad
             signals["log p(output | source) / token"] = [r["logp_given_source"] for r in recs] + pad
-        recs = scored(cache, f"{dname}.sim_input", lambda items=items: similarity(items, against_field="input"))
-        signals["similarity(output, source)"] = [r["similarity"] for r in recs]
-        if "reference" in items[0]:
+        if args.entailment_items and "entailment" in only:
+            sub = items[: args.entailment_items]
+            recs = scored(cache, f"{dname}.entail_zs{len(sub)}", lambda sub=sub: entailment(sub, premise_field="input"))
+            pad = [None] * (len(items) - len(sub))
+            signals["entailment, zero-shot smollm2 (mean P(yes))"] = [r["entailment"] for r in recs] + pad
+            signals["entailment, zero-shot smollm2 (min P(yes))"] = [r["entailment_min"] for r in recs] + pad
+        if "similarity" in only:
+            recs = scored(cache, f"{dname}.sim_input", lambda items=items: similarity(items, against_field="input"))
+            signals["similarity(output, source)"] = [r["similarity"] for r in recs]
+        if "reference" in items[0] and "similarity" in only:
             recs = scored(cache, f"{dname}.sim_ref", lambda items=items: similarity(items, against_field="reference"))
             signals["similarity(output, reference)"] = [r["similarity"] for r in recs]
         for dim in dims:

@@ -288,6 +288,9 @@ class Rubric:
         """How the judge must answer, generated from the scale: one wording for every rubric."""
         if self.spec.kind == "pairwise":
             assert self.spec.choices is not None
+            if score_mode == "logprob":  # the verdict is read from the next token's distribution over the labels
+                *rest, last = self.spec.choices
+                return f"Respond with only the verdict, {', '.join(rest)} or {last}, and nothing else.\nVerdict:"
             labels = " or ".join(f'"{c}"' for c in self.spec.choices)
             return (
                 "Respond with a JSON object and nothing else, in this form:\n"
@@ -361,7 +364,7 @@ class Rubric:
         undeclared = sorted(self.variables - declared)
         if undeclared:
             problems.append(f"template uses {', '.join(undeclared)} but inputs do not declare them")
-        for mode in ("text", "logprob") if self.spec.kind == "single" else ("text",):
+        for mode in ("text", "logprob") if self.spec.kind != "opinions" else ("text",):
             try:
                 self.render(self.sample_values(), mode)
                 # and with optional inputs absent, which is how most items arrive

@@ -185,7 +185,7 @@ def test_entailment_refuses_non_nli_models(tmp_path: Path, lm_dir: str) -> None:
     plain = nli_model(tmp_path / "plain", id2label={0: "LABEL_0", 1: "LABEL_1"})
     with pytest.raises(ConfigError, match="no entailment label"):
         entailment(["a"], premises=["b"], model=str(plain))
-    with pytest.raises(ConfigError, match="not a sequence-classification model"):
+    with pytest.raises(ConfigError, match="cannot answer zero-shot"):  # a causal LM is asked yes/no
         entailment(["a"], premises=["b"], model=lm_dir)
     with pytest.raises(ConfigError, match="does not exist"):
         entailment(["a"], premises=["b"], model="./no/such/nli")

@@ -8,7 +8,7 @@ model's window (lm-evaluation-harness style rolling windows with a stride), neve
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,14 +87,34 @@ def loglikelihoods(
     max_length: int,
     stride: int | None = None,
     batch_size: int = 16,
+    share_prefixes: bool = True,
 ) -> list[LogLik]:
-    """Score ``(token_ids, first_scored)`` requests: summed log-probability of the tokens from ``first_scored`` on."""
+    """Score ``(token_ids, first_scored)`` requests: summed log-probability of the tokens from ``first_scored`` on.
+
+    With ``share_prefixes``, requests whose unscored prefixes are equal (the many outputs of one
+    source) and that fit in one window run that prefix once and reuse its KV cache; the values equal
+    the unshared computation up to float rounding.
+    """
     import torch
 
     stride = stride if stride is not None else max_length // 2
     results = [LogLik() for _ in requests]
+    rest = range(len(requests))
+    if share_prefixes:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for r, (ids, first) in enumerate(requests):
+            if 1 < first < len(ids) <= max_length:
+                groups.setdefault(tuple(ids[:first]), []).append(r)
+        shared = {prefix: members for prefix, members in groups.items() if len(members) > 1}
+        for prefix, members in shared.items():
+            conts = [requests[r][0][len(prefix) :] for r in members]
+            for r, lp in zip(members, _shared_prefix_logprobs(model, list(prefix), conts, batch_size), strict=True):
+                results[r] = LogLik(logprob=lp, n_tokens=len(requests[r][0]) - len(prefix), n_windows=1)
+        done = {r for members in shared.values() for r in members}
+        rest = [r for r in range(len(requests)) if r not in done]
     windows: list[Window] = []
-    for r, (ids, first) in enumerate(requests):
+    for r in rest:
+        ids, first = requests[r]
         plan = plan_windows(len(ids), first, max_length, stride)
         prev_end = max(first, 1)
         for w, (start, end) in enumerate(plan):
@@ -155,3 +175,117 @@ def _score_batch(model: Any, batch: list[Window], keep: int, pad_id: int, device
     mask = torch.arange(keep, device=device).unsqueeze(0) >= (keep - n_scored).unsqueeze(1)
     sums = torch.where(mask, token_lp.double(), 0.0).sum(-1)  # where, not *: pad rows may hold NaN
     return [float(x) for x in sums.cpu()]
+
+
+def _shared_prefix_logprobs(model: Any, prefix: list[int], conts: list[list[int]], batch_size: int) -> list[float]:
+    """Summed log-probability of each continuation after ``prefix``, the prefix run once."""
+    import torch
+
+    sums: dict[int, float] = {}
+    for rows, first_logits, logits, ids in shared_prefix_batches(model, prefix, conts, batch_size):
+        first_lp = torch.log_softmax(first_logits, dim=-1)
+        # log p of each next token: its logit minus the row's logsumexp (no full log-softmax tensor)
+        token_lp = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
+            logits[:, :-1], dim=-1
+        )
+        for row, c in enumerate(rows):
+            n = len(conts[c])
+            rest = token_lp[row, : n - 1].double().sum() if n > 1 else 0.0
+            sums[c] = float(first_lp[conts[c][0]]) + float(rest)
+    return [sums[c] for c in range(len(conts))]
+
+
+def shared_prefix_batches(
+    model: Any, prefix: list[int], conts: list[list[int]], batch_size: int
+) -> Iterator[tuple[list[int], Any, Any, Any]]:
+    """Run ``prefix`` once, then batches of continuations on its KV cache.
+
+    Yields ``(rows, prefix_last_logits, logits, ids)``: the continuations' indices, the logits after
+    the prefix (predicting each continuation's first token), the float32 logits at every continuation
+    position (right-padded: row ``r``'s last real position is ``len(conts[rows[r]]) - 1``) and the
+    padded ids. Continuations must be non-empty.
+    """
+    cache, first_logits = run_prefix(model, prefix)
+    for rows, logits, ids in continue_batches(model, cache, len(prefix), conts, batch_size):
+        yield rows, first_logits, logits, ids
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` in transformers 5.x, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def run_prefix(model: Any, ids: list[int], cache: Any = None, n_cached: int = 0) -> tuple[Any, Any]:
+    """Extend a batch-1 KV cache holding ``ids[:n_cached]`` (or a new one) with the rest of ``ids``.
+
+    Returns the cache (now holding all of ``ids``) and the float32 logits after the last token.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    name = cache_kwarg(model)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    past = {name: cache} if cache is not None else {}
+    with torch.inference_mode():
+        out = model(
+            input_ids=torch.tensor([ids[n_cached:]], device=device),
+            position_ids=torch.arange(n_cached, len(ids), device=device).unsqueeze(0),
+            use_cache=True,
+            **past,
+            **keep,
+        )
+    return getattr(out, name), out.logits[0, -1].float()
+
+
+def continue_batches(
+    model: Any, cache: Any, n_prefix: int, conts: list[list[int]], batch_size: int
+) -> Iterator[tuple[list[int], Any, Any]]:
+    """Batches of right-padded continuations on a prefix's KV cache: ``(rows, logits, ids)`` per batch.
+
+    The cache is repeated across a batch (real tokens never attend to the padding after them) and
+    cropped back to the prefix after each batch; it is left holding the prefix, possibly repeated.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    vocab = int(getattr(model.config, "vocab_size", 0) or 50_000)
+    name = cache_kwarg(model)
+    with torch.inference_mode():
+        order = sorted(range(len(conts)), key=lambda i: len(conts[i]), reverse=True)
+        i = 0
+        rows_in_cache = 1
+        while i < len(order):
+            width = len(conts[order[i]])
+            size = max(1, min(batch_size, LOGITS_BUDGET // max(1, width * vocab)))
+            rows = order[i : i + size]
+            i += len(rows)
+            if len(rows) != rows_in_cache:  # repeat (or select) the prefix's cache for this batch's rows
+                _crop(cache, n_prefix)
+                if rows_in_cache != 1:
+                    cache.batch_select_indices(torch.tensor([0], device=device))
+                if len(rows) > 1:
+                    cache.batch_repeat_interleave(len(rows))
+                rows_in_cache = len(rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            attention = torch.ones((len(rows), n_prefix + width), dtype=torch.long)
+            for row, c in enumerate(rows):
+                ids[row, : len(conts[c])] = torch.tensor(conts[c], dtype=torch.long)
+                attention[row, n_prefix + len(conts[c]) :] = 0
+            positions = torch.arange(n_prefix, n_prefix + width).unsqueeze(0).expand(len(rows), -1)
+            ids = ids.to(device)
+            logits = model(
+                input_ids=ids,
+                attention_mask=attention.to(device),
+                position_ids=positions.to(device),
+                use_cache=True,
+                **{name: cache},
+            ).logits.float()
+            _crop(cache, n_prefix)
+            yield rows, logits, ids
+
+
+def _crop(cache: Any, length: int) -> None:
+    """Cut the KV cache back to its first ``length`` positions (a negative count works on every version)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)

@@ -8,10 +8,18 @@ come from the model's ``id2label``.
 Per item: ``entailment`` (mean over sentences of the max entailment probability), ``entailment_min``,
 ``contradiction`` (mean over sentences of the max contradiction probability), ``summac_zs`` (mean over
 sentences of max(entailment - contradiction)), ``n_sentences``, ``n_chunks``.
+
+Without an NLI model -- the default, since no package this machine can install ships NLI weights
+(see VALIDITY.md) -- a causal LM (``smollm2``) answers zero-shot: for each (chunk, sentence) pair,
+"Does the premise support the hypothesis? yes or no", read as P(yes) / (P(yes) + P(no)) from the
+next-token distribution. "no" covers neutral and contradiction alike, so ``contradiction`` is null
+and ``summac_zs`` uses P(no) in its place.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +28,12 @@ from judge.baselines._text import n_tokens, pack, sentences, split_to_fit
 from judge.errors import ConfigError
 
 MAX_LENGTH_CAP = 512
+DEFAULT_MODEL = "smollm2"
+ZERO_SHOT_MAX_LENGTH = 1024  # tokens per zero-shot prompt: room for a whole CNN/DM article, CPU-affordable
+ZERO_SHOT_PROMPT = (
+    "Premise: {premise}\n\nHypothesis: {hypothesis}\n\n"
+    "Does the premise support the hypothesis? Answer with one word, yes or no."
+)
 
 
 def label_indices(id2label: Mapping[int, str], path: str) -> dict[str, int | None]:
@@ -41,7 +55,7 @@ def label_indices(id2label: Mapping[int, str], path: str) -> dict[str, int | Non
 def entailment(
     data: Any,
     *,
-    model: str,
+    model: str = DEFAULT_MODEL,
     premises: Sequence[str | None] | None = None,
     premise_field: str = "context",
     field: str = "output",
@@ -56,7 +70,8 @@ def entailment(
     Args:
         data: outputs (with ``premises``), records, a DataFrame or a data file.
         model: an NLI sequence-classification model: local folder or hub id
-            (e.g. ``microsoft/deberta-large-mnli``, ``cross-encoder/nli-deberta-v3-base``).
+            (e.g. ``microsoft/deberta-large-mnli``, ``cross-encoder/nli-deberta-v3-base``); or a causal
+            LM (alias ``smollm2``, the default, or a folder), asked zero-shot.
         premises: premise texts when ``data`` is a list of outputs.
         premise_field: item field holding the premise (``context``, ``reference`` or ``input``).
         field: item field holding the hypothesis.
@@ -64,14 +79,22 @@ def entailment(
     """
     import torch
 
-    from judge.localmodels import load_sequence_classifier, resolve_model
+    from judge.baselines._lm import model_max_length
+    from judge.localmodels import load_causal_lm, load_sequence_classifier, resolve_model
 
     item_ids, cols = columns(data, [field, premise_field], texts={premise_field: premises}, mapping=mapping, ids=ids)
     hyps, prems = cols[field], cols[premise_field]
-    clf, tokenizer = load_sequence_classifier(model, device)
-    labels = label_indices(clf.config.id2label, resolve_model(model))
-    max_len = _max_length(clf, tokenizer, max_length)
-    special = tokenizer.num_special_tokens_to_add(pair=True)
+    zero_shot = _is_causal_lm(resolve_model(model))
+    if zero_shot:
+        lm, tokenizer = load_causal_lm(model, device)
+        labels: dict[str, int | None] = {"entailment": 0, "neutral": None, "contradiction": None}
+        max_len = min(max_length or ZERO_SHOT_MAX_LENGTH, model_max_length(lm, tokenizer, None))
+        special = len(_zero_shot_ids(tokenizer, "", ""))  # the prompt's own tokens
+    else:
+        clf, tokenizer = load_sequence_classifier(model, device)
+        labels = label_indices(clf.config.id2label, resolve_model(model))
+        max_len = _max_length(clf, tokenizer, max_length)
+        special = tokenizer.num_special_tokens_to_add(pair=True)
     sent_budget = max(8, (max_len - special) // 4)  # a hypothesis sentence longer than this is split
 
     records: list[dict[str, Any]] = []
@@ -101,8 +124,12 @@ def entailment(
         owners.extend([i] * (len(sents) * len(chunks)))
         layout.append((i, len(sents), len(chunks)))
 
-    probs, truncated = _classify(clf, tokenizer, pairs, max_len, batch_size, torch)
-    ent_i, con_i = labels["entailment"], labels["contradiction"]
+    if zero_shot:
+        probs, truncated = _zero_shot(lm, tokenizer, pairs, max_len, batch_size), set()
+        ent_i, con_i = 0, 1  # P(yes), P(no): "no" stands in for contradiction in summac_zs
+    else:
+        probs, truncated = _classify(clf, tokenizer, pairs, max_len, batch_size, torch)
+        ent_i, con_i = labels["entailment"], labels["contradiction"]
     pos = 0
     for i, n_s, n_c in layout:
         p = probs[pos : pos + n_s * n_c].reshape(n_s, n_c, -1)
@@ -112,13 +139,15 @@ def entailment(
         rec.update(entailment=float(ent.mean()), entailment_min=float(ent.min()), n_sentences=n_s, n_chunks=n_c)
         if con_i is not None:
             con = p[:, :, con_i]
-            rec["contradiction"] = float(con.max(dim=1).values.mean())
+            rec["contradiction"] = None if zero_shot else float(con.max(dim=1).values.mean())
             rec["summac_zs"] = float((p[:, :, ent_i] - con).max(dim=1).values.mean())
     for k in truncated:
         records[owners[k]]["truncated"] = True  # a chunk lost a few tokens to tokenization rounding: said, not hidden
     summary = {
         "baseline": "entailment",
         "model": model,
+        "resolved_model": resolve_model(model),
+        "method": "zero-shot causal LM: P(yes) / (P(yes) + P(no))" if zero_shot else "NLI classifier",
         "labels": labels,
         "items": len(records),
         "scored": len(layout),
@@ -170,3 +199,127 @@ def _classify(
             logits = clf(**{k: v.to(device) for k, v in enc.items()}).logits.float()
             out[torch.tensor(idx)] = torch.softmax(logits, dim=-1).cpu()
     return out, truncated
+
+
+def _is_causal_lm(path: str) -> bool:
+    """Whether a local model folder holds a causal LM (answered zero-shot) rather than a classifier."""
+    import json
+    from pathlib import Path
+
+    from judge.localmodels import _is_causal
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False  # a hub id or a broken folder: the classifier loader says what is wrong
+    try:
+        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (json.JSONDecodeError, OSError):
+        return False
+    return _is_causal(archs)
+
+
+def _zero_shot_ids(tokenizer: Any, premise: str, hypothesis: str) -> list[int]:
+    """The chat prompt asking whether ``premise`` supports ``hypothesis``, ending where the answer starts."""
+    content = ZERO_SHOT_PROMPT.format(premise=premise, hypothesis=hypothesis)
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
+            ids = ids["input_ids"]
+        return list(ids)
+    return list(tokenizer(content + "\nAnswer:", add_special_tokens=False)["input_ids"])
+
+
+ANSWERS = {"yes": ("yes", "Yes"), "no": ("no", "No")}
+
+
+def _single_token_answers(tokenizer: Any) -> dict[str, list[int]] | None:
+    """Token ids of each answer's spellings when every spelling is one token (the batched fast path), else None."""
+    found: dict[str, list[int]] = {}
+    for answer, spellings in ANSWERS.items():
+        ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in spellings]
+        unk = tokenizer.unk_token_id
+        if unk is not None and any(unk in i for i in ids):
+            raise ConfigError(f"the model's vocabulary cannot spell '{answer}': it cannot answer zero-shot yes/no")
+        if any(len(i) != 1 for i in ids):
+            return None
+        found[answer] = sorted({int(i[0]) for i in ids})
+    return found
+
+
+def _zero_shot(lm: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_len: int, batch_size: int) -> Any:
+    """[P(yes), P(no)] per (premise, hypothesis) pair, each summed over its spellings, renormalised over the two.
+
+    One batched forward pass per ``batch_size`` pairs when the answers are single tokens (SmolLM2);
+    otherwise each spelling's exact multi-token probability, pair by pair.
+    """
+    import torch
+
+    from judge.baselines._lm import shared_prefix_batches
+    from judge.providers.local import _candidate_logprobs
+
+    single = _single_token_answers(tokenizer)
+    rows = [_zero_shot_ids(tokenizer, p, h)[-max_len:] for p, h in pairs]
+    out = torch.zeros((len(pairs), 2))
+    device = next(lm.parameters()).device
+    if single is None:
+        spellings = tuple(w for ws in ANSWERS.values() for w in ws)
+        with torch.inference_mode():
+            for k, row in enumerate(rows):
+                lp = _candidate_logprobs(lm, tokenizer, row, spellings)
+                mass = torch.tensor([sum(math.exp(lp[w]) for w in ANSWERS[a]) for a in ANSWERS], dtype=torch.float64)
+                out[k] = (mass / mass.sum().clamp(min=1e-300)).float()
+        return out
+
+    def put(idx: list[int], logits: Any) -> None:
+        p = torch.softmax(logits.float(), dim=-1)
+        p_yes, p_no = p[:, single["yes"]].sum(-1), p[:, single["no"]].sum(-1)
+        total = (p_yes + p_no).clamp(min=1e-30)
+        out[torch.tensor(idx)] = torch.stack([p_yes / total, p_no / total], dim=-1).cpu()
+
+    # the sentences asked against one premise chunk share the prompt up to the chunk's end: run it once
+    by_premise: dict[str, list[int]] = {}
+    for k, (premise, _) in enumerate(pairs):
+        by_premise.setdefault(premise, []).append(k)
+    alone: list[int] = []
+    for members in by_premise.values():
+        if len(members) < 2:
+            alone.extend(members)
+            continue
+        n = min(len(rows[k]) for k in members) - 1  # every continuation keeps at least one token
+        first = rows[members[0]]
+        n = next((j for j in range(n) if any(rows[k][j] != first[j] for k in members)), n)
+        if n < 1:
+            alone.extend(members)
+            continue
+        conts = [rows[k][n:] for k in members]
+        for batch, _, logits, _ in shared_prefix_batches(lm, first[:n], conts, batch_size):
+            last = torch.tensor([len(conts[c]) - 1 for c in batch], device=logits.device)
+            put([members[c] for c in batch], logits[torch.arange(len(batch), device=logits.device), last])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(alone, key=lambda k: len(rows[k]), reverse=True)
+    # only the answer position's logits: a whole (batch, length, vocab) tensor would take gigabytes
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(rows[k]) for k in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, k in enumerate(idx):  # left padding: every row's answer position is the last one
+                ids[r, width - len(rows[k]) :] = torch.tensor(rows[k], dtype=torch.long)
+                attention[r, width - len(rows[k]) :] = 1
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            logits = (
+                lm(
+                    input_ids=ids.to(device),
+                    attention_mask=attention.to(device),
+                    position_ids=positions.to(device),
+                    **keep,
+                )
+                .logits[:, -1]
+                .float()
+            )
+            put(idx, logits)
+    return out

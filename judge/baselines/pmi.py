@@ -35,6 +35,7 @@ def pmi(
     batch_size: int = 16,
     max_length: int | None = None,
     stride: int | None = None,
+    share_prefixes: bool = True,
 ) -> BaselineResult:
     """Score ``log p(output | source) - log p(output)`` per output token for each item.
 
@@ -46,6 +47,7 @@ def pmi(
         field: the item field scored.
         template: text put before the output, with ``{source}``; the output follows it directly.
         mapping, ids, device, batch_size, max_length, stride: as for :func:`~judge.baselines.perplexity`.
+        share_prefixes: run each source once and reuse its KV cache for all of its outputs (same values).
     """
     from judge.localmodels import load_causal_lm
 
@@ -85,7 +87,9 @@ def pmi(
         rec["reason"] = reason
 
     t0 = time.perf_counter()
-    scored = loglikelihoods(lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size)
+    scored = loglikelihoods(
+        lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size, share_prefixes=share_prefixes
+    )
     seconds = time.perf_counter() - t0
     for k, i in enumerate(slots):
         cond, uncond = scored[2 * k], scored[2 * k + 1]

@@ -1,8 +1,10 @@
 """In-process transformers causal LM as a judge (``local/<alias-or-path>``).
 
-Greedy decoding is temperature 0. In logprob score mode the probability of every score string is
-computed exactly (teacher forcing each candidate's tokens after the prompt), not read from a
-top-k list. torch/transformers are imported lazily; one model per process, calls serialised.
+Greedy decoding is temperature 0. In logprob score mode the probability of every score string (or
+pairwise label) is computed exactly (teacher forcing each candidate's tokens after the prompt), not
+read from a top-k list. In that mode the KV cache of the prompt's beginning -- the rubric's system
+prompt and instructions, the same for every item -- is kept and reused by the next prompt that
+starts the same way. torch/transformers are imported lazily; one model per process, calls serialised.
 """
 
 from __future__ import annotations
@@ -25,16 +27,57 @@ class LocalProvider(Provider):
     supports_logprobs = True
     default_score_mode = "logprob"
 
-    def __init__(self, model: str = "smollm2", *, device: str | None = None) -> None:
+    #: shortest common beginning (tokens) worth reusing from the previous prompt's KV cache
+    MIN_SHARED_PREFIX = 32
+
+    def __init__(self, model: str = "smollm2", *, device: str | None = None, prefix_reuse: bool = True) -> None:
         super().__init__(model)
         self.device = device
+        self.prefix_reuse = prefix_reuse
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
+        self._prefix: tuple[list[int], Any] | None = None  # token ids and their batch-1 KV cache
+
+    def _prompt_state(self, model: Any, prompt_ids: list[int]) -> tuple[Any, Any]:
+        """KV cache and last logits of ``prompt_ids``, starting from the kept prefix when it matches."""
+        import copy
+
+        from judge.baselines._lm import _crop, run_prefix
+
+        if not self.prefix_reuse:
+            return run_prefix(model, prompt_ids)
+        n = 0
+        if self._prefix is not None:
+            kept, _ = self._prefix
+            limit = min(len(kept), len(prompt_ids) - 1)  # at least one new token gives the last logits
+            n = next((i for i in range(limit) if kept[i] != prompt_ids[i]), limit)
+        if n < self.MIN_SHARED_PREFIX:  # a first prompt, or another rubric: keep this one whole
+            cache, last = run_prefix(model, prompt_ids)
+            self._prefix = (list(prompt_ids), copy.deepcopy(cache))
+            return cache, last
+        kept, kept_cache = self._prefix  # type: ignore[misc]
+        if n < len(kept):  # keep only what prompts have in common (the rubric's part)
+            _crop(kept_cache, n)
+            self._prefix = (kept[:n], kept_cache)
+        return run_prefix(model, prompt_ids, copy.deepcopy(kept_cache), n)
+        self._tokenizer: Any = None  # the tokenizer alone, for count_tokens before any call
 
     def cache_identity(self) -> dict[str, Any]:
         from judge.localmodels import resolve_model
 
         return {"provider": self.name, "model": self.model, "resolved": str(resolve_model(self.model))}
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Prompt tokens by this model's tokenizer and chat template (for ``--dry-run``; loads no weights)."""
+        if self._loaded is not None:
+            return len(_chat_ids(self._loaded[1], messages))
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from judge.localmodels import resolve_model
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(self.model)))
+        return len(_chat_ids(self._tokenizer, messages))
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
@@ -61,7 +104,8 @@ class LocalProvider(Provider):
             input_ids = torch.tensor([prompt_ids], device=device)
             with torch.inference_mode():
                 if config.score_candidates:
-                    scores = _candidate_logprobs(model, tok, prompt_ids, config.score_candidates, device)
+                    state = self._prompt_state(model, prompt_ids)
+                    scores = _candidate_logprobs(model, tok, prompt_ids, config.score_candidates, state)
                     best = max(scores, key=lambda c: scores[c])
                     return ModelOutput(
                         text=best,
@@ -102,36 +146,39 @@ def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
 
 
 def _candidate_logprobs(
-    model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], device: Any
+    model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], state: tuple[Any, Any] | None = None
 ) -> dict[str, float]:
     """Exact log P(the answer is candidate | prompt).
 
-    One forward pass over the prompt answers every single-token candidate (digits 1-9 on most
-    tokenizers); multi-token candidates ("10" as "1","0") need one extra padded batch. A candidate
-    whose tokens begin a longer one ("1" in "10") must also *end* there: its probability is
-    multiplied by P(the next token is not a digit), read from the longer candidate's row.
+    The prompt runs once: its last logits answer every single-token candidate (digits 1-9, A, B on
+    most tokenizers), and multi-token candidates ("10" as "1","0") continue from its KV cache in one
+    small batch. A candidate whose tokens begin a longer one ("1" in "10") must also *end* there: its
+    probability is multiplied by P(the next token is not a digit), read from the longer candidate's row.
     """
     import torch
 
+    from judge.baselines._lm import continue_batches, run_prefix
+
     cand_ids = {c: tok(c, add_special_tokens=False)["input_ids"] for c in candidates}
-    prompt = torch.tensor([prompt_ids], device=device)
-    last = torch.log_softmax(model(prompt).logits[0, -1].float(), dim=-1)
-    out = {c: float(last[ids[0]]) for c, ids in cand_ids.items() if len(ids) == 1}
     multi = [c for c, ids in cand_ids.items() if len(ids) > 1]
-    if multi:
-        width = max(len(cand_ids[c]) for c in multi)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        rows = [prompt_ids + cand_ids[c] + [pad] * (width - len(cand_ids[c])) for c in multi]
-        logp = torch.log_softmax(model(torch.tensor(rows, device=device)).logits.float(), dim=-1)
-        n = len(prompt_ids)
-        for i, c in enumerate(multi):
-            out[c] = sum(float(logp[i, n - 1 + j, t]) for j, t in enumerate(cand_ids[c]))
-        digits = _digit_token_ids(tok)
-        for c, ids in cand_ids.items():
-            row = next((i for i, d in enumerate(multi) if d != c and cand_ids[d][: len(ids)] == ids), None)
-            if row is not None:  # c is a prefix of a longer score: the answer must stop after c
-                p_digit = float(logp[row, n - 1 + len(ids)].exp()[digits].sum())
-                out[c] += math.log(max(1.0 - p_digit, 1e-30))
+    cache, last_logits = state if state is not None else run_prefix(model, prompt_ids)
+    last = torch.log_softmax(last_logits, dim=-1)
+    rows: dict[str, Any] = {}  # candidate -> log-probabilities after each of its tokens
+    conts = [cand_ids[c] for c in multi]
+    for batch, logits, _ in continue_batches(model, cache, len(prompt_ids), conts, max(1, len(conts))):
+        logp = torch.log_softmax(logits, dim=-1)
+        for r, k in enumerate(batch):
+            rows[multi[k]] = logp[r]
+    out = {c: float(last[ids[0]]) for c, ids in cand_ids.items() if len(ids) == 1}
+    for c in multi:
+        ids = cand_ids[c]
+        out[c] = float(last[ids[0]]) + sum(float(rows[c][j - 1, t]) for j, t in enumerate(ids) if j > 0)
+    digits = _digit_token_ids(tok)
+    for c, ids in cand_ids.items():
+        longer = next((d for d in multi if d != c and cand_ids[d][: len(ids)] == ids), None)
+        if longer is not None:  # c is a prefix of a longer score: the answer must stop after c
+            p_digit = float(rows[longer][len(ids) - 1].exp()[digits].sum())
+            out[c] += math.log(max(1.0 - p_digit, 1e-30))
     return {c: out[c] for c in candidates}
 
 

@@ -1,0 +1,135 @@
+"""Shared-prefix KV reuse for ``log p(output | source)`` and PMI: one source, many outputs.
+
+SummEval has 16 system summaries per CNN/DM article. Scoring ``log p(summary | article)`` for each
+runs the article 16 times; with prefix reuse the article runs once and its KV cache serves every
+summary. Both ways use the same loaded model, batch size and windows; prints seconds, the ratio and
+the largest difference between the two sets of values (per token within 1e-4).
+
+    python bench/prefix_reuse.py [--articles 1 --rounds 2 --model smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "summeval" / "summeval_flat.jsonl")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--articles", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--judge-items", type=int, default=20, help="items of examples/qa.jsonl for the judge part")
+    ap.add_argument("--skip-pmi", action="store_true", help="only the judge part")
+    args = ap.parse_args()
+
+    import torch
+
+    from judge.baselines._lm import loglikelihoods, start_token_id
+    from judge.localmodels import load_causal_lm
+
+    by_doc: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with open(args.data) as f:
+        for line in f:
+            row = json.loads(line)
+            by_doc[row["doc_id"]].append(row)
+    docs = [rows for rows in by_doc.values() if len(rows) >= 16][: args.articles]
+    sources = [r["source"] for rows in docs for r in rows[:16]]
+    outputs = [r["summary"] for rows in docs for r in rows[:16]]
+
+    model, tok = load_causal_lm(args.model, "cpu")
+    judge_part(args.model, args.judge_items, args.rounds)
+    if args.skip_pmi:
+        return
+    start = start_token_id(tok)
+    requests = []
+    for src, out in zip(sources, outputs, strict=True):
+        prefix = [start, *tok(src + "\n", add_special_tokens=False)["input_ids"]]
+        requests.append((prefix + tok(out, add_special_tokens=False)["input_ids"], len(prefix)))
+    n_src = sum(r[1] for r in requests) / len(requests)
+    n_out = sum(len(r[0]) - r[1] for r in requests) / len(requests)
+    print(
+        f"{len(docs)} articles x 16 summaries; mean {n_src:.0f} source + {n_out:.0f} summary tokens; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    uncond = [([start, *ids[n:]], 1) for ids, n in requests]  # PMI's other term: log p(summary)
+    loglikelihoods(model, tok, requests[:2], max_length=2048, share_prefixes=False)  # warm up
+
+    def timed(reqs: list[tuple[list[int], int]], share: bool) -> tuple[float, list[float]]:
+        t0 = time.perf_counter()
+        res = loglikelihoods(model, tok, reqs, max_length=2048, batch_size=args.batch_size, share_prefixes=share)
+        return time.perf_counter() - t0, [r.logprob for r in res]
+
+    # interleaved rounds, best of each: the CPU is shared, so single timings are noisy
+    plain, shared = [], []
+    for _ in range(args.rounds):
+        plain.append(timed(requests, False))
+        shared.append(timed(requests, True))
+    t_plain, v_plain = min(plain)
+    t_shared, v_shared = min(shared)
+    t_uncond = min(timed(uncond, True)[0] for _ in range(args.rounds))
+    lengths = [len(ids) - n for ids, n in requests]
+    diff = max(abs(a - b) for a, b in zip(v_plain, v_shared, strict=True))
+    per_token = max(abs(a - b) / k for a, b, k in zip(v_plain, v_shared, lengths, strict=True))
+    print(
+        f"log p(summary | article): unshared {t_plain:.2f} s, shared prefix {t_shared:.2f} s, "
+        f"speedup {t_plain / t_shared:.1f}x; max |diff| {diff:.1e} nats per summary, {per_token:.1e} per token"
+    )
+    print(
+        f"PMI (+ log p(summary), {t_uncond:.2f} s either way): unshared {t_plain + t_uncond:.2f} s, "
+        f"shared prefix {t_shared + t_uncond:.2f} s, speedup {(t_plain + t_uncond) / (t_shared + t_uncond):.1f}x"
+    )
+    print(f"all rounds (s): unshared {[round(t, 2) for t, _ in plain]}, shared {[round(t, 2) for t, _ in shared]}")
+
+
+def judge_part(model: str, n_items: int, rounds: int) -> None:
+    """The local judge in logprob mode, with and without reusing the rubric prefix's KV cache."""
+    import asyncio
+
+    from judge import load_rubric
+    from judge.config import GenerateConfig
+    from judge.providers.local import LocalProvider, _chat_ids
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "qa.jsonl"
+    items = [json.loads(line) for line in path.open()][:n_items]
+    for name, candidates in (("helpfulness", tuple(str(i) for i in range(1, 11))), ("pairwise", ("A", "B", "tie"))):
+        rubric = load_rubric(name)
+        prompts = [rubric.render({**it, "output_b": it["reference"]}, "logprob") for it in items]
+        config = GenerateConfig(score_candidates=candidates)
+        reuse, plain = LocalProvider(model), LocalProvider(model, prefix_reuse=False)
+
+        async def run(
+            provider: LocalProvider, prompts: list = prompts, config: GenerateConfig = config
+        ) -> tuple[float, list[dict[str, float]]]:
+            t0 = time.perf_counter()
+            outs = [await provider.generate(p, config) for p in prompts]
+            return time.perf_counter() - t0, [o.score_logprobs or {} for o in outs]
+
+        asyncio.run(run(plain))  # warm up
+        times: dict[str, list[float]] = {"plain": [], "reuse": []}
+        for _ in range(rounds):
+            t, a = asyncio.run(run(plain))
+            times["plain"].append(t)
+            reuse._prefix = None  # each round starts cold, like a new run
+            t, b = asyncio.run(run(reuse))
+            times["reuse"].append(t)
+        diff = max(abs(x[c] - y[c]) for x, y in zip(a, b, strict=True) for c in candidates)
+        kept = len(reuse._prefix[0]) if reuse._prefix else 0
+        _, tok = plain._load()
+        mean_len = sum(len(_chat_ids(tok, p)) for p in prompts) / len(prompts)
+        tp, tr = min(times["plain"]), min(times["reuse"])
+        print(
+            f"judge {name} (logprob, {len(items)} items, {mean_len:.0f} prompt tokens, {kept} shared): "
+            f"without reuse {tp:.2f} s, with {tr:.2f} s, speedup {tp / tr:.1f}x; max |diff| {diff:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
