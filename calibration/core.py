@@ -29,7 +29,7 @@ from calibration.agreement import (
     point_estimates,
 )
 from calibration.bootstrap import bootstrap, jackknife, percentile_ci
-from calibration.fit import ThresholdFit, fit_isotonic, fit_threshold
+from calibration.fit import ThresholdFit, fit_isotonic, fit_threshold, reliability_curve
 from calibration.labels import (
     PAIRWISE_CLASSES,
     TEXT_COLUMNS,
@@ -311,6 +311,8 @@ def _calibrate_one(
     report.threshold = thr_fit
     if kind in ("ordinal", "binary"):
         report.isotonic = fit_isotonic(judge_cont if judge_cont is not None else p, y, seed=seed)
+    if kind == "binary" and judge_cont is not None:
+        report.reliability = reliability_curve(judge_cont, y, scale=scale)
     report.disagreements = _disagreements(
         scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
     )

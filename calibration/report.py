@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from calibration.fit import IsotonicFit, ThresholdFit
+from calibration.fit import IsotonicFit, Reliability, ThresholdFit
 from judge.textfmt import fmt as _fmt  # numbers as short as they can be read: 4, 2.765
 
 
@@ -85,6 +85,9 @@ class CalibrationReport(BaseModel):
     tie_rate: dict[str, float] | None = None
     threshold: ThresholdFit | None = None
     isotonic: IsotonicFit | None = None
+    reliability: Reliability | None = Field(
+        None, description="Reliability curve of a continuous judge score (binary labels only; None otherwise)."
+    )
     disagreements: list[Disagreement] = Field(default_factory=list)
     groups: dict[str, CalibrationReport] | None = Field(None, description="The same report per --by group.")
 
@@ -150,6 +153,10 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
         lines.append(
             f"  isotonic map: {iso.n_splits}-fold CV MAE {iso.cv_mae_raw:.3f} raw -> {iso.cv_mae_mapped:.3f} mapped"
         )
+    if report.reliability is not None:
+        rel = report.reliability
+        brier = f", Brier {rel.brier:.3f}" if rel.brier is not None else ""
+        lines.append(f"  reliability ({rel.n_bins} equal-width bins of the judge score): ECE {rel.ece:.3f}{brier}")
     if report.disagreements:
         lines.append("")
         lines.append(f"  largest disagreements ({len(report.disagreements)}):")

@@ -333,3 +333,48 @@ def test_cli_items_attach_texts_to_disagreements(tmp_path: Path) -> None:
     question = {r["id"]: r["input"] for r in map(json.loads, (examples / "qa.jsonl").read_text().splitlines())}
     assert first["texts"]["input"] == question[first["id"]]
     assert f"input: {question[first['id']]}" in res.output
+
+
+def test_reliability_curve_bins_match_numpy_on_a_small_binary_example() -> None:
+    """Equal-width bins, per-bin means/shares/counts, Wilson intervals, Brier and ECE, recomputed independently."""
+    rng = np.random.default_rng(3)
+    n = 60
+    prob = rng.random(n)
+    y = (rng.random(n) < prob).astype(int)
+    ids = [f"r{i}" for i in range(n)]
+    report = calibrate(pd.Series(prob, index=ids), pd.Series(y, index=ids), label_type="binary", n_boot=0)
+    rel = report.reliability
+    assert rel is not None and rel.rescale == "none" and (rel.lo, rel.hi) == (0.0, 1.0) and rel.n == n
+    counts, edges = np.histogram(prob, bins=10, range=(0.0, 1.0))
+    pos, _ = np.histogram(prob, bins=edges, weights=y)
+    sums, _ = np.histogram(prob, bins=edges, weights=prob)
+    full = counts > 0
+    assert [b.n for b in rel.bins] == counts[full].tolist()
+    assert [b.lo for b in rel.bins] == pytest.approx(edges[:-1][full])
+    assert [b.share_positive for b in rel.bins] == pytest.approx(pos[full] / counts[full])
+    assert [b.mean_score for b in rel.bins] == pytest.approx(sums[full] / counts[full])
+    z = stats.norm.ppf(0.975)
+    for b, k, m in zip(rel.bins, pos[full], counts[full], strict=True):
+        # Wilson: the p with |k/m - p| = z * sqrt(p (1 - p) / m), i.e. the roots of a quadratic in p
+        roots = np.sort(np.roots([1 + z * z / m, -(2 * k / m + z * z / m), (k / m) ** 2]).real)
+        assert (b.ci_low, b.ci_high) == pytest.approx(tuple(roots), abs=1e-9)
+        assert b.ci_low <= b.share_positive <= b.ci_high
+    assert rel.brier == pytest.approx(np.mean((prob - y) ** 2))
+    ece = np.sum(counts[full] / n * np.abs(sums[full] / counts[full] - pos[full] / counts[full]))
+    assert rel.ece == pytest.approx(ece)
+    assert "reliability" in report.to_dict() and "ECE" in render_text(report)
+
+    # a 1..10 judge scale: rescaled by the observed min-max, no Brier; 0/1 verdicts and ordinal labels: no curve
+    raw = 1 + 9 * prob
+    rescaled = calibrate(pd.Series(raw, index=ids), pd.Series(y, index=ids), label_type="binary", n_boot=0)
+    rr = rescaled.reliability
+    assert rr is not None and rr.rescale == "observed" and rr.brier is None
+    assert (rr.lo, rr.hi) == (pytest.approx(raw.min()), pytest.approx(raw.max()))
+    r01 = (raw - raw.min()) / (raw.max() - raw.min())
+    c2, _ = np.histogram(r01, bins=10, range=(0.0, 1.0))
+    assert [b.n for b in rr.bins] == c2[c2 > 0].tolist()
+    assert all(0 <= b.mean_score <= 1 for b in rr.bins)
+    verdicts = calibrate(pd.Series(y, index=ids), pd.Series(y, index=ids), label_type="binary", n_boot=0)
+    assert verdicts.reliability is None
+    ordinal = calibrate(pd.Series(raw, index=ids), pd.Series(1 + y * 4, index=ids), label_type="ordinal", n_boot=0)
+    assert ordinal.reliability is None

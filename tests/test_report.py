@@ -108,6 +108,25 @@ def make_calibration(tmp: Path) -> tuple[Path, set[str]]:
     return path, {"c3"}
 
 
+def make_binary_calibration(tmp: Path) -> tuple[Path, set[str]]:
+    """Probability-like judge scores vs binary labels; b5 (judge 0.98, humans 0) is the largest disagreement."""
+    import pandas as pd
+
+    from calibration import calibrate
+
+    ids = [f"b{i}" for i in range(50)]
+    prob = [round((i * 0.37) % 1, 3) for i in range(50)]
+    prob[5] = 0.98
+    human = [int(p > 0.5) if i % 6 else int(p <= 0.5) for i, p in enumerate(prob)]
+    human[5] = 0
+    frame = pd.DataFrame({"id": ids, "score": prob, "output": [f"answer {i} {XSS[i % 3]}" for i in range(50)]})
+    labels = pd.DataFrame({"id": ids, "annotator": "h1", "label": human})
+    report = calibrate(frame, labels, label_type="binary", n_boot=200, n_disagreements=5)
+    path = tmp / "calibration-binary.json"
+    path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    return path, {"b5"}
+
+
 def make_mtbench(tmp: Path) -> tuple[Path, Path, set[str]]:
     """Single and pairwise judgments (FastChat-like records); 81:<evil model>:t1 is scored lowest."""
     singles, pairs = [], []
@@ -221,6 +240,18 @@ def test_unknown_input_is_a_data_error(tmp_path: Path) -> None:
     bad = _write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
     with pytest.raises(judge.DataError, match="not a result this report knows"):
         judge.report(bad)
+
+
+def test_reliability_curve_for_binary_calibration_only(tmp_path: Path) -> None:
+    binary, ordinal = make_binary_calibration(tmp_path)[0], make_calibration(tmp_path)[0]
+    rel = json.loads(binary.read_text())["reliability"]
+    assert rel["bins"] and rel["brier"] is not None
+    html = judge.report(binary)
+    assert 'aria-label="reliability curve"' in html and "Reliability curve" in html
+    assert html.count('class="bin"') == len(rel["bins"]) == html.count('class="errorbar"')
+    assert 'class="diagonal"' in html and "ECE" in html
+    assert json.loads(ordinal.read_text())["reliability"] is None
+    assert "reliability curve" not in judge.report(ordinal).lower()
 
 
 # -------------------------------------------------------------------------------------------- browser
@@ -344,6 +375,19 @@ def test_browser_calibration_report(browser: Any, tmp_path: Path) -> None:
     page = tmp_path / "calibration.html"
     judge.report(path, out=page)
     check_page(browser, page, "calibration", expected, 2, tmp_path / "calibration.png")
+    plots = "Array.from(document.querySelectorAll('section[data-kind=calibration] svg.plot'))"
+    curve = f"{plots}.filter(s => s.getAttribute('aria-label') === 'reliability curve')"
+    assert browser.execute_script(f"return {curve}.length") == 0  # ordinal labels: no reliability curve
+    binary, expected = make_binary_calibration(tmp_path)
+    n_bins = len(json.loads(binary.read_text())["reliability"]["bins"])
+    page = tmp_path / "calibration-binary.html"
+    judge.report(binary, out=page)
+    check_page(browser, page, "calibration", expected, 2, tmp_path / "calibration-binary.png")
+    assert browser.execute_script(f"return {curve}.length") == 1
+    assert browser.execute_script(f"return {curve}[0].querySelectorAll('circle.bin').length") == n_bins
+    assert browser.execute_script(f"return {curve}[0].querySelectorAll('line.errorbar').length") == n_bins
+    box = browser.execute_script(f"var r = {curve}[0].getBoundingClientRect(); return [r.width, r.height]")
+    assert box[0] > 100 and box[1] > 100
 
 
 def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:

@@ -462,8 +462,21 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
         s.notes.append(
             f"isotonic map: {i['n_splits']}-fold CV MAE {fmt(i['cv_mae_raw'])} raw -> {fmt(i['cv_mae_mapped'])} mapped"
         )
-    if report.get("label_type") == "binary":
-        s.notes.append("reliability curve: not drawn (the calibration JSON holds no per-item scores)")
+    rel = report.get("reliability")
+    if rel and rel.get("bins"):
+        what = {"none": "judge score", "scale": "judge score, rescaled from the rubric's scale"}.get(
+            rel.get("rescale"), "judge score, rescaled from its observed min–max"
+        )
+        scores = f"{fmt(rel.get('lo'))}–{fmt(rel.get('hi'))}"
+        caption = (
+            f"Reliability curve: {rel.get('n_bins')} equal-width bins of the judge score ({scores}); per bin the "
+            "mean score (0–1) vs the share of positive human labels with its Wilson 95% interval; point size "
+            f"and label: items in the bin; dashed: perfect calibration. ECE {fmt(rel.get('ece'), 3)}"
+            + (f", Brier {fmt(rel['brier'], 3)}" if rel.get("brier") is not None else "")
+        )
+        s.plots.append((caption, svg.reliability(rel["bins"], "reliability curve", xlabel=f"mean {what} (0–1)")))
+    elif report.get("label_type") == "binary":
+        s.notes.append("reliability curve: not drawn (needs a continuous judge score, not 0/1 verdicts)")
     if report.get("tie_rate"):
         tr = report["tie_rate"]
         s.notes.append(f"tie rate: judge {fmt(tr.get('judge'))}, human consensus {fmt(tr.get('human'))}")

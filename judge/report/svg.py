@@ -255,3 +255,58 @@ def radar(categories: Sequence[str], series: dict[str, Sequence[float | None]], 
         body.append(f'<rect x="6" y="{8 + i * 16}" width="10" height="10" fill="{color(i)}"/>')
         body.append(_text(20, 17 + i * 16, name[:24]))
     return _svg(size + 80, size, body, label)
+
+
+def reliability(bins: Sequence[dict[str, Any]], label: str, *, xlabel: str, width: int = 420, height: int = 300) -> str:
+    """A reliability diagram: per bin the mean judge score (0–1) against the share of positive human labels,
+    with its 95% interval as an error bar, the point's area growing with the bin's count (written beside it),
+    and the diagonal of perfect calibration.
+
+    Each bin dict has ``mean_score``, ``share_positive``, ``ci_low``, ``ci_high`` and ``n``.
+    """
+    left, right, top, bottom = 48, 14, 12, 38
+    pw, ph = width - left - right, height - top - bottom
+    if not bins:
+        return _svg(width, 60, [_text(10, 30, "no binned items")], label)
+
+    def sx(x: float) -> float:
+        return left + x * pw
+
+    def sy(y: float) -> float:
+        return top + ph - y * ph
+
+    body = [
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>',
+        f'<line class="diagonal" x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" '
+        'stroke="#999" stroke-dasharray="4,3"/>',
+    ]
+    for t in _ticks(0, 1, 5):
+        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
+        body.append(_text(left - 4, sy(t) + 4, fmt(float(t), 2), "end", 'fill="#666"'))
+    body.append(_text(left + pw / 2, height - 4, xlabel, "middle"))
+    body.append(
+        _text(12, top + ph / 2, "share positive (human)", "middle", f'transform="rotate(-90 12 {top + ph / 2})"')
+    )
+    nmax = max(int(b["n"]) for b in bins) or 1
+    pts = []
+    for b in bins:
+        x, y = sx(float(b["mean_score"])), sy(float(b["share_positive"]))
+        pts.append(f"{x:.1f},{y:.1f}")
+        body.append(
+            f'<line class="errorbar" x1="{x:.1f}" y1="{sy(float(b["ci_low"])):.1f}" x2="{x:.1f}" '
+            f'y2="{sy(float(b["ci_high"])):.1f}" stroke="#333"/>'
+        )
+    body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color(0)}" stroke-opacity="0.5"/>')
+    for b in bins:
+        x, y = sx(float(b["mean_score"])), sy(float(b["share_positive"]))
+        r = 2.5 + 5.5 * math.sqrt(int(b["n"]) / nmax)
+        tip = (
+            f"mean score {fmt(float(b['mean_score']), 3)}, share positive {fmt(float(b['share_positive']), 3)} "
+            f"[{fmt(float(b['ci_low']), 3)}, {fmt(float(b['ci_high']), 3)}], n = {int(b['n'])}"
+        )
+        body.append(
+            f'<circle class="bin" cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{color(0)}" fill-opacity="0.8">'
+            f"<title>{escape(tip)}</title></circle>"
+        )
+        body.append(_text(x + r + 2, y - 3, f"n={int(b['n'])}", "start", 'fill="#444" font-size="9"'))
+    return _svg(width, height, body, label)
