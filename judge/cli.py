@@ -53,6 +53,22 @@ HELP_LINES = {
 }
 
 
+def cache_options(command: Any) -> Any:
+    """``--keep-failed`` and ``--cache-namespace``, worded once for every command that calls a judge."""
+    command = click.option(
+        "--cache-namespace",
+        default=None,
+        metavar="NAME",
+        help="Part of the cache key next to provider and model: change it when a different model answers under "
+        "the same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
+    )(command)
+    return click.option(
+        "--keep-failed",
+        is_flag=True,
+        help="Keep unreadable or truncated completions in the cache as final (default: they are retried next run).",
+    )(command)
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands live in other modules and are imported on demand."""
 

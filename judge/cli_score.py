@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from judge.cli import EXIT_CODES, EXIT_INCOMPLETE, exit_if_incomplete, max_unscored_option
+from judge.cli import EXIT_CODES, EXIT_INCOMPLETE, cache_options, exit_if_incomplete, max_unscored_option
 from judge.errors import ConfigError, RubricError
 
 
@@ -113,18 +113,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     default=None,
     help="JSON price table to extend the built-in one: {model: {input: $/1M, output: $/1M}}.",
 )
-@click.option(
-    "--keep-failed",
-    is_flag=True,
-    help="Keep unreadable or truncated completions in the cache as final (default: they are retried next run).",
-)
-@click.option(
-    "--cache-namespace",
-    default=None,
-    metavar="NAME",
-    help="Part of the cache key next to provider and model: change it when a different model answers under the "
-    "same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
-)
+@cache_options
 @click.option(
     "--batch",
     is_flag=True,

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option
+from judge.cli import EXIT_CODES, cache_options, exit_if_incomplete, max_unscored_option
 
 ANSWER_EPILOG = """\b
 Example:
@@ -239,18 +239,7 @@ def answer_cmd(
     help="openai judges: do not send a JSON schema (for servers without structured output); a server that rejects "
     "it is detected and falls back by itself. Always off with --judge-prompts (FastChat asks for [[rating]]).",
 )
-@click.option(
-    "--keep-failed",
-    is_flag=True,
-    help="Keep unreadable or truncated completions in the cache as final (default: they are retried next run).",
-)
-@click.option(
-    "--cache-namespace",
-    default=None,
-    metavar="NAME",
-    help="Part of the cache key next to provider and model: change it when a different model answers under the "
-    "same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
-)
+@cache_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
 def judge_cmd(
     questions_path: str,
