@@ -25,6 +25,13 @@ def fmt(value: Any, digits: int = 3, *, trim: bool = True) -> str:
     return str(value)
 
 
+def fmt_p(p: float | None) -> str:
+    """A p-value: three decimals, '<0.001' below that (a resampled p is never exactly 0)."""
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else fmt(p, 3)
+
+
 def fmt_ci(value: Any, lo: Any, hi: Any, digits: int = 3) -> str:
     """``value [lo, hi]``, or just the value when the interval is undefined."""
     if lo is None or hi is None:

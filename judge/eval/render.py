@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from judge.textfmt import fmt, fmt_ci, format_table
+from judge.textfmt import fmt, fmt_ci, fmt_p, format_table
 
 if TYPE_CHECKING:
     from judge.eval.run import EvalResult
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    return "<0.001" if p < 0.001 else fmt(p, 3)
 
 
 def render_table(result: EvalResult) -> str:
@@ -38,7 +32,7 @@ def render_table(result: EvalResult) -> str:
             sign = "+" if (d["value"] or 0) > 0 else ""
             row += [
                 sign + fmt_ci(d["value"], d["ci_low"], d["ci_high"], digits),
-                _p(d["p_value"]),
+                fmt_p(d["p_value"]),
                 f"{d['wins']}/{d['losses']}/{d['ties']}",
             ]
         rows.append(row)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.report import svg
-from judge.textfmt import fmt, fmt_ci
+from judge.textfmt import fmt, fmt_ci, fmt_p
 
 MAX_TEXT = 4000
 """Characters of one text shown in a review row (the rest is cut, with a note): keeps 10k-item reports small."""
@@ -305,7 +305,7 @@ def eval_section(
             fmt_ci(deltas[o][m].get("value"), deltas[o][m].get("ci_low"), deltas[o][m].get("ci_high"), digits)
             for o in others
         ]
-        row += [fmt(deltas[o][m].get("p_value"), 3) for o in others]
+        row += [fmt_p(deltas[o][m].get("p_value")) for o in others]
         rows.append(row)
         span = (lo_hi[1] - lo_hi[0]) if None not in lo_hi else None
         for o in others:
