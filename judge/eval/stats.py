@@ -16,7 +16,8 @@ probability 1/2, and the p-value is the share of such shuffles whose delta is at
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,27 @@ class Resampling:
     seed: int = 0
     level: float = 0.95
     ci: str = "auto"  # percentile | bca | auto (BCa below judge.stats.BCA_BELOW resampling units)
+    # the last resample weights and swap matrix drawn: every figure and system of a run draws the same
+    # ones (same n, seed and groups), so they are drawn once, not once per figure and system
+    _memo: dict[str, tuple[Any, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
+
+    def weights(self, n: int, codes: np.ndarray | None) -> np.ndarray:
+        """Bootstrap weights (n_boot, n) from :func:`judge.stats.resample_weights`, reused while n and groups
+        stay the same."""
+        key = (n, None if codes is None else codes.tobytes())
+        hit = self._memo.get("weights")
+        if hit is None or hit[0] != key:
+            hit = (key, resample_weights(n, self.n_boot, self.seed, codes))
+            self._memo["weights"] = hit
+        return hit[1]
+
+    def swaps(self, n: int) -> np.ndarray:
+        """The approximate-randomization swap matrix (n_perm, n) of 0/1, reused while n stays the same."""
+        hit = self._memo.get("swaps")
+        if hit is None or hit[0] != n:
+            hit = (n, np.random.default_rng(self.seed + 1).integers(0, 2, size=(self.n_perm, n)).astype(float))
+            self._memo["swaps"] = hit
+        return hit[1]
 
     def method(self, n_units: int) -> str:
         """The interval method used for ``n_units`` resampling units (items, or groups)."""
@@ -76,7 +98,7 @@ def system_value(
     if n == 0:
         return out
     codes = _codes(groups, ok)
-    counts = resample_weights(n, rs.n_boot, rs.seed, codes)
+    counts = rs.weights(n, codes)
     method = rs.method(n if codes is None else int(codes.max()) + 1)
     if corpus is not None:
         stats = corpus.stats[ok]
@@ -130,9 +152,9 @@ def paired_delta(
     out["wins"], out["losses"] = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
     out["ties"] = n - out["wins"] - out["losses"]  # type: ignore[operator]
     codes = _codes(groups, both)
-    counts = resample_weights(n, rs.n_boot, rs.seed, codes)
+    counts = rs.weights(n, codes)
     method = rs.method(n if codes is None else int(codes.max()) + 1)
-    swap = np.random.default_rng(rs.seed + 1).integers(0, 2, size=(rs.n_perm, n)).astype(float)
+    swap = rs.swaps(n)
     if corpus is not None:
         cs, cb = corpus
         ss, sb = cs.stats[both], cb.stats[both]
