@@ -293,3 +293,16 @@ class JsonlAppender:
             self.close()
         else:
             self.abort()
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` (absent ones left out), for the provenance of results and reports."""
+    from importlib import metadata
+
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

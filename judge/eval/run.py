@@ -21,7 +21,7 @@ import numpy as np
 from judge.dataset import Item
 from judge.errors import ConfigError, DataError, RubricError
 from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, validate_suite
-from judge.io import Row, atomic_write_text, read_rows, write_jsonl
+from judge.io import Row, atomic_write_text, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
 from judge.rubric import Rubric, load_rubric
@@ -386,18 +386,6 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("judge", "numpy", "scipy", "sacrebleu", "rouge-score", "bert-score", "torch", "transformers", "openai"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def _gate_rows(gate: Gate, suite: Suite, result_systems: dict, deltas: dict) -> list[dict[str, Any]]:
     rule, threshold = gate.rule, gate.threshold
     delta_rule = rule.startswith("delta")
@@ -574,7 +562,9 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
             "n_groups": n_units if suite.group is not None else None,
         },
         "data_files": {role: {"path": path, "sha256": _sha256(path)} for role, path in data.files.items()},
-        "versions": _versions(),
+        "versions": package_versions(
+            "judge", "numpy", "scipy", "sacrebleu", "rouge-score", "bert-score", "torch", "transformers", "openai"
+        ),
         "n_items": len(data.ids),
     }
     return EvalResult(

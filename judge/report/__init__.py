@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from judge.errors import DataError
+from judge.io import package_versions
 
 if TYPE_CHECKING:
     from judge.report.sections import Section
@@ -136,18 +137,6 @@ document.querySelectorAll('table.review').forEach(function (table) {
 """.strip()
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("judge", "jinja2", "numpy", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def render_html(sections: list[Section], *, title: str = "judge report") -> str:
     """The page: one template, autoescaped; a CSP that allows only this page's own style and script."""
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -165,7 +154,7 @@ def render_html(sections: list[Section], *, title: str = "judge report") -> str:
         title=title,
         sections=sections,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        versions=_versions(),
+        versions={"python": sys.version.split()[0], **package_versions("judge", "jinja2", "numpy", "scipy")},
         script=Markup(SCRIPT),  # noqa: S704 -- our own constant, not data
         script_hash=f"sha256-{digest}",
         svg=Markup,  # plots are built by judge.report.svg, which escapes every text it places
