@@ -64,6 +64,8 @@ class ProviderError(JudgeError):
 
     #: whether no other item can get past this error either (the run stops)
     fatal = False
+    #: the response's x-ratelimit-* headers, for the limiter (set by the provider)
+    rate_limits: dict[str, str] | None = None
 
     def __init__(
         self,

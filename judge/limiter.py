@@ -19,14 +19,26 @@ and runs two AIMD loops:
 Each loop steps down at most once per round trip (only a call started after the last decrease can
 trigger the next, so one burst of 429s counts once), and every new call waits until a
 ``Retry-After`` the server sent has passed.
+
+A server that describes its rate limits (OpenAI and the APIs copying it send ``x-ratelimit-limit-*``,
+``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` on every response) replaces the start-rate
+loop: :class:`ServerBudget` keeps each bucket's level as the latest response reported it, refills it
+at the rate the headers imply ((limit - remaining) / reset), charges every call started since then
+(one request; the tokens per call learnt from how the level fell), and a call starts only when every
+bucket holds one call's worth -- so the limiter paces itself to the server's rate from the first
+answer on, instead of finding it by refusals. Without those headers (vLLM, llama.cpp) the AIMD
+loops above are all there is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from judge.errors import ProviderError, RateLimitError
@@ -67,8 +79,195 @@ def is_overload(exc: BaseException) -> bool:
     return isinstance(exc, RateLimitError) or (isinstance(exc, ProviderError) and exc.status == 503)
 
 
+# ---- pacing by the server's own account of its rate limits (x-ratelimit-* headers)
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_HEADER = re.compile(r"x-ratelimit-(limit|remaining|reset)-(.+)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a reset header: OpenAI's Go-style ``"6m0s"``, ``"1.5s"``, ``"12ms"``, or plain seconds (Azure)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> dict[str, tuple[float, float, float]]:
+    """``{bucket: (limit, remaining, reset seconds)}`` from ``x-ratelimit-*`` headers (bucket: ``requests``,
+    ``tokens``, ...); a bucket missing one of the three, or with a negative value (Azure's -1), is left out."""
+    parts: dict[str, dict[str, float]] = {}
+    for name, value in headers.items():
+        m = _HEADER.fullmatch(name.lower())
+        if m is None:
+            continue
+        kind, bucket = m.groups()
+        if kind == "reset":
+            number = parse_duration(value)
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is not None and math.isfinite(number) and number >= 0:
+            parts.setdefault(bucket, {})[kind] = number
+    return {
+        b: (p["limit"], p["remaining"], p["reset"])
+        for b, p in parts.items()
+        if len(p) == 3 and p["limit"] > 0 and p["remaining"] <= p["limit"]
+    }
+
+
+@dataclass
+class Bucket:
+    """One of the server's rate-limit buckets, as its latest response described it."""
+
+    SPREAD_MARGIN = 3.0
+    """Margin held for one more call, in multiples of ``spread + deviation``."""
+    MARGIN = 0.05
+    """Margin held for one more call at least, as a share of its cost."""
+
+    limit: float
+    #: what was left when the server admitted (or refused) the call that reported it
+    remaining: float
+    #: refill per second: (limit - remaining) / reset, averaged over recent responses; None while always full
+    rate: float | None = None
+    #: what one admitted call takes from it: 1 for ``requests``; learnt for ``tokens``; None until known
+    cost: float | None = None
+    #: how much more than the server reported the projection promised, on average (see ServerBudget.observe)
+    spread: float = 0.0
+    #: how far calls' costs stray from ``cost`` (prompts differ in length), on average
+    deviation: float = 0.0
+    #: ``cost`` is the first report's upper bound, not yet measured
+    provisional: bool = False
+    _used: float = 0.0
+    _reset: float = 0.0
+
+    def need(self) -> float:
+        """What the bucket should hold for one more call: its cost plus a margin for the projection's errors and
+        for calls costing more than most (``SPREAD_MARGIN`` times ``spread`` + ``deviation``, ``MARGIN`` of the
+        cost at least; the bucket's size at most). Held back once, not per call: it costs no rate, a little burst."""
+        cost = self.cost or 0.0
+        return min(self.limit, cost + max(self.SPREAD_MARGIN * (self.spread + self.deviation), self.MARGIN * cost))
+
+
+@dataclass
+class _Start:
+    at: float
+    refused: bool = False
+
+
+class ServerBudget:
+    """The server's buckets projected from its ``x-ratelimit-*`` headers, to decide when a call may start.
+
+    Times are the caller's clock (``loop.time()``); a response's headers are taken as of its call's start
+    (the server admits a call about when it is sent; a delay there is one of the errors the margin covers).
+    The level now of a bucket = the reported ``remaining`` + refill since, capped at ``limit``, minus the
+    cost of each call started since that was not refused. A call may start when every bucket whose rate
+    and cost are known holds one call's cost and a margin (:meth:`Bucket.need`); :meth:`wait` says how
+    long until then. The margin grows with how far reports fell short of the projection (calls admitted
+    in another order than sent, delays before admission, prompts longer than most).
+    """
+
+    #: weight of a new sample in the running tokens-per-call estimate
+    COST_WEIGHT = 0.25
+    #: weight kept by the previous refill-rate sums per response
+    RATE_DECAY = 0.8
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, Bucket] = {}
+        #: start time of the call whose response the buckets reflect
+        self.at: float | None = None
+        self._starts: deque[_Start] = deque(maxlen=4096)  # calls started since then (and a few before)
+
+    @property
+    def known(self) -> bool:
+        """Whether the server has described its limits (then it, not the AIMD rate, paces new calls)."""
+        return bool(self.buckets)
+
+    def started(self, at: float) -> _Start:
+        """Count a call started at ``at`` against the buckets; its response goes to :meth:`observe`."""
+        start = _Start(at)
+        self._starts.append(start)
+        return start
+
+    def _charged_between(self, lo: float | None, hi: float) -> int:
+        return sum(1 for s in self._starts if (lo is None or s.at > lo) and s.at <= hi and not s.refused)
+
+    def observe(self, start: _Start, headers: Mapping[str, str] | None, *, refused: bool = False) -> bool:
+        """Take in the rate-limit headers of the response to the call ``start`` (``refused``: a 429, which
+        the server did not charge); whether they described any bucket."""
+        start.refused = refused
+        seen = parse_rate_limits(headers or {})
+        if not seen or (self.at is not None and start.at <= self.at):
+            return bool(seen)  # nothing, or older news than what the buckets already reflect
+        for name, (limit, remaining, reset) in seen.items():
+            b = self.buckets.get(name)
+            if b is not None and self.at is not None:
+                # how much more the projection promised than the server had: calls admitted in another order
+                # than they were sent, the delay before admission, calls costing more than most
+                over = max(0.0, self.level(name, start.at) - remaining)
+                b.spread = (1 - self.COST_WEIGHT) * b.spread + self.COST_WEIGHT * over
+            if b is None:
+                b = self.buckets[name] = Bucket(limit, remaining, cost=1.0 if name == "requests" else None)
+                if b.cost is None and limit > remaining:
+                    # all the first report used may be this call's (or the calls sent with it took some): an upper
+                    # bound, until the next report measures one call
+                    b.cost, b.provisional = limit - remaining, True
+            elif b.rate is not None and self.at is not None and name != "requests":
+                # how far the level fell, over the calls the server admitted in between: tokens per call
+                expected = b.remaining + b.rate * (start.at - self.at)
+                n = self._charged_between(self.at, start.at)
+                if n and expected <= b.limit and expected > remaining:  # no refill lost to the cap
+                    sample = (expected - remaining) / n
+                    w = self.COST_WEIGHT
+                    if b.cost is None or b.provisional:
+                        b.cost, b.provisional = sample, False
+                    else:
+                        b.deviation = (1 - w) * b.deviation + w * abs(sample - b.cost)
+                        b.cost = (1 - w) * b.cost + w * sample
+            b.limit, b.remaining = limit, remaining
+            if reset > 0 and limit > remaining:
+                b._used = self.RATE_DECAY * b._used + (limit - remaining)
+                b._reset = self.RATE_DECAY * b._reset + reset
+                b.rate = b._used / b._reset
+        self.at = start.at
+        while self._starts and self._starts[0].at <= start.at:
+            self._starts.popleft()
+        return True
+
+    def level(self, name: str, now: float) -> float:
+        """Bucket ``name``'s projected level at ``now``."""
+        b = self.buckets[name]
+        refill = (b.rate or 0.0) * max(0.0, now - (self.at or now))
+        return min(b.limit, b.remaining + refill) - (b.cost or 0.0) * self._charged_between(self.at, now)
+
+    def wait(self, now: float) -> float:
+        """Seconds from ``now`` until every bucket holds one more call's worth (0: start now)."""
+        wait = 0.0
+        for name, b in self.buckets.items():
+            if b.rate is None or b.cost is None or b.cost > b.limit:
+                continue  # never drained (no pressure) or nothing known to charge
+            short = b.need() - self.level(name, now)
+            if short > 0:
+                wait = max(wait, short / b.rate)
+        return wait
+
+
 class AdaptiveLimiter:
-    """AIMD concurrency between ``min_limit`` and ``max_limit`` plus AIMD pacing (see the module docstring)."""
+    """AIMD concurrency between ``min_limit`` and ``max_limit``, plus pacing: by the server's rate-limit headers
+    where it sends them, else AIMD on its refusals (see the module docstring)."""
 
     def __init__(
         self,
@@ -116,22 +315,31 @@ class AdaptiveLimiter:
         self._first_start: float | None = None
         self._ewma: float | None = None
         self._best: float | None = None
+        #: the server's rate-limit buckets, when its responses describe them (x-ratelimit-* headers)
+        self.budget = ServerBudget()
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         await self._acquire()
         loop = asyncio.get_running_loop()
         start = loop.time()
+        started: _Start | None = None
         try:
             await self._pace()
             start = loop.time()
             if self._first_start is None:
                 self._first_start = start
+            started = self.budget.started(start)
             result = await call()
         except BaseException as exc:
+            if started is not None:
+                refused = isinstance(exc, RateLimitError)
+                self.budget.observe(started, getattr(exc, "rate_limits", None), refused=refused)
             if is_overload(exc):
                 self._on_overload(start, exc)
             self._release()
             raise
+        if started is not None:
+            self.budget.observe(started, getattr(result, "rate_limits", None))
         self._on_success(start, loop.time() - start)
         self._release()
         return result
@@ -157,10 +365,16 @@ class AdaptiveLimiter:
             raise
 
     async def _pace(self) -> None:
-        """Space call starts 1/rate apart once a rate limit has been met."""
+        """Wait until the server's buckets hold a call's worth, when its headers describe them; else space
+        call starts 1/rate apart once a rate limit has been met."""
+        loop = asyncio.get_running_loop()
+        if self.budget.known:
+            while (wait := max(self._not_before - loop.time(), self.budget.wait(loop.time()))) > 0:
+                await asyncio.sleep(wait)
+            return
         if self.rate is None:
             return
-        now = asyncio.get_running_loop().time()
+        now = loop.time()
         at = max(now, self._next_start, self._not_before)
         self._next_start = at + 1.0 / self.rate
         if at > now:
@@ -218,7 +432,9 @@ class AdaptiveLimiter:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:
             self._not_before = max(self._not_before, now + retry_after)
-        if isinstance(exc, RateLimitError):
+        if isinstance(exc, RateLimitError) and self.budget.known:
+            pass  # the refusal's headers already set the buckets' levels: no rate to cut
+        elif isinstance(exc, RateLimitError):
             # one cut per round trip and at most one per RATE_CUT_GAP_S: right after an overshoot the server's
             # bucket is empty, and the refusals of calls paced just below its rate must not cascade the rate down
             if start > self._last_rate_cut and now - self._last_rate_cut >= RATE_CUT_GAP_S:

@@ -32,6 +32,9 @@ class ModelOutput(BaseModel):
     )
     request_id: str | None = None
     finish_reason: str | None = None
+    rate_limits: dict[str, str] | None = Field(
+        None, exclude=True, description="The response's x-ratelimit-* headers, for the limiter (not cached)."
+    )
 
     def to_cache(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -132,7 +132,9 @@ class OpenAIProvider(Provider):
             # measured in bench/throughput.py); we read the JSON body ourselves below
             raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=kwargs)
             self._reached = True
-            return _to_output(raw.json(), self.model, config)
+            out = _to_output(raw.json(), self.model, config)
+            out.rate_limits = _rate_limit_headers(raw.headers)
+            return out
         except Exception as exc:
             raise self._translate(exc) from exc
 
@@ -173,7 +175,9 @@ class OpenAIProvider(Provider):
             return ProviderConnectionError(f"connection failed: {exc}")
         if isinstance(exc, openai.APIStatusError):
             self._reached = True
-            return _status_error(exc)
+            err = _status_error(exc)
+            err.rate_limits = _rate_limit_headers(exc.response.headers)
+            return err
         if isinstance(exc, openai.APIResponseValidationError):
             return BadResponseError(f"invalid response body: {exc}", status=exc.status_code)
         # a 200 whose body is not JSON, or not a completion in some other way
@@ -299,6 +303,12 @@ def _retry_after(headers: Any) -> float | None:
         if math.isfinite(seconds) and 0 <= seconds <= 600:
             return seconds
     return None
+
+
+def _rate_limit_headers(headers: Any) -> dict[str, str] | None:
+    """The ``x-ratelimit-*`` headers (OpenAI and servers copying it), for the limiter to pace itself by."""
+    found = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
+    return found or None
 
 
 def _to_output(resp: Any, model: str, config: GenerateConfig) -> ModelOutput:

@@ -53,29 +53,60 @@ Responder = Callable[[dict[str, Any]], "Reply | str"]
 class RateLimit:
     """Token buckets like a hosted API's: requests per second and tokens per minute, each holding
     ``burst_s`` seconds' worth; a request that does not fit gets 429 with the wait in Retry-After
-    (``retry-after-ms`` too). Tokens are the prompt's, counted as the usage field counts them."""
+    (``retry-after-ms`` too). Tokens are the prompt's, counted as the usage field counts them.
+    With ``headers`` every answer (200 or 429) describes the buckets as OpenAI's do:
+    ``x-ratelimit-limit-{requests,tokens}`` (the bucket's size), ``x-ratelimit-remaining-*`` (left
+    after this request) and ``x-ratelimit-reset-*`` (until full again, as ``"1.2s"`` / ``"340ms"``)."""
 
-    def __init__(self, requests_per_s: float = 50.0, tokens_per_min: float = 40_000.0, burst_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        requests_per_s: float = 50.0,
+        tokens_per_min: float = 40_000.0,
+        burst_s: float = 1.0,
+        *,
+        headers: bool = True,
+    ) -> None:
         self.rates = (requests_per_s, tokens_per_min / 60.0)
         self.capacity = (requests_per_s * burst_s, tokens_per_min / 60.0 * burst_s)
         self.level = list(self.capacity)
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
+        self.headers = headers
 
-    def admit(self, tokens: int) -> float:
+    def admit(self, tokens: int, now: float | None = None) -> float:
         """0 when the request is admitted (and charged), else the seconds until it would be."""
+        return self.check(tokens, now)[0]
+
+    def check(self, tokens: int, now: float | None = None) -> tuple[float, dict[str, str]]:
+        """:meth:`admit`, and the rate-limit headers as of that moment (empty without ``headers``)."""
         with self.lock:
-            now = time.monotonic()
+            now = time.monotonic() if now is None else now
             for i in (0, 1):
-                self.level[i] = min(self.capacity[i], self.level[i] + (now - self.stamp) * self.rates[i])
-            self.stamp = now
+                self.level[i] = min(self.capacity[i], self.level[i] + max(0.0, now - self.stamp) * self.rates[i])
+            self.stamp = max(self.stamp, now)
             need = (1.0, float(min(tokens, self.capacity[1])))
             wait = max((need[i] - self.level[i]) / self.rates[i] for i in (0, 1))
-            if wait > 0:
-                return wait
-            for i in (0, 1):
-                self.level[i] -= need[i]
-            return 0.0
+            if wait <= 0:
+                for i in (0, 1):
+                    self.level[i] -= need[i]
+            return max(0.0, wait), self._headers() if self.headers else {}
+
+    def _headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i, name in enumerate(("requests", "tokens")):
+            out[f"x-ratelimit-limit-{name}"] = str(math.floor(self.capacity[i]))
+            out[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(self.level[i])))
+            out[f"x-ratelimit-reset-{name}"] = go_duration((self.capacity[i] - self.level[i]) / self.rates[i])
+        return out
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as OpenAI's reset headers write it: ``"6m0s"``, ``"1.25s"``, ``"12ms"``."""
+    if seconds < 1.0:
+        return f"{math.ceil(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60.0)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
 
 
 def prompt_text(request: dict[str, Any]) -> str:
@@ -187,6 +218,8 @@ class LoopbackServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        # per handler thread: the rate-limit headers of the request it is answering (RateLimit.check)
+        self._local = threading.local()
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -212,6 +245,7 @@ class LoopbackServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server._local.rate_headers = {}
                 if self._batch_route("GET", b""):
                     return
                 if self.path.rstrip("/").endswith("/models"):
@@ -220,6 +254,7 @@ class LoopbackServer:
                     self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:  # noqa: N802
+                server._local.rate_headers = {}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if self._batch_route("POST", body):
@@ -310,7 +345,7 @@ class LoopbackServer:
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(data)))
                     self.send_header("x-request-id", f"req-{len(server.requests)}")
-                    for k, v in (headers or {}).items():
+                    for k, v in {**getattr(server._local, "rate_headers", {}), **(headers or {})}.items():
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(data)
@@ -340,7 +375,7 @@ class LoopbackServer:
             body = {"error": {"code": 500, "message": "Context size has been exceeded.", "type": "server_error"}}
             return Reply("", status=500, body=body)
         if self.rate_limit is not None:
-            wait = self.rate_limit.admit(tokens)
+            wait, self._local.rate_headers = self.rate_limit.check(tokens)
             if wait > 0:
                 self.rejected_429 += 1
                 headers = {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(math.ceil(wait * 1000))}
