@@ -33,7 +33,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from judge.dataset import Item
     from judge.grader import Grader
     from judge.runner import Results
+    from judge.verdict import Verdict
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 MAX_LINES = 50_000
@@ -249,6 +250,42 @@ async def run_batched(
     """Judge ``items`` through the provider's Batch API (see the module docstring); verdicts in input order."""
     from judge.runner import Results
 
+    writer = JsonlAppender(out) if out is not None else None
+    jobs = [lambda g, item=item: g.grade(item) for item in items]
+    try:
+        verdicts, report = await grade_batched(
+            grader,
+            jobs,
+            on_verdict=None if writer is None else lambda _, v: writer.write(v.model_dump(mode="json")),
+            progress=progress,
+        )
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    results = Results(verdicts)
+    if writer is not None:
+        writer.close()
+        write_jsonl(writer.path, results.to_records())
+    results.batch_report = report
+    return results
+
+
+async def grade_batched(
+    grader: Grader,
+    jobs: Sequence[Callable[[Grader], Awaitable[Verdict]]],
+    *,
+    on_verdict: Callable[[int, Verdict], None] | None = None,
+    progress: bool = False,
+) -> tuple[list[Verdict], BatchReport]:
+    """Run ``jobs`` (each one verdict from the grader it is given: ``g.grade(item)``, ``g.grade_messages(...)``)
+    with ``grader``'s calls going through the Batch API, in rounds; verdicts in job order and the report.
+
+    The one seam every batch run goes through (``judge score --batch``, ``judge mtbench judge --batch``):
+    a job is run on a stand-in grader whose provider answers from the batches' results; a job that
+    needed a call not answered yet is run again after the next round. ``on_verdict(index, verdict)``
+    is called as each job finishes.
+    """
     settings: BatchSettings = grader.batch or BatchSettings()
     check_batch_support(grader.provider, grader.cache)
     assert grader.cache is not None
@@ -259,44 +296,34 @@ async def run_batched(
     collector.key_of = stand_in.call_key
     store = BatchStore(cache)
     driver = _Driver(grader.provider, grader.config, cache, store, collector, settings, progress)
-    verdicts: list[Any] = [None] * len(items)
-    writer = JsonlAppender(out) if out is not None else None
-    todo = list(range(len(items)))
+    verdicts: list[Any] = [None] * len(jobs)
+    todo = list(range(len(jobs)))
     try:
         while todo:
             collector.pending = {}
             waiting = []
             for i in todo:
                 before = collector.misses
-                v = await stand_in.grade(items[i])
+                v = await jobs[i](stand_in)
                 if collector.misses > before:
                     waiting.append(i)
                     continue
                 verdicts[i] = v
-                if writer is not None:
-                    writer.write(v.model_dump(mode="json"))
+                if on_verdict is not None:
+                    on_verdict(i, v)
             todo = waiting
             if todo:
                 await driver.round(collector.pending)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
     finally:
         store.close()
-    results = Results(verdicts)
-    if writer is not None:
-        writer.close()
-        write_jsonl(writer.path, results.to_records())
     report = driver.report
     report.lines_unanswered = len(collector.failed)
-    fresh = [v for v in results if not v.cached]
+    fresh = [v for v in verdicts if not v.cached]
     report.cost_usd = _total(v.cost_usd for v in fresh)
     report.sync_cost_usd = _total(
         cost_usd(grader.provider.id, v.prompt_tokens, v.completion_tokens, grader.prices) for v in fresh
     )
-    results.batch_report = report
-    return results
+    return verdicts, report
 
 
 def _total(costs: Any) -> float | None:

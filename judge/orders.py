@@ -7,7 +7,7 @@ the pair as given (A = the first answer), the second order swaps it, so its ``A`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 SWAP = {"A": "B", "B": "A", "tie": "tie"}
@@ -38,6 +38,29 @@ def combine_orders(first: str | None, second: str | None) -> Combined:
     if a is None or b is None:
         return Combined(None, None)
     return Combined(a if a == b else "tie", a == b)
+
+
+def mean_order_probs(first: Mapping[str, float], second: Mapping[str, float]) -> dict[str, float]:
+    """Label probabilities of the two orders, averaged in the pair's original orientation.
+
+    ``first`` are the judge's label probabilities with the pair as given, ``second`` with it swapped
+    (positional, as shown). The probability that the first answer wins is the mean of P(A) in the
+    first order and P(B) in the second, and so on for every label (``tie`` maps to itself): the
+    position-debiased verdict distribution. Labels missing from one order count as 0 there.
+    """
+    labels = list(dict.fromkeys([*first, *(SWAP.get(label, label) for label in second)]))
+    return {label: (first.get(label, 0.0) + second.get(SWAP.get(label, label), 0.0)) / 2 for label in labels}
+
+
+def combine_order_probs(first: Mapping[str, float] | None, second: Mapping[str, float] | None) -> Combined:
+    """Like :func:`combine_orders` for label probabilities: the winner is the most likely label of
+    :func:`mean_order_probs` (not a tie by rule when the orders disagree); ``consistent`` still says
+    whether each order's own most likely label named the same answer. None when either order is missing."""
+    if not first or not second:
+        return Combined(None, None)
+    mean = mean_order_probs(first, second)
+    own = combine_orders(max(first, key=first.__getitem__), max(second, key=second.__getitem__))
+    return Combined(max(mean, key=mean.__getitem__), own.consistent)
 
 
 class PositionStats(NamedTuple):

@@ -221,11 +221,20 @@ def answer_cmd(
     help="Judge exactly these pairs: a JSONL with question_id, model_1, model_2 (and turn), e.g. labels.",
 )
 @click.option(
+    "--score-mode",
+    type=click.Choice(["text", "logprob"]),
+    default=None,
+    help="text: the judge writes its verdict (JSON, or FastChat's [[A]] / [[rating]]); logprob: the verdict is read "
+    "from the next-token distribution over the labels (pairwise, both orders' probabilities averaged) or the "
+    "scores (single). Default: the judge's own (logprob for local models, text for servers); text with "
+    "--judge-prompts.",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(min=1),
     default=1024,
     show_default=True,
-    help="Completion tokens per judge call.",
+    help="Completion tokens per judge call (text score mode).",
 )
 @click.option(
     "--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True, help="Judge calls in flight."
@@ -240,6 +249,20 @@ def answer_cmd(
     "it is detected and falls back by itself. Always off with --judge-prompts (FastChat asks for [[rating]]).",
 )
 @cache_options
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Send the judge calls through the provider's Batch API (openai/* judges), as `judge score --batch`: half "
+    "the price, answers within 24 h. Resumable: rerun the same command to collect the batches already submitted.",
+)
+@click.option(
+    "--batch-poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --batch: seconds between two looks at the submitted batches.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
 def judge_cmd(
     questions_path: str,
@@ -256,6 +279,7 @@ def judge_cmd(
     question_ids: str | None,
     first_n: int | None,
     pairs: str | None,
+    score_mode: str | None,
     max_tokens: int,
     concurrency: int,
     max_unscored: float | None,
@@ -265,12 +289,15 @@ def judge_cmd(
     no_structured_output: bool = False,
     keep_failed: bool = False,
     cache_namespace: str | None = None,
+    batch: bool = False,
+    batch_poll: float = 30.0,
 ) -> None:
     """Judge every turn of every answer; stream FastChat-style judgment lines to --out."""
+    from judge.batch import BatchSettings
     from judge.errors import ConfigError
     from judge.io import OutputLock, check_output_path
     from judge.mtbench import formats
-    from judge.mtbench.judging import PromptBuilder, judge_matches, plan_matches
+    from judge.mtbench.judging import PromptBuilder, judge_matches, judge_matches_batched, plan_matches
     from judge.mtbench.results import pairwise_summary, render, single_summary
     from judge.rubric import load_rubric
     from judge.runner import build_grader, run_sync
@@ -301,17 +328,24 @@ def judge_cmd(
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     prompts = formats.read_judge_prompts(judge_prompts) if judge_prompts else None
-    builder = PromptBuilder(load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise"), prompts)
-    # one provider and one cache for both graders, built where every grader is (judge.runner.build_grader)
+    if prompts is not None and score_mode == "logprob":
+        raise ConfigError(
+            "--score-mode logprob reads the verdict from the first token, but FastChat's judge prompts ask for an "
+            "explanation first; use the built-in rubrics (omit --judge-prompts) or --score-mode text"
+        )
+    single_rubric, pair_rubric = load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise")
+    # one provider and one cache for both graders, built where every grader is (judge.runner.build_grader);
+    # the score mode defaults to the provider's (logprob for local models), text for FastChat's prompts
     settings: dict[str, Any] = {
-        "score_mode": "text",
+        "score_mode": "text" if prompts is not None else score_mode,
         "cache": False if no_cache else (cache_dir or True),
         "max_tokens": max_tokens,
         "keep_failed": keep_failed,
         "cache_namespace": cache_namespace or "",
+        "batch": BatchSettings(poll_interval=batch_poll) if batch else None,
     }
     single = build_grader(
-        builder.single,
+        single_rubric,
         judge_model,
         base_url=base_url,
         api_key=api_key,
@@ -320,19 +354,27 @@ def judge_cmd(
         **settings,
     )
     provider = single.provider
-    graders = [single, build_grader(builder.pairwise, provider, **settings)]
+    graders = [single, build_grader(pair_rubric, provider, **settings)]
+    builder = PromptBuilder(single_rubric, pair_rubric, prompts, score_mode=single.score_mode)
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> tuple[list[dict[str, Any]], Any]:
         try:
-            return await judge_matches(matches, builder, *graders, concurrency=concurrency, out=out)
+            if batch:  # the calls go through judge score --batch's seam (judge.batch.grade_batched)
+                return await judge_matches_batched(matches, builder, *graders, out=out, progress=True)
+            return await judge_matches(matches, builder, *graders, concurrency=concurrency, out=out), None
         finally:
             await provider.aclose()
 
     with OutputLock(out):
-        records = run_sync(go())
+        records, batch_report = run_sync(go())
     n_cached = sum(bool(r["cached"]) for r in records)
     n_unscored = sum(r["status"] != "ok" for r in records)
-    click.echo(f"{len(records)} judgment(s) by {provider.id} ({n_cached} from cache, {n_unscored} unscored) -> {out}")
+    click.echo(
+        f"{len(records)} judgment(s) by {provider.id}, score mode {single.score_mode} ({n_cached} from cache, "
+        f"{n_unscored} unscored) -> {out}"
+    )
+    if batch_report is not None:
+        click.echo(batch_report.line())
     if mode == "single":
         click.echo(render({"single": single_summary(records)}))
     else:

@@ -9,8 +9,11 @@ published MT-Bench numbers.
 
 Every call goes through :meth:`judge.grader.Grader.grade_messages`: the core's cache, transport
 retries, parse re-asks and ``unscored`` semantics. A pairwise match is judged twice, with the
-answers in both orders; a verdict that flips with the order becomes a tie and is recorded as
-inconsistent. Judgments stream to disk as they finish.
+answers in both orders. In text score mode a verdict that flips with the order becomes a tie and is
+recorded as inconsistent (MT-Bench's rule). In logprob score mode (the local judge's default) each
+order's verdict is the judge's next-token distribution over the labels; the two are averaged in the
+pair's orientation (:func:`judge.orders.mean_order_probs`) and the most likely label wins.
+Judgments stream to disk as they finish.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from judge.errors import ConfigError, DataError
 from judge.grader import Grader
-from judge.io import read_rows
+from judge.io import read_rows, write_jsonl
 from judge.mtbench.formats import Answer, JudgePrompt, Question, QuestionId
-from judge.orders import combine_orders, unswap
+from judge.orders import combine_order_probs, combine_orders, mean_order_probs, unswap
 from judge.rubric import Rubric
 from judge.runner import gather_streamed
 from judge.verdict import Verdict
+
+if TYPE_CHECKING:
+    from judge.batch import BatchReport
 
 MODES = ("single", "pairwise-baseline", "pairwise-all")
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
@@ -203,13 +209,32 @@ def _pairs_from_file(
 class PromptBuilder:
     """Renders the judge messages of a match: our rubrics, or FastChat's judge prompts when given."""
 
-    def __init__(self, single: Rubric, pairwise: Rubric, judge_prompts: dict[str, JudgePrompt] | None = None) -> None:
+    def __init__(
+        self,
+        single: Rubric,
+        pairwise: Rubric,
+        judge_prompts: dict[str, JudgePrompt] | None = None,
+        score_mode: str = "text",
+    ) -> None:
+        if judge_prompts is not None and score_mode != "text":
+            raise ConfigError(
+                "FastChat judge prompts ask for an explanation, then [[A]] or [[rating]]: they need --score-mode "
+                "text (the logprob mode reads the verdict from the first token; use the built-in rubrics for it)"
+            )
         self.single = single
         self.pairwise = pairwise
         self.judge_prompts = judge_prompts
+        #: how the rubrics ask for the verdict: a JSON object (text) or the bare label / score (logprob)
+        self.score_mode = score_mode
 
-    def check(self, matches: Sequence[Match]) -> None:
-        """Fail before any call when a FastChat prompt a match needs is missing or cannot hold it."""
+    def check(self, matches: Sequence[Match], *graders: Grader) -> None:
+        """Fail before any call when a FastChat prompt a match needs is missing or cannot hold it, or
+        when a grader reads another score mode than the prompts ask for."""
+        for g in graders:
+            if g.score_mode != self.score_mode:
+                raise ConfigError(
+                    f"the prompts are rendered for score mode '{self.score_mode}', the grader reads '{g.score_mode}'"
+                )
         if self.judge_prompts is None:
             return
         for m in matches:
@@ -246,7 +271,7 @@ class PromptBuilder:
                 "question": user_turns[-1],
                 "reference": ref_text,
             }
-            return self.single.render(values, "text"), self.single.id, self.single.content_hash
+            return self.single.render(values, self.score_mode), self.single.id, self.single.content_hash
         a, b = (m.answer_2, m.answer_1) if swap else (m.answer_1, m.answer_2)
         values = {
             "conversation_a": format_conversation(user_turns, a.turns[:k], "Assistant A"),
@@ -254,7 +279,7 @@ class PromptBuilder:
             "question": user_turns[-1],
             "reference": ref_text,
         }
-        return self.pairwise.render(values, "text"), self.pairwise.id, self.pairwise.content_hash
+        return self.pairwise.render(values, self.score_mode), self.pairwise.id, self.pairwise.content_hash
 
     def _fastchat_messages(self, m: Match, swap: bool) -> tuple[list[dict[str, str]], str, str]:
         prompt = self._fastchat_prompt(m)
@@ -300,7 +325,7 @@ async def judge_matches(
     Records come back (and are finally rewritten) in match order, so reruns give identical files
     apart from ``tstamp``; an interrupted run leaves ``<out>.partial`` and the cache keeps every call.
     """
-    builder.check(matches)
+    builder.check(matches, single_grader, pair_grader)
     rendered = [_render_all(builder, m) for m in matches]  # render errors surface before any call
     sem = asyncio.Semaphore(max(1, concurrency))
 
@@ -309,22 +334,71 @@ async def judge_matches(
             return await grader.grade_messages(ident, messages)
 
     async def one(i: int, m: Match) -> dict[str, Any]:
-        r = rendered[i]
-        if isinstance(m, SingleMatch):
-            v = await call(single_grader, _ident(m), r[0][0])
-            rec = single_record(m, v, prompt_name=r[0][1], prompt_hash=r[0][2], user_prompt=_user(r[0][0]))
-        else:
-            g1, g2 = await asyncio.gather(
-                call(pair_grader, _ident(m) + ":g1", r[0][0]), call(pair_grader, _ident(m) + ":g2", r[1][0])
-            )
-            rec = pair_record(
-                m, g1, g2, prompt_name=r[0][1], prompt_hash=r[0][2], user_prompts=(_user(r[0][0]), _user(r[1][0]))
-            )
-        return rec
+        grader = single_grader if isinstance(m, SingleMatch) else pair_grader
+        games = _games(m, rendered[i])
+        verdicts = await asyncio.gather(*(call(grader, ident, messages) for ident, messages in games))
+        return _record(m, rendered[i], verdicts)
 
     done = await gather_streamed([one(i, m) for i, m in enumerate(matches)], out=out)
     final = [r for r in done if r is not None]
     return final
+
+
+async def judge_matches_batched(
+    matches: Sequence[Match],
+    builder: PromptBuilder,
+    single_grader: Grader,
+    pair_grader: Grader,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], BatchReport]:
+    """:func:`judge_matches` through the provider's Batch API (the graders' ``batch`` settings).
+
+    Every game's call goes through :func:`judge.batch.grade_batched`, the seam ``judge score --batch``
+    uses: uncached calls become batch input lines (``custom_id`` = the call's cache key), are polled
+    and reconciled into the cache, re-asks go into follow-up batches, and a rerun is served from the
+    cache or resumes the batches already submitted. Verdicts equal the synchronous path's.
+    """
+    from judge.batch import grade_batched
+
+    builder.check(matches, single_grader, pair_grader)
+    kinds = {isinstance(m, SingleMatch) for m in matches}
+    if len(kinds) > 1:
+        raise ConfigError("a batch run judges single or pairwise matches, not both")
+    grader = single_grader if kinds == {True} else pair_grader
+    rendered = [_render_all(builder, m) for m in matches]
+    jobs: list[Any] = []
+    owner: list[int] = []
+    for i, m in enumerate(matches):
+        for ident, messages in _games(m, rendered[i]):
+            jobs.append(lambda g, ident=ident, messages=messages: g.grade_messages(ident, messages))
+            owner.append(i)
+    verdicts, report = await grade_batched(grader, jobs, progress=progress)
+    per_match: list[list[Verdict]] = [[] for _ in matches]
+    for i, v in zip(owner, verdicts, strict=True):
+        per_match[i].append(v)
+    records = [_record(m, rendered[i], per_match[i]) for i, m in enumerate(matches)]
+    if out is not None:
+        write_jsonl(out, records)
+    return records, report
+
+
+def _games(m: Match, rendered: list[tuple[list[dict[str, str]], str, str]]) -> list[tuple[str, list[dict[str, str]]]]:
+    """(item id, messages) of each judge call a match needs: one, or a pair's two orders."""
+    if isinstance(m, SingleMatch):
+        return [(_ident(m), rendered[0][0])]
+    return [(_ident(m) + ":g1", rendered[0][0]), (_ident(m) + ":g2", rendered[1][0])]
+
+
+def _record(
+    m: Match, rendered: list[tuple[list[dict[str, str]], str, str]], verdicts: Sequence[Verdict]
+) -> dict[str, Any]:
+    (messages, name, prompt_hash) = rendered[0]
+    if isinstance(m, SingleMatch):
+        return single_record(m, verdicts[0], prompt_name=name, prompt_hash=prompt_hash, user_prompt=_user(messages))
+    users = (_user(messages), _user(rendered[1][0]))
+    return pair_record(m, verdicts[0], verdicts[1], prompt_name=name, prompt_hash=prompt_hash, user_prompts=users)
 
 
 def _render_all(builder: PromptBuilder, m: Match) -> list[tuple[list[dict[str, str]], str, str]]:
@@ -363,6 +437,8 @@ def single_record(
         "tstamp": time.time(),
         "status": v.status,
         "error": v.error,
+        "score_mode": v.score_mode,
+        "score_probs": v.score_probs,
         "category": m.question.category,
         "reference_guided": m.reference is not None,
         "rubric_hash": prompt_hash,
@@ -379,13 +455,24 @@ def pair_record(
 ) -> dict[str, Any]:
     """A judgment line close to FastChat's ``model_judgment/*_pair.jsonl``, plus the resolved ``winner``.
 
-    ``g1_winner``/``g2_winner`` are ``model_1``/``model_2``/``tie`` (null when that order is unscored);
-    ``winner`` is their common value, or ``tie`` when they disagree (``consistent: false``), or null
-    when either order is unscored (``status: unscored``).
+    ``g1_winner``/``g2_winner`` are ``model_1``/``model_2``/``tie`` (null when that order is unscored).
+    In text score mode ``winner`` is their common value, or ``tie`` when they disagree (``consistent:
+    false``). In logprob score mode each order's label probabilities are kept (``g1_probs``/``g2_probs``,
+    positional, as the judge gave them) and averaged in the pair's orientation (``probs``: ``model_1``,
+    ``model_2``, ``tie``); ``winner`` is the most likely of those. Null when either order is unscored
+    (``status: unscored``).
     """
     l1, l2 = (g1.label if g1.ok else None), (g2.label if g2.ok else None)
     w1, w2 = _G1.get(l1 or ""), _G1.get(unswap(l2) or "")
-    combined = combine_orders(l1, l2)  # the two-order rule, shared with judge score --both-orders
+    p1, p2 = (g1.score_probs if g1.ok else None), (g2.score_probs if g2.ok else None)
+    by_probs = g1.score_mode == "logprob" and bool(p1) and bool(p2)
+    # the two-order rules, shared with judge score --both-orders
+    combined = combine_order_probs(p1, p2) if by_probs else combine_orders(l1, l2)
+    probs = (
+        {_G1.get(k, k): round(q, 6) for k, q in mean_order_probs(p1, p2).items()}  # type: ignore[arg-type]
+        if by_probs
+        else None
+    )
     scored = combined.winner is not None
     errors = [f"g{i}: {v.error}" for i, v in ((1, g1), (2, g2)) if not v.ok]
     costs = [g1.cost_usd, g2.cost_usd]
@@ -411,6 +498,10 @@ def pair_record(
         "reference_guided": m.reference is not None,
         "g1_label": g1.label,
         "g2_label": g2.label,
+        "score_mode": g1.score_mode,
+        "g1_probs": p1,
+        "g2_probs": p2,
+        "probs": probs,
         "answer_1_chars": len(m.answer_1.turns[k - 1]),
         "answer_2_chars": len(m.answer_2.turns[k - 1]),
         "rubric_hash": prompt_hash,
