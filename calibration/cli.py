@@ -195,6 +195,7 @@ def calibrate(
         annotator_column=annotator_column,
         label_type=label_type,
         scale=scale,
+        keep=[c for c in (by, group) if c],
     )
     skipped = labels.attrs.get("skipped_blank_lines") or []
     if skipped:

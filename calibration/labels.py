@@ -179,11 +179,13 @@ def load_human_labels(
     annotator_column: str = "annotator",
     label_type: str | None = None,
     scale: tuple[float, float] | None = None,
+    keep: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, str]:
     """Read a CSV/JSONL of human labels; returns ``(labels, label_type)``.
 
     Several rows for one id are several annotators. Without an annotator column each row of an id is
-    its own anonymous annotator (``"#1"``, ``"#2"``, ...), so duplicates cannot be detected.
+    its own anonymous annotator (``"#1"``, ``"#2"``, ...), so duplicates cannot be detected. Columns
+    named in ``keep`` (a ``--group`` or ``--by`` column kept with the labels) come along where present.
     """
     rows = read_rows(path)
     if not rows:
@@ -203,6 +205,9 @@ def load_human_labels(
             "line": frame["line"],
         }
     )
+    for col in keep:
+        if col in frame.columns and col not in labels.columns:
+            labels[col] = frame[col].map(lambda v: "" if _is_missing(v) else str(v))
     return validate_labels(labels, label_type=label_type, scale=scale, path=src, label_field=label_column)
 
 
@@ -295,7 +300,8 @@ def validate_labels(
             **_where(path, lines[-1] if lines else None),
             field="annotator",
         )
-    out = frame[["id", "annotator", "label", "line"]].reset_index(drop=True)
+    extra = [c for c in frame.columns if c not in ("id", "annotator", "label", "line")]
+    out = frame[["id", "annotator", "label", "line", *extra]].reset_index(drop=True)
     out.attrs.update(validated=True, label_type=kind, skipped_blank_lines=skipped)
     return out, kind
 

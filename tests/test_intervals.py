@@ -125,6 +125,19 @@ def test_group_and_ci_method_through_the_cli(tmp_path: Path, capsys: pytest.Capt
     main([*args, "--label-type", "ordinal", "--bootstrap", "500", "--ci-method", "percentile", "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["group"] is None and report["ci_method"] == "percentile"  # 180 items, no grouping
+    # the group column may live in the labels file instead of the judge file: the same report
+    scores.drop(columns="prompt").to_csv(tmp_path / "judge_bare.csv", index=False)
+    labels.merge(scores[["id", "prompt"]].drop_duplicates("id"), on="id").to_csv(tmp_path / "human_g.csv", index=False)
+    out_g = tmp_path / "report_g.json"
+    main(
+        ["calibrate", "--judge", str(tmp_path / "judge_bare.csv"), "--human", str(tmp_path / "human_g.csv")]
+        + ["--label-type", "ordinal", "--bootstrap", "500", "--group", "prompt", "--json", str(out_g)]
+    )
+    main([*args, "--label-type", "ordinal", "--bootstrap", "500", "--group", "prompt", "--json", str(out)])
+    from_labels, from_judge = json.loads(out_g.read_text()), json.loads(out.read_text())
+    assert from_labels["n_groups"] == 60
+    for name in ("spearman", "kappa_quadratic"):
+        assert from_labels["metrics"][name] == from_judge["metrics"][name]
 
 
 def test_mtbench_judgments_group_by_question_automatically() -> None:
