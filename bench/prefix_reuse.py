@@ -90,7 +90,8 @@ def main() -> None:
 
 
 def judge_part(model: str, n_items: int, rounds: int) -> None:
-    """The local judge in logprob mode, with and without reusing the rubric prefix's KV cache."""
+    """The local judge in logprob mode: without prefix reuse (one call at a time), with it (one call at
+    a time), and with it and concurrent calls batched (the provider's default batch size)."""
     import asyncio
 
     from judge import load_rubric
@@ -103,32 +104,45 @@ def judge_part(model: str, n_items: int, rounds: int) -> None:
         rubric = load_rubric(name)
         prompts = [rubric.render({**it, "output_b": it["reference"]}, "logprob") for it in items]
         config = GenerateConfig(score_candidates=candidates)
-        reuse, plain = LocalProvider(model), LocalProvider(model, prefix_reuse=False)
+        providers = {
+            "plain": LocalProvider(model, prefix_reuse=False, batch_size=1),
+            "reuse": LocalProvider(model, batch_size=1),
+            "reuse+batch": LocalProvider(model),
+        }
 
-        async def run(
-            provider: LocalProvider, prompts: list = prompts, config: GenerateConfig = config
-        ) -> tuple[float, list[dict[str, float]]]:
-            t0 = time.perf_counter()
-            outs = [await provider.generate(p, config) for p in prompts]
-            return time.perf_counter() - t0, [o.score_logprobs or {} for o in outs]
+        async def run(provider: LocalProvider, prompts: list = prompts, config: GenerateConfig = config) -> list:
+            if provider.batch_size == 1:
+                return [await provider.generate(p, config) for p in prompts]
+            return list(await asyncio.gather(*(provider.generate(p, config) for p in prompts)))
 
-        asyncio.run(run(plain))  # warm up
-        times: dict[str, list[float]] = {"plain": [], "reuse": []}
+        asyncio.run(run(providers["plain"]))  # warm up
+        times: dict[str, list[float]] = {k: [] for k in providers}
+        values: dict[str, list[dict[str, float]]] = {}
         for _ in range(rounds):
-            t, a = asyncio.run(run(plain))
-            times["plain"].append(t)
-            reuse._prefix = None  # each round starts cold, like a new run
-            t, b = asyncio.run(run(reuse))
-            times["reuse"].append(t)
-        diff = max(abs(x[c] - y[c]) for x, y in zip(a, b, strict=True) for c in candidates)
-        kept = len(reuse._prefix[0]) if reuse._prefix else 0
-        _, tok = plain._load()
-        mean_len = sum(len(_chat_ids(tok, p)) for p in prompts) / len(prompts)
-        tp, tr = min(times["plain"]), min(times["reuse"])
-        print(
-            f"judge {name} (logprob, {len(items)} items, {mean_len:.0f} prompt tokens, {kept} shared): "
-            f"without reuse {tp:.2f} s, with {tr:.2f} s, speedup {tp / tr:.1f}x; max |diff| {diff:.1e}"
+            for key, provider in providers.items():
+                provider._prefix = None  # each round starts cold, like a new run
+                t0 = time.perf_counter()
+                outs = asyncio.run(run(provider))
+                times[key].append(time.perf_counter() - t0)
+                values[key] = [o.score_logprobs or {} for o in outs]
+        diff = max(
+            abs(x[c] - y[c])
+            for k in ("reuse", "reuse+batch")
+            for x, y in zip(values["plain"], values[k], strict=True)
+            for c in x
         )
+        kept = providers["reuse"]._prefix
+        _, tok = providers["plain"]._load()
+        mean_len = sum(len(_chat_ids(tok, p)) for p in prompts) / len(prompts)
+        tp, tr, tb = (min(times[k]) for k in providers)
+        print(
+            f"judge {name} (logprob, {len(items)} items, {mean_len:.0f} prompt tokens, "
+            f"{len(kept[0]) if kept else 0} shared): without reuse {tp:.2f} s, with {tr:.2f} s ({tp / tr:.1f}x), "
+            f"with reuse + batch {providers['reuse+batch'].batch_size} {tb:.2f} s ({tp / tb:.1f}x); "
+            f"max |diff| {diff:.1e}"
+        )
+        rounds_s = {k: [round(t, 2) for t in v] for k, v in times.items()}
+        print(f"  all rounds (s): {rounds_s}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Message = dict[str, str]
 """A chat message: ``{"role": "system"|"user"|"assistant", "content": "..."}``."""
 
-ScoreMode = Literal["text", "logprob"]
+ScoreMode = Literal["text", "logprob", "reason"]
 
 
 class GenerateConfig(BaseModel):

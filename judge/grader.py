@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
 
-SCORE_MODES = ("text", "logprob")
+SCORE_MODES = ("text", "logprob", "reason")
+"""reason: a short greedy reasoning (``reasoning_tokens``), then the verdict read from the label
+probabilities after a forced verdict prefix (local judges, which continue a final assistant message)."""
+REASONING_TOKENS = 64
 REJECTED_STATUSES = (400, 422)
 """Definitive refusals of one request: cached as final, like an ok verdict."""
 
@@ -150,15 +153,20 @@ class Grader:
         cache_namespace: str = "",
         keep_failed: bool = False,
         batch: BatchSettings | None = None,
+        reasoning_tokens: int = REASONING_TOKENS,
     ) -> None:
         # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
         mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
         if mode not in SCORE_MODES:
             raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode == "logprob" and rubric.spec.kind == "opinions":
-            raise ConfigError("the logprob score mode reads a score or a label; opinions rubrics use --score-mode text")
-        if mode == "logprob" and not provider.supports_logprobs:
+        if mode in ("logprob", "reason") and rubric.spec.kind == "opinions":
+            raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
+        if mode in ("logprob", "reason") and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
+        if mode == "reason" and not getattr(provider, "supports_prefill", False):
+            raise ConfigError(
+                f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one"
+            )
         self.rubric = rubric
         self.provider = provider
         self.score_mode = mode
@@ -172,7 +180,9 @@ class Grader:
         self.keep_failed = keep_failed
         #: judge through the provider's Batch API (judge.batch), priced at its batch price; None: synchronously
         self.batch = batch
-        if mode == "logprob":
+        #: reason mode: the bounded, greedy reasoning call made before the verdict is read
+        self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
+        if mode in ("logprob", "reason"):
             labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
             assert labels is not None or rubric.spec.scale is not None
             self.config = GenerateConfig(
@@ -203,12 +213,14 @@ class Grader:
             namespace=self.cache_namespace,
         )
 
-    async def call(self, messages: list[Message], limiter: Limiter | None = None) -> CallResult:
+    async def call(
+        self, messages: list[Message], limiter: Limiter | None = None, config: GenerateConfig | None = None
+    ) -> CallResult:
         """One judge call through the cache, the limiter and the retry layer (nothing stored yet)."""
         return await call_through_cache(
             self.provider,
             messages,
-            self.config,
+            config or self.config,
             self.cache,
             self.retry,
             limiter=limiter,
@@ -233,9 +245,22 @@ class Grader:
         raw: str | None = None
         parsed: Parsed | None = None
         error: str | None = None
+        reads_logprobs = self.score_mode in ("logprob", "reason")
+        thought: str | None = None
         for round_ in range(self.max_reasks + 1):
             try:
-                res = await self.call(messages, limiter)
+                if self.score_mode == "reason":  # reason briefly, then read the verdict after a forced prefix
+                    first = await self.call(messages, limiter, self.reason_config)
+                    calls.append(first)
+                    attempts += first.attempts or 1
+                    all_cached = all_cached and first.cached
+                    prompt_tokens += first.output.usage.prompt_tokens
+                    completion_tokens += first.output.usage.completion_tokens
+                    thought = self.rubric.cut_reasoning(first.output.text)
+                    forced = {"role": "assistant", "content": f"{thought}\n{self.rubric.verdict_prefix} ".lstrip()}
+                    res = await self.call([*messages, forced], limiter)
+                else:
+                    res = await self.call(messages, limiter)
             except ContextLengthError as exc:
                 attempts += exc.attempts
                 error = f"context length exceeded: the prompt plus max_tokens does not fit the model ({exc})"
@@ -268,22 +293,24 @@ class Grader:
             all_cached = all_cached and res.cached
             prompt_tokens += out.usage.prompt_tokens
             completion_tokens += out.usage.completion_tokens
-            raw = out.text
+            raw = out.text if thought is None else calls[-2].output.text  # reason mode: the reasoning as generated
             try:
-                if self.score_mode == "logprob":
+                if reads_logprobs:
                     parsed = score_from_logprobs(out.score_logprobs, out.top_logprobs, self.rubric)
+                    if thought is not None:
+                        parsed.reasoning = thought
                 else:
                     parsed = parse_verdict(out.text, self.rubric)
                 error = None
                 break
             except VerdictParseError as exc:
                 parsed = None
-                if out.finish_reason == "length" and self.score_mode != "logprob":
+                if out.finish_reason == "length" and not reads_logprobs:
                     # the same max_tokens would cut the answer again: re-asking cannot help
                     error = f"truncated at max_tokens ({self.config.max_tokens}): raise max_tokens ({exc})"
                     break
                 error = f"unparseable verdict: {exc}"
-                if self.score_mode == "logprob":
+                if reads_logprobs:
                     break  # the same call would give the same logprobs: re-asking cannot help
                 if round_ < self.max_reasks:
                     messages = [

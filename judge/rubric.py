@@ -284,10 +284,24 @@ class Rubric:
         messages.append({"role": "user", "content": user + "\n\n" + self.format_instructions(score_mode)})
         return messages
 
+    @property
+    def verdict_prefix(self) -> str:
+        """What precedes the verdict in a reasoned answer (reason score mode): ``Verdict:`` or ``Score:``."""
+        return "Verdict:" if self.spec.kind == "pairwise" else "Score:"
+
+    def cut_reasoning(self, text: str) -> str:
+        """A reasoned answer's reasoning: the text before its own verdict prefix (if it wrote one), stripped."""
+        at = text.find(self.verdict_prefix)
+        return (text if at < 0 else text[:at]).strip()
+
     def format_instructions(self, score_mode: str) -> str:
         """How the judge must answer, generated from the scale: one wording for every rubric."""
+        reason = "First give your reasons in one or two short sentences. Then, on a new line, write"
         if self.spec.kind == "pairwise":
             assert self.spec.choices is not None
+            if score_mode == "reason":
+                *rest, last = self.spec.choices
+                return f'{reason} "{self.verdict_prefix}" and the verdict, {", ".join(rest)} or {last}.'
             if score_mode == "logprob":  # the verdict is read from the next token's distribution over the labels
                 *rest, last = self.spec.choices
                 return f"Respond with only the verdict, {', '.join(rest)} or {last}, and nothing else.\nVerdict:"
@@ -306,6 +320,8 @@ class Rubric:
             )
         assert self.spec.scale is not None
         lo, hi = self.spec.scale.min, self.spec.scale.max
+        if score_mode == "reason":
+            return f'{reason} "{self.verdict_prefix}" and a single whole number from {lo} to {hi}.'
         if score_mode == "logprob":
             return f"Respond with only the score, a single whole number from {lo} to {hi}, and nothing else.\nScore:"
         return (
@@ -364,7 +380,7 @@ class Rubric:
         undeclared = sorted(self.variables - declared)
         if undeclared:
             problems.append(f"template uses {', '.join(undeclared)} but inputs do not declare them")
-        for mode in ("text", "logprob") if self.spec.kind != "opinions" else ("text",):
+        for mode in ("text", "logprob", "reason") if self.spec.kind != "opinions" else ("text",):
             try:
                 self.render(self.sample_values(), mode)
                 # and with optional inputs absent, which is how most items arrive

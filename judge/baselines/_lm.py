@@ -184,14 +184,15 @@ def _shared_prefix_logprobs(model: Any, prefix: list[int], conts: list[list[int]
     sums: dict[int, float] = {}
     for rows, first_logits, logits, ids in shared_prefix_batches(model, prefix, conts, batch_size):
         first_lp = torch.log_softmax(first_logits, dim=-1)
-        # log p of each next token: its logit minus the row's logsumexp (no full log-softmax tensor)
-        token_lp = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
-            logits[:, :-1], dim=-1
-        )
-        for row, c in enumerate(rows):
-            n = len(conts[c])
-            rest = token_lp[row, : n - 1].double().sum() if n > 1 else 0.0
-            sums[c] = float(first_lp[conts[c][0]]) + float(rest)
+        lengths = [len(conts[c]) for c in rows]
+        # only the real positions that predict a next token: no work on padding
+        real = torch.arange(ids.shape[1] - 1).unsqueeze(0) < torch.tensor([n - 1 for n in lengths]).unsqueeze(1)
+        real = real.to(logits.device)
+        picked = logits[:, :-1][real]
+        token_lp = picked.gather(-1, ids[:, 1:][real].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+        for row, part in enumerate(torch.split(token_lp.double(), [n - 1 for n in lengths])):
+            c = rows[row]
+            sums[c] = float(first_lp[conts[c][0]]) + float(part.sum())
     return [sums[c] for c in range(len(conts))]
 
 
@@ -219,12 +220,15 @@ def run_prefix(model: Any, ids: list[int], cache: Any = None, n_cached: int = 0)
     """Extend a batch-1 KV cache holding ``ids[:n_cached]`` (or a new one) with the rest of ``ids``.
 
     Returns the cache (now holding all of ``ids``) and the float32 logits after the last token.
+    ``cache`` may also be the per-layer ``(keys, values)`` of :func:`cache_tensors`; those are not changed.
     """
     import torch
 
     device = next(model.parameters()).device
     name = cache_kwarg(model)
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    if isinstance(cache, list):
+        cache = expanded_cache(cache, 1)
     past = {name: cache} if cache is not None else {}
     with torch.inference_mode():
         out = model(
@@ -237,55 +241,118 @@ def run_prefix(model: Any, ids: list[int], cache: Any = None, n_cached: int = 0)
     return getattr(out, name), out.logits[0, -1].float()
 
 
+def cache_tensors(cache: Any, length: int | None = None) -> list[tuple[Any, Any]]:
+    """Each layer's ``(keys, values)`` of a batch-1 KV cache, cut to ``length`` positions (views, no copy)."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        kv = [(layer.keys, layer.values) for layer in layers]
+    else:  # transformers 4.x DynamicCache
+        kv = list(zip(cache.key_cache, cache.value_cache, strict=True))
+    if length is not None:
+        kv = [(k[..., :length, :], v[..., :length, :]) for k, v in kv]
+    return kv
+
+
+def expanded_cache(kv: list[tuple[Any, Any]], rows: int) -> Any:
+    """A new KV cache holding the batch-1 ``kv`` in each of ``rows`` rows, as expanded views (no copy).
+
+    The prefix tensors are never written: the forward pass concatenates the new positions onto
+    them into fresh tensors, which is the only copy made.
+    """
+    from transformers import DynamicCache
+
+    data = [(k.expand(rows, *k.shape[1:]), v.expand(rows, *v.shape[1:])) for k, v in kv]
+    cache = DynamicCache(ddp_cache_data=[(k[..., :0, :], v[..., :0, :]) for k, v in data])
+    layers = getattr(cache, "layers", None)
+    if layers is None or not all(hasattr(layer, "keys") for layer in layers):
+        return DynamicCache(ddp_cache_data=data)  # another cache layout: let it copy
+    for layer, (k, v) in zip(layers, data, strict=True):
+        layer.keys, layer.values = k, v
+    return cache
+
+
+def length_batches(
+    lengths: list[int], batch_size: int, width_budget: int, max_padding: float = 0.25
+) -> list[list[int]]:
+    """Indices grouped into batches, longest first: at most ``batch_size`` rows, ``rows x width <= width_budget``,
+    and at most ``max_padding`` of a batch's positions padding (a short row starts a new batch)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    real = 0
+    for i in order:
+        if batches:
+            batch = batches[-1]
+            width = lengths[batch[0]]
+            cells = (len(batch) + 1) * width
+            if len(batch) < batch_size and cells <= width_budget and real + lengths[i] >= (1 - max_padding) * cells:
+                batch.append(i)
+                real += lengths[i]
+                continue
+        batches.append([i])
+        real = lengths[i]
+    return batches
+
+
+def forward_on_prefix(
+    model: Any,
+    kv: list[tuple[Any, Any]] | None,
+    n_prefix: int,
+    rows: list[list[int]],
+    *,
+    left_pad: bool = False,
+    keep: int | None = None,
+    pad_id: int = 0,
+) -> tuple[Any, Any]:
+    """One forward pass of ``rows`` (each non-empty) after a shared prefix's KV (``kv``, batch 1; None: no prefix).
+
+    Rows are right-padded, or left-padded with ``left_pad`` (then every row ends in the last column,
+    so ``keep`` -- the number of final positions whose logits are computed -- serves all rows).
+    Padding is masked out, so each row's logits equal its own unpadded, unbatched run up to rounding.
+    Returns the float32 logits ``(rows, width or keep, vocab)`` and the padded ids.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.ones((len(rows), n_prefix + width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r)
+        cols = slice(width - n, width) if left_pad else slice(0, n)
+        ids[i, cols] = torch.tensor(r, dtype=torch.long)
+        positions[i, cols] = torch.arange(n_prefix, n_prefix + n)
+        pad = slice(n_prefix, n_prefix + width - n) if left_pad else slice(n_prefix + n, n_prefix + width)
+        attention[i, pad] = 0
+    kwargs: dict[str, Any] = {}
+    if kv is not None:
+        kwargs[cache_kwarg(model)] = expanded_cache(kv, len(rows))
+    if keep is not None and "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = keep
+    with torch.inference_mode():
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+            use_cache=kv is not None,
+            **kwargs,
+        ).logits
+    if keep is not None:
+        logits = logits[:, -keep:]
+    return logits.float(), ids.to(device)
+
+
 def continue_batches(
     model: Any, cache: Any, n_prefix: int, conts: list[list[int]], batch_size: int
 ) -> Iterator[tuple[list[int], Any, Any]]:
     """Batches of right-padded continuations on a prefix's KV cache: ``(rows, logits, ids)`` per batch.
 
-    The cache is repeated across a batch (real tokens never attend to the padding after them) and
-    cropped back to the prefix after each batch; it is left holding the prefix, possibly repeated.
+    The prefix's cache is shared by every row as an expanded view, never copied per row nor changed;
+    batches group continuations of similar length, so little work goes to padding.
     """
-    import torch
-
-    device = next(model.parameters()).device
     vocab = int(getattr(model.config, "vocab_size", 0) or 50_000)
-    name = cache_kwarg(model)
-    with torch.inference_mode():
-        order = sorted(range(len(conts)), key=lambda i: len(conts[i]), reverse=True)
-        i = 0
-        rows_in_cache = 1
-        while i < len(order):
-            width = len(conts[order[i]])
-            size = max(1, min(batch_size, LOGITS_BUDGET // max(1, width * vocab)))
-            rows = order[i : i + size]
-            i += len(rows)
-            if len(rows) != rows_in_cache:  # repeat (or select) the prefix's cache for this batch's rows
-                _crop(cache, n_prefix)
-                if rows_in_cache != 1:
-                    cache.batch_select_indices(torch.tensor([0], device=device))
-                if len(rows) > 1:
-                    cache.batch_repeat_interleave(len(rows))
-                rows_in_cache = len(rows)
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            attention = torch.ones((len(rows), n_prefix + width), dtype=torch.long)
-            for row, c in enumerate(rows):
-                ids[row, : len(conts[c])] = torch.tensor(conts[c], dtype=torch.long)
-                attention[row, n_prefix + len(conts[c]) :] = 0
-            positions = torch.arange(n_prefix, n_prefix + width).unsqueeze(0).expand(len(rows), -1)
-            ids = ids.to(device)
-            logits = model(
-                input_ids=ids,
-                attention_mask=attention.to(device),
-                position_ids=positions.to(device),
-                use_cache=True,
-                **{name: cache},
-            ).logits.float()
-            _crop(cache, n_prefix)
-            yield rows, logits, ids
-
-
-def _crop(cache: Any, length: int) -> None:
-    """Cut the KV cache back to its first ``length`` positions (a negative count works on every version)."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
+    kv = cache_tensors(cache, n_prefix)
+    budget = max(1, LOGITS_BUDGET // vocab)
+    for rows in length_batches([len(c) for c in conts], batch_size, budget):
+        logits, ids = forward_on_prefix(model, kv, n_prefix, [conts[c] for c in rows])
+        yield rows, logits, ids

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from judge.config import ScoreMode
 from judge.errors import ConfigError
 
 GATE_RULES = ("min", "max", "delta_min", "delta_max", "delta_ci_low_min", "delta_ci_high_max")
@@ -53,7 +54,7 @@ class MetricEntry(BaseModel):
     rubric: str | None = Field(None, description="A rubric name or file, scored by the judge.")
     name: str | None = Field(None, description="What to call a rubric metric in results (default: the rubric id).")
     judge: str | None = Field(None, description="Judge for a rubric, e.g. openai/gpt-4o-mini (default: the suite's).")
-    score_mode: Literal["text", "logprob"] | None = None
+    score_mode: ScoreMode | None = None
     base_url: str | None = None
     direction: Literal["higher", "lower"] | None = Field(None, description="Override: is a higher score better?")
     strict: bool | None = Field(None, description="Opinions rubrics (toxicity, bias): any flagged opinion scores 1.")

@@ -3,8 +3,11 @@
 Greedy decoding is temperature 0. In logprob score mode the probability of every score string (or
 pairwise label) is computed exactly (teacher forcing each candidate's tokens after the prompt), not
 read from a top-k list. In that mode the KV cache of the prompt's beginning -- the rubric's system
-prompt and instructions, the same for every item -- is kept and reused by the next prompt that
-starts the same way. torch/transformers are imported lazily; one model per process, calls serialised.
+prompt and instructions, the same for every item -- is kept and reused by the next prompts that
+start the same way, and concurrent calls are scored together: their item-specific ends run as one
+left-padded batch on that shared cache. A final assistant message is continued, not closed (a
+prefill: the reason score mode's forced "Score:" after the judge's reasoning). torch/transformers
+are imported lazily; one model per process, calls serialised.
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from judge.config import GenerateConfig, Message
 from judge.errors import JudgeError, ProviderError
 from judge.providers._base import ModelOutput, Provider, Usage
+
+
+@dataclass
+class _Queue:
+    """Logprob calls waiting to be scored together (one per event loop: asyncio locks bind to a loop)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: list[tuple[list[Message], GenerateConfig, asyncio.Future[ModelOutput]]] = field(default_factory=list)
 
 
 class LocalProvider(Provider):
@@ -25,42 +38,57 @@ class LocalProvider(Provider):
     name = "local"
     supports_json_schema = False
     supports_logprobs = True
+    #: a final assistant message is continued (prefilled), so a verdict prefix can be forced after reasoning
+    supports_prefill = True
     default_score_mode = "logprob"
 
     #: shortest common beginning (tokens) worth reusing from the previous prompt's KV cache
     MIN_SHARED_PREFIX = 32
+    #: logprob calls scored in one forward pass (bench/local_modes.py: items/s stop rising past this on 2 cores)
+    DEFAULT_BATCH_SIZE = 8
 
-    def __init__(self, model: str = "smollm2", *, device: str | None = None, prefix_reuse: bool = True) -> None:
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        device: str | None = None,
+        prefix_reuse: bool = True,
+        batch_size: int | None = None,
+    ) -> None:
         super().__init__(model)
         self.device = device
         self.prefix_reuse = prefix_reuse
+        self.batch_size = batch_size or self.DEFAULT_BATCH_SIZE
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
-        self._prefix: tuple[list[int], Any] | None = None  # token ids and their batch-1 KV cache
+        self._tokenizer: Any = None  # the tokenizer alone, for count_tokens before any call
+        self._prefix: tuple[list[int], Any] | None = None  # token ids and each layer's (keys, values), batch 1
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
-    def _prompt_state(self, model: Any, prompt_ids: list[int]) -> tuple[Any, Any]:
-        """KV cache and last logits of ``prompt_ids``, starting from the kept prefix when it matches."""
-        import copy
+    def _shared_prefix(self, model: Any, prompts: list[list[int]]) -> tuple[int, Any]:
+        """How many leading tokens all ``prompts`` share with the kept prefix, and its KV (None: nothing shared).
 
-        from judge.baselines._lm import _crop, run_prefix
+        The kept prefix is cut to what the prompts have in common (the rubric's part); a first batch,
+        or another rubric's, keeps its own common beginning (a single prompt: all of it but the last token).
+        """
+        from judge.baselines._lm import cache_tensors, run_prefix
 
         if not self.prefix_reuse:
-            return run_prefix(model, prompt_ids)
-        n = 0
+            return 0, None
+        limit = min(len(p) for p in prompts) - 1  # at least one new token per prompt gives its last logits
         if self._prefix is not None:
-            kept, _ = self._prefix
-            limit = min(len(kept), len(prompt_ids) - 1)  # at least one new token gives the last logits
-            n = next((i for i in range(limit) if kept[i] != prompt_ids[i]), limit)
-        if n < self.MIN_SHARED_PREFIX:  # a first prompt, or another rubric: keep this one whole
-            cache, last = run_prefix(model, prompt_ids)
-            self._prefix = (list(prompt_ids), copy.deepcopy(cache))
-            return cache, last
-        kept, kept_cache = self._prefix  # type: ignore[misc]
-        if n < len(kept):  # keep only what prompts have in common (the rubric's part)
-            _crop(kept_cache, n)
-            self._prefix = (kept[:n], kept_cache)
-        return run_prefix(model, prompt_ids, copy.deepcopy(kept_cache), n)
-        self._tokenizer: Any = None  # the tokenizer alone, for count_tokens before any call
+            kept, kv = self._prefix
+            n = _common_length([kept, *prompts], limit)
+            if n >= self.MIN_SHARED_PREFIX:
+                if n < len(kept):
+                    self._prefix = (kept[:n], [(k[..., :n, :], v[..., :n, :]) for k, v in kv])
+                return n, self._prefix[1]
+        n = _common_length(prompts, limit)
+        if n < self.MIN_SHARED_PREFIX:
+            return 0, None
+        cache, _ = run_prefix(model, prompts[0][:n])
+        self._prefix = (list(prompts[0][:n]), cache_tensors(cache))
+        return n, self._prefix[1]
 
     def cache_identity(self) -> dict[str, Any]:
         from judge.localmodels import resolve_model
@@ -88,33 +116,77 @@ class LocalProvider(Provider):
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
         try:
+            if config.score_candidates and self.batch_size > 1:
+                return await self._queued_score(messages, config)
             return await asyncio.to_thread(self._generate_sync, messages, config)
         except JudgeError:
             raise
         except (RuntimeError, ValueError, IndexError) as exc:  # torch: out of memory, bad input, ...
             raise ProviderError(f"local model failed: {type(exc).__name__}: {exc}") from exc
 
+    async def _queued_score(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
+        """Score this call together with the other logprob calls waiting now (same config), in one batch."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _Queue()
+        mine: asyncio.Future[ModelOutput] = loop.create_future()
+        queue.pending.append((messages, config, mine))
+        async with queue.lock:
+            if not mine.done():
+                await asyncio.sleep(0)  # calls started in the same tick join this batch
+                batch = [p for p in queue.pending if p[1] == config and not p[2].done()][: self.batch_size]
+                if all(p[2] is not mine for p in batch):
+                    batch = [*batch[:-1], next(p for p in queue.pending if p[2] is mine)]
+                taken = {id(p[2]) for p in batch}
+                queue.pending[:] = [p for p in queue.pending if id(p[2]) not in taken and not p[2].done()]
+                try:
+                    outs = await asyncio.to_thread(self._score_many_sync, [p[0] for p in batch], config)
+                except BaseException as exc:
+                    for entry in batch:
+                        fut = entry[2]
+                        if fut is not mine and not fut.done():
+                            if isinstance(exc, Exception):
+                                fut.set_exception(exc)
+                            else:  # this call was cancelled: the others go back in the queue
+                                queue.pending.append(entry)
+                    raise
+                for (_, _, fut), out in zip(batch, outs, strict=True):
+                    if not fut.done():
+                        fut.set_result(out)
+        return await mine
+
+    def _score_many_sync(self, prompts: list[list[Message]], config: GenerateConfig) -> list[ModelOutput]:
+        """The logprob answers to several prompts at once (the same as one call each, up to float rounding)."""
+        assert config.score_candidates is not None
+        with self._lock:
+            model, tok = self._load()
+            encoded = [_prompt_and_candidates(tok, m, config.score_candidates) for m in prompts]
+            n, kv = self._shared_prefix(model, [ids for ids, _ in encoded])
+            scores = _candidate_logprobs_batch(model, tok, encoded, n, kv)
+        return [
+            ModelOutput(
+                text=max(s, key=lambda c: s[c]),
+                model=self.model,
+                usage=Usage(prompt_tokens=len(ids), completion_tokens=0),
+                score_logprobs=s,
+            )
+            for (ids, _), s in zip(encoded, scores, strict=True)
+        ]
+
     def _generate_sync(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
         import torch
 
+        if config.score_candidates:
+            return self._score_many_sync([messages], config)[0]
         with self._lock:
             model, tok = self._load()
             prompt_ids = _chat_ids(tok, messages)
             device = next(model.parameters()).device
             input_ids = torch.tensor([prompt_ids], device=device)
+            if config.temperature != 0:
+                raise ProviderError("the local provider decodes greedily only (temperature 0)")
             with torch.inference_mode():
-                if config.score_candidates:
-                    state = self._prompt_state(model, prompt_ids)
-                    scores = _candidate_logprobs(model, tok, prompt_ids, config.score_candidates, state)
-                    best = max(scores, key=lambda c: scores[c])
-                    return ModelOutput(
-                        text=best,
-                        model=self.model,
-                        usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=0),
-                        score_logprobs=scores,
-                    )
-                if config.temperature != 0:
-                    raise ProviderError("the local provider decodes greedily only (temperature 0)")
                 torch.manual_seed(config.seed)
                 out = model.generate(
                     input_ids,
@@ -134,7 +206,18 @@ class LocalProvider(Provider):
             )
 
 
+def _common_length(seqs: list[list[int]], limit: int) -> int:
+    """Length of the common beginning of ``seqs``, at most ``limit``."""
+    first = seqs[0]
+    n = min(limit, *(len(s) for s in seqs))
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return max(n, 0)
+
+
 def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
+    if messages and messages[-1]["role"] == "assistant":  # a prefill: continue that message
+        return list(tok(_chat_text(tok, messages), add_special_tokens=False)["input_ids"])
     if getattr(tok, "chat_template", None):
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
@@ -145,41 +228,100 @@ def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
     return list(tok(text)["input_ids"])
 
 
+def _chat_text(tok: Any, messages: list[Message]) -> str:
+    """The prompt text of ``messages`` whose last one, from the assistant, is continued (not closed)."""
+    if getattr(tok, "chat_template", None):
+        return str(tok.apply_chat_template(messages, tokenize=False, continue_final_message=True))
+    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    return (tok.bos_token or "") + text
+
+
+def _prompt_and_candidates(
+    tok: Any, messages: list[Message], candidates: tuple[str, ...]
+) -> tuple[list[int], dict[str, list[int]]]:
+    """The prompt's token ids and each candidate's, with the tokenisation boundary handled.
+
+    After a chat prompt (which ends in a special token and a newline) a candidate is tokenised on its
+    own. After a prefill the prompt ends in text ("Verdict: "), and a candidate may merge with its last
+    tokens (" A" is one token): the prompt is then cut back to where every ``text + candidate``
+    tokenises alike, and each candidate is the rest of its own tokenisation -- the canonical tokens.
+    """
+    if not messages or messages[-1]["role"] != "assistant":
+        return _chat_ids(tok, messages), {c: tok(c, add_special_tokens=False)["input_ids"] for c in candidates}
+    text = _chat_text(tok, messages)
+    prompt = list(tok(text, add_special_tokens=False)["input_ids"])
+    full = {c: list(tok(text + c, add_special_tokens=False)["input_ids"]) for c in candidates}
+    k = min(_common_length([prompt, f], len(prompt)) for f in full.values())
+    return prompt[:k], {c: f[k:] for c, f in full.items()}
+
+
 def _candidate_logprobs(
     model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], state: tuple[Any, Any] | None = None
 ) -> dict[str, float]:
-    """Exact log P(the answer is candidate | prompt).
+    """Exact log P(the answer is candidate | prompt) for one prompt (``state`` is accepted and unused)."""
+    cand_ids = {c: tok(c, add_special_tokens=False)["input_ids"] for c in candidates}
+    return _candidate_logprobs_batch(model, tok, [(prompt_ids, cand_ids)], 0, None)[0]
 
-    The prompt runs once: its last logits answer every single-token candidate (digits 1-9, A, B on
-    most tokenizers), and multi-token candidates ("10" as "1","0") continue from its KV cache in one
-    small batch. A candidate whose tokens begin a longer one ("1" in "10") must also *end* there: its
-    probability is multiplied by P(the next token is not a digit), read from the longer candidate's row.
+
+def _candidate_logprobs_batch(
+    model: Any,
+    tok: Any,
+    encoded: list[tuple[list[int], dict[str, list[int]]]],
+    n_prefix: int,
+    kv: Any,
+    batch_size: int = 64,
+) -> list[dict[str, float]]:
+    """Exact log P(the answer is candidate | prompt) for several prompts sharing their first ``n_prefix`` tokens.
+
+    Each prompt's own end (after the shared prefix, whose KV ``kv`` is reused) runs once, left-padded
+    in a batch with the others, and only the last positions' logits are computed. Its last logits
+    answer every single-token candidate (digits 1-9, A, B on most tokenizers); a multi-token candidate
+    ("10" as "1","0") adds one row holding the prompt's end and the candidate's tokens but the last.
+    A candidate whose tokens begin a longer one ("1" in "10") must also *end* there: its probability
+    is multiplied by P(the next token is not a digit), read from the longer candidate's row.
     """
     import torch
 
-    from judge.baselines._lm import continue_batches, run_prefix
+    from judge.baselines._lm import forward_on_prefix, length_batches
 
-    cand_ids = {c: tok(c, add_special_tokens=False)["input_ids"] for c in candidates}
-    multi = [c for c, ids in cand_ids.items() if len(ids) > 1]
-    cache, last_logits = state if state is not None else run_prefix(model, prompt_ids)
-    last = torch.log_softmax(last_logits, dim=-1)
-    rows: dict[str, Any] = {}  # candidate -> log-probabilities after each of its tokens
-    conts = [cand_ids[c] for c in multi]
-    for batch, logits, _ in continue_batches(model, cache, len(prompt_ids), conts, max(1, len(conts))):
+    rows: list[list[int]] = []
+    index: list[tuple[int, str | None]] = []  # (prompt, multi-token candidate or None)
+    for i, (ids, cand_ids) in enumerate(encoded):
+        multi = [c for c, t in cand_ids.items() if len(t) > 1]
+        for c in multi or [None]:
+            rows.append(ids[n_prefix:] + (cand_ids[c][:-1] if c is not None else []))
+            index.append((i, c))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    last: dict[int, Any] = {}  # prompt -> log-probabilities after its last token
+    after: dict[
+        tuple[int, str], Any
+    ] = {}  # (prompt, candidate) -> log-probabilities after each of its tokens but the last
+    for batch in length_batches([len(r) for r in rows], batch_size, 1 << 30):
+        spans = [len(encoded[index[r][0]][1][index[r][1]]) if index[r][1] is not None else 1 for r in batch]
+        keep = max(spans)
+        logits, _ = forward_on_prefix(
+            model, kv, n_prefix, [rows[r] for r in batch], left_pad=True, keep=keep, pad_id=pad_id
+        )
         logp = torch.log_softmax(logits, dim=-1)
-        for r, k in enumerate(batch):
-            rows[multi[k]] = logp[r]
-    out = {c: float(last[ids[0]]) for c, ids in cand_ids.items() if len(ids) == 1}
-    for c in multi:
-        ids = cand_ids[c]
-        out[c] = float(last[ids[0]]) + sum(float(rows[c][j - 1, t]) for j, t in enumerate(ids) if j > 0)
+        for j, (r, span) in enumerate(zip(batch, spans, strict=True)):
+            i, c = index[r]
+            last[i] = logp[j, keep - span]
+            if c is not None:
+                after[(i, c)] = logp[j, keep - span + 1 :]
     digits = _digit_token_ids(tok)
-    for c, ids in cand_ids.items():
-        longer = next((d for d in multi if d != c and cand_ids[d][: len(ids)] == ids), None)
-        if longer is not None:  # c is a prefix of a longer score: the answer must stop after c
-            p_digit = float(rows[longer][len(ids) - 1].exp()[digits].sum())
-            out[c] += math.log(max(1.0 - p_digit, 1e-30))
-    return {c: out[c] for c in candidates}
+    results = []
+    for i, (_, cand_ids) in enumerate(encoded):
+        out = {}
+        for c, ids in cand_ids.items():
+            out[c] = float(last[i][ids[0]]) + sum(float(after[(i, c)][j - 1, t]) for j, t in enumerate(ids) if j > 0)
+        multi = [c for c, t in cand_ids.items() if len(t) > 1]
+        for c, ids in cand_ids.items():
+            longer = next((d for d in multi if d != c and cand_ids[d][: len(ids)] == ids), None)
+            if longer is not None:  # c is a prefix of a longer score: the answer must stop after c
+                p_digit = float(after[(i, longer)][len(ids) - 1].exp()[digits].sum())
+                out[c] += math.log(max(1.0 - p_digit, 1e-30))
+        results.append(out)
+    return results
 
 
 ASCII_DIGITS = frozenset("0123456789")  # not str.isdigit: byte-level alphabets hold "²", "³"
