@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from judge.errors import DataError
-from judge.io import Row, read_rows
+from judge.io import Row, iter_rows, read_rows
 
 FIELDS = ("input", "output", "reference", "context", "output_b")
 
@@ -111,6 +112,61 @@ def load_items(path: str | Path, mapping: Mapping[str, str] | None = None) -> li
     return items
 
 
+class ItemFile:
+    """The items of a data file, read again from the file on each iteration instead of held in memory
+    (``judge score`` on millions of items). :meth:`scan` reads it once up front to check every record
+    and the ids, so a bad file fails before any model call, as :func:`load_items` does."""
+
+    def __init__(self, path: str | Path, mapping: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.mapping = dict(mapping or {})
+        self._n: int | None = None
+
+    def __iter__(self) -> Iterator[Item]:
+        for row in iter_rows(self.path):
+            yield item_from_record(row.data, self.mapping, row)
+
+    def __len__(self) -> int:
+        if self._n is None:
+            self.scan()
+        assert self._n is not None
+        return self._n
+
+    def scan(self) -> ItemFile:
+        """Read every item once: bad records and repeated ids raise :class:`DataError` (as :func:`load_items`).
+
+        Holds 8 bytes per item while it runs (a hash of each id); a repeated hash is confirmed with a
+        second read, so two ids that merely share a hash are not an error."""
+        digests = array("Q")
+        for item in self:
+            digests.append(_id_digest(item.id))
+        if not digests:
+            raise DataError("no items in file", path=self.path)
+        self._n = len(digests)
+        repeated = _repeated(digests)
+        del digests
+        if repeated:
+            check_unique(it for it in self if _id_digest(it.id) in repeated)
+        return self
+
+
+def _id_digest(ident: str) -> int:
+    return int.from_bytes(hashlib.blake2b(ident.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _repeated(digests: array) -> set[int]:
+    """The values that occur more than once in ``digests`` (sorted with numpy: 8 bytes an item more)."""
+    import numpy as np
+
+    s = np.sort(np.frombuffer(digests, dtype=np.uint64))
+    return {int(x) for x in s[1:][s[1:] == s[:-1]]}
+
+
+def stream_items(path: str | Path, mapping: Mapping[str, str] | None = None) -> ItemFile:
+    """Items of a JSONL / CSV / Parquet file, checked like :func:`load_items` but read lazily (:class:`ItemFile`)."""
+    return ItemFile(path, mapping).scan()
+
+
 def coerce_items(data: Any, mapping: Mapping[str, str] | None = None) -> list[Item]:
     """Items from a list of dicts / Items, a pandas DataFrame, or a file path."""
     if isinstance(data, str | Path):
@@ -129,7 +185,7 @@ def coerce_items(data: Any, mapping: Mapping[str, str] | None = None) -> list[It
     return items
 
 
-def check_unique(items: list[Item]) -> None:
+def check_unique(items: Iterable[Item]) -> None:
     """Raise on a repeated id: results are keyed by id, so duplicates would be silently merged."""
     seen: dict[str, str | None] = {}
     for item in items:

@@ -8,10 +8,10 @@ half written; :class:`JsonlAppender` streams results as they finish and fsyncs o
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import tempfile
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,15 @@ def read_rows(path: str | Path) -> list[Row]:
 
     Raises :class:`DataError` naming the file and line for unreadable records.
     """
+    return list(iter_rows(path))
+
+
+def iter_rows(path: str | Path) -> Iterator[Row]:
+    """The records of a data file one at a time, as :func:`read_rows` gives them, without holding the file:
+    JSONL and CSV are read line by line, Parquet one row group at a time (a JSON list is read whole).
+
+    The file is checked when iteration starts; a bad record raises :class:`DataError` when reached.
+    """
     p = Path(path)
     if not p.exists():
         raise DataError("file not found", path=p)
@@ -47,11 +56,11 @@ def read_rows(path: str | Path) -> list[Row]:
         raise DataError("is a directory, expected a .jsonl, .csv or .parquet file", path=p)
     suffix = p.suffix.lower()
     if suffix == ".jsonl" or suffix == ".ndjson":
-        return list(_read_jsonl(p))
+        return _read_jsonl(p)
     if suffix == ".json":
-        return _read_json(p)
+        return iter(_read_json(p))
     if suffix == ".csv" or suffix == ".tsv":
-        return list(_read_csv(p, delimiter="\t" if suffix == ".tsv" else ","))
+        return _read_csv(p, delimiter="\t" if suffix == ".tsv" else ",")
     if suffix == ".parquet":
         return _read_parquet(p)
     raise DataError(f"unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED)})", path=p)
@@ -59,7 +68,7 @@ def read_rows(path: str | Path) -> list[Row]:
 
 def _read_jsonl(p: Path) -> Iterator[Row]:
     # split on "\n" only: str.splitlines() would also split inside strings holding U+2028 and friends
-    for lineno, text in enumerate(_read_text(p).split("\n"), start=1):
+    for lineno, text in enumerate(_text_lines(p), start=1):
         if not text.strip():
             continue
         try:
@@ -69,6 +78,31 @@ def _read_jsonl(p: Path) -> Iterator[Row]:
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=p, line=lineno)
         yield Row(obj, str(p), lineno)
+
+
+def _text_lines(p: Path) -> Iterator[str]:
+    """The file's lines (split on "\\n" only, endings kept) as UTF-8 text, read one at a time; a
+    byte-order mark is dropped. Errors as :func:`_read_text`'s, raised at the line they are on."""
+    with p.open("rb") as fh:
+        utf16 = _utf16_hint(fh.read(4096))
+        if utf16:
+            raise DataError(
+                f"{utf16}: the file must be UTF-8; re-save it as UTF-8 (iconv -f utf-16 -t utf-8 IN > OUT)", path=p
+            )
+        fh.seek(0)
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.start + 1].hex()
+                raise DataError(
+                    f"not UTF-8 text (byte 0x{bad}): the file must be UTF-8; re-save it as UTF-8 "
+                    "(from latin-1: iconv -f latin1 -t utf-8 IN > OUT)",
+                    path=p,
+                    line=lineno,
+                ) from None
 
 
 def _read_text(p: Path) -> str:
@@ -119,7 +153,7 @@ def _read_json(p: Path) -> list[Row]:
 
 
 def _read_csv(p: Path, delimiter: str) -> Iterator[Row]:
-    reader = csv.DictReader(io.StringIO(_read_text(p), newline=""), delimiter=delimiter)
+    reader = csv.DictReader(_text_lines(p), delimiter=delimiter)
     if reader.fieldnames is None:
         return
     for record in reader:
@@ -129,16 +163,30 @@ def _read_csv(p: Path, delimiter: str) -> Iterator[Row]:
         yield Row({k: v for k, v in record.items() if k is not None}, str(p), reader.line_num)
 
 
-def _read_parquet(p: Path) -> list[Row]:
+def _read_parquet(p: Path) -> Iterator[Row]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError("reading Parquet needs pyarrow: pip install 'judge[parquet]'", path=p) from None
     try:
-        table = pq.read_table(p)
+        batches = pq.ParquetFile(p).iter_batches()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a file that is not Parquet
         raise DataError(f"not a readable Parquet file ({exc})", path=p) from None
-    return [Row(rec, str(p), i) for i, rec in enumerate(table.to_pylist(), start=1)]
+    return _parquet_rows(p, batches)
+
+
+def _parquet_rows(p: Path, batches: Iterator[Any]) -> Iterator[Row]:
+    line = 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - a damaged row group
+            raise DataError(f"not a readable Parquet file ({exc})", path=p, line=line + 1) from None
+        if batch is None:
+            return
+        for rec in batch.to_pylist():
+            line += 1
+            yield Row(rec, str(p), line)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -293,6 +341,83 @@ class JsonlAppender:
             self.close()
         else:
             self.abort()
+
+
+class OrderedJsonlWriter:
+    """Streams the records of ``n`` numbered jobs to ``<path>.partial`` as they finish, in any order, and
+    on :meth:`close` writes ``path`` in job order, atomically, without holding the records in memory.
+
+    The partial file holds the finished records (one JSON line each, in finishing order), so after a
+    crash it is what finished; the writer keeps only each record's offset and length (12 bytes a job).
+    :meth:`close` copies the lines into a temporary file in job order (long runs of lines that finished
+    in order are copied in one read), fsyncs it, renames it to ``path`` and removes the partial file.
+    """
+
+    COPY_CHUNK = 1 << 20
+    """Most bytes read from the partial file at once when copying lines that are adjacent there."""
+
+    def __init__(self, path: str | Path, n: int) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self._fh = self.partial.open("wb")
+        self._offsets = array("q", [-1]) * n
+        self._lengths = array("I", [0]) * n
+        self._end = 0
+
+    def write(self, index: int, record: Mapping[str, Any]) -> None:
+        """Record job ``index``'s result (once per job)."""
+        line = (json.dumps(dict(record), ensure_ascii=False) + "\n").encode("utf-8")
+        self._fh.write(line)
+        self._fh.flush()
+        self._offsets[index] = self._end
+        self._lengths[index] = len(line)
+        self._end += len(line)
+
+    def close(self) -> None:
+        """Write ``path`` in job order (jobs without a record left out) and remove the partial file."""
+        if self._fh.closed:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            _chmod_default(fd)
+            src = os.open(self.partial, os.O_RDONLY)
+            try:
+                with os.fdopen(fd, "wb", buffering=self.COPY_CHUNK) as out:
+                    for start, size in self._runs():
+                        out.write(os.pread(src, size, start))
+                    out.flush()
+                    os.fsync(out.fileno())
+            finally:
+                os.close(src)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.partial.unlink(missing_ok=True)
+
+    def _runs(self) -> Iterator[tuple[int, int]]:
+        """(offset, size) reads that give the records in job order: adjacent lines merged."""
+        start = size = 0
+        for off, length in zip(self._offsets, self._lengths, strict=True):
+            if off < 0:
+                continue
+            if size and off == start + size and size + length <= self.COPY_CHUNK:
+                size += length
+                continue
+            if size:
+                yield start, size
+            start, size = off, length
+        if size:
+            yield start, size
+
+    def abort(self) -> None:
+        """Stop writing and keep the partial file (what finished) in place."""
+        if not self._fh.closed:
+            self._fh.close()
 
 
 def package_versions(*names: str) -> dict[str, str]:

@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,14 +20,14 @@ from judge.cache import Cache
 from judge.dataset import Item, coerce_items
 from judge.errors import ConfigError, RubricError
 from judge.grader import Grader
-from judge.io import JsonlAppender, write_jsonl
+from judge.io import JsonlAppender, OrderedJsonlWriter, write_jsonl
 from judge.limiter import AdaptiveLimiter, Limiter
 from judge.pricing import cost_usd
 from judge.providers._base import Provider
 from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
 from judge.rubric import Rubric, load_rubric
-from judge.trials import TrialStats, combine_order_verdicts, combine_repeats, swapped_values, trial_stats
+from judge.trials import TrialStats, TrialTally, combine_order_verdicts, combine_repeats, swapped_values
 from judge.verdict import Verdict
 
 R = TypeVar("R")
@@ -48,6 +49,91 @@ class Summary(BaseModel):
     """--repeats / --both-orders: flip rate, spread, position consistency, P(first wins)."""
 
 
+class ExactSum:
+    """A float sum that does not depend on the order of the terms (Shewchuk's partials, as math.fsum):
+    a streamed run adds its verdicts as they finish, in an order that changes from run to run."""
+
+    def __init__(self) -> None:
+        self._partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        i = 0
+        for y in self._partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                self._partials[i] = lo
+                i += 1
+            x = hi
+        self._partials[i:] = [x]
+
+    def value(self) -> float:
+        return math.fsum(self._partials)
+
+
+class Tally:
+    """The totals of a run, one verdict at a time: what :class:`Summary` reports, the unscored causes the
+    exit code needs and the score distribution, in memory that does not grow with the items."""
+
+    def __init__(self) -> None:
+        self.n_items = self.n_ok = self.n_cached = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.score_sum = ExactSum()
+        self.cost = ExactSum()
+        self.cost_unknown = False
+        self.unscored_reasons: dict[str, int] = {}
+        self.causes: dict[str | None, int] = {None: 0, "transport": 0, "parse": 0}
+        self.distribution: dict[str, int] = {}
+        """Scored verdicts per label, or per score (whole points; else two decimals)."""
+        self.trials = TrialTally()
+
+    @classmethod
+    def of(cls, verdicts: Iterable[Verdict]) -> Tally:
+        tally = cls()
+        for v in verdicts:
+            tally.add(v)
+        return tally
+
+    def add(self, v: Verdict) -> None:
+        self.n_items += 1
+        self.n_cached += v.cached
+        self.prompt_tokens += v.prompt_tokens
+        self.completion_tokens += v.completion_tokens
+        if v.cost_usd is None:
+            self.cost_unknown = True
+        else:
+            self.cost.add(v.cost_usd)
+        cause = v.unscored_cause
+        self.causes[cause] = self.causes.get(cause, 0) + 1
+        if v.status == "ok":
+            self.n_ok += 1
+            if v.score is not None:
+                self.score_sum.add(v.score)
+                s = v.score
+                key = v.label or (str(round(s)) if float(s).is_integer() or s > 1 else f"{s:.2f}")
+                self.distribution[key] = self.distribution.get(key, 0) + 1
+        else:
+            reason = (v.error or "unknown").split(":")[0]
+            self.unscored_reasons[reason] = self.unscored_reasons.get(reason, 0) + 1
+        self.trials.add(v)
+
+    def summary(self) -> Summary:
+        return Summary(
+            n_items=self.n_items,
+            n_ok=self.n_ok,
+            n_unscored=self.n_items - self.n_ok,
+            n_cached=self.n_cached,
+            mean_score=self.score_sum.value() / self.n_ok if self.n_ok else None,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=None if self.cost_unknown else round(self.cost.value(), 6),
+            unscored_reasons=self.unscored_reasons,
+            trials=self.trials.stats() if self.trials.used else None,
+        )
+
+
 class Results(list[Verdict]):
     """Verdicts in input order, with helpers for tables and totals."""
 
@@ -55,25 +141,7 @@ class Results(list[Verdict]):
     batch_report: Any = None
 
     def summary(self) -> Summary:
-        ok = [v for v in self if v.status == "ok"]
-        costs = [v.cost_usd for v in self]
-        reasons: dict[str, int] = {}
-        for v in self:
-            if v.status == "unscored":
-                key = (v.error or "unknown").split(":")[0]
-                reasons[key] = reasons.get(key, 0) + 1
-        return Summary(
-            n_items=len(self),
-            n_ok=len(ok),
-            n_unscored=len(self) - len(ok),
-            n_cached=sum(v.cached for v in self),
-            mean_score=sum(v.score for v in ok if v.score is not None) / len(ok) if ok else None,
-            prompt_tokens=sum(v.prompt_tokens for v in self),
-            completion_tokens=sum(v.completion_tokens for v in self),
-            cost_usd=None if any(c is None for c in costs) else round(sum(c for c in costs if c is not None), 6),
-            unscored_reasons=reasons,
-            trials=trial_stats(self) if any(v.repeat_scores is not None or v.orders for v in self) else None,
-        )
+        return Tally.of(self).summary()
 
     def to_records(self) -> list[dict[str, Any]]:
         return [v.model_dump(mode="json") for v in self]
@@ -225,6 +293,74 @@ async def run_items(
     starts only while the run's spending plus the estimates of the items in flight and its own stays
     within it; the others are unscored with "budget reached".
     """
+    check_run(grader, items, repeats, both_orders, budget)
+    if grader.batch is not None:
+        from judge.batch import run_batched
+
+        return await run_batched(grader, items, out=out, progress=progress)
+    verdicts: list[Verdict | None] = [None] * len(items)
+
+    def keep(i: int, v: Verdict) -> None:
+        verdicts[i] = v
+
+    await stream_run(
+        grader,
+        items,
+        keep,
+        n=len(items),
+        concurrency=concurrency,
+        out=out,
+        progress=progress,
+        limiter=limiter,
+        repeats=repeats,
+        both_orders=both_orders,
+        budget=budget,
+    )
+    final = Results(v for v in verdicts if v is not None)
+    assert len(final) == len(items), "every item yields exactly one verdict"
+    return final
+
+
+async def score_stream(
+    grader: Grader,
+    items: Iterable[Item],
+    *,
+    n: int,
+    concurrency: int = 16,
+    out: str | Path,
+    progress: bool = False,
+    limiter: Limiter | None = None,
+    repeats: int = 1,
+    both_orders: bool = False,
+    budget: Budget | None = None,
+) -> Tally:
+    """:func:`run_items` for runs too large to hold: ``items`` is read as the run goes (an
+    :class:`~judge.dataset.ItemFile` is read from its file, twice: once to check, once to judge), the
+    verdicts go to ``out`` and into a :class:`Tally`, and none is kept. Memory stays flat whatever ``n``:
+    the items and verdicts in flight, plus 12 bytes an item for writing ``out`` in input order."""
+    check_run(grader, items, repeats, both_orders, budget)
+    if grader.batch is not None:
+        raise ConfigError("score_stream: --batch runs go through run_items")
+    tally = Tally()
+    await stream_run(
+        grader,
+        items,
+        lambda i, v: tally.add(v),
+        n=n,
+        concurrency=concurrency,
+        out=out,
+        progress=progress,
+        limiter=limiter,
+        repeats=repeats,
+        both_orders=both_orders,
+        budget=budget,
+    )
+    assert tally.n_items == n, f"every item yields exactly one verdict ({tally.n_items} of {n}: did the file change?)"
+    return tally
+
+
+def check_run(grader: Grader, items: Iterable[Item], repeats: int, both_orders: bool, budget: Budget | None) -> None:
+    """Everything that can stop a run, checked before its first call."""
     problems = grader.rubric.validate()  # a template mistake stops the run before any call, not after some
     if problems:
         raise RubricError("; ".join(problems), path=grader.rubric.source)
@@ -232,15 +368,30 @@ async def run_items(
     check_trials(grader, repeats, both_orders)
     if grader.batch is not None and (repeats > 1 or both_orders or budget is not None):
         raise ConfigError("--repeats, --both-orders and --max-cost are not available with --batch yet")
-    if grader.batch is not None:
-        from judge.batch import run_batched
 
-        return await run_batched(grader, items, out=out, progress=progress)
+
+async def stream_run(
+    grader: Grader,
+    items: Iterable[Item],
+    on_verdict: Callable[[int, Verdict], None],
+    *,
+    n: int,
+    concurrency: int = 16,
+    out: str | Path | None = None,
+    progress: bool = False,
+    limiter: Limiter | None = None,
+    repeats: int = 1,
+    both_orders: bool = False,
+    budget: Budget | None = None,
+) -> None:
+    """The synchronous-path core of :func:`run_items` and :func:`score_stream` (inputs already checked).
+
+    Items are taken from ``items`` only as a slot of the window frees up, so at most the window's items
+    (and their tasks) exist at once; each verdict goes to ``on_verdict(input index, verdict)`` and to
+    ``out`` as it finishes (``out.partial`` in finishing order; ``out`` in input order at the end,
+    atomically). If any item raises, the others are cancelled and ``out.partial`` keeps what finished.
+    """
     calls = limiter or AdaptiveLimiter(max(1, concurrency), slow_start=SLOW_START)
-    # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
-    # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
-    window = asyncio.Semaphore(max(64, 4 * max(1, concurrency)))
-
     graders = [grader.with_seed(grader.config.seed + r) for r in range(repeats)] if repeats > 1 else [grader]
 
     async def trial(g: Grader, item: Item) -> Verdict:
@@ -250,30 +401,92 @@ async def run_items(
         v1, v2 = await asyncio.gather(g.grade(item, limiter=calls), g.grade_messages(item.id, swapped, limiter=calls))
         return combine_order_verdicts(v1, v2)
 
-    async def one(item: Item) -> Verdict:
-        async with window:
-            reserved = 0.0
+    async def judge_item(item: Item) -> Verdict:
+        reserved = 0.0
+        if budget is not None:
+            reserved = budget.estimate(grader, item) * len(graders) * (2 if both_orders else 1)
+            if not budget.reserve(reserved):
+                return budget.unscored(grader, item)
+        try:
+            done = [await trial(g, item) for g in graders]  # repeats one after another: no burst per item
+        except BaseException:
             if budget is not None:
-                reserved = budget.estimate(grader, item) * len(graders) * (2 if both_orders else 1)
-                if not budget.reserve(reserved):
-                    return budget.unscored(grader, item)
-            try:
-                done = [await trial(g, item) for g in graders]  # repeats one after another: no burst per item
-            except BaseException:
-                if budget is not None:
-                    budget.settle(reserved, 0.0)
-                raise
-            verdict = combine_repeats(done) if repeats > 1 else done[0]
-            if budget is not None:
-                budget.settle(reserved, verdict.cost_usd)
-            return verdict
+                budget.settle(reserved, 0.0)
+            raise
+        verdict = combine_repeats(done) if repeats > 1 else done[0]
+        if budget is not None:
+            budget.settle(reserved, verdict.cost_usd)
+        return verdict
 
-    verdicts = await gather_streamed(
-        [one(item) for item in items], out=out, to_record=lambda v: v.model_dump(mode="json"), progress=progress
-    )
-    final = Results(v for v in verdicts if v is not None)
-    assert len(final) == len(items), "every item yields exactly one verdict"
-    return final
+    writer = OrderedJsonlWriter(out, n) if out is not None else None
+    bar = _progress(n, progress)
+
+    def finished(i: int, v: Verdict) -> None:
+        on_verdict(i, v)
+        if writer is not None:
+            writer.write(i, v.model_dump(mode="json"))
+        if bar is not None:
+            bar.update(1)
+
+    # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
+    # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
+    try:
+        await bounded_map(judge_item, items, finished, window=max(64, 4 * max(1, concurrency)))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if writer is not None:
+        writer.close()
+
+
+async def bounded_map(
+    fn: Callable[[Item], Awaitable[R]], items: Iterable[Item], done: Callable[[int, R], None], *, window: int
+) -> None:
+    """``done(i, await fn(item_i))`` for every item, at most ``window`` at once, started in input order.
+
+    The next item is drawn from ``items`` only when a slot frees up, so a generator is read lazily.
+    The first exception cancels the items in flight and is raised; no further item starts."""
+    slots = asyncio.Semaphore(window)
+    tasks: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+
+    async def one(i: int, item: Item) -> None:
+        try:
+            done(i, await fn(item))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            errors.append(exc)  # before the slot frees up: no further item starts
+            raise
+        finally:
+            slots.release()
+
+    def settled(t: asyncio.Task[None]) -> None:
+        tasks.discard(t)
+        if not t.cancelled():
+            t.exception()  # retrieved here (raised from errors), so asyncio does not log it again
+
+    try:
+        for i, item in enumerate(items):
+            await slots.acquire()
+            if errors:
+                break
+            t = asyncio.create_task(one(i, item))
+            tasks.add(t)
+            t.add_done_callback(settled)
+        while tasks and not errors:
+            await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+        if errors:
+            raise errors[0]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def check_trials(grader: Grader, repeats: int, both_orders: bool) -> None:

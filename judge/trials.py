@@ -134,18 +134,46 @@ class TrialStats(BaseModel):
     scored_pairs: int | None = None
 
 
-def trial_stats(verdicts: Sequence[Verdict]) -> TrialStats:
+def trial_stats(verdicts: Iterable[Verdict]) -> TrialStats:
     """Flip rate, spread and position statistics of a run's verdicts."""
-    stats = TrialStats()
-    repeated = [v for v in verdicts if v.repeat_scores is not None]
-    if repeated:
-        stats.repeats = max(len(v.repeat_scores or []) for v in repeated)
-        measured = [v for v in repeated if sum(s is not None for s in v.repeat_scores or []) >= 2]
-        if measured:
-            stats.flip_rate = sum(bool(v.flipped) for v in measured) / len(measured)
-            stats.mean_spread = sum(v.spread or 0.0 for v in measured) / len(measured)
-    pairs = [tuple(p) for v in verdicts for p in (v.orders or [])]
-    if pairs:
-        pos = position_stats((p[0], p[1]) for p in pairs)
-        stats.consistency, stats.p_first_wins, stats.scored_pairs = pos.consistency, pos.p_first_wins, pos.scored_pairs
-    return stats
+    tally = TrialTally()
+    for v in verdicts:
+        tally.add(v)
+    return tally.stats()
+
+
+class TrialTally:
+    """:func:`trial_stats` one verdict at a time, keeping counts only (a streamed run holds no verdicts)."""
+
+    def __init__(self) -> None:
+        self.used = False  # any verdict with repeats or orders
+        self.repeats: int | None = None  # most repeats of a verdict; None: no verdict had repeats
+        self.measured = 0
+        self.flips = 0
+        self.spread = 0.0
+        self.pairs: Counter[tuple[str | None, str | None]] = Counter()
+
+    def add(self, v: Verdict) -> None:
+        if v.repeat_scores is not None:
+            self.used = True
+            self.repeats = max(self.repeats or 0, len(v.repeat_scores))
+            if sum(s is not None for s in v.repeat_scores) >= 2:
+                self.measured += 1
+                self.flips += bool(v.flipped)
+                self.spread += v.spread or 0.0
+        for p in v.orders or []:
+            self.used = True
+            self.pairs[(p[0], p[1])] += 1
+
+    def stats(self) -> TrialStats:
+        stats = TrialStats()
+        if self.repeats is not None:
+            stats.repeats = self.repeats
+            if self.measured:
+                stats.flip_rate = self.flips / self.measured
+                stats.mean_spread = self.spread / self.measured
+        if self.pairs:
+            pos = position_stats(pair for pair, count in self.pairs.items() for _ in range(count))
+            stats.consistency, stats.p_first_wins = pos.consistency, pos.p_first_wins
+            stats.scored_pairs = pos.scored_pairs
+        return stats

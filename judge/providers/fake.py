@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from judge.config import GenerateConfig, Message
@@ -20,7 +21,10 @@ Script = Sequence[str | BaseException] | Callable[[list[Message], GenerateConfig
 
 
 class FakeProvider(Provider):
-    """Answers from a script; counts its calls."""
+    """Answers from a script; counts its calls (``n_calls``) and keeps the last ``KEEP_CALLS`` (``calls``)."""
+
+    KEEP_CALLS = 1000
+    """Calls kept for inspection: all of them would grow with a million-item run."""
 
     name = "fake"
     supports_json_schema = True
@@ -29,10 +33,12 @@ class FakeProvider(Provider):
     def __init__(self, model: str = "echo-score", script: Script | None = None) -> None:
         super().__init__(model)
         self.script = script
-        self.calls: list[list[Message]] = []
+        self.calls: deque[list[Message]] = deque(maxlen=self.KEEP_CALLS)
+        self.n_calls = 0
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
         self.calls.append(messages)
+        self.n_calls += 1
         text = self._answer(messages, config)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         out = ModelOutput(
@@ -54,7 +60,7 @@ class FakeProvider(Provider):
         if callable(self.script):
             return self.script(messages, config)
         if self.script:
-            item = self.script[(len(self.calls) - 1) % len(self.script)]
+            item = self.script[(self.n_calls - 1) % len(self.script)]
             if isinstance(item, BaseException):
                 raise item
             return item
