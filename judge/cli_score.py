@@ -73,10 +73,11 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 )
 @click.option(
     "--score-mode",
-    type=click.Choice(["text", "logprob"]),
+    type=click.Choice(["text", "logprob", "reason"]),
     default=None,
-    help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval). "
-    "Default: logprob for local judges, text otherwise.",
+    help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval); "
+    "reason (local judges): a short greedy reasoning (64 tokens), then the score read as in logprob "
+    "after a forced 'Score:'. Default: logprob for local judges, text otherwise.",
 )
 @click.option(
     "--map",
@@ -128,6 +129,20 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     show_default=True,
     metavar="SECONDS",
     help="With --batch: seconds between two looks at the submitted batches.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where items are judged: in this process, or on a Ray actor pool (one judge per actor; "
+    "pip install 'judge[scale]'). With openai/* judges --concurrency bounds the requests of all actors together.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="Ray cluster for --engine ray: ray://HEAD:10001 or auto (default: $RAY_ADDRESS, else a local Ray).",
 )
 @click.option(
     "--repeats",
@@ -189,6 +204,8 @@ def score(
     progress: bool | None,
     batch: bool = False,
     batch_poll: float = 30.0,
+    engine: str = "local",
+    address: str | None = None,
     repeats: int = 1,
     both_orders: bool = False,
     temperature: float = 0.0,
@@ -197,20 +214,21 @@ def score(
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
     from judge.batch import BatchSettings
-    from judge.dataset import load_items, parse_mapping
+    from judge.dataset import parse_mapping, stream_items
     from judge.io import OutputLock, check_output_path
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
-    from judge.runner import Budget, build_grader, check_trials, estimate_run, run_items, run_sync
+    from judge.runner import Budget, Tally, build_grader, check_trials, estimate_run, run_items, run_sync, score_stream
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
     if data.exists() and target.resolve() == data.resolve():
         raise ConfigError(f"--out {target} is the data file itself; choose another output path")
     check_output_path(target)
+    eng = check_engine(engine, address, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
     load_prices(prices)
-    items = load_items(data, parse_mapping(mapping))
+    items = stream_items(data, parse_mapping(mapping))  # checked now, read again as the run goes: never all held
     spec = judge_spec
     if spec is None:
         spec, why = explain_default_judge(base_url)
@@ -231,6 +249,7 @@ def score(
         batch=BatchSettings(poll_interval=batch_poll) if batch else None,
         **({"structured_output": False} if no_structured_output else {}),
     )
+    structured = False if no_structured_output else None
     show = sys.stderr.isatty() if progress is None else progress
     try:
         check_trials(grader, repeats, both_orders)
@@ -246,16 +265,22 @@ def score(
 
     async def go():  # type: ignore[no-untyped-def]
         try:
-            return await run_items(
-                grader,
-                items,
-                concurrency=concurrency,
-                out=target,
-                progress=show,
-                repeats=repeats,
-                both_orders=both_orders,
-                budget=budget,
-            )
+            if eng is not None:
+                from judge.engines.score import GraderRecipe, run_items_on
+
+                recipe = GraderRecipe.of(grader, spec, base_url=base_url, timeout=timeout, structured_output=structured)
+                return await run_items_on(
+                    eng, grader, list(items), recipe, concurrency=concurrency, out=target, progress=show
+                )
+            if batch:  # rounds over the item list
+                return await run_items(
+                    grader, list(items), concurrency=concurrency, out=target, progress=show, repeats=repeats,
+                    both_orders=both_orders, budget=budget,
+                )  # fmt: skip
+            return await score_stream(  # the verdicts go to the file and the totals, none is kept: flat memory
+                grader, items, n=len(items), concurrency=concurrency, out=target, progress=show, repeats=repeats,
+                both_orders=both_orders, budget=budget,
+            )  # fmt: skip
         finally:
             await grader.provider.aclose()
 
@@ -269,26 +294,44 @@ def score(
         if batch:
             click.echo("submitted batches keep running on the server: rerun the same command to collect them", err=True)
         raise
-    click.echo(render_summary(results, grader.describe(), target))
-    if results.batch_report is not None:
-        click.echo(results.batch_report.line())
+    tally = results if isinstance(results, Tally) else Tally.of(results)
+    click.echo(render_summary(tally, grader.describe(), target))
+    batch_report = getattr(results, "batch_report", None)
+    if batch_report is not None:
+        click.echo(batch_report.line())
     if budget is not None and budget.reached:
         click.echo(
             f"run incomplete: budget reached: spent ${budget.spent:.4f} of --max-cost ${budget.max_usd:g}; "
-            f"{budget.skipped} of {len(results)} items not judged (unscored, 'budget reached'). Finished items are "
+            f"{budget.skipped} of {tally.n_items} items not judged (unscored, 'budget reached'). Finished items are "
             "cached: rerun with a higher --max-cost to judge the rest",
             err=True,
         )
         sys.exit(EXIT_INCOMPLETE)
-    causes = [v.unscored_cause for v in results]
-    exit_if_incomplete(
-        "items", len(results), causes.count(None), causes.count("transport"), causes.count("parse"), max_unscored
-    )
+    causes = tally.causes
+    exit_if_incomplete("items", tally.n_items, causes[None], causes["transport"], causes["parse"], max_unscored)
 
 
-def render_summary(results, describe: dict, target: Path) -> str:  # type: ignore[no-untyped-def]
-    """A small readable table of a run."""
-    s = results.summary()
+def check_engine(  # type: ignore[no-untyped-def]
+    engine: str, address: str | None, *, batch: bool, repeats: int, both_orders: bool, max_cost: float | None
+):
+    """The engine ``--engine`` names (None: the local path, unchanged), after the checks that need no data."""
+    from judge.engines import get_engine
+
+    if engine == "local":
+        get_engine(engine, address)  # --address without --engine ray is an error
+        return None
+    if batch:
+        raise ConfigError(
+            f"--engine {engine} judges items on workers; --batch sends them to the provider's Batch API: choose one"
+        )
+    if repeats > 1 or both_orders or max_cost is not None:
+        raise ConfigError(f"--repeats, --both-orders and --max-cost are not available with --engine {engine} yet")
+    return get_engine(engine, address)
+
+
+def render_summary(tally, describe: dict, target: Path) -> str:  # type: ignore[no-untyped-def]
+    """A small readable table of a run, from its :class:`~judge.runner.Tally`."""
+    s = tally.summary()
     mean = "-" if s.mean_score is None else f"{s.mean_score:.3f}"
     cost = "unknown (model not in price table)" if s.cost_usd is None else f"${s.cost_usd:.4f}"
     lines = [
@@ -311,11 +354,7 @@ def render_summary(results, describe: dict, target: Path) -> str:  # type: ignor
         cons = "-" if t.consistency is None else f"{t.consistency:.3f}"
         first = "-" if t.p_first_wins is None else f"{t.p_first_wins:.3f}"
         lines.append(f"  orders     position consistency {cons} over {t.scored_pairs} pairs  P(first wins) {first}")
-    dist: dict[str, int] = {}
-    for v in results:
-        if v.status == "ok" and v.score is not None:
-            key = v.label or (str(round(v.score)) if float(v.score).is_integer() or v.score > 1 else f"{v.score:.2f}")
-            dist[key] = dist.get(key, 0) + 1
+    dist = tally.distribution
     if dist:
         lines.append("  scores     " + "  ".join(f"{k}:{dist[k]}" for k in sorted(dist, key=lambda x: (len(x), x))))
     lines.append(f"verdicts written to {target}")

@@ -34,6 +34,10 @@ class Engine(Protocol):
 
     name: str
 
+    def start(self) -> None:
+        """Get ready to run (connect to a cluster); called once before the first :meth:`map`, from the main thread."""
+        ...
+
     def map(self, factory: Callable[[], BatchFn], items: Iterable[Any], *, batch_size: int) -> Iterator[Any]:
         """Build the batch function with ``factory()`` (once per worker) and stream its results in input order."""
         ...
@@ -43,6 +47,9 @@ class LocalEngine:
     """In this process: one batch function, called on consecutive batches of ``batch_size`` items."""
 
     name = "local"
+
+    def start(self) -> None:
+        """Nothing to start: batches run in this process."""
 
     def map(self, factory: Callable[[], BatchFn], items: Iterable[Any], *, batch_size: int) -> Iterator[Any]:
         """Yield ``fn(batch)`` results batch by batch, so a caller can stream them to disk."""

@@ -75,10 +75,18 @@ class RayEngine:
         cpus_per_worker: float = 1.0,
         gpus_per_worker: float = 0.0,
     ) -> None:
+        try:  # fail at once, before any work, when the extra is missing
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--engine ray needs Ray: pip install 'judge[scale]'") from None
         self.address = address
         self.workers = workers
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
+
+    def start(self) -> None:
+        """Start a local Ray instance or connect to the cluster at ``address`` (if this process has not yet)."""
+        self._ray()
 
     def _ray(self) -> Any:
         try:
