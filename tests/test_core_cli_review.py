@@ -257,17 +257,22 @@ def test_ctrl_c_during_a_run_leaves_partial_and_says_how_to_resume(tmp_path: Pat
     with LoopbackServer(responder=responder, max_seconds=60) as srv:
         cmd = [sys.executable, "-m", "judge", "score", str(data), "-r", "factuality", "-j", "openai/m"]
         cmd += ["--base-url", srv.base_url, "-c", "1", "-o", str(out)]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OPENAI_API_KEY": "k"}
-        )
+        # PYTHONFAULTHANDLER: if the run ever fails to stop, SIGABRT makes it print where every thread is
+        env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONFAULTHANDLER": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             partial = tmp_path / "v.jsonl.partial"
             deadline = time.monotonic() + 30
             while not (partial.exists() and partial.read_text().strip()) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert partial.exists(), "the first verdict never reached the partial file"
+            assert partial.exists() and partial.read_text().strip(), "the first verdict never reached the partial file"
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                _, stuck = proc.communicate(timeout=30)
+                pytest.fail(f"still running 30 s after Ctrl-C; where it was:\n{stuck}")
         finally:
             if proc.poll() is None:
                 proc.kill()
