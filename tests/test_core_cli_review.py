@@ -259,7 +259,16 @@ def test_ctrl_c_during_a_run_leaves_partial_and_says_how_to_resume(tmp_path: Pat
         cmd += ["--base-url", srv.base_url, "-c", "1", "-o", str(out)]
         # PYTHONFAULTHANDLER: if the run ever fails to stop, SIGABRT makes it print where every thread is
         env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONFAULTHANDLER": "1"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # a suite started in the background (`.ci/run &`) inherits SIGINT ignored, as shells do for
+        # background jobs; the child gets the default disposition back, as in a terminal
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             partial = tmp_path / "v.jsonl.partial"
             deadline = time.monotonic() + 30
