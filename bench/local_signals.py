@@ -170,13 +170,8 @@ def per_item_commands(items: Path, d: Path, source: str, judge_rubrics: list[str
         out = d / f"{name}.jsonl"
         cmds[name] = ([*JUDGE, "baseline", name, str(items), *opts, "--out", str(out)], out, cols)
     for rubric in judge_rubrics:
-        out = d / f"judge_logprob_{rubric}.jsonl"
-        cmds[f"judge_logprob_{rubric}"] = (
-            [*JUDGE, "score", str(items), "-r", rubric, "-j", "local/smollm2", "--score-mode", "logprob"]
-            + ["-o", str(out), "--cache-dir", str(d / "cache"), "--max-unscored", "1"],
-            out,
-            ["score"],
-        )
+        for mode in ("logprob", "reason"):
+            cmds[f"judge_{mode}_{rubric}"] = judge_command(items, d, rubric, mode)
     out = d / "entailment.jsonl"
     cmds["entailment"] = (
         [*JUDGE, "baseline", "entailment", str(items), "--premise", source, "--out", str(out)],
@@ -184,6 +179,13 @@ def per_item_commands(items: Path, d: Path, source: str, judge_rubrics: list[str
         ["entailment", "entailment_min"],
     )
     return cmds
+
+
+def judge_command(items: Path, d: Path, rubric: str, mode: str) -> tuple:
+    """The local judge on every item in a mode that reads the score distribution (logprob, reason)."""
+    out = d / f"judge_{mode}_{rubric}.jsonl"
+    cmd = [*JUDGE, "score", str(items), "-r", rubric, "-j", "local/smollm2", "--score-mode", mode]
+    return cmd + ["-o", str(out), "--cache-dir", str(d / "cache"), "--max-unscored", "1"], out, ["score"]
 
 
 def text_command(items: Path, d: Path, rubric: str, extra: list[str] | None = None) -> tuple:
@@ -199,6 +201,9 @@ LABELS = {  # row label of each (signal, column) in the table
     ("judge_text_faithfulness", "score"): "local judge, text (faithfulness rubric)",
     ("judge_text_relevance", "score"): "local judge, text (relevance rubric)",
     ("judge_logprob_pairwise", "score"): "local judge, logprob (pairwise rubric, both orders averaged)",
+    ("judge_reason_faithfulness", "score"): "local judge, reason (faithfulness rubric)",
+    ("judge_reason_relevance", "score"): "local judge, reason (relevance rubric)",
+    ("judge_reason_pairwise", "score"): "local judge, reason (pairwise rubric, both orders averaged)",
     ("judge_text_pairwise", "score"): "local judge, text (pairwise rubric, both orders)",
     ("entailment", "entailment"): "entailment, zero-shot SmolLM2 (mean P(yes))",
     ("entailment", "entailment_min"): "entailment, zero-shot SmolLM2 (min P(yes))",
@@ -231,7 +236,7 @@ def main() -> None:
     ap.add_argument("--llmbar", type=int, default=100, help="first N pairs of LLMBar Natural")
     ap.add_argument("--text-every", type=int, default=4, help="text mode: every k-th item only (slow)")
     ap.add_argument("--sets", default="summeval,qags_cnndm,qags_xsum,llmbar")
-    ap.add_argument("--signals", default="judge_logprob,entailment,pmi,perplexity,similarity,judge_text")
+    ap.add_argument("--signals", default="judge_logprob,judge_reason,entailment,pmi,perplexity,similarity,judge_text")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--no-run", action="store_true", help="only the statistics of outputs already there")
     args = ap.parse_args()
@@ -346,13 +351,8 @@ def main() -> None:
         write_jsonl(pair_items, both)
         print(f"llmbar: {len(pairs)} pairs -> {d}", file=sys.stderr, flush=True)
         cmds = per_item_commands(items, d, "input", [])
-        out = d / "judge_logprob_pairwise.jsonl"
-        cmds["judge_logprob_pairwise"] = (
-            [*JUDGE, "score", str(pair_items), "-r", "pairwise", "-j", "local/smollm2", "--score-mode", "logprob"]
-            + ["-o", str(out), "--cache-dir", str(d / "cache"), "--max-unscored", "1"],
-            out,
-            ["score"],
-        )
+        for mode in ("logprob", "reason"):
+            cmds[f"judge_{mode}_pairwise"] = judge_command(pair_items, d, "pairwise", mode)
         text_pairs = [p for p in both if int(p["id"][1:].split("~")[0]) % args.text_every == 0]
         text_items = d / f"pairs_text_every{args.text_every}.jsonl"
         write_jsonl(text_items, text_pairs)
