@@ -7,7 +7,6 @@ process) is resumed from the recorded batch ids without submitting again.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 from judge.batch import BatchStore
 from judge.cache import Cache
-from judge.cli import cli
 from judge.testing.server import LoopbackServer, Reply, judge_responder, prompt_text
+from tests.test_mtbench import invoke, ok, rows
 
 MT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench"
 COMPARED = ("question_id", "model_1", "model_2", "turn", "g1_label", "g2_label", "winner", "consistent", "status")
@@ -31,21 +29,6 @@ COMPARED = ("question_id", "model_1", "model_2", "turn", "g1_label", "g2_label",
 def needs_data() -> None:
     if not MT.exists():
         pytest.skip(f"real MT-Bench data not found at {MT}")
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["mtbench", *args], catch_exceptions=True)
-
-
-def ok(result: Result) -> str:
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def judge_args(url: str, out: Path, *extra: str) -> list[str]:

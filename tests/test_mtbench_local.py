@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 from judge import load_rubric
-from judge.cli import cli
 from judge.errors import ConfigError
 from judge.orders import combine_order_probs, mean_order_probs
+from tests.test_mtbench import invoke, ok, rows
 
 pytest.importorskip("torch")
 
@@ -33,21 +31,6 @@ ANSWERS = {
     "m1": {1: ["An apple.", "A blueberry."], 2: ["Yes, it is big."]},
     "m2": {1: ["The cat sat.", "Paris."], 2: ["No."]},
 }
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["mtbench", *args], catch_exceptions=True)
-
-
-def ok(result: Result) -> str:
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_data(tmp_path: Path) -> tuple[Path, Path]:

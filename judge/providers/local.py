@@ -255,10 +255,8 @@ def _prompt_and_candidates(
     return prompt[:k], {c: f[k:] for c, f in full.items()}
 
 
-def _candidate_logprobs(
-    model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...], state: tuple[Any, Any] | None = None
-) -> dict[str, float]:
-    """Exact log P(the answer is candidate | prompt) for one prompt (``state`` is accepted and unused)."""
+def _candidate_logprobs(model: Any, tok: Any, prompt_ids: list[int], candidates: tuple[str, ...]) -> dict[str, float]:
+    """Exact log P(the answer is candidate | prompt) for one prompt."""
     cand_ids = {c: tok(c, add_special_tokens=False)["input_ids"] for c in candidates}
     return _candidate_logprobs_batch(model, tok, [(prompt_ids, cand_ids)], 0, None)[0]
 

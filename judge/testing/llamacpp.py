@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -113,37 +112,23 @@ def build(version: str = VERSION, *, jobs: int = 2, log: IO[str] | None = None) 
     Idempotent and safe to interrupt: the environment is built in a temporary sibling folder and
     renamed into place only once it works; concurrent callers wait on a lock and reuse the result.
     """
-    target = build_dir(version)
-    if (target / MARKER).is_file():
-        return target
-    from filelock import FileLock
+    from judge.localmodels import _build_once
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        if (target / MARKER).is_file():  # another process finished it while we waited
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            started = time.monotonic()
-            _install(tmp, version, jobs, log)
-            (tmp / MARKER).write_text(
-                json.dumps(
-                    {
-                        "package": f"llama-cpp-python[server]=={version}",
-                        "cmake_args": CMAKE_ARGS,
-                        "python": sys.version.split()[0],
-                        "build_s": round(time.monotonic() - started, 1),
-                    }
-                )
+    def make(tmp: Path) -> None:
+        started = time.monotonic()
+        _install(tmp, version, jobs, log)
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "package": f"llama-cpp-python[server]=={version}",
+                    "cmake_args": CMAKE_ARGS,
+                    "python": sys.version.split()[0],
+                    "build_s": round(time.monotonic() - started, 1),
+                }
             )
-            tmp.chmod(0o755)
-            if target.exists():  # a stale, incomplete build
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+        )
+
+    return _build_once(build_dir(version), MARKER, make)
 
 
 def _install(root: Path, version: str, jobs: int, log: IO[str] | None) -> None:
