@@ -2,12 +2,15 @@
 
 Greedy decoding is temperature 0. In logprob score mode the probability of every score string (or
 pairwise label) is computed exactly (teacher forcing each candidate's tokens after the prompt), not
-read from a top-k list. In that mode the KV cache of the prompt's beginning -- the rubric's system
-prompt and instructions, the same for every item -- is kept and reused by the next prompts that
-start the same way, and concurrent calls are scored together: their item-specific ends run as one
-left-padded batch on that shared cache. A final assistant message is continued, not closed (a
-prefill: the reason score mode's forced "Score:" after the judge's reasoning). torch/transformers
-are imported lazily; one model per process, calls serialised.
+read from a top-k list. In that mode the KV caches of recent prompts are kept (least recently used
+out first, within a memory budget) and a new prompt starts from the longest beginning it shares
+with one of them -- the rubric's system prompt and instructions, the same for every item, and
+beyond: both orders of a pairwise comparison share the question too. Concurrent calls are scored
+together: prompts sharing a beginning have their item-specific ends run as one left-padded batch on
+that shared cache, as long as the batch stays small enough for batching to pay on a CPU. A final
+assistant message is continued, not closed (a prefill: the reason score mode's forced "Score:" after
+the judge's reasoning). torch/transformers are imported lazily; one model per process, calls
+serialised. Float32 by default (exact); ``dtype="bfloat16"`` is faster and slightly less exact.
 """
 
 from __future__ import annotations
@@ -42,58 +45,91 @@ class LocalProvider(Provider):
     supports_prefill = True
     default_score_mode = "logprob"
 
-    #: shortest common beginning (tokens) worth reusing from the previous prompt's KV cache
+    #: shortest common beginning (tokens) worth reusing from a kept KV cache
     MIN_SHARED_PREFIX = 32
     #: logprob calls scored in one forward pass (bench/local_modes.py: items/s stop rising past this on 2 cores)
     DEFAULT_BATCH_SIZE = 8
+    #: new positions (rows x width) of one batched pass; past this a batch is split -- long prompts
+    #: (MT-Bench's ~1,000 tokens) already give the matrix products enough rows, and padding is waste
+    BATCH_TOKENS = 1024
+    #: memory for kept prompt caches (bytes); the least recently used goes first
+    PREFIX_CACHE_BYTES = 512 << 20
 
     def __init__(
         self,
         model: str = "smollm2",
         *,
         device: str | None = None,
+        dtype: str | None = None,
         prefix_reuse: bool = True,
         batch_size: int | None = None,
     ) -> None:
         super().__init__(model)
         self.device = device
+        self.dtype = dtype if dtype != "float32" else None
         self.prefix_reuse = prefix_reuse
         self.batch_size = batch_size or self.DEFAULT_BATCH_SIZE
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
         self._tokenizer: Any = None  # the tokenizer alone, for count_tokens before any call
-        self._prefix: tuple[list[int], Any] | None = None  # token ids and each layer's (keys, values), batch 1
+        # kept prompt caches, most recently used first: token ids and each layer's (keys, values), batch 1
+        self._prefixes: list[tuple[list[int], Any]] = []
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
-    def _shared_prefix(self, model: Any, prompts: list[list[int]]) -> tuple[int, Any]:
-        """How many leading tokens all ``prompts`` share with the kept prefix, and its KV (None: nothing shared).
+    def clear_prefix_cache(self) -> None:
+        """Forget the kept prompt caches (the next call starts cold, as a new process would)."""
+        self._prefixes = []
 
-        The kept prefix is cut to what the prompts have in common (the rubric's part); a first batch,
-        or another rubric's, keeps its own common beginning (a single prompt: all of it but the last token).
+    def _shared_prefix(self, model: Any, prompts: list[list[int]]) -> tuple[int, Any]:
+        """How many leading tokens all ``prompts`` share, and the KV cache holding them (None: nothing shared).
+
+        The prompts' common beginning (a single prompt: all of it but the last token, whose logits are
+        wanted) starts from the kept cache sharing the most of it; what is not kept yet is run once,
+        and the result kept for the next prompts.
         """
         from judge.baselines._lm import cache_tensors, run_prefix
 
         if not self.prefix_reuse:
             return 0, None
         limit = min(len(p) for p in prompts) - 1  # at least one new token per prompt gives its last logits
-        if self._prefix is not None:
-            kept, kv = self._prefix
-            n = _common_length([kept, *prompts], limit)
-            if n >= self.MIN_SHARED_PREFIX:
-                if n < len(kept):
-                    self._prefix = (kept[:n], [(k[..., :n, :], v[..., :n, :]) for k, v in kv])
-                return n, self._prefix[1]
         n = _common_length(prompts, limit)
+        best, have = None, 0
+        for k, (kept, _) in enumerate(self._prefixes):
+            m = _common_length([kept, prompts[0]], n)
+            if m > have:
+                best, have = k, m
+        if have < self.MIN_SHARED_PREFIX:
+            best, have = None, 0
+        if best is not None:
+            self._prefixes.insert(0, self._prefixes.pop(best))  # most recently used
+        if have == n and have:
+            kv = self._prefixes[0][1]
+            return n, [(k[..., :n, :], v[..., :n, :]) for k, v in kv]  # views
         if n < self.MIN_SHARED_PREFIX:
             return 0, None
-        cache, _ = run_prefix(model, prompts[0][:n])
-        self._prefix = (list(prompts[0][:n]), cache_tensors(cache))
-        return n, self._prefix[1]
+        start = [(k[..., :have, :], v[..., :have, :]) for k, v in self._prefixes[0][1]] if have else None
+        cache, _ = run_prefix(model, prompts[0][:n], start, have)
+        kv = cache_tensors(cache)
+        self._prefixes.insert(0, (list(prompts[0][:n]), kv))
+        self._evict()
+        return n, kv
+
+    def _evict(self) -> None:
+        """Drop the least recently used kept caches beyond the memory budget (the newest always stays)."""
+        total = 0
+        for k, (_, kv) in enumerate(self._prefixes):
+            total += sum(t.numel() * t.element_size() for pair in kv for t in pair)
+            if k and total > self.PREFIX_CACHE_BYTES:
+                del self._prefixes[k:]
+                return
 
     def cache_identity(self) -> dict[str, Any]:
         from judge.localmodels import resolve_model
 
-        return {"provider": self.name, "model": self.model, "resolved": str(resolve_model(self.model))}
+        ident = {"provider": self.name, "model": self.model, "resolved": str(resolve_model(self.model))}
+        if self.dtype:  # another precision gives other probabilities (float32 keeps the keys it always had)
+            ident["dtype"] = self.dtype
+        return ident
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Prompt tokens by this model's tokenizer and chat template (for ``--dry-run``; loads no weights)."""
@@ -111,7 +147,7 @@ class LocalProvider(Provider):
         if self._loaded is None:
             from judge.localmodels import load_causal_lm
 
-            self._loaded = load_causal_lm(self.model, self.device)
+            self._loaded = load_causal_lm(self.model, self.device, self.dtype)
         return self._loaded
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
@@ -162,8 +198,13 @@ class LocalProvider(Provider):
         with self._lock:
             model, tok = self._load()
             encoded = [_prompt_and_candidates(tok, m, config.score_candidates) for m in prompts]
-            n, kv = self._shared_prefix(model, [ids for ids, _ in encoded])
-            scores = _candidate_logprobs_batch(model, tok, encoded, n, kv)
+            scores: list[dict[str, float]] = [{} for _ in encoded]
+            groups = _batches([ids for ids, _ in encoded], self.MIN_SHARED_PREFIX, self.BATCH_TOKENS)
+            for group in groups if self.prefix_reuse else [list(range(len(encoded)))]:
+                n, kv = self._shared_prefix(model, [encoded[i][0] for i in group])
+                part = _candidate_logprobs_batch(model, tok, [encoded[i] for i in group], n, kv)
+                for i, s in zip(group, part, strict=True):
+                    scores[i] = s
         return [
             ModelOutput(
                 text=max(s, key=lambda c: s[c]),
@@ -204,6 +245,28 @@ class LocalProvider(Provider):
                 usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(new)),
                 finish_reason=finish,
             )
+
+
+def _batches(prompts: list[list[int]], min_shared: int, max_tokens: int) -> list[list[int]]:
+    """Prompt indices grouped into passes: prompts of one group share at least ``min_shared`` leading
+    tokens, and a group's new positions (rows x the longest end after the shared part) stay within
+    ``max_tokens`` (a longer prompt goes alone). Neighbours in token order share the most."""
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    groups: list[list[int]] = []
+    shared = 0
+    for i in order:
+        if groups:
+            group = groups[-1]
+            first = prompts[group[0]]
+            common = min(shared, _common_length([first, prompts[i]], len(first)))
+            longest = max(len(prompts[j]) for j in [*group, i])
+            if common >= min_shared and (len(group) + 1) * (longest - common) <= max_tokens:
+                group.append(i)
+                shared = common
+                continue
+        groups.append([i])
+        shared = len(prompts[i])
+    return groups
 
 
 def _common_length(seqs: list[list[int]], limit: int) -> int:
