@@ -80,6 +80,13 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     "after a forced 'Score:'. Default: logprob for local judges, text otherwise.",
 )
 @click.option(
+    "--local-dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default=None,
+    help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is ~1.7x faster on CPUs with "
+    "AVX512-BF16 and moves probabilities slightly (BENCHMARKS.md).",
+)
+@click.option(
     "--map",
     "mapping",
     envvar="JUDGE_SCORE_MAP",  # space-separated FIELD=COLUMN pairs
@@ -192,6 +199,7 @@ def score(
     no_cache: bool,
     cache_dir: Path | None,
     score_mode: str | None,
+    local_dtype: str | None,
     mapping: tuple[str, ...],
     seed: int,
     timeout: float,
@@ -240,6 +248,7 @@ def score(
         cache=False if no_cache else (cache_dir or True),
         base_url=base_url,
         timeout=timeout,
+        dtype=local_dtype,
         seed=seed,
         temperature=temperature,
         retry=RetryPolicy(max_attempts=max_attempts),
@@ -268,7 +277,9 @@ def score(
             if eng is not None:
                 from judge.engines.score import GraderRecipe, run_items_on
 
-                recipe = GraderRecipe.of(grader, spec, base_url=base_url, timeout=timeout, structured_output=structured)
+                recipe = GraderRecipe.of(
+                    grader, spec, base_url=base_url, timeout=timeout, structured_output=structured, dtype=local_dtype
+                )
                 return await run_items_on(
                     eng, grader, list(items), recipe, concurrency=concurrency, out=target, progress=show
                 )

@@ -47,7 +47,7 @@ CHATML_TEMPLATE = (
 )
 
 _CACHE_LOCK = threading.Lock()
-_LOADED: dict[tuple[str, str, str], Any] = {}
+_LOADED: dict[tuple[str, ...], Any] = {}
 
 
 def cache_dir() -> Path:
@@ -245,14 +245,23 @@ def _is_causal(archs: list[str]) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs)
 
 
-def load_causal_lm(name_or_path: str, device: str | None = None) -> tuple[Any, Any]:
+#: weight and activation precisions a local model can run in (float32: exact, the default)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_causal_lm(name_or_path: str, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
     """Load a causal language model and its tokenizer once per process, in eval mode.
 
-    The tokenizer always has a pad token (its eos token if it had none). Returns ``(model, tokenizer)``.
+    ``dtype`` (one of :data:`DTYPES`; default float32) trades exactness for speed: bfloat16 ran MT-Bench
+    prompts 1.7x faster on an AVX512-BF16 CPU (BENCHMARKS.md). The tokenizer always has a pad token
+    (its eos token if it had none). Returns ``(model, tokenizer)``.
     """
     path = resolve_model(name_or_path)
     dev = pick_device(device)
-    key = ("causal", path, dev)
+    dtype = dtype or "float32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
+    key = ("causal", path, dev, dtype)
     with _CACHE_LOCK:
         if key in _LOADED:
             return _LOADED[key]  # type: ignore[no-any-return]
@@ -260,7 +269,9 @@ def load_causal_lm(name_or_path: str, device: str | None = None) -> tuple[Any, A
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = _from_pretrained(path, "a tokenizer", lambda: AutoTokenizer.from_pretrained(path))
-        model = _from_pretrained(path, "a causal language model", lambda: AutoModelForCausalLM.from_pretrained(path))
+        model = _from_pretrained(
+            path, "a causal language model", lambda: AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        )
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ConfigError(f"model {path}: its tokenizer has neither a pad nor an eos token")

@@ -83,6 +83,29 @@ def test_load_causal_lm_once_eval_with_pad(tiny_lm: str) -> None:
     assert lm.pick_device("cpu") == "cpu"
 
 
+def test_a_local_judge_in_bfloat16_is_its_own_model_and_cache_key(tiny_lm: str) -> None:
+    """--local-dtype: float32 by default; bfloat16 loads a second copy, scores close to float32's, and
+    keys the call cache apart (its probabilities differ); a server judge refuses the option."""
+    import torch
+
+    from judge.config import GenerateConfig
+    from judge.providers.registry import get_provider
+
+    exact, fast = get_provider(f"local/{tiny_lm}"), get_provider(f"local/{tiny_lm}", dtype="bfloat16")
+    assert next(exact._load()[0].parameters()).dtype == torch.float32
+    assert next(fast._load()[0].parameters()).dtype == torch.bfloat16
+    assert get_provider(f"local/{tiny_lm}", dtype="float32").cache_identity() == exact.cache_identity()
+    assert fast.cache_identity() == {**exact.cache_identity(), "dtype": "bfloat16"}
+    config = GenerateConfig(score_candidates=("A", "B", "tie"))
+    prompt = [{"role": "user", "content": "Which answer is better, A or B? " * 8}]
+    a, b = exact._generate_sync(prompt, config).score_logprobs, fast._generate_sync(prompt, config).score_logprobs
+    assert a != b and a == pytest.approx(b, abs=0.1)
+    with pytest.raises(ConfigError, match="local"):
+        get_provider("openai/gpt-4o-mini", dtype="bfloat16")
+    with pytest.raises(ConfigError, match="dtype"):
+        lm.load_causal_lm(tiny_lm, "cpu", "int4")
+
+
 def test_wrong_kind_and_bad_folders_name_the_folder(tmp_path: Path, tiny_lm: str) -> None:
     nli = nli_model(tmp_path / "nli")
     with pytest.raises(ConfigError, match=f"model folder {nli} holds a BertForSequenceClassification"):

@@ -230,6 +230,13 @@ def answer_cmd(
     "--judge-prompts.",
 )
 @click.option(
+    "--local-dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default=None,
+    help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is ~1.7x faster on CPUs with "
+    "AVX512-BF16 and moves probabilities slightly (BENCHMARKS.md).",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(min=1),
     default=1024,
@@ -280,6 +287,7 @@ def judge_cmd(
     first_n: int | None,
     pairs: str | None,
     score_mode: str | None,
+    local_dtype: str | None,
     max_tokens: int,
     concurrency: int,
     max_unscored: float | None,
@@ -351,6 +359,7 @@ def judge_cmd(
         api_key=api_key,
         # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
         structured_output=False if (prompts or no_structured_output) else None,
+        dtype=local_dtype,
         **settings,
     )
     provider = single.provider

@@ -57,6 +57,8 @@ def get_provider(spec: str | Provider, **options: Any) -> Provider:
         raise ConfigError(
             f"--base-url/base_url is for openai/* judges, not '{spec}' (use -j openai/MODEL to call that server)"
         )
+    if "dtype" in options and prefix not in ("local", "hf"):
+        raise ConfigError(f"--local-dtype/dtype is for local/* judges, not '{spec}' (a server picks its own precision)")
     if prefix == "openai":
         from judge.providers.openai import OpenAIProvider
 
@@ -66,7 +68,7 @@ def get_provider(spec: str | Provider, **options: Any) -> Provider:
     if prefix in ("local", "hf"):
         from judge.providers.local import LocalProvider
 
-        return LocalProvider(model, **_only(options, "device"))
+        return LocalProvider(model, **_only(options, "device", "dtype"))
     if prefix == "fake":
         from judge.providers.fake import FakeProvider
 
