@@ -83,6 +83,36 @@ def test_load_causal_lm_once_eval_with_pad(tiny_lm: str) -> None:
     assert lm.pick_device("cpu") == "cpu"
 
 
+def test_split_prefix_attention_equals_sdpa(tiny_lm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt continuing a kept cache: the split attention (prefix unmasked + own part causal, merged by
+    log-sum-exp) gives SDPA's logits; a padded batch, or a short continuation, takes SDPA itself."""
+    import torch
+
+    from judge.baselines._lm import cache_tensors, forward_on_prefix, run_prefix
+
+    model, _ = lm.load_causal_lm(tiny_lm, "cpu")
+    assert model.config._attn_implementation == "judge_split_sdpa"
+    monkeypatch.setattr(lm, "SPLIT_ATTENTION_MIN", 8)
+    taken: list[bool] = []
+    check = lm._is_shifted_causal
+    monkeypatch.setattr(lm, "_is_shifted_causal", lambda *a: taken.append(check(*a)) or taken[-1])
+    g, vocab = torch.Generator().manual_seed(0), model.config.vocab_size
+    prefix = torch.randint(3, vocab, (24,), generator=g).tolist()
+    rows = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (30, 18)]  # within 64 positions
+    kv = cache_tensors(run_prefix(model, prefix)[0])
+    split_one = forward_on_prefix(model, kv, len(prefix), rows[:1])[0]
+    split_two = forward_on_prefix(model, kv, len(prefix), rows)[0]  # padded: SDPA
+    assert any(taken) and not all(taken)
+    model.set_attn_implementation("sdpa")
+    try:
+        plain_one = forward_on_prefix(model, kv, len(prefix), rows[:1])[0]
+        plain_two = forward_on_prefix(model, kv, len(prefix), rows)[0]
+    finally:
+        model.set_attn_implementation("judge_split_sdpa")
+    assert torch.allclose(split_one, plain_one, atol=1e-4) and torch.allclose(split_two, plain_two, atol=1e-4)
+    assert not torch.allclose(split_one[0], plain_two[1, :30], atol=1e-3)  # the check can fail: other rows differ
+
+
 def test_a_local_judge_in_bfloat16_is_its_own_model_and_cache_key(tiny_lm: str) -> None:
     """--local-dtype: float32 by default; bfloat16 loads a second copy, scores close to float32's, and
     keys the call cache apart (its probabilities differ); a server judge refuses the option."""
