@@ -5,13 +5,14 @@ runs the article 16 times; with prefix reuse the article runs once and its KV ca
 summary. Both ways use the same loaded model, batch size and windows; prints seconds, the ratio and
 the largest difference between the two sets of values (per token within 1e-4).
 
-    python bench/prefix_reuse.py [--articles 1 --rounds 2 --model smollm2]
+    python bench/prefix_reuse.py [--articles 1 --rounds 2 --model smollm2 --threads 1 --skip-judge]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,9 +29,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--judge-items", type=int, default=20, help="items of examples/qa.jsonl for the judge part")
     ap.add_argument("--skip-pmi", action="store_true", help="only the judge part")
+    ap.add_argument("--skip-judge", action="store_true", help="only the log p / PMI part")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 is steadier on a shared CPU")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from judge.baselines._lm import loglikelihoods, start_token_id
     from judge.localmodels import load_causal_lm
@@ -45,7 +51,9 @@ def main() -> None:
     outputs = [r["summary"] for rows in docs for r in rows[:16]]
 
     model, tok = load_causal_lm(args.model, "cpu")
-    judge_part(args.model, args.judge_items, args.rounds)
+    print(f"load average at the start: {os.getloadavg()}")
+    if not args.skip_judge:
+        judge_part(args.model, args.judge_items, args.rounds)
     if args.skip_pmi:
         return
     start = start_token_id(tok)
@@ -87,6 +95,8 @@ def main() -> None:
         f"shared prefix {t_shared + t_uncond:.2f} s, speedup {(t_plain + t_uncond) / (t_shared + t_uncond):.1f}x"
     )
     print(f"all rounds (s): unshared {[round(t, 2) for t, _ in plain]}, shared {[round(t, 2) for t, _ in shared]}")
+    print(f"per-round ratios: {[round(p / s, 2) for (p, _), (s, _) in zip(plain, shared, strict=True)]}")
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 def judge_part(model: str, n_items: int, rounds: int) -> None:
@@ -120,7 +130,7 @@ def judge_part(model: str, n_items: int, rounds: int) -> None:
         values: dict[str, list[dict[str, float]]] = {}
         for _ in range(rounds):
             for key, provider in providers.items():
-                provider._prefix = None  # each round starts cold, like a new run
+                provider.clear_prefix_cache()  # each round starts cold, like a new run
                 t0 = time.perf_counter()
                 outs = asyncio.run(run(provider))
                 times[key].append(time.perf_counter() - t0)
@@ -131,18 +141,19 @@ def judge_part(model: str, n_items: int, rounds: int) -> None:
             for x, y in zip(values["plain"], values[k], strict=True)
             for c in x
         )
-        kept = providers["reuse"]._prefix
         _, tok = providers["plain"]._load()
-        mean_len = sum(len(_chat_ids(tok, p)) for p in prompts) / len(prompts)
+        encoded = [_chat_ids(tok, p) for p in prompts]
+        mean_len = sum(map(len, encoded)) / len(encoded)
+        shared = next((n for n in range(min(map(len, encoded))) if len({e[n] for e in encoded}) > 1), 0)
         tp, tr, tb = (min(times[k]) for k in providers)
         print(
             f"judge {name} (logprob, {len(items)} items, {mean_len:.0f} prompt tokens, "
-            f"{len(kept[0]) if kept else 0} shared): without reuse {tp:.2f} s, with {tr:.2f} s ({tp / tr:.1f}x), "
+            f"{shared} shared by all): without reuse {tp:.2f} s, with {tr:.2f} s ({tp / tr:.1f}x), "
             f"with reuse + batch {providers['reuse+batch'].batch_size} {tb:.2f} s ({tp / tb:.1f}x); "
             f"max |diff| {diff:.1e}"
         )
         rounds_s = {k: [round(t, 2) for t in v] for k, v in times.items()}
-        print(f"  all rounds (s): {rounds_s}")
+        print(f"  all rounds (s): {rounds_s}; load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

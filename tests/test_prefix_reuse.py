@@ -67,3 +67,70 @@ def test_shared_prefix_on_a_bpe_chat_model(tmp_path) -> None:
 
 
 CORPUS_OUTPUTS = ["The fox is quick.", "Paris!", "A lazy dog; the answer is right or wrong.", "Score: 4", "x"]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_packed_rows_equal_their_own_runs(lm_dir: str, attn: str, with_prefix: bool) -> None:
+    """Rows packed into one sequence with a block mask: each row's logits are those of its own unpadded run."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from judge.baselines._lm import cache_tensors, can_pack, packed_logits, run_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(lm_dir, attn_implementation=attn).eval()
+    assert can_pack(model)
+    vocab = model.config.vocab_size
+    prefix = [2, 5, 9, 11, 7, 30 % vocab, 12] if with_prefix else []
+    rows = [[t % vocab for t in r] for r in ([4, 8, 15, 16, 23, 42], [3], [17, 19, 21, 22], [6] * 9)]
+    wanted = [[0, 2, 5], [0], [0, 1, 2, 3], [8]]
+    kv = cache_tensors(run_prefix(model, prefix)[0]) if prefix else None
+    got = packed_logits(model, kv, len(prefix), rows, wanted)
+    assert got.shape[0] == sum(len(w) for w in wanted)
+    want = []
+    with torch.inference_mode():
+        for row, w in zip(rows, wanted, strict=True):
+            logits = model(input_ids=torch.tensor([prefix + row])).logits[0].float()
+            want.append(logits[[len(prefix) + j for j in w]])
+    assert torch.allclose(got, torch.cat(want), atol=1e-4)
+    if kv is not None:  # the prefix's KV is read, never changed
+        again = cache_tensors(run_prefix(model, prefix)[0])
+        for (k, v), (k2, v2) in zip(kv, again, strict=True):
+            assert torch.equal(k, k2) and torch.equal(v, v2)
+
+
+def test_shared_prefix_without_packing_equals_unshared(lm_dir: str, monkeypatch) -> None:
+    """Models that take no block mask run the continuations as padded batches on the prefix's cache."""
+    from judge.baselines import _lm
+    from judge.localmodels import load_causal_lm
+
+    model, tok = load_causal_lm(lm_dir, "cpu")
+    monkeypatch.setattr(_lm, "can_pack", lambda model: False)
+    prefix = [2, *tok(SOURCE, add_special_tokens=False)["input_ids"]]
+    requests = [(prefix + tok(o, add_special_tokens=False)["input_ids"], len(prefix)) for o in OUTPUTS]
+    shared = loglikelihoods(model, tok, requests, max_length=64, batch_size=2)
+    plain = loglikelihoods(model, tok, requests, max_length=64, share_prefixes=False)
+    for a, b in zip(shared, plain, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_packs_respect_the_token_limit() -> None:
+    from types import SimpleNamespace
+
+    from judge.baselines._lm import pack_groups
+
+    model = SimpleNamespace(config=SimpleNamespace(vocab_size=100))
+    assert pack_groups([3, 4, 2, 9, 1], model, max_tokens=9) == [[0, 1, 2], [3], [4]]
+    assert pack_groups([12, 1], model, max_tokens=9) == [[0], [1]]
+
+
+def test_packing_only_where_it_saves_work() -> None:
+    from types import SimpleNamespace
+
+    from judge.baselines._lm import packing_pays
+
+    model = SimpleNamespace(config=SimpleNamespace(hidden_size=576))
+    summaries = [22, 111, 60, 78, 95, 70, 80, 85]  # on a long article: padding costs more than attention
+    assert packing_pays(model, 455, summaries, [list(range(8))])
+    assert not packing_pays(model, 0, [1000, 800], [[0, 1]])  # two long prompts: attention across them
+    assert not packing_pays(model, 455, [128] * 16, [list(range(16))])  # no padding to save

@@ -178,22 +178,46 @@ def _score_batch(model: Any, batch: list[Window], keep: int, pad_id: int, device
 
 
 def _shared_prefix_logprobs(model: Any, prefix: list[int], conts: list[list[int]], batch_size: int) -> list[float]:
-    """Summed log-probability of each continuation after ``prefix``, the prefix run once."""
+    """Summed log-probability of each continuation after ``prefix``, the prefix run once.
+
+    Continuations are packed (:func:`packed_logits`) where the model takes a block attention mask,
+    else run as padded batches on the prefix's cache (:func:`continue_batches`).
+    """
     import torch
 
-    sums: dict[int, float] = {}
-    for rows, first_logits, logits, ids in shared_prefix_batches(model, prefix, conts, batch_size):
-        first_lp = torch.log_softmax(first_logits, dim=-1)
+    cache, first_logits = run_prefix(model, prefix)
+    first_lp = torch.log_softmax(first_logits, dim=-1)
+    sums = {c: float(first_lp[cont[0]]) for c, cont in enumerate(conts)}
+    lengths = [len(c) for c in conts]
+    packs = pack_groups(lengths, model)
+    batches = length_batches(lengths, batch_size, max(1, LOGITS_BUDGET // _vocab(model)))
+    if can_pack(model) and packing_pays(model, len(prefix), lengths, batches, packs):
+        kv = cache_tensors(cache, len(prefix))
+        for group in packs:
+            rows = [conts[c] for c in group]
+            wanted = [list(range(len(r) - 1)) for r in rows]  # every position that predicts a next token
+            logits = packed_logits(model, kv, len(prefix), rows, wanted)
+            targets = torch.tensor([t for r in rows for t in r[1:]], device=logits.device)
+            token_lp = _target_logprobs(logits, targets)
+            for c, part in zip(group, torch.split(token_lp.double(), [len(r) - 1 for r in rows]), strict=True):
+                sums[c] += float(part.sum())
+        return [sums[c] for c in range(len(conts))]
+    for rows, logits, ids in continue_batches(model, cache, len(prefix), conts, batch_size):
         lengths = [len(conts[c]) for c in rows]
         # only the real positions that predict a next token: no work on padding
         real = torch.arange(ids.shape[1] - 1).unsqueeze(0) < torch.tensor([n - 1 for n in lengths]).unsqueeze(1)
         real = real.to(logits.device)
-        picked = logits[:, :-1][real]
-        token_lp = picked.gather(-1, ids[:, 1:][real].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
-        for row, part in enumerate(torch.split(token_lp.double(), [n - 1 for n in lengths])):
-            c = rows[row]
-            sums[c] = float(first_lp[conts[c][0]]) + float(part.sum())
+        token_lp = _target_logprobs(logits[:, :-1][real], ids[:, 1:][real])
+        for c, part in zip(rows, torch.split(token_lp.double(), [n - 1 for n in lengths]), strict=True):
+            sums[c] += float(part.sum())
     return [sums[c] for c in range(len(conts))]
+
+
+def _target_logprobs(logits: Any, targets: Any) -> Any:
+    """``log softmax(logits)[target]`` per row, without materialising the whole log-softmax."""
+    import torch
+
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def shared_prefix_batches(
@@ -356,3 +380,100 @@ def continue_batches(
     for rows in length_batches([len(c) for c in conts], batch_size, budget):
         logits, ids = forward_on_prefix(model, kv, n_prefix, [conts[c] for c in rows])
         yield rows, logits, ids
+
+
+PACK_TOKENS = 512  # tokens per packed pass: a pack attends across its rows, so small packs waste less (bench: 512)
+
+
+def can_pack(model: Any) -> bool:
+    """Whether the model takes the custom 4-D attention mask :func:`packed_logits` needs (SDPA, eager)."""
+    from judge.localmodels import SPLIT_SDPA
+
+    return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager", SPLIT_SDPA)
+
+
+def _vocab(model: Any) -> int:
+    return int(getattr(model.config, "vocab_size", 0) or 50_000)
+
+
+def packing_pays(
+    model: Any, n_prefix: int, lengths: list[int], batches: list[list[int]], packs: list[list[int]] | None = None
+) -> bool:
+    """Whether ``packs`` of the sequences (default: one) cost fewer multiply-adds than padded ``batches``.
+
+    An estimate per position: the layers' weights, about ``6 x hidden size`` multiply-adds per key of
+    attention, plus one per key it attends to; a padded batch runs every row to its width and attends to
+    every column of it (a padding mask rules out SDPA's causal shortcut), a pack attends to all of itself.
+    Packing wins on padding and loses on attention across rows, so many short rows on a long prefix
+    pack, a few long rows do not.
+    """
+    per_position = 6 * int(getattr(model.config, "hidden_size", 0) or 768)
+    padded = 0
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        padded += len(batch) * width * (per_position + n_prefix + width)
+    packed = 0
+    for pack in packs or [list(range(len(lengths)))]:
+        q = sum(lengths[i] for i in pack)
+        packed += q * (per_position + n_prefix + q)
+    return packed < padded
+
+
+def pack_groups(lengths: list[int], model: Any, max_tokens: int = PACK_TOKENS) -> list[list[int]]:
+    """Indices in order, grouped into packs of at most ``max_tokens`` tokens and the logits budget
+    (a longer sequence is a pack of its own)."""
+    limit = max(1, min(max_tokens, LOGITS_BUDGET // _vocab(model)))
+    groups: list[list[int]] = []
+    total = 0
+    for i, n in enumerate(lengths):
+        if groups and total + n <= limit:
+            groups[-1].append(i)
+            total += n
+        else:
+            groups.append([i])
+            total = n
+    return groups
+
+
+def packed_logits(
+    model: Any, kv: list[tuple[Any, Any]] | None, n_prefix: int, rows: list[list[int]], wanted: list[list[int]]
+) -> Any:
+    """One forward pass of ``rows`` (each non-empty) packed end to end into one sequence after a shared
+    prefix's KV (``kv``, batch 1, or None).
+
+    A block attention mask lets each row see the prefix and, causally, itself only, and each row's
+    positions start at ``n_prefix``, so its logits equal its own run on the prefix up to rounding --
+    with no padding and no copy of the prefix per row. Only the positions in ``wanted[i]`` (indices
+    into ``rows[i]``) reach the LM head; returns their float32 logits ``(sum of len(wanted), vocab)``,
+    row by row. The model must pass :func:`can_pack`.
+    """
+    import torch
+
+    param = next(model.parameters())
+    lengths = [len(r) for r in rows]
+    segment = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(lengths))
+    within = torch.cat([torch.arange(n) for n in lengths])
+    allowed = (segment.unsqueeze(1) == segment.unsqueeze(0)) & (within.unsqueeze(0) <= within.unsqueeze(1))
+    if n_prefix:
+        allowed = torch.cat([torch.ones((len(within), n_prefix), dtype=torch.bool), allowed], dim=1)
+    # an additive mask: eager attention adds it to the scores, SDPA takes it as is
+    mask = torch.zeros(allowed.shape, dtype=param.dtype).masked_fill_(~allowed, torch.finfo(param.dtype).min)
+    starts = [0, *torch.tensor(lengths).cumsum(0).tolist()[:-1]]
+    keep = torch.tensor([s + j for s, w in zip(starts, wanted, strict=True) for j in w], dtype=torch.long)
+    kwargs: dict[str, Any] = {}
+    if kv is not None:
+        kwargs[cache_kwarg(model)] = expanded_cache(kv, 1)
+    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+    if keep_arg:
+        kwargs["logits_to_keep"] = keep.to(param.device)
+    with torch.inference_mode():
+        logits = model(
+            input_ids=torch.tensor([[t for r in rows for t in r]], device=param.device),
+            attention_mask=mask[None, None].to(param.device),
+            position_ids=(within + n_prefix).unsqueeze(0).to(param.device),
+            use_cache=kv is not None,
+            **kwargs,
+        ).logits[0]
+    if not keep_arg:
+        logits = logits[keep.to(param.device)]
+    return logits.float()
