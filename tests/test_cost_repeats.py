@@ -165,7 +165,8 @@ def test_repeats_give_the_mean_the_spread_and_the_flip_rate(tmp_path: Path, scor
 def picky(request: dict[str, Any]) -> Reply | str:
     """A pairwise judge: on 'fair' items it picks the answer saying 'good'; on 'biased' ones always the first."""
     text = prompt_text(request)
-    fair = "A" if text.index("good") < text.index("bad") else "B"
+    answers = text[text.index("[Answer A]") :]  # the instructions before it say "good" and "bad" too
+    fair = "A" if answers.index("good") < answers.index("bad") else "B"
     verdict = "A" if "biased" in text else fair
     return Reply(content=json.dumps({"reasoning": "r", "verdict": verdict}))
 
