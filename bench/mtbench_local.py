@@ -65,6 +65,11 @@ def main() -> None:
     ap.add_argument("--text-pairs", type=int, default=0, help="also judge this many pairs in text mode")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out-dir", default="/tmp/mtbench_local")
+    ap.add_argument("--local-dtype", default="float32", choices=["float32", "bfloat16"], help="the judge's precision")
+    ap.add_argument("--skip-speed", action="store_true", help="only the LLMBar agreement run")
+    ap.add_argument(
+        "--compare-with", default=None, help="an earlier speed run's records (another dtype, say): verdicts agreeing"
+    )
     args = ap.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,10 +88,36 @@ def main() -> None:
         "--no-cache",
         "--concurrency",
         "1",
+        "--local-dtype",
+        args.local_dtype,
     ]
 
-    # 1. speed: 40 pairs, logprob (the local judge's default score mode)
-    speed = out / "speed.jsonl"
+    if not args.skip_speed:
+        speed_run(args, common, out, env)
+    if not args.llmbar_n:
+        return
+    # 2. agreement with LLMBar's expert labels on MT-Bench turn-1 pairs
+    conv = out / "llmbar_mt"
+    subprocess.run(
+        [*JUDGE, "mtbench", "llmbar", str(LLMBAR), "--questions", str(MT / "question.jsonl"), "--answers",
+         str(MT / "model_answer"), "--out-dir", str(conv)],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    labels = conv / "labels.jsonl"
+    subset = out / "llmbar_labels.jsonl"
+    subset.write_text("".join(labels.read_text().splitlines(keepends=True)[: args.llmbar_n]))
+    judged = out / f"llmbar_judged-{args.local_dtype}.jsonl"
+    judged.unlink(missing_ok=True)
+    common_l = [*common]
+    common_l[common_l.index("--questions") + 1] = str(conv / "question.jsonl")
+    l_sec = run_judge([*common_l, "--answers", str(conv / "model_answer"), "--pairs", str(subset), "--out",
+                       str(judged)], env)  # fmt: skip
+    report_agreement(judged, subset, l_sec, args.boot)
+
+
+def speed_run(args: argparse.Namespace, common: list[str], out: Path, env: dict[str, str]) -> None:
+    """1. speed: 40 pairs, logprob (the local judge's default score mode)."""
+    speed = out / f"speed-{args.local_dtype}.jsonl"
     speed.unlink(missing_ok=True)
     pair_args = ["--answers", str(MT / "model_answer"), "--models", "llama-13b,vicuna-13b-v1.3"]
     seconds = run_judge([*common, *pair_args, "--first-n", str(args.first_n), "--out", str(speed)], env)
@@ -96,8 +127,10 @@ def main() -> None:
     print(
         f"speed: {len(recs)} pairs ({2 * len(recs)} prompts, {tokens} prompt tokens), logprob, cold: "
         f"{seconds:.1f} s wall ({seconds / (2 * len(recs)):.2f} s per prompt, model load included); "
-        f"unscored {unscored}; vs 26 min in text mode (issue 11): {26 * 60 / seconds:.1f}x"
+        f"unscored {unscored}; vs 26 min in text mode (issue 11): {26 * 60 / seconds:.1f}x ({args.local_dtype})"
     )
+    if args.compare_with:
+        compare(recs, records(Path(args.compare_with)))
     if args.text_pairs:
         first = recs[: args.text_pairs]
         pairs_file = out / "text_pairs.jsonl"
@@ -116,25 +149,15 @@ def main() -> None:
             f"(ratio {t_sec / len(t_recs) / (seconds / len(recs)):.1f}x)"
         )
 
-    if not args.llmbar_n:
-        return
-    # 2. agreement with LLMBar's expert labels on MT-Bench turn-1 pairs
-    conv = out / "llmbar_mt"
-    subprocess.run(
-        [*JUDGE, "mtbench", "llmbar", str(LLMBAR), "--questions", str(MT / "question.jsonl"), "--answers",
-         str(MT / "model_answer"), "--out-dir", str(conv)],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    labels = conv / "labels.jsonl"
-    subset = out / "llmbar_labels.jsonl"
-    subset.write_text("".join(labels.read_text().splitlines(keepends=True)[: args.llmbar_n]))
-    judged = out / "llmbar_judged.jsonl"
-    judged.unlink(missing_ok=True)
-    common_l = [*common]
-    common_l[common_l.index("--questions") + 1] = str(conv / "question.jsonl")
-    l_sec = run_judge([*common_l, "--answers", str(conv / "model_answer"), "--pairs", str(subset), "--out",
-                       str(judged)], env)  # fmt: skip
-    report_agreement(judged, subset, l_sec, args.boot)
+
+def compare(recs: list[dict], other: list[dict]) -> None:
+    """Same pairs judged by another run: how many pair verdicts agree, and the largest probability gap."""
+    key = lambda r: (r["question_id"], r["model_1"], r["model_2"], r["turn"])  # noqa: E731
+    theirs = {key(r): r for r in other}
+    both = [(r, theirs[key(r)]) for r in recs if key(r) in theirs and r["status"] == theirs[key(r)]["status"] == "ok"]
+    same = sum(a["winner"] == b["winner"] for a, b in both)
+    gap = max(abs(a["probs"][k] - b["probs"][k]) for a, b in both for k in a["probs"])
+    print(f"  vs the other run: pair verdict the same in {same} of {len(both)}; largest probability gap {gap:.4f}")
 
 
 def report_agreement(judged: Path, labels: Path, seconds: float, boot: int) -> None:
