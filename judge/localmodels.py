@@ -253,7 +253,7 @@ def load_causal_lm(name_or_path: str, device: str | None = None, dtype: str | No
     """Load a causal language model and its tokenizer once per process, in eval mode.
 
     ``dtype`` (one of :data:`DTYPES`; default float32) trades exactness for speed: bfloat16 ran MT-Bench
-    prompts 1.7x faster on an AVX512-BF16 CPU (BENCHMARKS.md). The tokenizer always has a pad token
+    1.3x faster on an AVX512-BF16 CPU, its matrix products 2.3x (BENCHMARKS.md). The tokenizer always has a pad token
     (its eos token if it had none). Returns ``(model, tokenizer)``.
     """
     path = resolve_model(name_or_path)

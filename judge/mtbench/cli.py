@@ -233,8 +233,8 @@ def answer_cmd(
     "--local-dtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
     default=None,
-    help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is ~1.7x faster on CPUs with "
-    "AVX512-BF16 and moves probabilities slightly (BENCHMARKS.md).",
+    help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is faster on CPUs with "
+    "AVX512-BF16 (1.3x on MT-Bench) and moves probabilities slightly (BENCHMARKS.md).",
 )
 @click.option(
     "--max-tokens",
