@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from judge.cli import EXIT_CODES, EXIT_INCOMPLETE, cache_options, exit_if_incomplete, max_unscored_option
+from judge.cli import (
+    EXIT_CODES,
+    EXIT_INCOMPLETE,
+    cache_options,
+    exit_if_incomplete,
+    local_dtype_option,
+    max_unscored_option,
+)
 from judge.errors import ConfigError, RubricError
 
 
@@ -79,13 +86,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     "reason (local judges): a short greedy reasoning (64 tokens), then the score read as in logprob "
     "after a forced 'Score:'. Default: logprob for local judges, text otherwise.",
 )
-@click.option(
-    "--local-dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
-    default=None,
-    help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is faster on CPUs with "
-    "AVX512-BF16 (1.3x on MT-Bench) and moves probabilities slightly (BENCHMARKS.md).",
-)
+@local_dtype_option
 @click.option(
     "--map",
     "mapping",

@@ -113,7 +113,9 @@ def test_split_prefix_attention_equals_sdpa(tiny_lm: str, monkeypatch: pytest.Mo
     assert not torch.allclose(split_one[0], plain_two[1, :30], atol=1e-3)  # the check can fail: other rows differ
 
 
-def test_a_local_judge_in_bfloat16_is_its_own_model_and_cache_key(tiny_lm: str) -> None:
+def test_a_local_judge_in_bfloat16_is_its_own_model_and_cache_key(
+    tiny_lm: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--local-dtype: float32 by default; bfloat16 loads a second copy, scores close to float32's, and
     keys the call cache apart (its probabilities differ); a server judge refuses the option."""
     import torch
@@ -127,11 +129,19 @@ def test_a_local_judge_in_bfloat16_is_its_own_model_and_cache_key(tiny_lm: str) 
     assert get_provider(f"local/{tiny_lm}", dtype="float32").cache_identity() == exact.cache_identity()
     assert fast.cache_identity() == {**exact.cache_identity(), "dtype": "bfloat16"}
     config = GenerateConfig(score_candidates=("A", "B", "tie"))
-    prompt = [{"role": "user", "content": "Which answer is better, A or B? " * 8}]
+    prompt = [{"role": "user", "content": "Which answer is better, A or B? " * 5}]
     a, b = exact._generate_sync(prompt, config).score_logprobs, fast._generate_sync(prompt, config).score_logprobs
     assert a != b and a == pytest.approx(b, abs=0.1)
     with pytest.raises(ConfigError, match="local"):
         get_provider("openai/gpt-4o-mini", dtype="bfloat16")
+    from judge.cli import main
+
+    data = tmp_path / "items.jsonl"
+    data.write_text('{"id": "1", "input": "q", "output": "a"}\n')
+    args = ["score", str(data), "-r", "helpfulness", "-j", "openai/gpt-4o-mini", "--local-dtype", "bfloat16"]
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2 and "--local-dtype" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="dtype"):
         lm.load_causal_lm(tiny_lm, "cpu", "int4")
 

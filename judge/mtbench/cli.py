@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from judge.cli import EXIT_CODES, cache_options, exit_if_incomplete, max_unscored_option
+from judge.cli import EXIT_CODES, cache_options, exit_if_incomplete, local_dtype_option, max_unscored_option
 
 ANSWER_EPILOG = """\b
 Example:
@@ -229,13 +229,7 @@ def answer_cmd(
     "scores (single). Default: the judge's own (logprob for local models, text for servers); text with "
     "--judge-prompts.",
 )
-@click.option(
-    "--local-dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
-    default=None,
-    help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is faster on CPUs with "
-    "AVX512-BF16 (1.3x on MT-Bench) and moves probabilities slightly (BENCHMARKS.md).",
-)
+@local_dtype_option
 @click.option(
     "--max-tokens",
     type=click.IntRange(min=1),
