@@ -188,8 +188,9 @@ def judge_command(items: Path, d: Path, rubric: str, mode: str) -> tuple:
     return cmd + ["-o", str(out), "--cache-dir", str(d / "cache"), "--max-unscored", "1"], out, ["score"]
 
 
-def text_command(items: Path, d: Path, rubric: str, extra: list[str] | None = None) -> tuple:
-    out = d / f"judge_text_{rubric}.jsonl"
+def text_command(items: Path, d: Path, rubric: str, every: int, extra: list[str] | None = None) -> tuple:
+    # every 4th item keeps the plain name of the first runs; another subsample gets its own file
+    out = d / (f"judge_text_{rubric}.jsonl" if every == 4 else f"judge_text_every{every}_{rubric}.jsonl")
     cmd = [*JUDGE, "score", str(items), "-r", rubric, "-j", "local/smollm2", "--score-mode", "text"]
     cmd += ["-o", str(out), "--cache-dir", str(d / "cache"), "--max-unscored", "1", *(extra or [])]
     return cmd, out
@@ -234,7 +235,11 @@ def main() -> None:
     ap.add_argument("--summeval-systems", type=int, default=8, help="of the 16, spread evenly")
     ap.add_argument("--qags", type=int, default=100, help="first N summaries of each QAGS set")
     ap.add_argument("--llmbar", type=int, default=100, help="first N pairs of LLMBar Natural")
-    ap.add_argument("--text-every", type=int, default=4, help="text mode: every k-th item only (slow)")
+    ap.add_argument(
+        "--text-every",
+        default="4",
+        help="text mode: every k-th item only (slow); K for every set, or per set as SET=K,... (others 4)",
+    )
     ap.add_argument("--sets", default="summeval,qags_cnndm,qags_xsum,llmbar")
     ap.add_argument("--signals", default="judge_logprob,judge_reason,entailment,pmi,perplexity,similarity,judge_text")
     ap.add_argument("--boot", type=int, default=1000)
@@ -245,6 +250,13 @@ def main() -> None:
     sets = args.sets.split(",")
     wanted = args.signals.split(",")
     log = scratch / "commands.log"
+    text_every: dict[str, int] = {}
+    for part in args.text_every.split(","):
+        key, _, k = part.rpartition("=")
+        text_every[key or "*"] = int(k)
+
+    def every_of(sname: str) -> int:
+        return text_every.get(sname, text_every.get("*", 4))
 
     def want(name: str) -> bool:
         return any(name.startswith(w) for w in wanted)
@@ -266,8 +278,9 @@ def main() -> None:
         d.mkdir(exist_ok=True)
         items = d / "items.jsonl"
         write_jsonl(items, [{k: r[k] for k in ("id", "input", "context", "output")} for r in data])
-        text_sub = data[:: args.text_every]
-        text_items = d / f"items_text_every{args.text_every}.jsonl"
+        every = every_of(sname)
+        text_sub = data[::every]
+        text_items = d / f"items_text_every{every}.jsonl"
         write_jsonl(text_items, [{k: r[k] for k in ("id", "input", "context", "output")} for r in text_sub])
         group = "article" if sname == "summeval" else None
         group_of = {r["id"]: r["article"] for r in data} if group else None
@@ -278,13 +291,13 @@ def main() -> None:
         for dim in dims:
             label_files[dim] = d / f"labels_{dim}.csv"
             write_labels(label_files[dim], data, dim, group)
-            label_files[dim + "@text"] = d / f"labels_{dim}_text_every{args.text_every}.csv"
+            label_files[dim + "@text"] = d / f"labels_{dim}_text_every{every}.csv"
             write_labels(label_files[dim + "@text"], text_sub, dim, group)
         print(f"{sname}: {len(data)} items ({len(text_sub)} in text mode) -> {d}", file=sys.stderr, flush=True)
 
         cmds = per_item_commands(items, d, "context", rubrics)
         for rubric in rubrics:
-            cmds[f"judge_text_{rubric}"] = (*text_command(text_items, d, rubric), ["score"])
+            cmds[f"judge_text_{rubric}"] = (*text_command(text_items, d, rubric, every), ["score"])
         outputs = {}
         for name, (cmd, out, cols) in cmds.items():
             if not want(name):
@@ -307,7 +320,10 @@ def main() -> None:
                         subsets.append(("text", label_files[dim + "@text"]))  # the same items as text mode
                     for subset, lab in subsets:
                         rep = calibrate(out, lab, "binary" if binary else "ordinal", col, args.boot, group, group_of)
-                        if rep is None:
+                        if rep is None:  # e.g. nothing scored: still say how many were
+                            rows.append(
+                                unscored_row(sname, dim, LABELS.get((name, col), f"{name}:{col}"), subset, out, lab)
+                            )
                             continue
                         m = rep["metrics"]
                         rows.append(
@@ -353,10 +369,11 @@ def main() -> None:
         cmds = per_item_commands(items, d, "input", [])
         for mode in ("logprob", "reason"):
             cmds[f"judge_{mode}_pairwise"] = judge_command(pair_items, d, "pairwise", mode)
-        text_pairs = [p for p in both if int(p["id"][1:].split("~")[0]) % args.text_every == 0]
-        text_items = d / f"pairs_text_every{args.text_every}.jsonl"
+        every = every_of("llmbar")
+        text_pairs = [p for p in both if int(p["id"][1:].split("~")[0]) % every == 0]
+        text_items = d / f"pairs_text_every{every}.jsonl"
         write_jsonl(text_items, text_pairs)
-        cmds["judge_text_pairwise"] = (*text_command(text_items, d, "pairwise"), ["score"])
+        cmds["judge_text_pairwise"] = (*text_command(text_items, d, "pairwise", every), ["score"])
         for name, (cmd, out, cols) in cmds.items():
             if not want(name):
                 continue
@@ -382,15 +399,21 @@ def main() -> None:
                     pick = None if a is None or b is None else ("A" if a > b else "B" if b > a else "tie")
                     picks.append({"id": i, "score": pick, "status": "ok" if pick else "unscored"})
                 if name.startswith("judge_text"):
-                    gl = d / f"labels_text_every{args.text_every}.csv"
-                    write_labels(gl, [g for g in gold if int(g["id"][1:]) % args.text_every == 0], "label")
-                    picks = [p for p in picks if int(p["id"][1:]) % args.text_every == 0]
+                    gl = d / f"labels_text_every{every}.csv"
+                    write_labels(gl, [g for g in gold if int(g["id"][1:]) % every == 0], "label")
+                    picks = [p for p in picks if int(p["id"][1:]) % every == 0]
                 else:
                     gl = labels
                 pick_file = d / f"pick_{name}_{col}.jsonl"
                 write_jsonl(pick_file, [p for p in picks if p["score"] is not None])
                 rep = calibrate(pick_file, gl, "pairwise", "score", args.boot)
-                if rep is None:
+                if rep is None:  # e.g. nothing scored: still say how many were
+                    sub = "text" if name.startswith("judge_text") else "all"
+                    rows.append(
+                        unscored_row(
+                            "llmbar", "preference", LABELS.get((name, col), f"{name}:{col}"), sub, pick_file, gl
+                        )
+                    )
                     continue
                 m = rep["metrics"]
                 rows.append(
@@ -415,6 +438,25 @@ def main() -> None:
         json.dumps({"rows": rows, "times": {f"{k[0]}:{k[1]}": v for k, v in times.items()}}, indent=1)
     )
     print(table)
+
+
+def unscored_row(sname: str, dim: str, signal: str, subset: str, out: Path, labels: Path) -> dict[str, Any]:
+    """A table row for a command whose output ``calibrate`` could not score (no or too few items scored)."""
+    ids = {r["id"] for r in csv.DictReader(labels.open())}
+    recs = [r for r in read_jsonl(out) if r["id"] in ids]
+    scored = sum(r.get("score") is not None for r in recs)
+    return {
+        "set": sname,
+        "dim": dim,
+        "signal": signal,
+        "subset": subset,
+        "n": scored,
+        "unscored": len(ids) - scored,  # labelled items without a score (LLMBar: a pair missing an order)
+        "groups": None,
+        "ci_method": None,
+        "a": None,
+        "b": None,
+    }
 
 
 STAT_NAMES = {
@@ -447,7 +489,7 @@ def render(rows: list[dict[str, Any]], times: dict[tuple[str, str], tuple[float 
             subset = "text-mode subset" if r["subset"] == "text" else "all"
             signed = sname in ("summeval", "qags_cnndm")
             b = r["b"]
-            bcell = str(b["value"]) if sname == "llmbar" else fmt(b, signed=signed)
+            bcell = str(b["value"]) if sname == "llmbar" and b else fmt(b, signed=signed)
             out.append(f"| {r['signal']} | {subset} | {n} | {fmt(r['a'], signed)} | {bcell} |")
     out.append("\n**Wall time per command** (seconds, model load included; items = rows the command scored)\n")
     out.append("| set | command | items | seconds | s / item |")
