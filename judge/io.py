@@ -302,18 +302,36 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records))
 
 
-class JsonlAppender:
-    """Streams JSON lines into a file as results arrive.
+class _PartialFile:
+    """A file written as ``<path>.partial`` while results arrive, put in place only when finished, so a
+    reader never mistakes an interrupted run's output for a finished one; the partial file stays."""
 
-    Writes into ``<path>.partial`` and renames it to ``path`` on :meth:`close`, so a reader never
-    mistakes an interrupted run's output for a finished one; the partial file stays for inspection.
-    """
-
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, mode: str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        self._fh = self.partial.open("w", encoding="utf-8")
+        self._fh: Any = self.partial.open(mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+    def _sync_close(self) -> bool:
+        """Flush, fsync and close the partial file; False if it was closed already."""
+        if self._fh.closed:
+            return False
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        return True
+
+    def abort(self) -> None:
+        """Stop writing and keep the partial file (what finished) where it is."""
+        if not self._fh.closed:
+            self._fh.close()
+
+
+class JsonlAppender(_PartialFile):
+    """Streams JSON lines into a file as results arrive (``<path>.partial``, renamed on :meth:`close`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, "w")
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._fh.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
@@ -321,17 +339,8 @@ class JsonlAppender:
 
     def close(self) -> None:
         """Finish the file: fsync and move it into place."""
-        if self._fh.closed:
-            return
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        """Stop writing without moving the partial file into place."""
-        if not self._fh.closed:
-            self._fh.close()
+        if self._sync_close():
+            os.replace(self.partial, self.path)
 
     def __enter__(self) -> JsonlAppender:
         return self
@@ -343,7 +352,7 @@ class JsonlAppender:
             self.abort()
 
 
-class OrderedJsonlWriter:
+class OrderedJsonlWriter(_PartialFile):
     """Streams the records of ``n`` numbered jobs to ``<path>.partial`` as they finish, in any order, and
     on :meth:`close` writes ``path`` in job order, atomically, without holding the records in memory.
 
@@ -357,10 +366,7 @@ class OrderedJsonlWriter:
     """Most bytes read from the partial file at once when copying lines that are adjacent there."""
 
     def __init__(self, path: str | Path, n: int) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self._fh = self.partial.open("wb")
+        super().__init__(path, "wb")
         self._offsets = array("q", [-1]) * n
         self._lengths = array("I", [0]) * n
         self._end = 0
@@ -376,11 +382,8 @@ class OrderedJsonlWriter:
 
     def close(self) -> None:
         """Write ``path`` in job order (jobs without a record left out) and remove the partial file."""
-        if self._fh.closed:
+        if not self._sync_close():
             return
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             _chmod_default(fd)
@@ -413,11 +416,6 @@ class OrderedJsonlWriter:
             start, size = off, length
         if size:
             yield start, size
-
-    def abort(self) -> None:
-        """Stop writing and keep the partial file (what finished) in place."""
-        if not self._fh.closed:
-            self._fh.close()
 
 
 def package_versions(*names: str) -> dict[str, str]:

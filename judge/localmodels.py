@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import threading
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -356,13 +357,30 @@ def _split_attention(
 
 def _is_shifted_causal(mask: Any, q_len: int, prefix: int) -> bool:
     """Whether a boolean SDPA mask lets every query see the whole prefix and itself causally, nothing else
-    (every row alike: no padding)."""
+    (every row alike: no padding). Every layer of a forward pass gets the same mask: it is checked once."""
     import torch
 
     if mask is None or mask.dtype != torch.bool or tuple(mask.shape[-2:]) != (q_len, q_len + prefix):
         return False
+    last, verdict = _LAST_MASK
+    if last() is mask:
+        return verdict
     causal = torch.ones(q_len, q_len, dtype=torch.bool, device=mask.device).tril()
-    return bool(mask[..., :prefix].all()) and bool((mask[..., prefix:] == causal).all())
+    verdict = bool(mask[..., :prefix].all()) and bool((mask[..., prefix:] == causal).all())
+    _set_last_mask(mask, verdict)
+    return verdict
+
+
+def _no_mask() -> None:
+    return None
+
+
+_LAST_MASK: tuple[Callable[[], Any], bool] = (_no_mask, False)  # (weak reference to a mask, its verdict)
+
+
+def _set_last_mask(mask: Any, verdict: bool) -> None:
+    global _LAST_MASK
+    _LAST_MASK = (weakref.ref(mask), verdict)  # one assignment: a reader sees a matching pair
 
 
 def load_sequence_classifier(name_or_path: str, device: str | None = None) -> tuple[Any, Any]:

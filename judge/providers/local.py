@@ -199,8 +199,11 @@ class LocalProvider(Provider):
             model, tok = self._load()
             encoded = [_prompt_and_candidates(tok, m, config.score_candidates) for m in prompts]
             scores: list[dict[str, float]] = [{} for _ in encoded]
-            groups = _batches([ids for ids, _ in encoded], self.MIN_SHARED_PREFIX, self.BATCH_TOKENS)
-            for group in groups if self.prefix_reuse else [list(range(len(encoded)))]:
+            if self.prefix_reuse:
+                groups = _batches([ids for ids, _ in encoded], self.MIN_SHARED_PREFIX, self.BATCH_TOKENS)
+            else:
+                groups = [list(range(len(encoded)))]
+            for group in groups:
                 n, kv = self._shared_prefix(model, [encoded[i][0] for i in group])
                 part = _candidate_logprobs_batch(model, tok, [encoded[i] for i in group], n, kv)
                 for i, s in zip(group, part, strict=True):
