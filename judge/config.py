@@ -31,6 +31,20 @@ class GenerateConfig(BaseModel):
         "(logprob score mode; local models compute them exactly, servers approximate from top logprobs).",
     )
 
+    stop: tuple[str, ...] | None = Field(
+        None, description="Generation stops before the first of these strings (not part of the output)."
+    )
+    chat_template: bool | None = Field(
+        None,
+        description="False: the prompt is the last user message as raw text, no chat template (local models only); "
+        "None: the model's chat template, as always.",
+    )
+
     def cache_dict(self) -> dict[str, Any]:
-        """The fields that change the output, for cache keys."""
-        return self.model_dump(mode="json")
+        """The fields that change the output, for cache keys (fields added later count only when set, so
+        the keys of requests that do not use them stay what they were)."""
+        dumped = self.model_dump(mode="json")
+        for late in ("stop", "chat_template"):
+            if dumped[late] is None:
+                del dumped[late]
+        return dumped

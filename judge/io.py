@@ -429,3 +429,18 @@ def package_versions(*names: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: user:password and query values named like secrets become ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    secret = ("key", "token", "secret", "password", "signature", "auth")
+    query = urlencode(
+        [(k, "***" if any(s in k.lower() for s in secret) else v) for k, v in parse_qsl(parts.query, True)]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

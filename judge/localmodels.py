@@ -250,7 +250,50 @@ def _is_causal(archs: list[str]) -> bool:
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def load_causal_lm(name_or_path: str, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
+def check_causal_lm(path: str) -> None:
+    """Refuse a local folder that is not a causal LM (no config.json, or another architecture)."""
+    _check_kind(path, "a causal language model (…ForCausalLM)", _is_causal)
+
+
+def adapter_mismatch(adapter: str, base: str) -> str | None:
+    """Why a PEFT (LoRA) adapter folder cannot apply to the base model folder, or None when it fits.
+
+    Checked without loading weights: the adapter's config, and every LoRA matrix's input width and
+    layer index against the base's config (an adapter trained on another base has other widths).
+    """
+    folder = Path(adapter)
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        return "no adapter_config.json (not a PEFT adapter folder)"
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        return "no adapter_model.safetensors"
+    base_config = Path(base) / "config.json"
+    if not base_config.is_file():
+        return None  # a hub base: transformers checks it at load
+    try:
+        cfg = json.loads(base_config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"unreadable base config ({exc})"
+    widths = {cfg.get(k) for k in ("hidden_size", "intermediate_size", "n_embd") if isinstance(cfg.get(k), int)}
+    layers = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="np") as fh:
+        for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+            m = re.search(r"layers\.(\d+)\.", key)
+            if m and isinstance(layers, int) and int(m.group(1)) >= layers:
+                return f"{key} is for layer {m.group(1)}, the base has {layers} layers"
+            if "lora_A" in key:
+                width = fh.get_slice(key).get_shape()[-1]
+                if widths and width not in widths:
+                    return f"{key} takes inputs of width {width}, the base's layers are {sorted(widths)} wide"
+    return None
+
+
+def load_causal_lm(
+    name_or_path: str, device: str | None = None, dtype: str | None = None, adapter: str | None = None
+) -> tuple[Any, Any]:
     """Load a causal language model and its tokenizer once per process, in eval mode.
 
     ``dtype`` (one of :data:`DTYPES`; default float32) trades exactness for speed: bfloat16 ran MT-Bench
@@ -262,7 +305,7 @@ def load_causal_lm(name_or_path: str, device: str | None = None, dtype: str | No
     dtype = dtype or "float32"
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
-    key = ("causal", path, dev, dtype)
+    key = ("causal", path, dev, dtype, adapter or "")
     with _CACHE_LOCK:
         if key in _LOADED:
             return _LOADED[key]  # type: ignore[no-any-return]
@@ -277,6 +320,12 @@ def load_causal_lm(name_or_path: str, device: str | None = None, dtype: str | No
             if tokenizer.eos_token is None:
                 raise ConfigError(f"model {path}: its tokenizer has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
+        if adapter:
+            try:
+                from peft import PeftModel
+            except ImportError:
+                raise ConfigError("adapters need peft: pip install 'judge[peft]'") from None
+            model = _from_pretrained(adapter, "a PEFT adapter", lambda: PeftModel.from_pretrained(model, adapter))
         model.to(dev).eval()
         if dev == "cpu":
             _split_prefix_attention(model)
@@ -430,3 +479,90 @@ def clear_loaded() -> None:
     """Forget every model loaded in this process (tests; freeing memory)."""
     with _CACHE_LOCK:
         _LOADED.clear()
+
+
+def unload(name_or_path: str) -> None:
+    """Forget every loaded copy of one model (a checkpoint sweep keeps one model in memory at a time)."""
+    path = resolve_model(name_or_path)
+    with _CACHE_LOCK:
+        for key in [k for k in _LOADED if len(k) > 1 and k[1] == path]:
+            del _LOADED[key]
+    import gc
+
+    gc.collect()
+
+
+def chat_ids(tok: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a chat prompt as ``transformers`` renders it (``apply_chat_template`` with the
+    generation prompt); a final assistant message is continued, not closed; a model without a chat
+    template gets ``role: content`` paragraphs."""
+    if messages and messages[-1]["role"] == "assistant":  # a prefill: continue that message
+        from judge.providers.local import _chat_text
+
+        return list(tok(_chat_text(tok, messages), add_special_tokens=False)["input_ids"])
+    if getattr(tok, "chat_template", None):
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
+            ids = ids["input_ids"]
+        return list(ids)
+    # a base model without a chat template: plain concatenation
+    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
+    return list(tok(text)["input_ids"])
+
+
+def raw_prompt_text(messages: list[dict[str, str]]) -> str:
+    """The prompt of ``chat_template: none``: the messages' contents as plain paragraphs, no roles."""
+    return "\n\n".join(m["content"] for m in messages)
+
+
+def prompt_ids(tok: Any, messages: list[dict[str, str]], chat_template: bool | None = None) -> list[int]:
+    """The prompt's token ids: the chat template (default), or with ``chat_template=False`` the raw text
+    (the tokenizer's own special tokens, e.g. BOS, added as it adds them)."""
+    if chat_template is False:
+        return list(tok(raw_prompt_text(messages))["input_ids"])
+    return chat_ids(tok, messages)
+
+
+def eos_token_ids(model: Any, tok: Any) -> set[int]:
+    """Every token id that ends a completion: the generation config's eos ids and the tokenizer's."""
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (configured, tok.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+#: a Trainer checkpoint's optimizer and run state: not part of the model
+_TRAINING_STATE = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state", "scaler")
+_MODEL_FILES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".gguf", ".pt")
+
+
+def model_fingerprint(path: str) -> str:
+    """A SHA-256 over a model folder's files (config, tokenizer, weights; names and contents), not its path.
+
+    Two copies of a checkpoint share a fingerprint; a folder overwritten with new weights gets a new one.
+    Remembered per process by each file's size and modification time. A hub id (no folder) is its name.
+    """
+    import hashlib
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return f"name:{path}"
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in _MODEL_FILES and not p.name.startswith(_TRAINING_STATE)
+    )
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FINGERPRINTS:
+            with open(f, "rb") as fh:
+                _FINGERPRINTS[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest.update(f"{f.relative_to(folder).as_posix()}\0{_FINGERPRINTS[key]}\n".encode())
+    return digest.hexdigest()

@@ -18,7 +18,8 @@ from typing import Any
 from judge.cache import Cache
 from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ConfigError, ProviderError
-from judge.grader import FATAL_STATUSES, cached_call
+from judge.generation import generate_reply
+from judge.grader import FATAL_STATUSES
 from judge.mtbench.formats import Question, answer_record
 from judge.providers._base import Provider
 from judge.retry import RetryPolicy
@@ -87,9 +88,7 @@ async def answer_question(
     usage = [0, 0]
     for user in question.turns:
         messages.append({"role": "user", "content": user})
-        out, cached, _ = await cached_call(
-            provider, messages, config, cache, retry or RetryPolicy(), kind="mtbench-answer"
-        )
+        out, cached = await generate_reply(provider, messages, config, cache, retry, kind="mtbench-answer")
         cached_all = cached_all and cached
         usage[0] += out.usage.prompt_tokens
         usage[1] += out.usage.completion_tokens

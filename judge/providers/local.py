@@ -19,6 +19,7 @@ import asyncio
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,14 +64,24 @@ class LocalProvider(Provider):
         dtype: str | None = None,
         prefix_reuse: bool = True,
         batch_size: int | None = None,
+        generate_batch_size: int = 1,
+        content_identity: bool = False,
+        adapter: str | None = None,
+        preloaded: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__(model)
         self.device = device
         self.dtype = dtype if dtype != "float32" else None
         self.prefix_reuse = prefix_reuse
         self.batch_size = batch_size or self.DEFAULT_BATCH_SIZE
+        #: free-text calls (temperature 0) generated together in one left-padded batch; 1 = one at a time
+        self.generate_batch_size = max(1, generate_batch_size)
+        #: identify the model by a hash of its files (config, tokenizer, weights) rather than its path, so a
+        #: checkpoint folder overwritten with new weights is never served another model's cached outputs
+        self.content_identity = content_identity
+        self.adapter = adapter  # a PEFT adapter folder applied on top of the model
         self._lock = threading.Lock()
-        self._loaded: tuple[Any, Any] | None = None
+        self._loaded: tuple[Any, Any] | None = preloaded  # (model, tokenizer) already in memory
         self._tokenizer: Any = None  # the tokenizer alone, for count_tokens before any call
         # kept prompt caches, most recently used first: token ids and each layer's (keys, values), batch 1
         self._prefixes: list[tuple[list[int], Any]] = []
@@ -127,6 +138,14 @@ class LocalProvider(Provider):
         from judge.localmodels import resolve_model
 
         ident = {"provider": self.name, "model": self.model, "resolved": str(resolve_model(self.model))}
+        if self.content_identity:
+            from judge.localmodels import model_fingerprint
+
+            ident = {"provider": self.name, "fingerprint": model_fingerprint(ident["resolved"])}
+        if self.adapter:
+            from judge.localmodels import model_fingerprint
+
+            ident["adapter"] = model_fingerprint(self.adapter)
         if self.dtype:  # another precision gives other probabilities (float32 keeps the keys it always had)
             ident["dtype"] = self.dtype
         return ident
@@ -147,21 +166,29 @@ class LocalProvider(Provider):
         if self._loaded is None:
             from judge.localmodels import load_causal_lm
 
-            self._loaded = load_causal_lm(self.model, self.device, self.dtype)
+            self._loaded = load_causal_lm(self.model, self.device, self.dtype, adapter=self.adapter)
         return self._loaded
 
     async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
         try:
             if config.score_candidates and self.batch_size > 1:
-                return await self._queued_score(messages, config)
+                return await self._queued(messages, config, self._score_many_sync, self.batch_size)
+            if not config.score_candidates and self.generate_batch_size > 1 and config.temperature == 0:
+                return await self._queued(messages, config, self._generate_many_sync, self.generate_batch_size)
             return await asyncio.to_thread(self._generate_sync, messages, config)
         except JudgeError:
             raise
         except (RuntimeError, ValueError, IndexError) as exc:  # torch: out of memory, bad input, ...
             raise ProviderError(f"local model failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _queued_score(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        """Score this call together with the other logprob calls waiting now (same config), in one batch."""
+    async def _queued(
+        self,
+        messages: list[Message],
+        config: GenerateConfig,
+        run_many: Callable[[list[list[Message]], GenerateConfig], list[ModelOutput]],
+        size: int,
+    ) -> ModelOutput:
+        """Run this call together with the other calls of the same config waiting now, in one batch."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
@@ -171,13 +198,13 @@ class LocalProvider(Provider):
         async with queue.lock:
             if not mine.done():
                 await asyncio.sleep(0)  # calls started in the same tick join this batch
-                batch = [p for p in queue.pending if p[1] == config and not p[2].done()][: self.batch_size]
+                batch = [p for p in queue.pending if p[1] == config and not p[2].done()][:size]
                 if all(p[2] is not mine for p in batch):
                     batch = [*batch[:-1], next(p for p in queue.pending if p[2] is mine)]
                 taken = {id(p[2]) for p in batch}
                 queue.pending[:] = [p for p in queue.pending if id(p[2]) not in taken and not p[2].done()]
                 try:
-                    outs = await asyncio.to_thread(self._score_many_sync, [p[0] for p in batch], config)
+                    outs = await asyncio.to_thread(run_many, [p[0] for p in batch], config)
                 except BaseException as exc:
                     for entry in batch:
                         fut = entry[2]
@@ -219,35 +246,61 @@ class LocalProvider(Provider):
         ]
 
     def _generate_sync(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        import torch
-
         if config.score_candidates:
             return self._score_many_sync([messages], config)[0]
+        return self._generate_many_sync([messages], config)[0]
+
+    def _generate_many_sync(self, prompts: list[list[Message]], config: GenerateConfig) -> list[ModelOutput]:
+        """Greedy completions of several prompts in one left-padded ``generate`` call (one prompt: no padding)."""
+        import torch
+
+        from judge.localmodels import eos_token_ids, prompt_ids
+
+        if config.temperature != 0:
+            raise ProviderError("the local provider decodes greedily only (temperature 0)")
         with self._lock:
             model, tok = self._load()
-            prompt_ids = _chat_ids(tok, messages)
+            encoded = [prompt_ids(tok, m, config.chat_template) for m in prompts]
             device = next(model.parameters()).device
-            input_ids = torch.tensor([prompt_ids], device=device)
-            if config.temperature != 0:
-                raise ProviderError("the local provider decodes greedily only (temperature 0)")
+            width = max(len(ids) for ids in encoded)
+            pad = tok.pad_token_id
+            input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(encoded), width), dtype=torch.long)
+            for row, ids in enumerate(encoded):
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention[row, width - len(ids) :] = 1
+            extra: dict[str, Any] = {"stop_strings": list(config.stop), "tokenizer": tok} if config.stop else {}
             with torch.inference_mode():
                 torch.manual_seed(config.seed)
                 out = model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
+                    input_ids.to(device),
+                    attention_mask=attention.to(device),
                     max_new_tokens=config.max_tokens,
                     do_sample=False,
-                    pad_token_id=tok.pad_token_id,
+                    pad_token_id=pad,
+                    **extra,
                 )
-            new = out[0, len(prompt_ids) :].tolist()
-            text = tok.decode(new, skip_special_tokens=True)
-            finish = "stop" if new and new[-1] == tok.eos_token_id else "length"
-            return ModelOutput(
-                text=text,
-                model=self.model,
-                usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(new)),
-                finish_reason=finish,
-            )
+            ends = eos_token_ids(model, tok)
+            results = []
+            for row, ids in enumerate(encoded):
+                new = out[row, width:].tolist()
+                end = next((k for k, t in enumerate(new) if t in ends), None)
+                finish = "stop" if end is not None else "length"
+                new = new[: end + 1] if end is not None else new
+                text = tok.decode(new, skip_special_tokens=True)
+                for s in config.stop or ():
+                    cut = text.find(s)
+                    if cut >= 0:
+                        text, finish = text[:cut], "stop"
+                results.append(
+                    ModelOutput(
+                        text=text,
+                        model=self.model,
+                        usage=Usage(prompt_tokens=len(ids), completion_tokens=len(new)),
+                        finish_reason=finish,
+                    )
+                )
+            return results
 
 
 def _batches(prompts: list[list[int]], min_shared: int, max_tokens: int) -> list[list[int]]:
@@ -282,16 +335,9 @@ def _common_length(seqs: list[list[int]], limit: int) -> int:
 
 
 def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
-    if messages and messages[-1]["role"] == "assistant":  # a prefill: continue that message
-        return list(tok(_chat_text(tok, messages), add_special_tokens=False)["input_ids"])
-    if getattr(tok, "chat_template", None):
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
-            ids = ids["input_ids"]
-        return list(ids)
-    # a base model without a chat template: plain concatenation
-    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
-    return list(tok(text)["input_ids"])
+    from judge.localmodels import prompt_ids
+
+    return prompt_ids(tok, messages)
 
 
 def _chat_text(tok: Any, messages: list[Message]) -> str:

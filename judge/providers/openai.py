@@ -147,6 +147,8 @@ class OpenAIProvider(Provider):
             "seed": config.seed,
             "max_tokens": config.max_tokens,
         }
+        if config.stop:
+            kwargs["stop"] = list(config.stop)
         if config.logprobs or config.score_candidates:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = config.top_logprobs or 20

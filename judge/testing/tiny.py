@@ -45,24 +45,24 @@ def build_tokenizer(path: str | Path, vocab_size: int = 400) -> None:
     fast.save_pretrained(str(path))
 
 
-def tiny_causal_lm(path: str | Path, *, seed: int = 0, max_positions: int = 512) -> Path:
+def tiny_causal_lm(path: str | Path, *, seed: int = 0, max_positions: int = 512, hidden_size: int = 32) -> Path:
     """Save a tiny random Llama chat model (byte-level BPE, ChatML template) into ``path``; returns ``path``."""
     from transformers import PreTrainedTokenizerFast
 
     p = Path(path)
     build_tokenizer(p)
-    return _save_llama(p, PreTrainedTokenizerFast.from_pretrained(str(p)), max_positions, seed)
+    return _save_llama(p, PreTrainedTokenizerFast.from_pretrained(str(p)), max_positions, seed, hidden_size)
 
 
-def _save_llama(path: Path, tok: Any, max_positions: int, seed: int) -> Path:
+def _save_llama(path: Path, tok: Any, max_positions: int, seed: int, hidden_size: int = 32) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -133,8 +133,8 @@ def nli_model(path: Path, id2label: dict[int, str] | None = None) -> Path:
     labels = id2label or {0: "entailment", 1: "neutral", 2: "contradiction"}
     config = BertConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=64,
@@ -159,8 +159,8 @@ def sentence_transformer(path: Path, max_seq_length: int = 16) -> Path:
     base = path.parent / (path.name + "-base")
     config = BertConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=64,

@@ -1,0 +1,139 @@
+"""Generation: a model under test answers prompts. One path for ``judge mtbench answer`` and for the
+systems of a ``judge eval`` suite that are models rather than files of outputs.
+
+Every call goes through the core cache (keyed by the provider's identity -- for a local checkpoint a
+hash of its files, not its path --, the messages and the generation settings) and the retry layer,
+so a rerun is free, an interrupted run (even ``kill -9``) resumes without generating anything twice,
+and adding a checkpoint to a sweep generates only for that checkpoint. A local model generates the
+prompts of one system in left-padded batches, longest first (:class:`judge.providers.local.LocalProvider`).
+An item whose generation fails after the retries keeps its place with the reason; a rejected key or
+an unknown model (401/403/404) stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from judge.cache import Cache
+from judge.config import GenerateConfig, Message
+from judge.errors import ClientRequestError, ProviderError
+from judge.providers._base import ModelOutput, Provider
+from judge.retry import RetryPolicy
+
+#: local generation: prompts per left-padded ``generate`` call (bench/generation.py)
+LOCAL_GENERATE_BATCH = 8
+
+
+class GenerateSettings(BaseModel):
+    """How a model under test answers: ``generate:`` of a suite (defaults) and of a system (overrides)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(256, ge=1, description="Upper bound on the answer's tokens.")
+    temperature: float = Field(0.0, ge=0.0, description="0: greedy (local models decode greedily only).")
+    seed: int = 0
+    system_prompt: str | None = Field(None, description="A system message before each item's input.")
+    chat_template: Literal["auto", "none"] = Field(
+        "auto", description="auto: the model's chat template (apply_chat_template); none: the input as raw text."
+    )
+    stop: tuple[str, ...] = Field((), description="Strings that end an answer (not part of it).")
+
+    def messages(self, prompt: str) -> list[Message]:
+        head: list[Message] = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*head, {"role": "user", "content": prompt}]
+
+    def config(self) -> GenerateConfig:
+        return GenerateConfig(
+            temperature=self.temperature,
+            seed=self.seed,
+            max_tokens=self.max_new_tokens,
+            stop=self.stop or None,
+            chat_template=False if self.chat_template == "none" else None,
+        )
+
+    @classmethod
+    def merged(cls, *layers: GenerateSettings | None) -> GenerateSettings:
+        """Later layers' explicitly set keys override earlier ones (suite defaults, then the system's)."""
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            if layer is not None:
+                merged.update(layer.model_dump(exclude_unset=True))
+        return cls.model_validate(merged)
+
+
+async def generate_reply(
+    provider: Provider,
+    messages: list[Message],
+    config: GenerateConfig,
+    cache: Cache | None,
+    retry: RetryPolicy | None = None,
+    *,
+    kind: str = "generate",
+) -> tuple[ModelOutput, bool]:
+    """One answer through the cache and the retry layer: ``(output, cached)``, stored as final."""
+    from judge.grader import cached_call
+
+    out, cached, _ = await cached_call(provider, messages, config, cache, retry or RetryPolicy(), kind=kind)
+    return out, cached
+
+
+async def generate_outputs(
+    provider: Provider,
+    ids: Sequence[str],
+    prompts: Sequence[str],
+    settings: GenerateSettings,
+    *,
+    cache: Cache | None,
+    concurrency: int = 16,
+    retry: RetryPolicy | None = None,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Answer every prompt; one record per item, in item order: ``id, output, status, error, finish_reason,
+    prompt_tokens, completion_tokens, cached``. Longest prompts go first (local batches pad least)."""
+    from judge.grader import FATAL_STATUSES
+
+    config = settings.config()
+    sem = asyncio.Semaphore(max(1, concurrency))
+    records: list[dict[str, Any] | None] = [None] * len(ids)
+
+    async def one(k: int) -> None:
+        rec: dict[str, Any] = {"id": ids[k]}
+        async with sem:
+            try:
+                out, cached = await generate_reply(
+                    provider, settings.messages(prompts[k]), config, cache, retry, kind="eval-generate"
+                )
+            except ClientRequestError as exc:
+                if exc.status in FATAL_STATUSES:
+                    raise
+                rec |= {"output": None, "status": "error", "error": f"generation rejected: {exc}"}
+            except ProviderError as exc:
+                rec |= {"output": None, "status": "error", "error": f"generation failed: {type(exc).__name__}: {exc}"}
+            else:
+                rec |= {
+                    "output": out.text,
+                    "status": "ok",
+                    "error": None,
+                    "finish_reason": out.finish_reason,
+                    "prompt_tokens": out.usage.prompt_tokens,
+                    "completion_tokens": out.usage.completion_tokens,
+                    "cached": cached,
+                }
+        records[k] = rec
+        if progress is not None:
+            progress.update(1)
+
+    order = sorted(range(len(ids)), key=lambda k: -len(prompts[k]))
+    tasks = [asyncio.create_task(one(k)) for k in order]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [r for r in records if r is not None]
