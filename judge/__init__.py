@@ -34,6 +34,13 @@ def evaluate(suite, **kw):  # type: ignore[no-untyped-def]
     return _evaluate(suite, **kw)
 
 
+def estimate_loss(model, tokenizer, texts, **kw):  # type: ignore[no-untyped-def]
+    """A model's own loss on texts (or answers after prompts); see :func:`judge.metrics.modelown.estimate_loss`."""
+    from judge.metrics.modelown import estimate_loss as _estimate_loss
+
+    return _estimate_loss(model, tokenizer, texts, **kw)
+
+
 # ``judge.report(...)`` builds an HTML report (the package is callable; see judge/report/__init__.py)
 from judge import report  # noqa: E402
 
@@ -57,6 +64,7 @@ __all__ = [
     "ascore",
     "build_grader",
     "default_judge",
+    "estimate_loss",
     "evaluate",
     "get_provider",
     "list_rubrics",

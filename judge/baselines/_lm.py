@@ -477,3 +477,62 @@ def packed_logits(
     if not keep_arg:
         logits = logits[keep.to(param.device)]
     return logits.float()
+
+
+# ------------------------------------------------------------------------ a model's own loss on answers
+
+_SENTINEL = "\u2063judge-answer\u2063"
+
+
+def end_of_turn(tok: Any) -> str:
+    """What the chat template writes after an assistant message's text (ChatML: ``<|im_end|>\\n``), so an
+    answer's scored tokens end as supervised fine-tuning trains them; "" without a template."""
+    if not getattr(tok, "chat_template", None):
+        return ""
+    user = [{"role": "user", "content": "q"}]
+    prompt = str(tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True))
+    full = str(tok.apply_chat_template([*user, {"role": "assistant", "content": _SENTINEL}], tokenize=False))
+    head = prompt + _SENTINEL
+    return full[len(head) :] if full.startswith(head) else ""
+
+
+def answer_requests(
+    tok: Any, prompts: Sequence[list[dict[str, str]]], answers: Sequence[str], chat_template: bool | None = None
+) -> list[tuple[list[int], int]]:
+    """``(token_ids, first_scored)`` per (prompt, answer): the prompt as generation renders it (the chat
+    template with its generation prompt, or the raw text), then the answer's tokens -- with the
+    template's end-of-turn marker -- which alone are scored."""
+    from judge.localmodels import prompt_ids
+
+    suffix = end_of_turn(tok) if chat_template is not False else ""
+    requests = []
+    for messages, answer in zip(prompts, answers, strict=True):
+        head = prompt_ids(tok, messages, chat_template)
+        if not head:
+            head = [start_token_id(tok)]
+        tail = list(tok(answer + suffix, add_special_tokens=False)["input_ids"])
+        requests.append((head + tail, len(head)))
+    return requests
+
+
+def text_requests(tok: Any, texts: Sequence[str]) -> list[tuple[list[int], int]]:
+    """Plain texts scored whole, after the start token (as perplexity scores outputs)."""
+    start = start_token_id(tok)
+    return [([start, *tok(t, add_special_tokens=False)["input_ids"]], 1) for t in texts]
+
+
+def choice_requests(
+    tok: Any, contexts: Sequence[str], choices: Sequence[Sequence[str]]
+) -> tuple[list[tuple[list[int], int]], list[int]]:
+    """One request per (question, choice): the context's tokens, then the choice's (scored), as
+    lm-evaluation-harness's loglikelihood requests are; the contexts of a question's choices are the
+    same tokens, so :func:`loglikelihoods` runs each question's prefix once. Also returns the question
+    index of each request."""
+    requests: list[tuple[list[int], int]] = []
+    owner: list[int] = []
+    for q, (context, options) in enumerate(zip(contexts, choices, strict=True)):
+        head = list(tok(context)["input_ids"]) or [start_token_id(tok)]
+        for option in options:
+            requests.append((head + list(tok(option, add_special_tokens=False)["input_ids"]), len(head)))
+            owner.append(q)
+    return requests, owner

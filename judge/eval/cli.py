@@ -51,6 +51,14 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
     help="Where perplexity and BERTScore run: this process or a Ray actor pool (suite key 'engine'; default local).",
 )
 @click.option("--address", default=None, metavar="ADDR", help="Ray cluster for --engine ray (ray://HEAD:10001, auto).")
+@click.option(
+    "--limit-per-subject",
+    type=click.IntRange(1, None),
+    default=None,
+    metavar="N",
+    help="choice_accuracy metrics score at most N questions per subject (a seeded stratified subset; with 57 "
+    "MMLU subjects, N=5 gives 285 questions and a 95%% CI about +-6 points wide each side).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bars for judge calls (default: on a terminal).")
 def eval_command(
     suite: Path,
@@ -63,11 +71,12 @@ def eval_command(
     report_path: Path | None,
     engine: str | None,
     address: str | None,
+    limit_per_subject: int | None,
     progress: bool | None,
 ) -> None:
     """Run SUITE (YAML): every metric over every system's outputs, paired deltas against the baseline
     with bootstrap CIs and p-values, gates, and a review queue of the worst and most-changed items."""
-    from judge.eval.run import run_suite
+    from judge.eval.run import run_suite, with_limit_per_subject
     from judge.eval.suite import load_suite
 
     spec, root = load_suite(suite)
@@ -85,10 +94,11 @@ def eval_command(
     }
     if updates:
         spec = spec.model_copy(update=updates)  # keeps the file and key lines for later messages
+    spec = with_limit_per_subject(spec, limit_per_subject)
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
-    result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress)
+    result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress, out_dir=target)
     result.write(target)
     if report_path is not None:
         from judge.report import build

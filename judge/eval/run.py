@@ -40,9 +40,20 @@ class EvalData:
     outputs: dict[str, list[str | None]]
     files: dict[str, str]  # role -> path, for provenance hashes
     groups: list[str] | None = None  # each item's value of the suite's group column (cluster bootstrap)
+    models: dict[str, Any] = field(default_factory=dict)  # system -> SystemModel, for systems that are models
+    generation_errors: dict[str, list[str | None]] = field(default_factory=dict)  # system -> per item
+    train: tuple[list[str], list[str]] | None = None  # the suite's training split: inputs, first references
 
     def view(self, system: str) -> EvalInput:
-        return EvalInput(self.ids, [o or "" for o in self.outputs[system]], self.inputs, self.references, self.contexts)
+        return EvalInput(
+            self.ids,
+            [o or "" for o in self.outputs[system]],
+            self.inputs,
+            self.references,
+            self.contexts,
+            model=self.models.get(system),
+            train=self.train,
+        )
 
 
 def _text(row: Row, key: str, value: Any) -> str | None:
@@ -89,6 +100,24 @@ def _group_of(row: Row, column: str) -> str:
     return str(value)
 
 
+def _train_split(path: Path) -> tuple[list[str], list[str]]:
+    """The training split's inputs and first references (every row needs both)."""
+    rows = read_rows(path)
+    if not rows:
+        raise DataError("no items in the training split", path=path)
+    inputs, refs = [], []
+    for row in rows:
+        text = _text(row, "input", row.data.get("input"))
+        ref = _references(row)
+        if not text:
+            raise row.error("a training item needs an 'input'", "input")
+        if not ref:
+            raise row.error("a training item needs a 'reference'", "reference")
+        inputs.append(text)
+        refs.append(ref[0])
+    return inputs, refs
+
+
 def load_data(suite: Suite, base_dir: Path) -> EvalData:
     """Read the items and the systems' outputs; any mismatch is a :class:`DataError` naming file and line."""
     data_path = base_dir / suite.data
@@ -113,7 +142,13 @@ def load_data(suite: Suite, base_dir: Path) -> EvalData:
     )
     if suite.group is not None:
         data.groups = [_group_of(r, suite.group) for r in rows]
+    if suite.train is not None:
+        data.train = _train_split(base_dir / suite.train)
+        data.files["train"] = str(base_dir / suite.train)
     for name, spec in suite.systems.items():
+        if spec.model is not None:  # generated later, if a metric reads outputs
+            data.outputs[name] = [None] * len(ids)
+            continue
         if spec.file is None:  # a column of the data file
             if not any(spec.column in r.data for r in rows):
                 raise DataError(
@@ -175,6 +210,37 @@ def _rubric_figure(entry: MetricEntry, rubric: Rubric) -> Figure:
     return Figure(entry.name or rubric.id, direction, lo, hi, spec.description)
 
 
+def _plan_model_metric(suite: Suite, data: EvalData, base_dir: Path, entry: MetricEntry, i: int) -> MetricEntry:
+    """Check a metric that needs each system's own model; resolve a benchmark's data path and load it
+    (a malformed row is an error now, before any model is loaded)."""
+    where = locate(suite, "metrics", i)
+    for name in suite.systems:
+        sm = data.models.get(name)
+        if sm is None:
+            raise ConfigError(
+                f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs each system's own model, and system "
+                f"'{name}' is a file of outputs (give it as model: local/FOLDER, or drop the metric)"
+            )
+        if not sm.is_local:
+            raise ConfigError(
+                f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given text "
+                f"(prompt logprobs), which judge reads from local models only; system '{name}' is {sm.spec}"
+            )
+    if entry.metric != "choice_accuracy":
+        return entry
+    from judge.metrics.modelown import benchmark_questions
+
+    options = dict(entry.options)
+    raw = options.get("data")
+    if isinstance(raw, str) and raw and not Path(raw).is_absolute():
+        options["data"] = str(base_dir / raw)
+    try:
+        benchmark_questions(options)
+    except (ConfigError, DataError) as exc:
+        raise ConfigError(f"{where}: key 'metrics.{i}.data': {exc}") from None
+    return entry.model_copy(update={"options": options})
+
+
 def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
     """Resolve every metric and check every gate, before anything is computed."""
     planned: list[Planned] = []
@@ -199,7 +265,10 @@ def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
                     f"{where}: key 'metrics.{i}': metric '{spec.name}' needs references, and no item of "
                     f"{suite.data} has a 'reference'"
                 )
-            p = Planned(entry, i, spec.figures, spec=spec)
+            if spec.needs_model:
+                entry = _plan_model_metric(suite, data, base_dir, entry, i)
+            figures = spec.figures_for(entry.options) if spec.figures_for else spec.figures
+            p = Planned(entry, i, figures, spec=spec)
         else:
             assert entry.rubric is not None
             candidate = base_dir / entry.rubric
@@ -334,6 +403,7 @@ class EvalResult:
     scores: list[dict[str, Any]] = field(repr=False)
     review: list[dict[str, Any]] = field(repr=False)
     details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    sweeps: dict[str, Any] = field(default_factory=dict)  # checkpoint sweeps: steps, best checkpoints, curves
 
     @property
     def passed(self) -> bool:
@@ -356,6 +426,7 @@ class EvalResult:
                 "passed": self.passed,
                 "provenance": self.provenance,
                 "details": self.details,
+                **({"sweeps": self.sweeps} if self.sweeps else {}),
             }
         )
 
@@ -478,18 +549,177 @@ def _review(
     return rows
 
 
-def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalResult:
-    """Check everything, compute every metric for every system, then the statistics, gates and review."""
+def with_limit_per_subject(suite: Suite, n: int | None) -> Suite:
+    """The suite with every ``choice_accuracy`` metric limited to ``n`` questions per subject (a stratified,
+    seeded subset: ``judge eval --limit-per-subject``)."""
+    if n is None:
+        return suite
+    metrics = [
+        m.model_copy(update={"options": {**m.options, "limit_per_subject": n}}) if m.metric == "choice_accuracy" else m
+        for m in suite.metrics
+    ]
+    return suite.model_copy(update={"metrics": metrics})
+
+
+def _generate(suite: Suite, data: EvalData, planned: list[Planned], out_dir: Path | None, progress: bool) -> None:
+    """Outputs of the systems that are models, when a metric reads outputs: generated once (cached by the
+    model's content, the prompt and the settings), written to ``out_dir/outputs/<system>.jsonl``."""
+    if not data.models or not any(p.spec is None or p.spec.uses_outputs for p in planned):
+        return
+    from judge.cache import Cache
+    from judge.generation import generate_outputs
+    from judge.runner import _progress, run_sync
+
+    cache = Cache.in_dir()
+    try:
+        for name, sm in data.models.items():
+            provider = sm.provider_instance()
+            bar = _progress(len(data.ids), progress)
+            if bar is not None:
+                bar.set_description(f"generate {name}")
+            async def answer(provider: Any = provider, sm: Any = sm, bar: Any = bar) -> list[dict[str, Any]]:
+                try:
+                    return await generate_outputs(
+                        provider,
+                        data.ids,
+                        data.inputs,
+                        sm.generate,
+                        cache=cache if sm.loaded is None else None,  # a model in memory has no stable identity
+                        concurrency=suite.concurrency,
+                        progress=bar,
+                    )
+                finally:
+                    await provider.aclose()  # on the loop its connections belong to
+
+            try:
+                records = run_sync(answer())
+            finally:
+                if bar is not None:
+                    bar.close()
+                sm.release()
+            data.outputs[name] = [r["output"] for r in records]
+            data.generation_errors[name] = [r["error"] for r in records]
+            if out_dir is not None:
+                write_jsonl(Path(out_dir) / "outputs" / f"{name}.jsonl", records)
+    finally:
+        cache.close()
+
+
+def _model_metrics(planned: list[Planned], data: EvalData, progress: bool) -> dict[int, dict[str, MetricResult]]:
+    """Metrics that need each system's own model, system by system: one model in memory at a time."""
+    model_planned = [p for p in planned if p.spec is not None and p.spec.needs_model]
+    results: dict[int, dict[str, MetricResult]] = {p.index: {} for p in model_planned}
+    if not model_planned:
+        return results
+    from judge.runner import _progress
+
+    bar = _progress(len(data.outputs) * len(model_planned), progress)
+    try:
+        for system in data.outputs:
+            for p in model_planned:
+                assert p.spec is not None
+                if bar is not None:
+                    bar.set_description(f"{p.label} {system}")
+                results[p.index][system] = p.spec.fn(data.view(system), dict(p.entry.options))
+                if bar is not None:
+                    bar.update(1)
+            data.models[system].release()
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _mark_generation_errors(res: MetricResult, errors: list[str | None]) -> None:
+    """Items whose output could not be generated are unscored with that reason, whatever the metric made of
+    the empty text."""
+    for k, err in enumerate(errors):
+        if err is not None:
+            for scores in res.scores.values():
+                scores[k] = np.nan
+            res.errors[k] = err
+
+
+def _sweep_summary(
+    sweeps: dict[str, Any],
+    figures: dict[str, Figure],
+    systems: dict[str, dict[str, dict[str, Any]]],
+    deltas: dict[str, dict[str, dict[str, Any]]],
+    details: dict[str, dict[str, Any]],
+    gates: list[dict[str, Any]],
+    benchmark_figures: set[str],
+) -> dict[str, Any]:
+    """Per sweep: its checkpoints by step, the best checkpoint of every figure, training against validation
+    loss with the checkpoint from which validation loss rises while training loss still falls (overfitting),
+    and the checkpoints whose multiple-choice accuracy fell past a gate (forgetting)."""
+    out: dict[str, Any] = {}
+    for name, sw in sweeps.items():
+        best: dict[str, str | None] = {}
+        for fig_name, fig in figures.items():
+            pick: tuple[float, str] | None = None  # the earliest checkpoint wins a tie
+            for s in sw.systems:
+                v = systems[s][fig_name]["value"]
+                if v is not None and (pick is None or (v > pick[0] if fig.direction == "higher" else v < pick[0])):
+                    pick = (v, s)
+            best[fig_name] = pick[1] if pick else None
+        val_loss = [systems[s].get("loss", {}).get("value") for s in sw.systems]
+        train_loss = [details.get(s, {}).get("loss", {}).get("train_loss") for s in sw.systems]
+        overfitting = None
+        for k in range(1, len(sw.systems)):
+            v0, v1, t0, t1 = val_loss[k - 1], val_loss[k], train_loss[k - 1], train_loss[k]
+            if None not in (v0, v1, t0, t1) and v1 > v0 and t1 < t0:  # type: ignore[operator]
+                overfitting = sw.systems[k]
+                break
+        failed = {(g["system"], g["metric"]) for g in gates if not g["passed"]}
+        forgetting = [
+            {"system": s, "metric": f, "delta": deltas.get(s, {}).get(f, {}).get("value")}
+            for s in sw.systems
+            for f in figures
+            if (s, f) in failed and f in benchmark_figures  # a broad benchmark fell past its gate
+        ]
+        out[name] = {
+            "pattern": sw.pattern,
+            "systems": sw.systems,
+            "steps": sw.steps,
+            "paths": sw.paths,
+            "best": best,
+            "val_loss": val_loss if any(v is not None for v in val_loss) else None,
+            "train_loss": train_loss if any(v is not None for v in train_loss) else None,
+            "overfitting_from": overfitting,
+            "forgetting": forgetting,
+        }
+    return out
+
+
+def run_suite(
+    suite: Suite,
+    base_dir: Path,
+    *,
+    progress: bool = False,
+    out_dir: str | Path | None = None,
+    models_in_memory: Mapping[str, tuple[Any, Any]] | None = None,
+) -> EvalResult:
+    """Check everything, generate the outputs of systems that are models, compute every metric for every
+    system, then the statistics, gates and review. ``models_in_memory`` gives (model, tokenizer) pairs for
+    systems already loaded (the training callback)."""
+    from judge.eval.models import expand_sweeps, resolve_models
     from judge.eval.stats import Resampling, paired_delta, system_value
 
+    suite, sweeps = expand_sweeps(suite, base_dir)
     data = load_data(suite, base_dir)
+    data.models = resolve_models(suite, base_dir, sweeps)
+    for name, pair in (models_in_memory or {}).items():
+        data.models[name].loaded = pair
     planned = plan(suite, data, base_dir)
     assert suite.baseline is not None
     rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed, ci=suite.ci)
     groups = np.array(data.groups) if data.groups is not None else None
     n_units = len(data.ids) if data.groups is None else len(set(data.groups))
 
+    _generate(suite, data, planned, Path(out_dir) if out_dir is not None else None, progress)
+    by_model = _model_metrics(planned, data, progress)
     figures: dict[str, Figure] = {}
+    fig_ids: dict[str, list[str]] = {}  # figures scored over their own units (a benchmark's questions)
     per_item: dict[str, dict[str, np.ndarray]] = {s: {} for s in suite.systems}
     corpora: dict[str, dict[str, Corpus]] = {s: {} for s in suite.systems}
     errors: dict[tuple[str, str], list[str | None]] = {}
@@ -500,12 +730,20 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
 
     engine = get_engine(suite.engine, suite.address)
     for p in planned:
-        with using(engine):
-            computed = _compute(p, suite, data, progress)
+        if p.index in by_model:
+            computed = by_model[p.index]
+        else:
+            with using(engine):
+                computed = _compute(p, suite, data, progress)
+            for system, res in computed.items():
+                if system in data.generation_errors:
+                    _mark_generation_errors(res, data.generation_errors[system])
         for system, res in computed.items():
             for fig in p.figures:
                 figures[fig.name] = fig
                 per_item[system][fig.name] = np.asarray(res.scores[fig.name], dtype=float)
+                if res.ids is not None:
+                    fig_ids[fig.name] = res.ids
                 if fig.name in res.corpus:
                     corpora[system][fig.name] = res.corpus[fig.name]
                 errors[(system, fig.name)] = res.errors
@@ -521,13 +759,19 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
     deltas: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in suite.systems if s != suite.baseline}
     for name, fig in figures.items():
         for system in suite.systems:
-            systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs, groups)
+            fig_groups = groups if name not in fig_ids else None
+            systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs, fig_groups)
         for system in deltas:
             pair = None
             if name in corpora[system] and name in corpora[suite.baseline]:
                 pair = (corpora[system][name], corpora[suite.baseline][name])
             deltas[system][name] = paired_delta(
-                per_item[system][name], per_item[suite.baseline][name], pair, fig.direction == "higher", rs, groups
+                per_item[system][name],
+                per_item[suite.baseline][name],
+                pair,
+                fig.direction == "higher",
+                rs,
+                groups if name not in fig_ids else None,
             )
     gates = [row for gate in suite.gates for row in _gate_rows(gate, suite, systems, deltas)]
 
@@ -535,7 +779,7 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
     for system in suite.systems:
         for name in figures:
             vals, errs = per_item[system][name], errors[(system, name)]
-            for k, ident in enumerate(data.ids):
+            for k, ident in enumerate(fig_ids.get(name, data.ids)):
                 ok = bool(np.isfinite(vals[k]))
                 scores.append(
                     {
@@ -567,6 +811,8 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
         ),
         "n_items": len(data.ids),
     }
+    if data.models:
+        provenance["models"] = {name: sm.describe() for name, sm in data.models.items()}
     return EvalResult(
         suite=suite.model_dump(mode="json"),
         baseline=suite.baseline,
@@ -576,8 +822,17 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
         provenance=provenance,
         figures=figures,
         scores=scores,
-        review=_review(suite, data, figures, per_item, notes),
+        review=_review(suite, data, {n: f for n, f in figures.items() if n not in fig_ids}, per_item, notes),
         details=details,
+        sweeps=_sweep_summary(
+            sweeps,
+            figures,
+            systems,
+            deltas,
+            details,
+            gates,
+            {f.name for p in planned if p.entry.metric == "choice_accuracy" for f in p.figures},
+        ),
     )
 
 
@@ -601,7 +856,7 @@ def evaluate(
         s, root = load_suite(suite)
         if base_dir is not None:
             root = Path(base_dir)
-    result = run_suite(s, root, progress=progress)
+    result = run_suite(s, root, progress=progress, out_dir=out)
     if out is not None:
         result.write(out)
     return result

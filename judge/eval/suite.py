@@ -31,18 +31,51 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from judge.config import ScoreMode
 from judge.errors import ConfigError
+from judge.generation import GenerateSettings
 
 GATE_RULES = ("min", "max", "delta_min", "delta_max", "delta_ci_low_min", "delta_ci_high_max")
 
 
 class SystemSpec(BaseModel):
-    """Where a system's outputs come from: a file of ``id``/``output`` rows, or a column of the data file."""
+    """Where a system's outputs come from: a file of ``id``/``output`` rows, a column of the data file,
+    a model that answers the items (``model: local/FOLDER`` or ``openai/NAME``), or a sweep of
+    checkpoints (``sweep: "runs/out/checkpoint-*"``, one system per checkpoint)."""
 
     model_config = ConfigDict(extra="forbid")
 
     file: str | None = None
     column: str = Field("output", description="The column holding the outputs (default: output).")
     id_column: str = Field("id", description="The column holding the item id (default: id).")
+    model: str | None = Field(
+        None, description="A model that answers the items: local/FOLDER (or alias), openai/NAME with base_url."
+    )
+    adapter: str | None = Field(None, description="A PEFT (LoRA) adapter folder applied to a local model.")
+    base_url: str | None = Field(None, description="OpenAI-compatible server of an openai/* model.")
+    generate: GenerateSettings | None = Field(None, description="Generation settings (override the suite's).")
+    sweep: str | None = Field(None, description="A glob of checkpoint folders: one system per checkpoint.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SystemSpec:
+        given = [k for k in ("file", "model", "sweep") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"a system is a file, a model or a sweep, not {' and '.join(given)}")
+        if self.model is None and self.sweep is None:
+            extra = [k for k in ("adapter", "base_url", "generate") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"'{extra[0]}' is for systems that are models (model: ... or sweep: ...)")
+        if self.model is not None:
+            provider = self.model.partition("/")[0]
+            if "/" not in self.model or provider not in ("local", "hf", "openai"):
+                raise ValueError(f"model '{self.model}' must look like local/FOLDER or openai/NAME")
+            if self.adapter is not None and provider not in ("local", "hf"):
+                raise ValueError("an adapter applies to a local model (local/BASE)")
+            if self.base_url is not None and provider != "openai":
+                raise ValueError("base_url is for openai/* models")
+        return self
+
+    @property
+    def is_model(self) -> bool:
+        return self.model is not None
 
 
 class MetricEntry(BaseModel):
@@ -135,6 +168,12 @@ class Suite(BaseModel):
         description="A data-file column whose items are not independent (several samples per prompt): "
         "the bootstrap resamples whole groups, the same groups for both systems.",
     )
+    generate: GenerateSettings | None = Field(None, description="Generation settings of systems that are models.")
+    train: str | None = Field(
+        None,
+        description="A training split (input, reference) beside 'data': the loss metric is computed on it too, "
+        "so a sweep can show training against validation loss.",
+    )
     judge: str | None = Field(None, description="Default judge for rubric metrics.")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)
@@ -164,6 +203,8 @@ class Suite(BaseModel):
             self.baseline = next(iter(self.systems))
         elif self.baseline not in self.systems:
             raise ValueError(f"baseline '{self.baseline}' is not one of the systems ({', '.join(self.systems)})")
+        if self.systems[self.baseline].sweep is not None:
+            raise ValueError(f"the baseline '{self.baseline}' is a sweep: name one model or file as the baseline")
         for gate in self.gates:
             if gate.system is not None and gate.system not in self.systems:
                 raise ValueError(f"gate on system '{gate.system}', which is not one of ({', '.join(self.systems)})")

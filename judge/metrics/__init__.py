@@ -10,6 +10,7 @@ from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
 from judge.metrics.classification import classification
 from judge.metrics.modelbased import bertscore, perplexity
+from judge.metrics.modelown import LOSS_FIGURES, choice_accuracy, choice_figures, loss
 from judge.metrics.reference import bleu, chrf, exact_match, rouge, self_bleu, token_f1
 
 __all__ = ["METRICS", "Corpus", "EvalInput", "Figure", "MetricResult", "MetricSpec", "get_metric"]
@@ -93,6 +94,28 @@ _SPECS = [
         needs_local_model=True,
         options=("model", "batch_size", "device"),
         description="fluency: perplexity of each output under a local causal LM (default SmolLM2-135M)",
+    ),
+    MetricSpec(
+        "loss",
+        LOSS_FIGURES,
+        loss,
+        needs_reference=True,
+        needs_local_model=True,
+        needs_model=True,
+        uses_outputs=False,
+        options=("max_length", "batch_size"),
+        description="the system model's own cross-entropy on the references given the inputs (validation loss)",
+    ),
+    MetricSpec(
+        "choice_accuracy",
+        choice_figures({}),
+        choice_accuracy,
+        needs_local_model=True,
+        needs_model=True,
+        uses_outputs=False,
+        options=("data", "name", "split", "shots", "limit_per_subject", "seed", "max_length", "batch_size"),
+        description="a multiple-choice benchmark (MMLU, TruthfulQA MC1, JSONL) by log-likelihood: acc and acc_norm",
+        figures_for=choice_figures,
     ),
 ]
 

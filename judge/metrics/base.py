@@ -52,6 +52,8 @@ class MetricResult:
     corpus: dict[str, Corpus] = field(default_factory=dict)  # figure name -> corpus statistics
     settings: dict[str, Any] = field(default_factory=dict)  # provenance: signature, model, layer, ...
     details: dict[str, Any] = field(default_factory=dict)  # extra per-system output (confusion matrix)
+    #: the units the scores are over when they are not the suite's items (a benchmark's questions)
+    ids: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class EvalInput:
     inputs: Sequence[str]
     references: Sequence[list[str] | None]  # each item's references (None when it has none)
     contexts: Sequence[str | None]
+    #: the system's own model (:class:`judge.eval.models.SystemModel`) when the system is a model
+    model: Any = None
+    #: the suite's training split (inputs, first references), for the loss metric
+    train: tuple[Sequence[str], Sequence[str]] | None = None
 
 
 MetricFn = Callable[[EvalInput, dict[str, Any]], MetricResult]
@@ -83,6 +89,12 @@ class MetricSpec:
     needs_local_model: bool = False
     options: tuple[str, ...] = ()
     description: str = ""
+    #: needs each system's own model (``model:`` or ``sweep:`` systems), not only its outputs
+    needs_model: bool = False
+    #: scores the systems' outputs (False: a model-only metric, for which no outputs are generated)
+    uses_outputs: bool = True
+    #: the figures, when they depend on the options (a benchmark's ``name``)
+    figures_for: Callable[[dict[str, Any]], tuple[Figure, ...]] | None = None
 
     def figure(self, name: str) -> Figure:
         for f in self.figures:

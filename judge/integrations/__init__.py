@@ -1,0 +1,1 @@
+"""Integrations with training libraries (each imports its library lazily, when it is used)."""

@@ -1,0 +1,249 @@
+"""Metrics that need the system's own model (systems given as ``model:`` or ``sweep:``), not its outputs.
+
+* ``loss`` -- the model's per-token cross-entropy on each item's ``reference`` given its ``input``,
+  the prompt rendered as generation renders it (chat template, system prompt) and masked: only the
+  answer's tokens and the template's end-of-turn marker are scored, as supervised fine-tuning trains
+  them. Reported as nats/token (``loss``), bits/token (``loss_bits``), perplexity (``loss_ppl`` =
+  e^loss) and bits per UTF-8 byte of the reference (``loss_bpb``, comparable across tokenizers); a
+  system's value is the corpus one (token-weighted; bytes-weighted for bits per byte). References
+  longer than the model's window are scored in rolling windows, every token once.
+* ``choice_accuracy`` -- a multiple-choice benchmark (MMLU, TruthfulQA MC1, or JSONL; see
+  :mod:`judge.benchmarks`) scored by the log-likelihood of each choice after the question, as
+  lm-evaluation-harness's ``acc`` (the most likely choice is the correct one) and ``acc_norm`` (the
+  likelihood divided by the choice's length in characters). A question's choices share its prompt,
+  which runs once. Per-subject accuracy is in the details. The figure is named by ``name:``
+  (``{metric: choice_accuracy, data: ../shared/data/mmlu, name: mmlu}`` gives ``mmlu`` and ``mmlu_norm``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from judge.errors import ConfigError
+from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult
+from judge.metrics.reference import int_option
+
+LN2 = math.log(2)
+
+
+def _corpus(column: int, scale: float = 1.0, exp: bool = False, per: int = 1) -> Corpus:
+    """stats = (nll nats, tokens, bytes) per item; the score is sum(nll) / sum(stats[per]) * scale."""
+
+    def score(sums: np.ndarray) -> Any:
+        sums = np.atleast_2d(sums)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = sums[:, 0] / sums[:, per] * scale
+        return np.exp(value) if exp else value
+
+    return Corpus(np.zeros((0, 3)), score, vectorised=True)
+
+
+def _loss_stats(model: Any, tok: Any, inputs: list[str], refs: list[str], data: EvalInput, options: dict) -> np.ndarray:
+    from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length
+
+    settings = data.model.generate
+    requests = answer_requests(
+        tok, [settings.messages(x) for x in inputs], refs, False if settings.chat_template == "none" else None
+    )
+    max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
+    lls = loglikelihoods(
+        model, tok, requests, max_length=max_length, batch_size=int_option(options, "batch_size", 8, lo=1)
+    )
+    return np.array([(-ll.logprob, ll.n_tokens, len(r.encode("utf-8"))) for ll, r in zip(lls, refs, strict=True)])
+
+
+def loss(data: EvalInput, options: dict[str, Any]) -> MetricResult:
+    if data.model is None:
+        raise ConfigError("loss needs a system that is a model")
+    n = len(data.ids)
+    errors: list[str | None] = [None if refs else "not applicable: no reference" for refs in data.references]
+    scored = [k for k in range(n) if errors[k] is None]
+    names = ("loss", "loss_bits", "loss_ppl", "loss_bpb")
+    scores = {f: np.full(n, np.nan) for f in names}
+    stats = np.zeros((n, 3))
+    model, tok = data.model.load()
+    details: dict[str, Any] = {}
+    if scored:
+        refs = [data.references[k][0] for k in scored]  # type: ignore[index]
+        got = _loss_stats(model, tok, [data.inputs[k] for k in scored], refs, data, options)
+        stats[scored] = got
+        per_token = got[:, 0] / got[:, 1]
+        scores["loss"][scored] = per_token
+        scores["loss_bits"][scored] = per_token / LN2
+        scores["loss_ppl"][scored] = np.exp(per_token)
+        scores["loss_bpb"][scored] = got[:, 0] / LN2 / got[:, 2]
+        details = {"tokens": int(got[:, 1].sum()), "bytes": int(got[:, 2].sum())}
+    if data.train is not None:
+        t_inputs, t_refs = data.train
+        got = _loss_stats(model, tok, list(t_inputs), list(t_refs), data, options)
+        details["train_loss"] = float(got[:, 0].sum() / got[:, 1].sum())
+        details["train_tokens"] = int(got[:, 1].sum())
+        details["train_items"] = len(t_refs)
+    corpus = {
+        "loss": _corpus(0),
+        "loss_bits": _corpus(0, 1 / LN2),
+        "loss_ppl": _corpus(0, exp=True),
+        "loss_bpb": _corpus(0, 1 / LN2, per=2),
+    }
+    for c in corpus.values():
+        c.stats = stats
+    return MetricResult(
+        scores,
+        errors,
+        corpus=corpus,
+        settings={
+            "model": data.model.spec,
+            "scored": "the reference's tokens and the chat template's end-of-turn marker, after the prompt "
+            "as generation renders it; system value = corpus (token-weighted)",
+            "chat_template": data.model.generate.chat_template,
+            "system_prompt": data.model.generate.system_prompt,
+        },
+        details=details,
+    )
+
+
+LOSS_FIGURES = (
+    Figure("loss", "lower", 0.0, None, "the model's own cross-entropy on the reference (nats/token)"),
+    Figure("loss_bits", "lower", 0.0, None, "the same in bits/token"),
+    Figure("loss_ppl", "lower", 1.0, None, "perplexity on the reference, e^loss"),
+    Figure("loss_bpb", "lower", 0.0, None, "bits per UTF-8 byte of the reference (comparable across tokenizers)"),
+)
+
+
+# ------------------------------------------------------------------------------------- choice accuracy
+
+
+def choice_figures(options: dict[str, Any]) -> tuple[Figure, ...]:
+    name = str(options.get("name") or "choice_accuracy")
+    return (
+        Figure(name, "higher", 0.0, 1.0, "multiple-choice accuracy: the most likely choice is the correct one"),
+        Figure(f"{name}_norm", "higher", 0.0, 1.0, "accuracy with each choice's likelihood per character"),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _questions(path: str, split: str, shots: int, per_subject: int | None, seed: int) -> tuple[Any, ...]:
+    from judge.benchmarks import load_benchmark, stratified
+
+    questions = load_benchmark(path, split=split, shots=shots)
+    if per_subject is not None:
+        questions = stratified(questions, per_subject, seed)
+    return tuple(questions)
+
+
+def benchmark_questions(options: dict[str, Any]) -> tuple[Any, ...]:
+    """The questions a ``choice_accuracy`` entry scores (checked at plan time; cached)."""
+    data = options.get("data")
+    if not isinstance(data, str) or not data:
+        raise ConfigError("choice_accuracy needs 'data': an MMLU folder or CSV, TruthfulQA.csv or a .jsonl file")
+    per_subject = int_option(options, "limit_per_subject", None, lo=1)
+    shots = int_option(options, "shots", 0, lo=0)
+    return _questions(data, str(options.get("split", "test")), shots or 0, per_subject, int(options.get("seed", 0)))
+
+
+def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
+    from judge.baselines._lm import choice_requests, loglikelihoods, model_max_length
+
+    if data.model is None:
+        raise ConfigError("choice_accuracy needs a system that is a model")
+    questions = benchmark_questions(options)
+    acc_name, norm_name = (f.name for f in choice_figures(options))
+    model, tok = data.model.load()
+    requests, owner = choice_requests(tok, [q.context for q in questions], [q.choices for q in questions])
+    max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
+    lls = loglikelihoods(
+        model, tok, requests, max_length=max_length, batch_size=int_option(options, "batch_size", 16, lo=1)
+    )
+    per_q: list[list[float]] = [[] for _ in questions]
+    for q, ll in zip(owner, lls, strict=True):
+        per_q[q].append(ll.logprob)
+    acc = np.array([float(int(np.argmax(v)) == q.answer) for v, q in zip(per_q, questions, strict=True)])
+    norm = np.array(
+        [
+            float(int(np.argmax([lp / len(c) for lp, c in zip(v, q.choices, strict=True)])) == q.answer)
+            for v, q in zip(per_q, questions, strict=True)
+        ]
+    )
+    subjects: dict[str, list[float]] = {}
+    for q, a in zip(questions, acc, strict=True):
+        subjects.setdefault(q.subject, []).append(float(a))
+    return MetricResult(
+        {acc_name: acc, norm_name: norm},
+        [None] * len(questions),
+        settings={
+            "data": str(Path(options["data"])),
+            "split": options.get("split", "test"),
+            "shots": int(options.get("shots", 0) or 0),
+            "limit_per_subject": options.get("limit_per_subject"),
+            "n_questions": len(questions),
+            "scoring": "log-likelihood of each choice after the prompt (acc; acc_norm per character)",
+        },
+        details={"per_subject": {s: {"n": len(v), "accuracy": float(np.mean(v))} for s, v in sorted(subjects.items())}},
+        ids=[q.id for q in questions],
+    )
+
+
+def estimate_loss(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    prompts: list[str] | None = None,
+    system_prompt: str | None = None,
+    chat_template: bool | None = None,
+    max_length: int | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """A model's own cross-entropy on ``texts`` -- for a custom training loop.
+
+    Without ``prompts`` each text is scored whole after the start token. With ``prompts`` each text is
+    the answer to its prompt, rendered as ``judge eval``'s ``loss`` renders it (chat template unless
+    ``chat_template=False``) and only the answer scored. Runs under ``torch.no_grad()`` in eval mode and
+    restores train mode. Returns ``loss`` (nats/token, token-weighted), ``bits_per_token``,
+    ``perplexity``, ``bits_per_byte``, ``tokens``, ``bytes`` and ``per_item`` losses.
+    """
+    import torch
+
+    from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length, text_requests
+
+    if prompts is not None:
+        if len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+        head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        requests = answer_requests(
+            tokenizer, [[*head, {"role": "user", "content": p}] for p in prompts], texts, chat_template
+        )
+    else:
+        requests = text_requests(tokenizer, texts)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            lls = loglikelihoods(
+                model,
+                tokenizer,
+                requests,
+                max_length=model_max_length(model, tokenizer, max_length),
+                batch_size=batch_size,
+            )
+    finally:
+        if was_training:
+            model.train()
+    nll = sum(-ll.logprob for ll in lls)
+    tokens = sum(ll.n_tokens for ll in lls)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    loss_value = nll / tokens if tokens else float("nan")
+    return {
+        "loss": loss_value,
+        "bits_per_token": loss_value / LN2,
+        "perplexity": math.exp(loss_value) if tokens else float("nan"),
+        "bits_per_byte": nll / LN2 / n_bytes if n_bytes else float("nan"),
+        "tokens": tokens,
+        "bytes": n_bytes,
+        "per_item": [-ll.logprob / ll.n_tokens if ll.n_tokens else float("nan") for ll in lls],
+    }
