@@ -250,6 +250,7 @@ def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path
     code, stdout, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
     assert code == 0, err
     results = json.loads(stdout)
+    assert "sweep tuned" not in stdout  # --json prints the JSON alone
     sweep = results["sweeps"]["tuned"]
     assert sweep["steps"] == [5, 10, 20]  # trainer_state's global_step, not the folder names' order
     assert sweep["systems"] == ["tuned@5", "tuned@10", "tuned@20"]
@@ -266,6 +267,12 @@ def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path
         assert [r["id"] for r in records] == [it["id"] for it in ITEMS]
         assert [r["output"] for r in records] == _single_outputs(models[folder], prompts, 12)
         assert not any(r["cached"] for r in records)
+    # the report draws every metric against the step (CI band, baseline, best ringed); the table lists the sweep
+    code, _, err = _judge(capsys, "report", str(out / "results.json"), "--out", str(tmp_path / "report.html"))
+    assert code == 0, err
+    html = (tmp_path / "report.html").read_text()
+    assert "tuned: loss by training step with 95% CI bands" in html and 'aria-label="loss by step"' in html
+    assert "training / validation loss" not in html  # no train: split in this suite, so no such curve
     # a rerun generates nothing: every output comes from the cache, keyed by the checkpoint's content
     code, stdout, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
     assert code == 0, err

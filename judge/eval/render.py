@@ -53,4 +53,18 @@ def render_table(result: EvalResult) -> str:
             )
         failed = sum(not g["passed"] for g in result.gates)
         lines.append(f"{len(result.gates) - failed} of {len(result.gates)} gates passed")
+    for name, sw in result.sweeps.items():
+        lines.append("")
+        steps = ", ".join(str(s) for s in sw["steps"])
+        lines.append(f"sweep {name} ({sw['pattern']}): {len(sw['systems'])} checkpoints, steps {steps}")
+        best = "; ".join(f"{metric} {system}" for metric, system in sw["best"].items() if system)
+        lines.append(f"  best checkpoint per metric: {best}")
+        if sw.get("val_loss") and sw.get("train_loss"):
+            curve = zip(sw["steps"], sw["train_loss"], sw["val_loss"], strict=True)
+            pairs = ", ".join(f"{st}: {fmt(t, 3)} / {fmt(v, 3)}" for st, t, v in curve)
+            lines.append(f"  training / validation loss by step: {pairs}")
+        if sw.get("overfitting_from"):
+            lines.append(f"  overfitting: validation loss rises from {sw['overfitting_from']}, training loss falls")
+        for f in sw.get("forgetting") or []:
+            lines.append(f"  forgetting: {f['metric']} fell past its gate at {f['system']} (delta {fmt(f['delta'])})")
     return "\n".join(lines)

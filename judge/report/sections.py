@@ -378,6 +378,7 @@ def eval_section(
         _length_bias(s, groups, "each metric")
     else:
         s.notes.append("length bias: the systems' output files named in the provenance are not on this disk")
+    sweep_plots(s, results)
     return s
 
 
@@ -669,3 +670,69 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                 )
             )
     return s
+
+
+def sweep_plots(section: Section, results: dict[str, Any]) -> None:
+    """Checkpoint sweeps: each metric against the training step with its CI band, the baseline as a dashed
+    line, the best checkpoint ringed; training against validation loss; overfitting and forgetting flags."""
+    systems: dict[str, dict[str, Any]] = results.get("systems", {})
+    figures: dict[str, Any] = results.get("provenance", {}).get("figures", {})
+    baseline = results.get("baseline")
+    for name, sw in (results.get("sweeps") or {}).items():
+        steps = [st if st is not None else k for k, st in enumerate(sw.get("steps", []))]
+        members = sw.get("systems", [])
+        rows = []
+        for metric, best in (sw.get("best") or {}).items():
+            pts = [
+                (float(st), *(systems[m][metric].get(k) for k in ("value", "ci_low", "ci_high")))
+                for st, m in zip(steps, members, strict=False)
+            ]
+            ref = systems.get(baseline, {}).get(metric, {})
+            reference = None
+            if ref.get("value") is not None:
+                reference = (f"{baseline} (baseline)", ref["value"], ref.get("ci_low"), ref.get("ci_high"))
+            mark = None
+            if best in members:
+                k = members.index(best)
+                if pts[k][1] is not None:
+                    mark = (pts[k][0], pts[k][1])
+            higher = figures.get(metric, {}).get("direction", "higher") == "higher"
+            direction = "higher is better" if higher else "lower is better"
+            section.plots.append(
+                (
+                    f"{name}: {metric} by training step with 95% CI bands ({direction}); dashed: {baseline}; "
+                    f"ringed: the best checkpoint ({best})",
+                    svg.curves(
+                        {name: pts}, f"{metric} by step", xlabel="step", ylabel=metric, reference=reference, mark=mark
+                    ),
+                )
+            )
+            rows.append([metric, str(best), *[fmt(systems[m][metric].get("value"), 4) for m in members]])
+        section.tables.append(
+            Table(f"Sweep {name}: value per checkpoint (best per metric)", ["metric", "best", *members], rows)
+        )
+        val, train = sw.get("val_loss"), sw.get("train_loss")
+        if val and train:
+            section.plots.append(
+                (
+                    f"{name}: training loss (on the suite's train split) and validation loss by step; a widening gap "
+                    "is overfitting",
+                    svg.curves(
+                        {"validation": [(float(st), v, None, None) for st, v in zip(steps, val, strict=False)],
+                         "training": [(float(st), v, None, None) for st, v in zip(steps, train, strict=False)]},
+                        f"{name} training vs validation loss",
+                        xlabel="step",
+                        ylabel="loss (nats/token)",
+                    ),
+                )
+            )
+        if sw.get("overfitting_from"):
+            section.warnings.append(
+                f"{name}: validation loss rises from {sw['overfitting_from']} while training loss still falls "
+                "(overfitting)"
+            )
+        for f in sw.get("forgetting") or []:
+            section.warnings.append(
+                f"{name}: {f['metric']} fell past its gate at {f['system']} (delta {fmt(f.get('delta'), 3)}): "
+                "forgetting"
+            )

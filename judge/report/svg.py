@@ -310,3 +310,83 @@ def reliability(bins: Sequence[dict[str, Any]], label: str, *, xlabel: str, widt
         )
         body.append(_text(x + r + 2, y - 3, f"n={int(b['n'])}", "start", 'fill="#444" font-size="9"'))
     return _svg(width, height, body, label)
+
+
+def curves(
+    series: dict[str, Sequence[tuple[float, float | None, float | None, float | None]]],
+    label: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    reference: tuple[str, float, float | None, float | None] | None = None,
+    mark: tuple[float, float] | None = None,
+    width: int = 460,
+    height: int = 260,
+) -> str:
+    """Lines of (x, value, ci_low, ci_high) with shaded CI bands; ``reference`` = (name, value, lo, hi) is
+    drawn as a dashed horizontal line with its band (the baseline); ``mark`` rings one point (the best)."""
+    left, right, top, bottom = 52, 12, 12, 50
+    pts = [(x, v, lo, hi) for s in series.values() for x, v, lo, hi in s if v is not None]
+    if not pts:
+        return _svg(width, 60, [_text(10, 30, "no values")], label)
+    xs = [p[0] for p in pts]
+    ys = [y for p in pts for y in p[1:] if y is not None]
+    if reference is not None:
+        ys += [y for y in reference[1:] if y is not None]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 == y0:
+        y0, y1 = y0 - 1, y1 + 1
+    pad = (y1 - y0) * 0.05
+    y0, y1 = y0 - pad, y1 + pad
+    pw, ph = width - left - right, height - top - bottom
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def sy(y: float) -> float:
+        return top + ph - (y - y0) / (y1 - y0) * ph
+
+    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
+    for t in _ticks(x0, x1, 5):
+        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
+    for t in _ticks(y0, y1, 4):
+        body.append(_text(left - 4, sy(t) + 4, fmt(float(t), 3), "end", 'fill="#666"'))
+    body.append(_text(left + pw / 2, top + ph + 30, xlabel, "middle"))
+    body.append(_text(12, top + ph / 2, ylabel, "middle", f'transform="rotate(-90 12 {top + ph / 2})"'))
+    if reference is not None:
+        name, v, lo, hi = reference
+        if lo is not None and hi is not None:
+            body.append(
+                f'<rect x="{left}" y="{sy(hi):.1f}" width="{pw}" height="{max(sy(lo) - sy(hi), 0.5):.1f}" '
+                'fill="#888" fill-opacity="0.12"/>'
+            )
+        body.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" '
+            'stroke="#888" stroke-dasharray="4 3"/>'
+        )
+    legend = [(reference[0], "#888")] if reference is not None else []
+    for i, (name, s) in enumerate(series.items()):
+        c = color(i)
+        legend.append((name, c))
+        band = [(x, lo, hi) for x, _, lo, hi in s if lo is not None and hi is not None]
+        if len(band) > 1:
+            upper = " ".join(f"{sx(x):.1f},{sy(hi):.1f}" for x, _, hi in band)
+            lower = " ".join(f"{sx(x):.1f},{sy(lo):.1f}" for x, lo, _ in reversed(band))
+            body.append(f'<polygon points="{upper} {lower}" fill="{c}" fill-opacity="0.15"/>')
+        line = [(x, v) for x, v, _, _ in s if v is not None]
+        path = " ".join(f"{'M' if k == 0 else 'L'}{sx(x):.1f},{sy(v):.1f}" for k, (x, v) in enumerate(line))
+        body.append(f'<path d="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
+        body.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(v):.1f}" r="3" fill="{c}"/>' for x, v in line)
+    if mark is not None:
+        body.append(
+            f'<circle cx="{sx(mark[0]):.1f}" cy="{sy(mark[1]):.1f}" r="7" '
+            'fill="none" stroke="#222" stroke-width="1.5"/>'
+        )
+    for k, (name, c) in enumerate(legend):
+        x = left + k * 130
+        body.append(f'<rect x="{x}" y="{height - 14}" width="10" height="10" fill="{c}"/>')
+        body.append(_text(x + 14, height - 5, name))
+    return _svg(width, height, body, label)
