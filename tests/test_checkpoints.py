@@ -462,3 +462,50 @@ def test_judge_callback_logs_the_suite_during_training(models, tmp_path):
     assert "judge/mc" in logged[1] and "judge/token_f1" not in logged[1]
     history = json.loads((tmp_path / "judge" / "judge_history.json").read_text())
     assert [h["step"] for h in history] == [2, 4]
+
+
+@pytest.mark.slow
+def test_generation_killed_with_sigkill_resumes_without_generating_anything_twice(models, tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    items = [{"id": f"i{k}", "input": f"Question {k}: the quick brown fox {'jumps ' * (k % 7)}?"} for k in range(96)]
+    _write(tmp_path / "items.jsonl", items)
+    _write(tmp_path / "other.jsonl", [{"id": it["id"], "output": "fox"} for it in items])
+    suite = {
+        "data": "items.jsonl",
+        "systems": {"other": "other.jsonl", "tuned": {"model": f"local/{models['checkpoint-a']}"}},
+        "generate": {"max_new_tokens": 24},
+        "metrics": ["self_bleu"],
+        "bootstrap": 100,
+        "permutations": 100,
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    env = {**os.environ, "JUDGE_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "judge", "eval", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "out")]
+    db = tmp_path / "cache" / "calls.sqlite"
+
+    def generated() -> int:
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db) as con:
+            return int(con.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while generated() < 24 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = generated()
+    assert 24 <= done < len(items), done  # killed mid-generation, with answers already kept
+    assert not (tmp_path / "out" / "results.json").exists()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    records = [json.loads(x) for x in (tmp_path / "out" / "outputs" / "tuned.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [it["id"] for it in items]  # nothing lost
+    assert sum(r["cached"] for r in records) == done  # nothing generated twice: every kept answer was reused
+    assert generated() == len(items)

@@ -114,7 +114,10 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         idf_refs = [r for _, g in pairs for r in g] if idf else None
         engine = current()
         factory = functools.partial(_bertscore_batch, path, num_layers, device, idf_refs, batch_size)
-        prf = np.array(list(engine.map(factory, pairs, batch_size=BERTSCORE_ITEMS_PER_BATCH)), dtype=float)
+        # in this process, one call: bert-score sorts the candidates by length and embeds each distinct sentence
+        # once, which chunks would defeat (1.6-2.0x the CPU on 1,000 SummEval pairs in chunks of 256)
+        chunk = len(pairs) if engine.name == "local" else BERTSCORE_ITEMS_PER_BATCH
+        prf = np.array(list(engine.map(factory, pairs, batch_size=chunk)), dtype=float)
         scores["bertscore"][scored] = prf[:, 2]
         precision, recall = np.full(n, np.nan), np.full(n, np.nan)
         precision[scored], recall[scored] = prf[:, 0], prf[:, 1]
