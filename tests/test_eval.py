@@ -299,6 +299,43 @@ def test_python_api_takes_a_dict_and_gives_a_frame(suite_dir: Path) -> None:
     assert result.systems["tuned"]["rouge1"]["value"] == pytest.approx(mean)
 
 
+def test_screening_figures_get_intervals_and_paired_deltas(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    gold = ["ill" if rng.random() < 0.3 else "well" for _ in range(60)]
+    flood = ["ill" if g == "ill" or rng.random() < 0.5 else "well" for g in gold]  # catches all, many false alarms
+    careful = [g if rng.random() < 0.85 else ("well" if g == "ill" else "ill") for g in gold]
+    write_jsonl(tmp_path / "items.jsonl", [{"id": f"p{k}", "input": "x", "reference": g} for k, g in enumerate(gold)])
+    for name, labels in (("flood", flood), ("careful", careful)):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"id": f"p{k}", "output": v} for k, v in enumerate(labels)])
+    result = evaluate(
+        {
+            "data": "items.jsonl",
+            "systems": {"flood": "flood.jsonl", "careful": "careful.jsonl"},
+            "baseline": "flood",
+            "metrics": [{"metric": "screening", "positive": "ill"}, "classification"],
+            "bootstrap": 300,
+            "permutations": 300,
+        },
+        base_dir=tmp_path,
+    )
+    from sklearn.metrics import matthews_corrcoef, recall_score
+
+    for system, labels in (("flood", flood), ("careful", careful)):
+        neg = [p for g, p in zip(gold, labels, strict=True) if g == "well"]
+        want = {
+            "sensitivity": recall_score(gold, labels, pos_label="ill"),
+            "specificity": neg.count("well") / len(neg),
+            "mcc": matthews_corrcoef(gold, labels),
+        }
+        for fig, value in want.items():
+            got = result.systems[system][fig]
+            assert got["value"] == pytest.approx(value) and got["ci_low"] <= value <= got["ci_high"], (system, fig)
+    assert result.systems["flood"]["sensitivity"]["value"] == 1.0
+    spec_delta = result.deltas["careful"]["specificity"]
+    want_delta = result.systems["careful"]["specificity"]["value"] - result.systems["flood"]["specificity"]["value"]
+    assert spec_delta["value"] == pytest.approx(want_delta) and spec_delta["ci_low"] > 0  # fewer false alarms
+
+
 def test_item_delta_matches_scipy_paired_bootstrap_and_permutation_test() -> None:
     from scipy import stats
 
