@@ -184,9 +184,9 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="USD",
-    help="Stop starting items once the spending plus the estimate of those in flight would pass USD; finished "
-    "items are kept and cached, the rest unscored ('budget reached'); exit 3 with the amount spent. The judge "
-    "must be in the price table (see --prices).",
+    help="Spend at most USD: each call sent reserves its worst case (prompt + max_tokens) while in flight and is "
+    "refused only when the spending leaves no room for it; finished items are kept and cached, the rest unscored "
+    "('budget reached'); exit 3 with the amount spent. The judge must be in the price table (see --prices).",
 )
 @max_unscored_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
