@@ -160,6 +160,28 @@ def test_rubric_metric_through_the_judge_over_http(suite_dir: Path, capsys) -> N
     assert any(r["metric"] == "factuality" and r["reasoning"] == "checked" for r in review)
 
 
+def test_rubric_metric_with_batch_true_goes_through_the_batch_api(
+    suite_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(**entry) -> tuple[dict, LoopbackServer]:
+        monkeypatch.setenv("JUDGE_CACHE_DIR", str(suite_dir / f"cache{len(entry)}"))  # each run judges afresh
+        with LoopbackServer(batch_seconds=0.05) as srv:
+            rubric = {"rubric": "factuality", "judge": "openai/m", "base_url": srv.base_url, **entry}
+            suite = write_suite(suite_dir, metrics=[rubric])
+            code, out, err = run_cli(["eval", str(suite), "--out", str(suite_dir / f"run{len(entry)}")], capsys)
+        assert code == 0, err
+        return json.loads((suite_dir / f"run{len(entry)}" / "results.json").read_text()), srv
+
+    synced, sync_srv = run()
+    batched, srv = run(batch={"poll_interval": 0.02})
+    assert sync_srv.batch_desk.lines_run == 0 and len(sync_srv.requests) == 11  # q3: the same answer twice
+    assert srv.batch_desk.lines_run == 11 and len(srv.batch_desk.batches) == 2  # one batch per system
+    assert len(srv.requests) == 11  # the batch lines (the server records each), and no call sent synchronously
+    for system in ("base", "tuned"):
+        assert batched["systems"][system]["factuality"]["value"] == synced["systems"][system]["factuality"]["value"]
+    assert batched["deltas"]["tuned"]["factuality"]["value"] == synced["deltas"]["tuned"]["factuality"]["value"]
+
+
 def test_safety_rubric_gate_reads_lower_as_better(suite_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from judge.providers.fake import FakeProvider
 

@@ -252,6 +252,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
         entry.judge or suite.judge,
         score_mode=entry.score_mode,
         base_url=entry.base_url or suite.base_url,
+        batch=entry.batch or None,
         **entry.options,
     )
     results: dict[str, MetricResult] = {}
