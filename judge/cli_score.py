@@ -15,8 +15,10 @@ from judge.cli import (
     exit_if_incomplete,
     local_dtype_option,
     max_unscored_option,
+    progress_option,
 )
 from judge.errors import ConfigError, RubricError
+from judge.progress import progress_enabled
 
 
 def default_out(data: Path, rubric: str) -> Path:
@@ -189,7 +191,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     "('budget reached'); exit 3 with the amount spent. The judge must be in the price table (see --prices).",
 )
 @max_unscored_option
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
+@progress_option
 def score(
     data: Path,
     rubric: str,
@@ -260,7 +262,7 @@ def score(
         **({"structured_output": False} if no_structured_output else {}),
     )
     structured = False if no_structured_output else None
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress_enabled(progress)
     try:
         check_trials(grader, repeats, both_orders)
         budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from judge.grader import Grader
 from judge.io import JsonlAppender, OrderedJsonlWriter, write_jsonl
 from judge.limiter import AdaptiveLimiter, Limiter
 from judge.pricing import cost_usd
+from judge.progress import progress_bar
 from judge.providers._base import ModelOutput, Provider
 from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
@@ -235,6 +235,7 @@ async def gather_streamed(
     out: str | Path | None = None,
     to_record: Callable[[R], Mapping[str, Any]] = dict,  # type: ignore[assignment]
     progress: bool = False,
+    desc: str = "",
 ) -> list[R | None]:
     """Await ``jobs`` concurrently; stream each result's record to ``out`` as it finishes.
 
@@ -244,29 +245,25 @@ async def gather_streamed(
     """
     results: list[R | None] = [None] * len(jobs)
     writer = JsonlAppender(out) if out is not None else None
-    bar = _progress(len(jobs), progress)
+    with progress_bar(len(jobs), desc, progress) as bar:
 
-    async def one(i: int, job: Awaitable[R | None]) -> None:
-        result = await job
-        results[i] = result
-        if writer is not None and result is not None:
-            writer.write(to_record(result))
-        if bar is not None:
+        async def one(i: int, job: Awaitable[R | None]) -> None:
+            result = await job
+            results[i] = result
+            if writer is not None and result is not None:
+                writer.write(to_record(result))
             bar.update(1)
 
-    tasks = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        tasks = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if writer is not None:
+                writer.abort()
+            raise
     if writer is not None:
         writer.close()
         write_jsonl(writer.path, [to_record(r) for r in results if r is not None])
@@ -280,6 +277,7 @@ async def run_items(
     concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
+    desc: str = "",
     limiter: Limiter | None = None,
     repeats: int = 1,
     both_orders: bool = False,
@@ -312,6 +310,7 @@ async def run_items(
         concurrency=concurrency,
         out=out,
         progress=progress,
+        desc=desc,
         limiter=limiter,
         repeats=repeats,
         both_orders=both_orders,
@@ -330,6 +329,7 @@ async def score_stream(
     concurrency: int = 16,
     out: str | Path,
     progress: bool = False,
+    desc: str = "",
     limiter: Limiter | None = None,
     repeats: int = 1,
     both_orders: bool = False,
@@ -351,6 +351,7 @@ async def score_stream(
         concurrency=concurrency,
         out=out,
         progress=progress,
+        desc=desc,
         limiter=limiter,
         repeats=repeats,
         both_orders=both_orders,
@@ -380,6 +381,7 @@ async def stream_run(
     concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
+    desc: str = "",
     limiter: Limiter | None = None,
     repeats: int = 1,
     both_orders: bool = False,
@@ -413,26 +415,22 @@ async def stream_run(
         return combine_repeats(done) if repeats > 1 else done[0]
 
     writer = OrderedJsonlWriter(out, n) if out is not None else None
-    bar = _progress(n, progress)
+    with progress_bar(n, desc, progress) as bar:
 
-    def finished(i: int, v: Verdict) -> None:
-        on_verdict(i, v)
-        if writer is not None:
-            writer.write(i, v.model_dump(mode="json"))
-        if bar is not None:
+        def finished(i: int, v: Verdict) -> None:
+            on_verdict(i, v)
+            if writer is not None:
+                writer.write(i, v.model_dump(mode="json"))
             bar.update(1)
 
-    # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
-    # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
-    try:
-        await bounded_map(judge_item, items, finished, window=max(64, 4 * max(1, concurrency)))
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
+        # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
+        try:
+            await bounded_map(judge_item, items, finished, window=max(64, 4 * max(1, concurrency)))
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
     if writer is not None:
         writer.close()
 
@@ -703,11 +701,3 @@ def run_sync(coro: Any) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="item", file=sys.stderr, dynamic_ncols=True, leave=False)

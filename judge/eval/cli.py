@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from judge.cli import EXIT_CODES
+from judge.cli import EXIT_CODES, progress_option
+from judge.progress import progress_enabled
 
 
 @click.command(
@@ -51,7 +52,7 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
     help="Where perplexity and BERTScore run: this process or a Ray actor pool (suite key 'engine'; default local).",
 )
 @click.option("--address", default=None, metavar="ADDR", help="Ray cluster for --engine ray (ray://HEAD:10001, auto).")
-@click.option("--progress/--no-progress", default=None, help="Progress bars for judge calls (default: on a terminal).")
+@progress_option
 def eval_command(
     suite: Path,
     out: Path | None,
@@ -88,7 +89,7 @@ def eval_command(
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
-    result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress)
+    result = run_suite(spec, root, progress=progress_enabled(progress))
     result.write(target)
     if report_path is not None:
         from judge.report import build

@@ -24,6 +24,7 @@ from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, valid
 from judge.io import Row, atomic_write_text, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
+from judge.progress import progress_bar
 from judge.rubric import Rubric, load_rubric
 
 # ------------------------------------------------------------------------------------------------ data
@@ -270,7 +271,10 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
             ]
             scorable = [it for it in items if it.output is not None]
             verdicts = {
-                v.id: v for v in await run_items(grader, scorable, concurrency=suite.concurrency, progress=progress)
+                v.id: v
+                for v in await run_items(
+                    grader, scorable, concurrency=suite.concurrency, progress=progress, desc=f"{p.label} {system}"
+                )
             }
             scores = np.full(len(items), np.nan)
             errors: list[str | None] = []
@@ -300,7 +304,13 @@ def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[s
 
         return run_sync(_rubric_results(p, suite, data, progress))
     assert p.spec is not None
-    return {system: p.spec.fn(data.view(system), dict(p.entry.options)) for system in data.outputs}
+    results: dict[str, MetricResult] = {}
+    with progress_bar(len(data.outputs), p.label, progress, unit="system") as bar:
+        for system in data.outputs:
+            bar.set_description(f"{p.label} {system}")
+            results[system] = p.spec.fn(data.view(system), dict(p.entry.options))
+            bar.update(1)
+    return results
 
 
 # --------------------------------------------------------------------------------------------- results
