@@ -358,6 +358,30 @@ def test_screening_figures_get_intervals_and_paired_deltas(tmp_path: Path) -> No
     assert spec_delta["value"] == pytest.approx(want_delta) and spec_delta["ci_low"] > 0  # fewer false alarms
 
 
+def test_few_items_warn_and_name_the_interval_method(tmp_path: Path, capsys) -> None:
+    def run(n: int) -> tuple[dict, str]:
+        write_jsonl(tmp_path / "items.jsonl", [{"id": f"q{k}", "input": "x", "reference": f"a{k}"} for k in range(n)])
+        write_jsonl(tmp_path / "tuned.jsonl", [{"id": f"q{k}", "output": f"a{k}"} for k in range(n)])
+        base = [{"id": f"q{k}", "output": f"a{k}" if k % 2 and n > 3 else "wrong"} for k in range(n)]
+        write_jsonl(tmp_path / "base.jsonl", base)
+        suite = write_suite(tmp_path, metrics=["exact_match"])
+        code, out, err = run_cli(["eval", str(suite), "--out", str(tmp_path / f"run{n}")], capsys)
+        assert code == 0, err
+        return json.loads((tmp_path / f"run{n}" / "results.json").read_text()), out + err
+
+    res, text = run(3)  # tuned right on all three, base wrong on all: every resample says +1, yet p = 2/8
+    d = res["deltas"]["tuned"]["exact_match"]
+    assert d["ci_low"] > 0 and d["p_value"] > 0.05
+    assert res["provenance"]["bootstrap"]["ci"] == "bca" and "(bca)" in text
+    assert any("only 3 items" in w and "(bca, 95%)" in w for w in res["warnings"])
+    assert any(
+        w.startswith("tuned exact_match: the 95% CI of the delta") and "not significant" in w for w in res["warnings"]
+    )
+    assert all(f"warning: {w}" in text for w in res["warnings"])
+    res, text = run(60)  # enough items, and a delta both the CI and p call significant
+    assert res["warnings"] == [] and "warning:" not in text
+
+
 def test_item_delta_matches_scipy_paired_bootstrap_and_permutation_test() -> None:
     from scipy import stats
 

@@ -101,6 +101,8 @@ def eval_command(
     else:
         click.echo(result.table())
         click.echo(f"\nwrote {target}/results.json, scores.jsonl, review.jsonl", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if result.incomplete:
         click.echo(f"run incomplete: no item scored for {', '.join(result.incomplete)}", err=True)
         sys.exit(3)

@@ -356,6 +356,14 @@ class EvalResult:
         """``system/figure`` pairs with no scored item at all: the run could not do that part of its job."""
         return [f"{s}/{m}" for s, per in self.systems.items() for m, v in per.items() if v["n"] == 0]
 
+    @property
+    def warnings(self) -> list[str]:
+        """Few items (below :data:`judge.eval.stats.FEW_UNITS`), the interval method, CIs at odds with p."""
+        from judge.eval.stats import small_sample_warnings
+
+        n = int(self.provenance.get("n_items") or 0)
+        return small_sample_warnings(self.systems, self.deltas, self.provenance.get("bootstrap") or {}, n)
+
     def to_dict(self) -> dict[str, Any]:
         return _clean(
             {
@@ -367,6 +375,7 @@ class EvalResult:
                 "passed": self.passed,
                 "provenance": self.provenance,
                 "details": self.details,
+                "warnings": self.warnings,
             }
         )
 
