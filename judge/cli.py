@@ -153,6 +153,16 @@ def max_unscored_option(f: Any) -> Any:
     )(f)
 
 
+def progress_option(f: Any) -> Any:
+    """``--progress/--no-progress``, the same on every long command: bars on stderr (items/s, ETA, per stage)
+    when it is a terminal unless forced; the command reads it with :func:`judge.progress.progress_enabled`."""
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bars on stderr: items/s and ETA per stage (default: on when stderr is a terminal).",
+    )(f)
+
+
 def local_dtype_option(f: Any) -> Any:
     """The ``--local-dtype`` option of the commands that can run a local judge."""
     return click.option(

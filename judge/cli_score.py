@@ -15,8 +15,10 @@ from judge.cli import (
     exit_if_incomplete,
     local_dtype_option,
     max_unscored_option,
+    progress_option,
 )
 from judge.errors import ConfigError, RubricError
+from judge.progress import progress_enabled
 
 
 def default_out(data: Path, rubric: str) -> Path:
@@ -184,12 +186,12 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="USD",
-    help="Stop starting items once the spending plus the estimate of those in flight would pass USD; finished "
-    "items are kept and cached, the rest unscored ('budget reached'); exit 3 with the amount spent. The judge "
-    "must be in the price table (see --prices).",
+    help="Spend at most USD: each call sent reserves its worst case (prompt + max_tokens) while in flight and is "
+    "refused only when the spending leaves no room for it; finished items are kept and cached, the rest unscored "
+    "('budget reached'); exit 3 with the amount spent. The judge must be in the price table (see --prices).",
 )
 @max_unscored_option
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
+@progress_option
 def score(
     data: Path,
     rubric: str,
@@ -260,7 +262,7 @@ def score(
         **({"structured_output": False} if no_structured_output else {}),
     )
     structured = False if no_structured_output else None
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress_enabled(progress)
     try:
         check_trials(grader, repeats, both_orders)
         budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None

@@ -122,6 +122,10 @@ class EndpointUnreachableError(ProviderError):
     fatal = True
 
 
+class BudgetReached(JudgeError):
+    """A judge call would pass ``--max-cost``: it is not sent, and its item is unscored ("budget reached")."""
+
+
 class VerdictParseError(JudgeError):
     """The judge's completion could not be read as a verdict on the rubric's scale."""
 

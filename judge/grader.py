@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from judge.cache import Cache, cache_key
 from judge.config import GenerateConfig, Message
 from judge.dataset import Item
 from judge.errors import (
+    BudgetReached,
     ClientRequestError,
     ConfigError,
     ContextLengthError,
@@ -45,6 +46,15 @@ def is_fatal(exc: ProviderError) -> bool:
     return exc.fatal or (isinstance(exc, ClientRequestError) and exc.status in FATAL_STATUSES)
 
 
+class CallGuard(Protocol):
+    """Wraps each call sent to the server (not one served from the cache), inside its call slot: the
+    ``--max-cost`` budget (:class:`judge.runner.Budget`) reserves, waits, refuses and counts there."""
+
+    async def __call__(
+        self, messages: list[Message], config: GenerateConfig, generate: Callable[[], Awaitable[ModelOutput]]
+    ) -> ModelOutput: ...
+
+
 class CallResult(NamedTuple):
     """One judge call as the grader sees it."""
 
@@ -77,6 +87,7 @@ async def call_through_cache(
     *,
     limiter: Limiter | None = None,
     keep_failed: bool = False,
+    guard: CallGuard | None = None,
     **key_parts: Any,
 ) -> CallResult:
     """One call through the cache, the limiter and the retry layer; stores nothing but rejections.
@@ -100,10 +111,13 @@ async def call_through_cache(
         nonlocal attempts
         attempts = n
 
-    def once() -> Awaitable[ModelOutput]:
-        if limiter is None:
+    def send() -> Awaitable[ModelOutput]:
+        if guard is None:
             return provider.generate(messages, config)
-        return limiter.run(lambda: provider.generate(messages, config))
+        return guard(messages, config, lambda: provider.generate(messages, config))
+
+    def once() -> Awaitable[ModelOutput]:
+        return send() if limiter is None else limiter.run(send)
 
     try:
         out = await with_retries(once, provider.should_retry, retry, count)
@@ -180,6 +194,8 @@ class Grader:
         self.keep_failed = keep_failed
         #: judge through the provider's Batch API (judge.batch), priced at its batch price; None: synchronously
         self.batch = batch
+        #: wraps each call sent (``--max-cost``: :meth:`with_guard`); None: calls go out as they come
+        self.guard: CallGuard | None = None
         #: reason mode: the bounded, greedy reasoning call made before the verdict is read
         self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
         if mode in ("logprob", "reason"):
@@ -225,6 +241,7 @@ class Grader:
             self.retry,
             limiter=limiter,
             keep_failed=self.keep_failed,
+            guard=self.guard,
             rubric_hash=self.rubric.content_hash,
             score_mode=self.score_mode,
             namespace=self.cache_namespace,
@@ -280,8 +297,8 @@ class Grader:
                 error = f"{type(exc).__name__} after {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}: {exc}"
                 all_cached = False
                 break
-            except (ConfigError, RubricError, DataError):
-                raise  # the user's setup is wrong for every item: stop and say so
+            except (ConfigError, RubricError, DataError, BudgetReached):
+                raise  # the user's setup is wrong for every item (or the budget is spent): the caller says so
             except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure must not sink the run
                 attempts += 1
                 error = f"internal error: {type(exc).__name__}: {exc}"
@@ -367,6 +384,12 @@ class Grader:
         """This grader with another seed (a repeat): same provider, cache and settings, another cache entry."""
         other = copy.copy(self)
         other.config = self.config.model_copy(update={"seed": seed})
+        return other
+
+    def with_guard(self, guard: CallGuard | None) -> Grader:
+        """This grader with every call it sends wrapped by ``guard`` (same provider, cache and settings)."""
+        other = copy.copy(self)
+        other.guard = guard
         return other
 
     def describe(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,13 +16,15 @@ from pydantic import BaseModel
 
 from judge.batch import BatchSettings, check_batch_support
 from judge.cache import Cache
+from judge.config import GenerateConfig, Message
 from judge.dataset import Item, coerce_items
-from judge.errors import ConfigError, RubricError
+from judge.errors import BudgetReached, ConfigError, RubricError
 from judge.grader import Grader
 from judge.io import JsonlAppender, OrderedJsonlWriter, write_jsonl
 from judge.limiter import AdaptiveLimiter, Limiter
 from judge.pricing import cost_usd
-from judge.providers._base import Provider
+from judge.progress import progress_bar
+from judge.providers._base import ModelOutput, Provider
 from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
 from judge.rubric import Rubric, load_rubric
@@ -234,6 +235,7 @@ async def gather_streamed(
     out: str | Path | None = None,
     to_record: Callable[[R], Mapping[str, Any]] = dict,  # type: ignore[assignment]
     progress: bool = False,
+    desc: str = "",
 ) -> list[R | None]:
     """Await ``jobs`` concurrently; stream each result's record to ``out`` as it finishes.
 
@@ -243,29 +245,25 @@ async def gather_streamed(
     """
     results: list[R | None] = [None] * len(jobs)
     writer = JsonlAppender(out) if out is not None else None
-    bar = _progress(len(jobs), progress)
+    with progress_bar(len(jobs), desc, progress) as bar:
 
-    async def one(i: int, job: Awaitable[R | None]) -> None:
-        result = await job
-        results[i] = result
-        if writer is not None and result is not None:
-            writer.write(to_record(result))
-        if bar is not None:
+        async def one(i: int, job: Awaitable[R | None]) -> None:
+            result = await job
+            results[i] = result
+            if writer is not None and result is not None:
+                writer.write(to_record(result))
             bar.update(1)
 
-    tasks = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        tasks = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if writer is not None:
+                writer.abort()
+            raise
     if writer is not None:
         writer.close()
         write_jsonl(writer.path, [to_record(r) for r in results if r is not None])
@@ -279,6 +277,7 @@ async def run_items(
     concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
+    desc: str = "",
     limiter: Limiter | None = None,
     repeats: int = 1,
     both_orders: bool = False,
@@ -289,9 +288,9 @@ async def run_items(
     Calls go through ``limiter``, by default an :class:`AdaptiveLimiter` bounded by ``concurrency``:
     it backs off on 429/503 and growing latency and waits out ``Retry-After`` without holding a slot.
     ``repeats`` judges each item that many times (seed, seed + 1, ...) and ``both_orders`` each pair as
-    given and swapped, one verdict per item either way (:mod:`judge.trials`). With a ``budget``, an item
-    starts only while the run's spending plus the estimates of the items in flight and its own stays
-    within it; the others are unscored with "budget reached".
+    given and swapped, one verdict per item either way (:mod:`judge.trials`). With a ``budget``, each call
+    sent reserves its worst case while in flight and is refused only when it would pass the cap
+    (:class:`Budget`); an item with a refused call is unscored with "budget reached".
     """
     check_run(grader, items, repeats, both_orders, budget)
     if grader.batch is not None:
@@ -311,6 +310,7 @@ async def run_items(
         concurrency=concurrency,
         out=out,
         progress=progress,
+        desc=desc,
         limiter=limiter,
         repeats=repeats,
         both_orders=both_orders,
@@ -329,6 +329,7 @@ async def score_stream(
     concurrency: int = 16,
     out: str | Path,
     progress: bool = False,
+    desc: str = "",
     limiter: Limiter | None = None,
     repeats: int = 1,
     both_orders: bool = False,
@@ -350,6 +351,7 @@ async def score_stream(
         concurrency=concurrency,
         out=out,
         progress=progress,
+        desc=desc,
         limiter=limiter,
         repeats=repeats,
         both_orders=both_orders,
@@ -379,6 +381,7 @@ async def stream_run(
     concurrency: int = 16,
     out: str | Path | None = None,
     progress: bool = False,
+    desc: str = "",
     limiter: Limiter | None = None,
     repeats: int = 1,
     both_orders: bool = False,
@@ -393,6 +396,8 @@ async def stream_run(
     """
     calls = limiter or AdaptiveLimiter(max(1, concurrency), slow_start=SLOW_START)
     graders = [grader.with_seed(grader.config.seed + r) for r in range(repeats)] if repeats > 1 else [grader]
+    if budget is not None:
+        graders = [g.with_guard(budget) for g in graders]
 
     async def trial(g: Grader, item: Item) -> Verdict:
         if not both_orders:
@@ -402,43 +407,30 @@ async def stream_run(
         return combine_order_verdicts(v1, v2)
 
     async def judge_item(item: Item) -> Verdict:
-        reserved = 0.0
-        if budget is not None:
-            reserved = budget.estimate(grader, item) * len(graders) * (2 if both_orders else 1)
-            if not budget.reserve(reserved):
-                return budget.unscored(grader, item)
         try:
             done = [await trial(g, item) for g in graders]  # repeats one after another: no burst per item
-        except BaseException:
-            if budget is not None:
-                budget.settle(reserved, 0.0)
-            raise
-        verdict = combine_repeats(done) if repeats > 1 else done[0]
-        if budget is not None:
-            budget.settle(reserved, verdict.cost_usd)
-        return verdict
+        except BudgetReached:
+            assert budget is not None
+            return budget.unscored(grader, item)
+        return combine_repeats(done) if repeats > 1 else done[0]
 
     writer = OrderedJsonlWriter(out, n) if out is not None else None
-    bar = _progress(n, progress)
+    with progress_bar(n, desc, progress) as bar:
 
-    def finished(i: int, v: Verdict) -> None:
-        on_verdict(i, v)
-        if writer is not None:
-            writer.write(i, v.model_dump(mode="json"))
-        if bar is not None:
+        def finished(i: int, v: Verdict) -> None:
+            on_verdict(i, v)
+            if writer is not None:
+                writer.write(i, v.model_dump(mode="json"))
             bar.update(1)
 
-    # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
-    # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
-    try:
-        await bounded_map(judge_item, items, finished, window=max(64, 4 * max(1, concurrency)))
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        # items in progress (rendered, in the cache, waiting for a call slot or a retry): more than the call
+        # slots, so an item waiting out a backoff leaves room for others, yet not every item at once
+        try:
+            await bounded_map(judge_item, items, finished, window=max(64, 4 * max(1, concurrency)))
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
     if writer is not None:
         writer.close()
 
@@ -501,22 +493,35 @@ def check_trials(grader: Grader, repeats: int, both_orders: bool) -> None:
 
 
 class Budget:
-    """``--max-cost``: what a run may spend, checked before each item starts.
+    """``--max-cost``: what a run may spend, checked as each call to the judge starts.
 
-    An item starts only while the spending so far, plus the estimates of the items in flight, plus its
-    own estimate (:func:`estimate_item`) stays within ``max_usd``; once one does not fit, no further item
-    starts (``reached``) and each is unscored with "budget reached". Items served from the cache cost
-    nothing. The estimate counts no re-asks or retries, so the spending can pass the budget by those.
+    A call sent to the server (one served from the cache costs nothing and is not checked) reserves its
+    worst case -- its prompt's tokens (:func:`count_prompt_tokens`) plus ``max_tokens`` of completion, at
+    the judge's prices -- once it holds a call slot, and gives the reservation back when it ends, its real
+    cost (from the usage the server reports) joining the spending. It starts while the spending, the
+    reservations in flight and its own stay within ``max_usd``; when only reservations in flight stand in
+    the way it waits for them to end; when the spending alone leaves no room it is refused
+    (:class:`BudgetReached`) and its item is unscored with "budget reached". Each call is checked on its
+    own (re-asks and retries too), so a smaller call may still fit after a larger one was refused. The
+    spending never passes ``max_usd`` (as long as the prompt count is not below the server's), and a run
+    with items left stops less than one call's worst case below it.
     """
 
-    def __init__(self, max_usd: float) -> None:
+    def __init__(self, max_usd: float, provider: Provider, prices: str | None = None) -> None:
         if max_usd <= 0:
             raise ConfigError(f"--max-cost must be above 0 USD, got {max_usd}")
         self.max_usd = max_usd
+        self.provider = provider
+        self.prices = prices
         self.spent = 0.0
         self.in_flight = 0.0
-        self.reached = False
-        self.skipped = 0
+        self.skipped = 0  # items unscored because a call of theirs was refused
+        self._changed: asyncio.Condition | None = None
+
+    @property
+    def reached(self) -> bool:
+        """Whether any item went unjudged for the budget."""
+        return self.skipped > 0
 
     @classmethod
     def for_grader(cls, max_usd: float, grader: Grader) -> Budget:
@@ -527,29 +532,40 @@ class Budget:
                 f'be counted; give one with --prices FILE ({{"{grader.provider.model}": {{"input": USD per 1M '
                 'tokens, "output": USD per 1M tokens}})'
             )
-        return cls(max_usd)
+        return cls(max_usd, grader.provider, grader.prices)
 
-    def estimate(self, grader: Grader, item: Item) -> float:
-        """Estimated cost of one call for ``item`` (prompt counted, completion assumed; see :func:`estimate_run`)."""
-        prompt, completion, _ = estimate_item(grader, item)
-        return cost_usd(grader.provider.id, prompt, completion, grader.prices) or 0.0
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices) or 0.0
 
-    def reserve(self, usd: float) -> bool:
-        """Whether an item estimated at ``usd`` may start; if so its estimate counts as in flight."""
-        if self.reached or self.spent + self.in_flight + usd > self.max_usd:
-            self.reached = True
-            self.skipped += 1
-            return False
-        self.in_flight += usd
-        return True
-
-    def settle(self, reserved: float, spent: float | None) -> None:
-        """An item finished: its estimate leaves the in-flight total, what it cost joins the spending."""
-        self.in_flight -= reserved
-        self.spent += spent or 0.0
+    async def __call__(
+        self, messages: list[Message], config: GenerateConfig, generate: Callable[[], Awaitable[ModelOutput]]
+    ) -> ModelOutput:
+        """Send one call within the budget (the :class:`judge.grader.CallGuard` of a budgeted grader)."""
+        worst = self._cost(count_prompt_tokens(self.provider, messages)[0], config.max_tokens)
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            while self.spent + self.in_flight + worst > self.max_usd:
+                if self.spent + worst > self.max_usd:
+                    raise BudgetReached(
+                        f"--max-cost {self.max_usd:g} USD: ${self.spent:.4f} spent, this call may cost ${worst:.4f}"
+                    )
+                await self._changed.wait()  # calls in flight hold reservations they may not need
+            self.in_flight += worst
+        spent = 0.0
+        try:
+            out = await generate()
+            spent = self._cost(out.usage.prompt_tokens, out.usage.completion_tokens)
+            return out
+        finally:
+            async with self._changed:
+                self.in_flight -= worst
+                self.spent += spent
+                self._changed.notify_all()
 
     def unscored(self, grader: Grader, item: Item) -> Verdict:
-        """The verdict of an item that did not start because the budget was reached."""
+        """The verdict of an item a call of which was refused because it would pass the budget."""
+        self.skipped += 1
         return Verdict(
             id=item.id,
             rubric=grader.rubric.id,
@@ -558,7 +574,7 @@ class Budget:
             score_mode=grader.score_mode,
             score=None,
             status="unscored",
-            error=f"budget reached: --max-cost {self.max_usd:g} USD (not judged, nothing sent)",
+            error=f"budget reached: --max-cost {self.max_usd:g} USD (its next call would pass it; not judged)",
             cost_usd=0.0,
             temperature=grader.config.temperature,
             seed=grader.config.seed,
@@ -584,13 +600,18 @@ ESTIMATED_COMPLETION_TOKENS = 100
 """Completion tokens assumed per request in a dry run (a verdict with a short reason), capped by max_tokens."""
 
 
+def count_prompt_tokens(provider: Provider, messages: list[Message]) -> tuple[int, str]:
+    """(tokens, tokenizer used) of a prompt: the judge model's own tokenizer where the provider has one
+    here, otherwise characters / 4."""
+    counted = provider.count_tokens(messages)
+    if counted is None:
+        return -(-sum(len(m["content"]) for m in messages) // 4), "chars/4"
+    return counted, provider.id
+
+
 def estimate_item(grader: Grader, item: Item) -> tuple[int, int, str]:
     """(prompt tokens, completion tokens, tokenizer used) of one call for ``item`` (see :func:`estimate_run`)."""
-    messages = grader.rubric.render(item.values(), grader.score_mode)
-    counted = grader.provider.count_tokens(messages)
-    tokenizer = grader.provider.id
-    if counted is None:
-        counted, tokenizer = -(-sum(len(m["content"]) for m in messages) // 4), "chars/4"
+    counted, tokenizer = count_prompt_tokens(grader.provider, grader.rubric.render(item.values(), grader.score_mode))
     return counted, min(grader.config.max_tokens, ESTIMATED_COMPLETION_TOKENS), tokenizer
 
 
@@ -680,11 +701,3 @@ def run_sync(coro: Any) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="item", file=sys.stderr, dynamic_ncols=True, leave=False)

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from judge.cli import cli, main
 from judge.dataset import load_items
-from judge.runner import build_grader, estimate_run
+from judge.runner import build_grader
 from judge.testing.server import LoopbackServer, Reply, judge_responder, prompt_text
 
 ITEMS = [{"id": f"i{i}", "input": f"What is {i} + {i}?", "output": str(2 * i)} for i in range(6)]
@@ -100,34 +100,72 @@ def test_max_cost_without_a_price_is_a_usage_error(tmp_path: Path, score: Callab
     assert "has no price" in res.output and "--prices" in res.output
 
 
-def test_max_cost_stops_starting_items_keeps_and_caches_the_finished(tmp_path: Path, score: Callable[..., Run]) -> None:
+MANY = [{"id": f"m{i}", "input": f"What is {i} + {i}?", "output": f"{2 * i}" + " indeed" * (i % 5)} for i in range(22)]
+
+
+def test_max_cost_spends_up_to_the_cap_never_past_it(tmp_path: Path, score: Callable[..., Run]) -> None:
+    data = write(tmp_path / "d.jsonl", MANY)
+    price = prices(tmp_path)  # $1 per 1M prompt tokens, $2 per 1M completion tokens
+    free = tmp_path / "free.jsonl"
+    with LoopbackServer() as srv:  # what each item really costs, unbounded
+        res = score(srv.base_url, str(data), "-r", "factuality", "--prices", str(price), "-o", str(free))
+        assert res.exit_code == 0, res.output
+    cost = [r["cost_usd"] for r in rows(free)]
+    assert cost == [pytest.approx((r["prompt_tokens"] + 2 * r["completion_tokens"]) / 1e6) for r in rows(free)]
+    # worst case of each item's call: its prompt (characters / 4, as the loopback server has no tokenizer here)
+    # plus max_tokens (512) of completion
+    grader = build_grader("factuality", "openai/judge-model", base_url="http://127.0.0.1:9/v1", cache=False)
+    worst = []
+    for item in load_items(data):
+        messages = grader.rubric.render(item.values(), grader.score_mode)
+        worst.append((-(-sum(len(m["content"]) for m in messages) // 4) + 2 * 512) / 1e6)
+    cap = 0.45 * sum(cost)
+    # one call at a time: a call starts when what was spent plus its worst case fits, else it is refused
+    spent, judged = 0.0, []
+    for k in range(len(MANY)):
+        if spent + worst[k] <= cap:
+            spent, judged = spent + cost[k], [*judged, k]
+    assert 0 < len(judged) < len(MANY)
+
+    for concurrency in ("1", "4"):
+        out = tmp_path / f"v{concurrency}.jsonl"
+        args = ["-r", "factuality", "--prices", str(price), "--no-cache", "-o", str(out), "-c", concurrency]
+        with LoopbackServer(latency_ms=20) as srv:
+            res = score(srv.base_url, str(data), *args, "--max-cost", f"{cap:.10f}")
+            sent = len(srv.requests)
+        assert res.exit_code == 3, res.output
+        got = rows(out)
+        ok = [k for k, r in enumerate(got) if r["status"] == "ok"]
+        total = sum(r["cost_usd"] for r in got)
+        assert total <= cap  # never past the cap
+        assert total > cap - max(worst)  # and it stopped less than one call's worst case below it
+        assert sent == len(ok) and f"{len(MANY) - len(ok)} of {len(MANY)} items not judged" in res.output
+        assert f"spent ${total:.4f}" in res.output
+        assert all(got[k]["error"].startswith("budget reached") for k in range(len(MANY)) if k not in ok)
+        if concurrency == "1":
+            assert ok == judged
+        else:
+            assert len(ok) >= len(judged) - 1  # calls in flight together only wait for each other's reservations
+
+
+def test_max_cost_keeps_and_caches_the_finished(tmp_path: Path, score: Callable[..., Run]) -> None:
     data = write(tmp_path / "d.jsonl", ITEMS)
     price = prices(tmp_path)
     out = tmp_path / "v.jsonl"
-    grader = build_grader(
-        "factuality", "openai/judge-model", base_url="http://127.0.0.1:9/v1", cache=False, prices=str(price)
-    )
-    per_item = estimate_run(grader, load_items(data)).cost_usd / len(ITEMS)
-    budget = 2.5 * per_item  # room for two items' estimates, not three
     common = ["-r", "factuality", "--prices", str(price), "--cache-dir", str(tmp_path / "cache"), "-o", str(out)]
     with LoopbackServer() as srv:
-        res = score(srv.base_url, str(data), *common, "--max-cost", f"{budget:.10f}")
+        res = score(srv.base_url, str(data), *common, "--max-cost", "0.0014", "-c", "1")  # room for two
         assert res.exit_code == 3, res.output
-        assert "budget reached: spent $" in res.output and "4 of 6 items not judged" in res.output
         first = rows(out)
-        assert len(first) == 6
-        assert [r["status"] for r in first] == ["ok", "ok"] + ["unscored"] * 4
-        assert all(r["error"].startswith("budget reached") for r in first[2:])
-        assert sum(r["cost_usd"] for r in first) <= budget  # what it spent stayed within the budget
-        sent = len(srv.requests)
-        assert sent == 2
-        # a larger budget judges the rest; the two finished items come from the cache, free
+        done = [r for r in first if r["status"] == "ok"]
+        assert 0 < len(done) < len(ITEMS) and len(srv.requests) == len(done)
+        # a larger budget judges the rest; the finished items come from the cache, free
         res = score(srv.base_url, str(data), *common, "--max-cost", "1")
         assert res.exit_code == 0, res.output
-        assert len(srv.requests) == sent + 4
+        assert len(srv.requests) == len(ITEMS)
     second = rows(out)
     assert all(r["status"] == "ok" for r in second)
-    assert [r["cached"] for r in second[:2]] == [True, True]
+    assert sum(r["cached"] for r in second) == len(done)
 
 
 # -- repeats ------------------------------------------------------------------------------------------

@@ -160,6 +160,28 @@ def test_rubric_metric_through_the_judge_over_http(suite_dir: Path, capsys) -> N
     assert any(r["metric"] == "factuality" and r["reasoning"] == "checked" for r in review)
 
 
+def test_rubric_metric_with_batch_true_goes_through_the_batch_api(
+    suite_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(**entry) -> tuple[dict, LoopbackServer]:
+        monkeypatch.setenv("JUDGE_CACHE_DIR", str(suite_dir / f"cache{len(entry)}"))  # each run judges afresh
+        with LoopbackServer(batch_seconds=0.05) as srv:
+            rubric = {"rubric": "factuality", "judge": "openai/m", "base_url": srv.base_url, **entry}
+            suite = write_suite(suite_dir, metrics=[rubric])
+            code, out, err = run_cli(["eval", str(suite), "--out", str(suite_dir / f"run{len(entry)}")], capsys)
+        assert code == 0, err
+        return json.loads((suite_dir / f"run{len(entry)}" / "results.json").read_text()), srv
+
+    synced, sync_srv = run()
+    batched, srv = run(batch={"poll_interval": 0.02})
+    assert sync_srv.batch_desk.lines_run == 0 and len(sync_srv.requests) == 11  # q3: the same answer twice
+    assert srv.batch_desk.lines_run == 11 and len(srv.batch_desk.batches) == 2  # one batch per system
+    assert len(srv.requests) == 11  # the batch lines (the server records each), and no call sent synchronously
+    for system in ("base", "tuned"):
+        assert batched["systems"][system]["factuality"]["value"] == synced["systems"][system]["factuality"]["value"]
+    assert batched["deltas"]["tuned"]["factuality"]["value"] == synced["deltas"]["tuned"]["factuality"]["value"]
+
+
 def test_safety_rubric_gate_reads_lower_as_better(suite_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from judge.providers.fake import FakeProvider
 
@@ -297,6 +319,67 @@ def test_python_api_takes_a_dict_and_gives_a_frame(suite_dir: Path) -> None:
     assert list(frame.columns) == ["id", "system", "metric", "score", "status", "error"] and len(frame) == 6 * 2 * 4
     mean = frame[(frame.system == "tuned") & (frame.metric == "rouge1")].score.mean()
     assert result.systems["tuned"]["rouge1"]["value"] == pytest.approx(mean)
+
+
+def test_screening_figures_get_intervals_and_paired_deltas(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    gold = ["ill" if rng.random() < 0.3 else "well" for _ in range(60)]
+    flood = ["ill" if g == "ill" or rng.random() < 0.5 else "well" for g in gold]  # catches all, many false alarms
+    careful = [g if rng.random() < 0.85 else ("well" if g == "ill" else "ill") for g in gold]
+    write_jsonl(tmp_path / "items.jsonl", [{"id": f"p{k}", "input": "x", "reference": g} for k, g in enumerate(gold)])
+    for name, labels in (("flood", flood), ("careful", careful)):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"id": f"p{k}", "output": v} for k, v in enumerate(labels)])
+    result = evaluate(
+        {
+            "data": "items.jsonl",
+            "systems": {"flood": "flood.jsonl", "careful": "careful.jsonl"},
+            "baseline": "flood",
+            "metrics": [{"metric": "screening", "positive": "ill"}, "classification"],
+            "bootstrap": 300,
+            "permutations": 300,
+        },
+        base_dir=tmp_path,
+    )
+    from sklearn.metrics import matthews_corrcoef, recall_score
+
+    for system, labels in (("flood", flood), ("careful", careful)):
+        neg = [p for g, p in zip(gold, labels, strict=True) if g == "well"]
+        want = {
+            "sensitivity": recall_score(gold, labels, pos_label="ill"),
+            "specificity": neg.count("well") / len(neg),
+            "mcc": matthews_corrcoef(gold, labels),
+        }
+        for fig, value in want.items():
+            got = result.systems[system][fig]
+            assert got["value"] == pytest.approx(value) and got["ci_low"] <= value <= got["ci_high"], (system, fig)
+    assert result.systems["flood"]["sensitivity"]["value"] == 1.0
+    spec_delta = result.deltas["careful"]["specificity"]
+    want_delta = result.systems["careful"]["specificity"]["value"] - result.systems["flood"]["specificity"]["value"]
+    assert spec_delta["value"] == pytest.approx(want_delta) and spec_delta["ci_low"] > 0  # fewer false alarms
+
+
+def test_few_items_warn_and_name_the_interval_method(tmp_path: Path, capsys) -> None:
+    def run(n: int) -> tuple[dict, str]:
+        write_jsonl(tmp_path / "items.jsonl", [{"id": f"q{k}", "input": "x", "reference": f"a{k}"} for k in range(n)])
+        write_jsonl(tmp_path / "tuned.jsonl", [{"id": f"q{k}", "output": f"a{k}"} for k in range(n)])
+        base = [{"id": f"q{k}", "output": f"a{k}" if k % 2 and n > 3 else "wrong"} for k in range(n)]
+        write_jsonl(tmp_path / "base.jsonl", base)
+        suite = write_suite(tmp_path, metrics=["exact_match"])
+        code, out, err = run_cli(["eval", str(suite), "--out", str(tmp_path / f"run{n}")], capsys)
+        assert code == 0, err
+        return json.loads((tmp_path / f"run{n}" / "results.json").read_text()), out + err
+
+    res, text = run(3)  # tuned right on all three, base wrong on all: every resample says +1, yet p = 2/8
+    d = res["deltas"]["tuned"]["exact_match"]
+    assert d["ci_low"] > 0 and d["p_value"] > 0.05
+    assert res["provenance"]["bootstrap"]["ci"] == "bca" and "(bca)" in text
+    assert any("only 3 items" in w and "(bca, 95%)" in w for w in res["warnings"])
+    assert any(
+        w.startswith("tuned exact_match: the 95% CI of the delta") and "not significant" in w for w in res["warnings"]
+    )
+    assert all(f"warning: {w}" in text for w in res["warnings"])
+    res, text = run(60)  # enough items, and a delta both the CI and p call significant
+    assert res["warnings"] == [] and "warning:" not in text
 
 
 def test_item_delta_matches_scipy_paired_bootstrap_and_permutation_test() -> None:

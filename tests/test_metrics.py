@@ -109,7 +109,8 @@ def test_registry_specs_are_consistent() -> None:
 def test_every_figure_has_per_item_scores_within_its_range(name: str) -> None:
     spec = get_metric(name)
     outs: list[str | None] = [*OUTPUTS, "", None]
-    res = spec.fn(make_input(outs, [*REFS, ["x"], ["y"]]), {})
+    options = {"positive": "x"} if "positive" in spec.options else {}  # screening needs its positive class
+    res = spec.fn(make_input(outs, [*REFS, ["x"], ["y"]]), options)
     assert len(res.errors) == len(outs) and res.errors[-2:] == ["empty output", "no output"]
     assert set(res.corpus) <= {f.name for f in spec.figures}
     for fig in spec.figures:  # the eval engine reads res.scores[figure] for every figure
@@ -329,9 +330,16 @@ def _sklearn_figures(y_true: list[str], y_pred: list[str], labels: list[str] | N
 
     if labels is not None:  # the gold classes that occur in this sample
         labels = [c for c in labels if c in set(y_true) | set(y_pred)]
+    present = labels if labels is not None else sorted(set(y_true) | set(y_pred))
+    gold = set(y_true) if labels is None else set(labels)
+    merged = [p if p in gold or labels is None else "(other)" for p in y_pred]  # non-gold labels: one class
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # predicted-only classes: sklearn warns for balanced accuracy
+        mcm = skm.multilabel_confusion_matrix(y_true, y_pred, labels=present)
+        tn, fp = mcm[:, 0, 0], mcm[:, 0, 1]
         return {
+            "macro_specificity": float(np.mean([t / (t + f) if t + f else 0.0 for t, f in zip(tn, fp, strict=True)])),
+            "mcc": skm.matthews_corrcoef(y_true, merged),
             "accuracy": skm.accuracy_score(y_true, y_pred),
             "macro_f1": skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
             "macro_precision": skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
@@ -340,7 +348,7 @@ def _sklearn_figures(y_true: list[str], y_pred: list[str], labels: list[str] | N
         }
 
 
-CORPUS_FIGS = ("macro_f1", "macro_precision", "macro_recall", "balanced_accuracy")
+CORPUS_FIGS = ("macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "macro_specificity", "mcc")
 
 
 def _labels(n: int, invalid: float, seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -415,12 +423,56 @@ def test_classification_with_labels_outside_the_gold_classes() -> None:
     for k, cls in enumerate(labels):
         got = res.details["per_class"][cls]
         assert (got["precision"], got["recall"], got["f1"], got["support"]) == pytest.approx((p[k], r[k], f[k], s[k]))
+        negatives = [pr for g, pr in zip(gold, pred, strict=True) if g != cls]  # one-vs-rest, counted by hand
+        assert got["specificity"] == pytest.approx(sum(pr != cls for pr in negatives) / len(negatives))
+        assert got["sensitivity"] == got["recall"]
     _check_resamples(res, gold, pred, set(), classes)
 
     # another system on the same items: the same statistics layout, so rows of the two can be mixed
     other = get_metric("classification").fn(make_input(["maybe"] * len(gold), [[g] for g in gold]), {})
     assert other.corpus["macro_f1"].stats.shape == res.corpus["macro_f1"].stats.shape
     assert other.corpus["macro_f1"].score(other.corpus["macro_f1"].stats.sum(0)) == 0.0
+
+
+def test_mcc_separates_a_flooding_screen_that_accuracy_and_recall_flatter() -> None:
+    from sklearn.metrics import matthews_corrcoef
+
+    gold = ["ill"] * 10 + ["well"] * 90
+    flood = ["ill"] * 10 + ["ill"] * 40 + ["well"] * 50  # every ill case caught, 40 false alarms
+    res = get_metric("classification").fn(make_input(flood, [[g] for g in gold]), {})
+    c = res.corpus["mcc"]
+    assert c.score(c.stats.sum(0)) == pytest.approx(matthews_corrcoef(gold, flood))
+    spec = res.corpus["macro_specificity"]
+    assert spec.score(spec.stats.sum(0)) == pytest.approx((1.0 + 50 / 90) / 2)  # ill: 90 negatives, 40 FP
+    assert res.details["per_class"]["ill"]["specificity"] == pytest.approx(50 / 90)
+    constant = get_metric("classification").fn(make_input(["well"] * 100, [[g] for g in gold]), {})
+    c = constant.corpus["mcc"]
+    assert c.score(c.stats.sum(0)) == matthews_corrcoef(gold, ["well"] * 100) == 0.0  # undefined -> 0, as sklearn
+
+
+def test_screening_sensitivity_and_specificity_against_sklearn() -> None:
+    from sklearn.metrics import confusion_matrix, recall_score
+
+    gold, pred, outs = _labels(200, invalid=0.1, seed=9)
+    refs = [[g] for g in gold]
+    res = get_metric("screening").fn(make_input(outs, refs), {"positive": "Negative"})  # casefolded like labels
+    assert res.settings["positive"] == "negative"
+    y_true = [g == "negative" for g in gold]
+    y_pred = [p == "negative" for p in pred]
+    (tn, fp), _ = confusion_matrix(y_true, y_pred, labels=[False, True])
+    rng = np.random.default_rng(1)
+    for idx in [np.arange(len(gold)), *(rng.integers(0, len(gold), size=m) for m in (40, 8))]:
+        t, pr = [y_true[k] for k in idx], [y_pred[k] for k in idx]
+        (tn, fp), _ = confusion_matrix(t, pr, labels=[False, True])
+        want = {"sensitivity": recall_score(t, pr, zero_division=0), "specificity": tn / (tn + fp) if tn + fp else 0.0}
+        for fig, value in want.items():
+            c = res.corpus[fig]
+            assert c.score(c.stats[idx].sum(0)) == pytest.approx(value, abs=1e-12), (fig, len(idx))
+            assert c.score(c.stats[idx].sum(0)[None, :])[0] == pytest.approx(value, abs=1e-12)
+    with pytest.raises(ConfigError, match="needs option 'positive'"):
+        get_metric("screening").fn(make_input(outs, refs), {})
+    with pytest.raises(ConfigError, match="'sick', which is no item's gold label"):
+        get_metric("screening").fn(make_input(outs, refs), {"positive": "sick"})
 
 
 # --- BERTScore vs bert_score.score ------------------------------------------------------------------

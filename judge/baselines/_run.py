@@ -19,6 +19,7 @@ from typing import Any
 from judge.baselines._data import BaselineResult, columns
 from judge.engines import BatchFn, Engine, LocalEngine
 from judge.errors import DataError
+from judge.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def run_baseline(
     out: str | Path | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     items_per_batch: int | None = None,
+    progress: bool = False,
     **kwargs: Any,
 ) -> BaselineResult:
     """Run baseline ``name`` over ``data`` on ``engine`` (default: in-process), records in input order.
@@ -162,6 +164,7 @@ def run_baseline(
             rerun skips).
         on_record: called with each record as it arrives (e.g. to print it).
         items_per_batch: items per engine batch (default: tuned per baseline in :data:`KINDS`).
+        progress: a progress bar on stderr over the items to score (:func:`judge.progress.progress_bar`).
         **kwargs: the baseline's own options (model, field names, device, batch_size ...).
     """
     from judge.io import JsonlAppender
@@ -183,18 +186,20 @@ def run_baseline(
     writer = JsonlAppender(out) if out is not None else None
     try:
         results = iter(engine.map(functools.partial(_batch_fn, name, kwargs), todo, batch_size=size))
-        for row in rows:
-            if row[0] in done:
-                rec = done[row[0]]
-            else:
-                rec, summary = next(results)
-                if summary is not None:
-                    summaries.append(summary)
-                fresh[row[0]] = rec
-            if writer is not None:
-                writer.write(rec)
-            if on_record is not None:
-                on_record(rec)
+        with progress_bar(len(todo), name, progress) as bar:
+            for row in rows:
+                if row[0] in done:
+                    rec = done[row[0]]
+                else:
+                    rec, summary = next(results)
+                    if summary is not None:
+                        summaries.append(summary)
+                    fresh[row[0]] = rec
+                    bar.update(1)
+                if writer is not None:
+                    writer.write(rec)
+                if on_record is not None:
+                    on_record(rec)
     except BaseException:
         if writer is not None:
             writer.abort()

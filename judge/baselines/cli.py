@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from judge.baselines._data import BaselineResult
-from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option
+from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option, progress_option
 
 
 def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -22,6 +22,7 @@ def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callabl
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         f = max_unscored_option(f)
+        f = progress_option(f)
         f = click.option(
             "--address",
             default=None,
@@ -58,7 +59,9 @@ def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
-def _run(name: str, data: str, out: str | None, engine: str, address: str | None, **kwargs: Any) -> BaselineResult:
+def _run(
+    name: str, data: str, out: str | None, engine: str, address: str | None, progress: bool | None, **kwargs: Any
+) -> BaselineResult:
     """Run baseline ``name`` on the chosen engine, streaming records to --out (or stdout) in input order.
 
     An interrupted run leaves OUT.partial; the same command again skips the ids finished there.
@@ -68,6 +71,7 @@ def _run(name: str, data: str, out: str | None, engine: str, address: str | None
     from judge.baselines._run import run_baseline
     from judge.engines import get_engine
     from judge.io import OutputLock
+    from judge.progress import progress_enabled
 
     eng = get_engine(engine, address)
 
@@ -75,7 +79,15 @@ def _run(name: str, data: str, out: str | None, engine: str, address: str | None
         click.echo(json.dumps(rec, ensure_ascii=False))
 
     with OutputLock(out) if out else contextlib.nullcontext():
-        return run_baseline(name, data, engine=eng, out=out, on_record=None if out else echo, **kwargs)
+        return run_baseline(
+            name,
+            data,
+            engine=eng,
+            out=out,
+            on_record=None if out else echo,
+            progress=progress_enabled(progress),
+            **kwargs,
+        )
 
 
 def _emit(result: BaselineResult, out: str | None, max_unscored: float | None) -> None:
@@ -133,6 +145,7 @@ def perplexity(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    progress: bool | None,
     engine: str,
     address: str | None,
     field: str,
@@ -149,6 +162,7 @@ def perplexity(
             out,
             engine,
             address,
+            progress,
             model=model,
             field=field,
             max_length=max_length,
@@ -176,6 +190,7 @@ def entailment(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    progress: bool | None,
     engine: str,
     address: str | None,
     premise: str,
@@ -195,6 +210,7 @@ def entailment(
             out,
             engine,
             address,
+            progress,
             model=model,
             premise_field=premise,
             field=hypothesis,
@@ -235,6 +251,7 @@ def pmi(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    progress: bool | None,
     engine: str,
     address: str | None,
     source: str,
@@ -252,6 +269,7 @@ def pmi(
             out,
             engine,
             address,
+            progress,
             model=model,
             source_field=source,
             field=field,
@@ -282,6 +300,7 @@ def similarity(
     device: str | None,
     batch_size: int | None,
     max_unscored: float | None,
+    progress: bool | None,
     engine: str,
     address: str | None,
     against: str,
@@ -297,6 +316,7 @@ def similarity(
             out,
             engine,
             address,
+            progress,
             model=model,
             against_field=against,
             field=field,

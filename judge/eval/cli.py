@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from judge.cli import EXIT_CODES
+from judge.cli import EXIT_CODES, progress_option
+from judge.progress import progress_enabled
 
 
 @click.command(
@@ -59,7 +60,7 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
     help="choice_accuracy metrics score at most N questions per subject (a seeded stratified subset; with 57 "
     "MMLU subjects, N=5 gives 285 questions and a 95%% CI about +-6 points wide each side).",
 )
-@click.option("--progress/--no-progress", default=None, help="Progress bars for judge calls (default: on a terminal).")
+@progress_option
 def eval_command(
     suite: Path,
     out: Path | None,
@@ -98,7 +99,7 @@ def eval_command(
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
-    result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress, out_dir=target)
+    result = run_suite(spec, root, progress=progress_enabled(progress), out_dir=target)
     result.write(target)
     if report_path is not None:
         from judge.report import build
@@ -110,6 +111,8 @@ def eval_command(
     else:
         click.echo(result.table())
         click.echo(f"\nwrote {target}/results.json, scores.jsonl, review.jsonl", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if result.incomplete:
         click.echo(f"run incomplete: no item scored for {', '.join(result.incomplete)}", err=True)
         sys.exit(3)

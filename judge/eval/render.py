@@ -37,9 +37,10 @@ def render_table(result: EvalResult) -> str:
             ]
         rows.append(row)
     n = result.provenance.get("n_items")
+    method = (result.provenance.get("bootstrap") or {}).get("ci") or "percentile"
     lines = [
-        f"{n} items; baseline: {result.baseline}; values with 95% bootstrap CIs; Δ = system minus baseline on the "
-        "items both scored (paired bootstrap CI, approximate-randomization p); W/L/T = items better/worse/tied",
+        f"{n} items; baseline: {result.baseline}; values with 95% bootstrap CIs ({method}); Δ = system minus baseline "
+        "on the items both scored (paired bootstrap CI, approximate-randomization p); W/L/T = items better/worse/tied",
         "",
     ]
     lines.append(format_table(headers, rows))

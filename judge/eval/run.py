@@ -24,6 +24,7 @@ from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, valid
 from judge.io import Row, atomic_write_text, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
+from judge.progress import progress_bar
 from judge.rubric import Rubric, load_rubric
 
 # ------------------------------------------------------------------------------------------------ data
@@ -321,6 +322,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
         entry.judge or suite.judge,
         score_mode=entry.score_mode,
         base_url=entry.base_url or suite.base_url,
+        batch=entry.batch or None,
         **entry.options,
     )
     results: dict[str, MetricResult] = {}
@@ -338,7 +340,10 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
             ]
             scorable = [it for it in items if it.output is not None]
             verdicts = {
-                v.id: v for v in await run_items(grader, scorable, concurrency=suite.concurrency, progress=progress)
+                v.id: v
+                for v in await run_items(
+                    grader, scorable, concurrency=suite.concurrency, progress=progress, desc=f"{p.label} {system}"
+                )
             }
             scores = np.full(len(items), np.nan)
             errors: list[str | None] = []
@@ -368,7 +373,13 @@ def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[s
 
         return run_sync(_rubric_results(p, suite, data, progress))
     assert p.spec is not None
-    return {system: p.spec.fn(data.view(system), dict(p.entry.options)) for system in data.outputs}
+    results: dict[str, MetricResult] = {}
+    with progress_bar(len(data.outputs), p.label, progress, unit="system") as bar:
+        for system in data.outputs:
+            bar.set_description(f"{p.label} {system}")
+            results[system] = p.spec.fn(data.view(system), dict(p.entry.options))
+            bar.update(1)
+    return results
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -415,6 +426,14 @@ class EvalResult:
         """``system/figure`` pairs with no scored item at all: the run could not do that part of its job."""
         return [f"{s}/{m}" for s, per in self.systems.items() for m, v in per.items() if v["n"] == 0]
 
+    @property
+    def warnings(self) -> list[str]:
+        """Few items (below :data:`judge.eval.stats.FEW_UNITS`), the interval method, CIs at odds with p."""
+        from judge.eval.stats import small_sample_warnings
+
+        n = int(self.provenance.get("n_items") or 0)
+        return small_sample_warnings(self.systems, self.deltas, self.provenance.get("bootstrap") or {}, n)
+
     def to_dict(self) -> dict[str, Any]:
         return _clean(
             {
@@ -426,6 +445,7 @@ class EvalResult:
                 "passed": self.passed,
                 "provenance": self.provenance,
                 "details": self.details,
+                "warnings": self.warnings,
                 **({"sweeps": self.sweeps} if self.sweeps else {}),
             }
         )
@@ -568,16 +588,14 @@ def _generate(suite: Suite, data: EvalData, planned: list[Planned], out_dir: Pat
         return
     from judge.cache import Cache
     from judge.generation import generate_outputs
-    from judge.runner import _progress, run_sync
+    from judge.runner import run_sync
 
     cache = Cache.in_dir()
     try:
         for name, sm in data.models.items():
             provider = sm.provider_instance()
-            bar = _progress(len(data.ids), progress)
-            if bar is not None:
-                bar.set_description(f"generate {name}")
-            async def answer(provider: Any = provider, sm: Any = sm, bar: Any = bar) -> list[dict[str, Any]]:
+
+            async def answer(provider: Any = provider, sm: Any = sm, bar: Any = None) -> list[dict[str, Any]]:
                 try:
                     return await generate_outputs(
                         provider,
@@ -592,10 +610,9 @@ def _generate(suite: Suite, data: EvalData, planned: list[Planned], out_dir: Pat
                     await provider.aclose()  # on the loop its connections belong to
 
             try:
-                records = run_sync(answer())
+                with progress_bar(len(data.ids), f"generate {name}", progress) as bar:
+                    records = run_sync(answer(bar=bar))
             finally:
-                if bar is not None:
-                    bar.close()
                 sm.release()
             data.outputs[name] = [r["output"] for r in records]
             data.generation_errors[name] = [r["error"] for r in records]
@@ -611,22 +628,14 @@ def _model_metrics(planned: list[Planned], data: EvalData, progress: bool) -> di
     results: dict[int, dict[str, MetricResult]] = {p.index: {} for p in model_planned}
     if not model_planned:
         return results
-    from judge.runner import _progress
-
-    bar = _progress(len(data.outputs) * len(model_planned), progress)
-    try:
+    with progress_bar(len(data.outputs) * len(model_planned), "model metrics", progress, unit="system") as bar:
         for system in data.outputs:
             for p in model_planned:
                 assert p.spec is not None
-                if bar is not None:
-                    bar.set_description(f"{p.label} {system}")
+                bar.set_description(f"{p.label} {system}")
                 results[p.index][system] = p.spec.fn(data.view(system), dict(p.entry.options))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             data.models[system].release()
-    finally:
-        if bar is not None:
-            bar.close()
     return results
 
 

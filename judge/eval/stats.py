@@ -180,3 +180,41 @@ def paired_delta(
     extreme = int((np.abs(perm) >= abs(delta) - 1e-12).sum())
     out["p_value"] = (extreme + 1) / (rs.n_perm + 1)
     return out
+
+
+FEW_UNITS = 30
+"""Below this many resampling units (items, or groups with ``group``) ``judge eval`` warns: bootstrap
+intervals of a handful of items are too narrow, and one can exclude 0 while the permutation p-value says
+the difference may be chance (3 items: a CI above 0 with p = 0.25)."""
+
+
+def small_sample_warnings(
+    systems: dict[str, dict[str, dict[str, Any]]], deltas: dict[str, dict[str, dict[str, Any]]], bootstrap: dict, n: int
+) -> list[str]:
+    """What a reader of a run on few items must know: how few, which interval method, and every delta
+    whose CI excludes 0 while its p-value is above ``1 - level``."""
+    units = bootstrap.get("n_groups") or n
+    kind = f"groups ({bootstrap['group']})" if bootstrap.get("group") else "items"
+    method, level = bootstrap.get("ci"), float(bootstrap.get("level") or 0.95)
+    warns = []
+    if units < FEW_UNITS:
+        warns.append(
+            f"only {units} {kind}: below {FEW_UNITS} the bootstrap intervals ({method}, {level:.0%}) are too narrow "
+            "to trust and a paired CI can exclude 0 by chance; read the p-values, and evaluate on more items"
+        )
+    else:
+        for fig in next(iter(systems.values()), {}):
+            fewest = min(per[fig]["n"] for per in systems.values())
+            if fewest < FEW_UNITS:
+                warns.append(f"{fig}: only {fewest} scored items; its intervals ({method}) are too narrow to trust")
+    for system, per in deltas.items():
+        for fig, d in per.items():
+            lo, hi, p = d.get("ci_low"), d.get("ci_high"), d.get("p_value")
+            if lo is None or hi is None or p is None:
+                continue
+            if (lo > 0 or hi < 0) and p > 1 - level:
+                warns.append(
+                    f"{system} {fig}: the {level:.0%} CI of the delta [{lo:.3g}, {hi:.3g}] excludes 0 but p = {p:.2f}: "
+                    "not significant"
+                )
+    return warns

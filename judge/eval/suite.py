@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from judge.batch import BatchSettings
 from judge.config import ScoreMode
 from judge.errors import ConfigError
 from judge.generation import GenerateSettings
@@ -91,6 +92,11 @@ class MetricEntry(BaseModel):
     base_url: str | None = None
     direction: Literal["higher", "lower"] | None = Field(None, description="Override: is a higher score better?")
     strict: bool | None = Field(None, description="Opinions rubrics (toxicity, bias): any flagged opinion scores 1.")
+    batch: bool | BatchSettings | None = Field(
+        None,
+        description="Rubric metrics: send the judge calls through the provider's Batch API (openai/* judges), at "
+        "the batch price; true, or its settings (poll_interval, timeout, ...).",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Metric options (model, num_layers ...).")
 
     @model_validator(mode="before")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
-from judge.metrics.classification import classification
+from judge.metrics.classification import classification, screening
 from judge.metrics.modelbased import bertscore, perplexity
 from judge.metrics.modelown import LOSS_FIGURES, choice_accuracy, choice_figures, loss
 from judge.metrics.reference import bleu, chrf, exact_match, rouge, self_bleu, token_f1
@@ -82,10 +82,24 @@ _SPECS = [
             Figure("macro_precision", "higher", 0.0, 1.0, "macro-averaged precision"),
             Figure("macro_recall", "higher", 0.0, 1.0, "macro-averaged recall"),
             Figure("balanced_accuracy", "higher", 0.0, 1.0, "mean recall over the gold classes"),
+            Figure("macro_specificity", "higher", 0.0, 1.0, "one-vs-rest specificity TN/(TN+FP), macro-averaged"),
+            Figure("mcc", "higher", -1.0, 1.0, "Matthews correlation (multiclass, sklearn's)"),
         ),
         classification,
         needs_reference=True,
-        description="labels vs the first reference (strip + casefold): accuracy, macro P/R/F1, balanced accuracy",
+        description="labels vs the first reference (strip + casefold): accuracy, macro P/R/F1/specificity, "
+        "balanced accuracy, Matthews correlation",
+    ),
+    MetricSpec(
+        "screening",
+        (
+            Figure("sensitivity", "higher", 0.0, 1.0, "recall of the positive class: TP/(TP+FN)"),
+            Figure("specificity", "higher", 0.0, 1.0, "share of non-positive items not labelled positive: TN/(TN+FP)"),
+        ),
+        screening,
+        needs_reference=True,
+        options=("positive",),
+        description="a label task read one-vs-rest for the class named by 'positive': sensitivity and specificity",
     ),
     MetricSpec(
         "perplexity",

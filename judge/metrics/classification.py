@@ -16,6 +16,14 @@ averaged. Predictions outside the gold classes count as misses (false negatives 
 but are not classes of their own in the average -- sklearn without ``labels`` would add each
 distinct invalid label as a class with F1 0; when every prediction is a gold label the two agree.
 Balanced accuracy is the mean recall over the classes with gold support, exactly as sklearn's.
+Macro specificity is the one-vs-rest specificity TN / (TN + FP) of each of those classes, averaged
+(sklearn's ``multilabel_confusion_matrix`` per class). Matthews correlation is sklearn's multiclass
+``matthews_corrcoef`` with every non-gold prediction read as the one label "(other)" (0 where it is
+undefined, as sklearn returns).
+
+``screening`` reads the same matrix one-vs-rest for the class named by its ``positive`` option:
+sensitivity (the positive class's recall, named as screening tasks name it) and specificity (the
+share of non-positive items not predicted positive), both 0 where undefined (``zero_division=0``).
 
 The per-item values of the macro figures are the item's correctness (0/1, NaN when unscored): they
 say which items are scored and who wins an item in a paired comparison; the figure's value always
@@ -25,14 +33,17 @@ comes from the corpus statistics.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, MetricResult
 from judge.metrics.reference import prepare
 
-CORPUS_FIGURES = ("macro_f1", "macro_precision", "macro_recall", "balanced_accuracy")
+CORPUS_FIGURES = ("macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "macro_specificity", "mcc")
+SCREENING_FIGURES = ("sensitivity", "specificity")
 
 
 def normalize_label(label: str) -> str:
@@ -63,32 +74,69 @@ def confusion_figures(cm: np.ndarray) -> dict[str, np.ndarray]:
     def mean_over(values: np.ndarray, mask: np.ndarray, count: np.ndarray) -> np.ndarray:
         return _safe_div((values * mask).sum(axis=-1), count)
 
+    total = support.sum(axis=-1)
+    negatives = total[..., None] - support  # per class: the items whose gold label is another class
+    specificity = _safe_div(negatives - (predicted - tp), negatives)  # TN / (TN + FP), one-vs-rest
+    # Matthews correlation, sklearn's multiclass form: (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))
+    cov_tp = tp.sum(axis=-1) * total - (support * predicted).sum(axis=-1)
+    cov_pp = total**2 - (predicted**2).sum(axis=-1)
+    cov_tt = total**2 - (support**2).sum(axis=-1)
+    mcc = _safe_div(cov_tp, np.sqrt(cov_pp * cov_tt))
+
     nan_if_empty = np.where(n_present > 0, 0.0, np.nan)
     return {
         "macro_precision": mean_over(precision, present, n_present) + nan_if_empty,
         "macro_recall": mean_over(recall, present, n_present) + nan_if_empty,
         "macro_f1": mean_over(f1, present, n_present) + nan_if_empty,
         "balanced_accuracy": mean_over(recall, has_support, n_support) + np.where(n_support > 0, 0.0, np.nan),
+        "macro_specificity": mean_over(specificity, present, n_present) + nan_if_empty,
+        "mcc": mcc + np.where(total > 0, 0.0, np.nan),
+        "recall": recall,  # per class, (..., C): the screening figures pick the positive class
+        "specificity": specificity,
+        "total": total,
     }
 
 
 class ConfusionScore:
-    """``score(stats_sum)`` for one macro figure: reshape the summed one-hot cells to a matrix."""
+    """``score(stats_sum)`` for one figure: reshape the summed one-hot cells to a matrix.
 
-    def __init__(self, n_classes: int, figure: str) -> None:
+    With ``positive`` (a class index) the figure is that class's one-vs-rest sensitivity or specificity.
+    """
+
+    def __init__(self, n_classes: int, figure: str, positive: int | None = None) -> None:
         self.n_classes = n_classes
         self.figure = figure
+        self.positive = positive
+
+    def _pick(self, cm: np.ndarray) -> np.ndarray:
+        figs = confusion_figures(cm)
+        if self.positive is None:
+            return figs[self.figure]
+        per_class = figs["recall" if self.figure == "sensitivity" else "specificity"]
+        return per_class[..., self.positive] + np.where(figs["total"] > 0, 0.0, np.nan)
 
     def __call__(self, stats_sum: np.ndarray) -> Any:
         s = np.asarray(stats_sum, dtype=float)
         c = self.n_classes
         if s.ndim == 1:
-            return float(confusion_figures(s.reshape(c, c))[self.figure])
-        return confusion_figures(s.reshape(-1, c, c))[self.figure]
+            return float(self._pick(s.reshape(c, c)))
+        return self._pick(s.reshape(-1, c, c))
 
 
-def classification(data: EvalInput, options: dict[str, Any]) -> MetricResult:
-    """Accuracy per item; macro F1 / precision / recall and balanced accuracy over the corpus."""
+@dataclass
+class _Confusion:
+    """Every item's confusion-matrix cell as a one-hot row, and who is scored."""
+
+    gold_classes: list[str]
+    classes: list[str]  # the gold classes, then the "(other)" column
+    stats: np.ndarray  # (n, C*C)
+    correct: np.ndarray  # (n,) 0/1, NaN when unscored
+    errors: list[str | None]
+    gold: list[str]  # of the scored items, in item order
+    pred: list[str]
+
+
+def _confusion(data: EvalInput) -> _Confusion:
     errors, refs = prepare(data, needs_reference=True)
     n = len(data.outputs)
     gold_classes = sorted({normalize_label(r[0]) for r in refs if r})
@@ -106,38 +154,71 @@ def classification(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     for i in scored:
         correct[i] = float(gold[i] == pred[i])
         stats[i, index[gold[i]] * c + index.get(pred[i], c - 1)] = 1.0
-    scores = {"accuracy": correct}
-    scores.update({f: correct.copy() for f in CORPUS_FIGURES})
-    corpus = {f: Corpus(stats, ConfusionScore(c, f), vectorised=True) for f in CORPUS_FIGURES}
-    details: dict[str, Any] = {"classes": gold_classes}
-    if scored:
-        details.update(_sklearn_details([gold[i] for i in scored], [pred[i] for i in scored], gold_classes))
-    return MetricResult(
-        scores,
-        errors,
-        corpus=corpus,
-        settings={
-            "label_normalisation": "strip+casefold",
-            "gold": "first reference",
-            "zero_division": 0,
-            "macro_over": "gold classes present",
-        },
-        details=details,
+    return _Confusion(
+        gold_classes, classes, stats, correct, errors, [gold[i] for i in scored], [pred[i] for i in scored]
     )
+
+
+_SETTINGS = {"label_normalisation": "strip+casefold", "gold": "first reference", "zero_division": 0}
+
+
+def classification(data: EvalInput, options: dict[str, Any]) -> MetricResult:
+    """Accuracy per item; macro F1 / precision / recall / specificity, balanced accuracy and MCC over the corpus."""
+    cf = _confusion(data)
+    c = len(cf.classes)
+    scores = {"accuracy": cf.correct}
+    scores.update({f: cf.correct.copy() for f in CORPUS_FIGURES})
+    corpus = {f: Corpus(cf.stats, ConfusionScore(c, f), vectorised=True) for f in CORPUS_FIGURES}
+    details: dict[str, Any] = {"classes": cf.gold_classes}
+    if cf.gold:
+        details.update(_sklearn_details(cf.gold, cf.pred, cf.gold_classes))
+    settings = _SETTINGS | {"macro_over": "gold classes present", "mcc_labels": "gold classes + one '(other)'"}
+    return MetricResult(scores, cf.errors, corpus=corpus, settings=settings, details=details)
+
+
+def screening(data: EvalInput, options: dict[str, Any]) -> MetricResult:
+    """Sensitivity and specificity of the ``positive`` class, one-vs-rest; per item, the label's correctness."""
+    positive = options.get("positive")
+    if not isinstance(positive, str) or not positive.strip():
+        raise ConfigError("metric 'screening' needs option 'positive': the gold label of the positive class")
+    cf = _confusion(data)
+    label = normalize_label(positive)
+    if label not in cf.gold_classes:
+        raise ConfigError(
+            f"metric 'screening': option 'positive' is {positive!r}, which is no item's gold label "
+            f"(gold labels: {', '.join(map(repr, cf.gold_classes))})"
+        )
+    k = cf.gold_classes.index(label)
+    c = len(cf.classes)
+    scores = {f: cf.correct.copy() for f in SCREENING_FIGURES}
+    corpus = {f: Corpus(cf.stats, ConfusionScore(c, f, positive=k), vectorised=True) for f in SCREENING_FIGURES}
+    details: dict[str, Any] = {"classes": cf.gold_classes, "positive": label}
+    if cf.gold:
+        details.update(_sklearn_details(cf.gold, cf.pred, cf.gold_classes))
+    return MetricResult(scores, cf.errors, corpus=corpus, settings=_SETTINGS | {"positive": label}, details=details)
 
 
 def _sklearn_details(y_true: list[str], y_pred: list[str], gold_classes: list[str]) -> dict[str, Any]:
     """Per-class figures and the confusion matrix by scikit-learn, invalid predicted labels included."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix, precision_recall_fscore_support
 
     labels = [*gold_classes, *sorted(set(y_pred) - set(gold_classes))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # classes only predicted, never gold: sklearn warns, we report 0
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
         cm = confusion_matrix(y_true, y_pred, labels=labels)
+    (tn, fp), _ = multilabel_confusion_matrix(y_true, y_pred, labels=labels).transpose(1, 2, 0)
+    spec = np.divide(tn, tn + fp, out=np.zeros(len(labels)), where=(tn + fp) > 0)
     return {
         "per_class": {
-            cls: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
+            cls: {
+                "precision": float(p[k]),
+                "recall": float(r[k]),
+                "sensitivity": float(r[k]),  # = recall, one-vs-rest, as screening tasks name it
+                "specificity": float(spec[k]),
+                "f1": float(f[k]),
+                "support": int(s[k]),
+            }
             for k, cls in enumerate(labels)
         },
         "confusion_matrix": cm.tolist(),

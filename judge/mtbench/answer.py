@@ -120,6 +120,7 @@ async def answer_questions(
     model_id: str | None = None,
     out: str | Path | None = None,
     concurrency: int = 4,
+    progress: bool = False,
     **options: Any,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Answer every question (questions in parallel, turns in order); stream records to ``out``.
@@ -146,6 +147,6 @@ async def answer_questions(
                 return None
         return rec
 
-    done = await gather_streamed([one(q) for q in questions], out=out)
+    done = await gather_streamed([one(q) for q in questions], out=out, progress=progress, desc=f"answers {model}")
     final = [r for r in done if r is not None]
     return final, failures

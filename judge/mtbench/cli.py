@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from judge.cli import EXIT_CODES, cache_options, exit_if_incomplete, local_dtype_option, max_unscored_option
+from judge.cli import (
+    EXIT_CODES,
+    cache_options,
+    exit_if_incomplete,
+    local_dtype_option,
+    max_unscored_option,
+    progress_option,
+)
+from judge.progress import progress_enabled
 
 ANSWER_EPILOG = """\b
 Example:
@@ -110,6 +118,7 @@ def mtbench() -> None:
     "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True, help="Questions answered in parallel."
 )
 @max_unscored_option
+@progress_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
 def answer_cmd(
@@ -127,6 +136,7 @@ def answer_cmd(
     first_n: int | None,
     concurrency: int,
     max_unscored: float | None,
+    progress: bool | None,
     no_cache: bool,
     cache_dir: str | None,
 ) -> None:
@@ -154,6 +164,7 @@ def answer_cmd(
                 seed=seed,
                 system=system,
                 cache=_cache(no_cache, cache_dir),
+                progress=progress_enabled(progress),
             )
         finally:
             await provider.aclose()
@@ -241,6 +252,7 @@ def answer_cmd(
     "--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True, help="Judge calls in flight."
 )
 @max_unscored_option
+@progress_option
 @click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
 @click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
 @click.option(
@@ -285,6 +297,7 @@ def judge_cmd(
     max_tokens: int,
     concurrency: int,
     max_unscored: float | None,
+    progress: bool | None,
     no_cache: bool,
     cache_dir: str | None,
     out: str,
@@ -360,11 +373,15 @@ def judge_cmd(
     graders = [single, build_grader(pair_rubric, provider, **settings)]
     builder = PromptBuilder(single_rubric, pair_rubric, prompts, score_mode=single.score_mode)
 
+    show = progress_enabled(progress)
+
     async def go() -> tuple[list[dict[str, Any]], Any]:
         try:
             if batch:  # the calls go through judge score --batch's seam (judge.batch.grade_batched)
-                return await judge_matches_batched(matches, builder, *graders, out=out, progress=True)
-            return await judge_matches(matches, builder, *graders, concurrency=concurrency, out=out), None
+                return await judge_matches_batched(matches, builder, *graders, out=out, progress=show)
+            return await judge_matches(
+                matches, builder, *graders, concurrency=concurrency, out=out, progress=show
+            ), None
         finally:
             await provider.aclose()
 

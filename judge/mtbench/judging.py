@@ -319,6 +319,7 @@ async def judge_matches(
     *,
     concurrency: int = 8,
     out: str | Path | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Judge every match with at most ``concurrency`` judge calls in flight; stream records to ``out``.
 
@@ -339,7 +340,9 @@ async def judge_matches(
         verdicts = await asyncio.gather(*(call(grader, ident, messages) for ident, messages in games))
         return _record(m, rendered[i], verdicts)
 
-    done = await gather_streamed([one(i, m) for i, m in enumerate(matches)], out=out)
+    done = await gather_streamed(
+        [one(i, m) for i, m in enumerate(matches)], out=out, progress=progress, desc="judgments"
+    )
     final = [r for r in done if r is not None]
     return final
 
