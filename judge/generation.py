@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from judge.cache import Cache
 from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ProviderError
+from judge.limiter import Limiter
 from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy
 
@@ -73,11 +74,14 @@ async def generate_reply(
     retry: RetryPolicy | None = None,
     *,
     kind: str = "generate",
+    limiter: Limiter | None = None,
 ) -> tuple[ModelOutput, bool]:
-    """One answer through the cache and the retry layer: ``(output, cached)``, stored as final."""
+    """One answer through the cache, the limiter and the retry layer: ``(output, cached)``, stored as final."""
     from judge.grader import cached_call
 
-    out, cached, _ = await cached_call(provider, messages, config, cache, retry or RetryPolicy(), kind=kind)
+    out, cached, _ = await cached_call(
+        provider, messages, config, cache, retry or RetryPolicy(), limiter=limiter, kind=kind
+    )
     return out, cached
 
 
@@ -93,11 +97,15 @@ async def generate_outputs(
     progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Answer every prompt; one record per item, in item order: ``id, output, status, error, finish_reason,
-    prompt_tokens, completion_tokens, cached``. Longest prompts go first (local batches pad least)."""
+    prompt_tokens, completion_tokens, cached``. Longest prompts go first (local batches pad least). A server
+    is paced by the same adaptive limiter as judge calls (its rate-limit headers, AIMD on refusals)."""
     from judge.grader import FATAL_STATUSES
+    from judge.limiter import AdaptiveLimiter
+    from judge.runner import SLOW_START
 
     config = settings.config()
     sem = asyncio.Semaphore(max(1, concurrency))
+    limiter = None if provider.name in ("local", "hf", "fake") else AdaptiveLimiter(concurrency, slow_start=SLOW_START)
     records: list[dict[str, Any] | None] = [None] * len(ids)
 
     async def one(k: int) -> None:
@@ -105,7 +113,7 @@ async def generate_outputs(
         async with sem:
             try:
                 out, cached = await generate_reply(
-                    provider, settings.messages(prompts[k]), config, cache, retry, kind="eval-generate"
+                    provider, settings.messages(prompts[k]), config, cache, retry, kind="eval-generate", limiter=limiter
                 )
             except ClientRequestError as exc:
                 if exc.status in FATAL_STATUSES:

@@ -136,13 +136,16 @@ async def cached_call(
     config: GenerateConfig,
     cache: Cache | None,
     retry: RetryPolicy,
+    *,
+    limiter: Limiter | None = None,
     **key_parts: Any,
 ) -> tuple[ModelOutput, bool, int]:
-    """One provider call through the cache and the retry layer, stored as final: (output, cached, attempts).
+    """One provider call through the cache, the limiter and the retry layer, stored as final:
+    (output, cached, attempts).
 
     For callers that take any completion (answer generation); the grader marks its own entries.
     """
-    res = await call_through_cache(provider, messages, config, cache, retry, **key_parts)
+    res = await call_through_cache(provider, messages, config, cache, retry, limiter=limiter, **key_parts)
     if cache is not None and not res.cached:
         cache.put(res.key, {**res.output.to_cache(), "final": True})
     return res.output, res.cached, res.attempts
