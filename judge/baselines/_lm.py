@@ -15,7 +15,7 @@ from typing import Any
 from judge.errors import ConfigError
 
 DEFAULT_MAX_LENGTH_CAP = 2048  # long windows cost quadratic attention on CPU; --max-length raises it
-LOGITS_BUDGET = 1 << 28  # float32 logits elements per batch (1 GiB)
+LOGITS_BUDGET = 1 << 26  # float32 logits elements per batch (256 MiB: a batch stays small beside the model)
 
 
 @dataclass
