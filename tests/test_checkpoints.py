@@ -232,12 +232,16 @@ def _single_outputs(folder: Path, prompts: list[str], max_new_tokens: int) -> li
 
 
 def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path, capsys):
+    import shutil
+
     _write(tmp_path / "items.jsonl", ITEMS)
+    run = tmp_path / "run"
+    shutil.copytree(models["base"].parent / "run", run)
     suite = {
         "data": "items.jsonl",
         "systems": {
             "base": {"model": f"local/{models['base']}"},
-            "tuned": {"sweep": str(models["base"].parent / "run" / "checkpoint-*")},
+            "tuned": {"sweep": "run/checkpoint-*"},
         },
         "generate": {"max_new_tokens": 12},
         "metrics": ["token_f1", "loss"],
@@ -273,12 +277,22 @@ def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path
     html = (tmp_path / "report.html").read_text()
     assert "tuned: loss by training step with 95% CI bands" in html and 'aria-label="loss by step"' in html
     assert "training / validation loss" not in html  # no train: split in this suite, so no such curve
-    # a rerun generates nothing: every output comes from the cache, keyed by the checkpoint's content
+    assert not any(results["details"][s]["loss"]["cached"] for s in ("base", *sweep["systems"]))
+    # a rerun generates and computes nothing: outputs and losses come from the cache, keyed by content; a sweep
+    # that gained a checkpoint computes only for it
+    tiny_causal_lm(run / "checkpoint-d", seed=4)
+    (run / "checkpoint-d" / "trainer_state.json").write_text(json.dumps({"global_step": 30}))
     code, stdout, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
     assert code == 0, err
+    again = json.loads(stdout)
+    assert again["sweeps"]["tuned"]["systems"] == ["tuned@5", "tuned@10", "tuned@20", "tuned@30"]
     for system in ("base", *sweep["systems"]):
         records = [json.loads(line) for line in (out / "outputs" / f"{system}.jsonl").read_text().splitlines()]
         assert all(r["cached"] for r in records)
+        assert again["details"][system]["loss"]["cached"]
+        assert again["systems"][system]["loss"] == results["systems"][system]["loss"]
+    new = [json.loads(line) for line in (out / "outputs" / "tuned@30.jsonl").read_text().splitlines()]
+    assert not any(r["cached"] for r in new) and not again["details"]["tuned@30"]["loss"]["cached"]
 
 
 def test_bad_model_systems_exit_2_before_anything_is_written(models, tmp_path, capsys):

@@ -76,6 +76,18 @@ class SystemModel:
 
         return get_provider(self.spec, base_url=self.base_url)
 
+    def identity(self) -> dict[str, Any] | None:
+        """What the model is, by content (for cache keys); None for a model given in memory (it changes as
+        it trains)."""
+        if self.loaded is not None or not self.is_local:
+            return None
+        from judge.localmodels import model_fingerprint
+
+        ident = {"fingerprint": model_fingerprint(self.path)}
+        if self.adapter:
+            ident["adapter"] = model_fingerprint(self.adapter)
+        return ident
+
     def describe(self) -> dict[str, Any]:
         """Provenance: what the model is (a hash of its files for a local folder) and how it answered."""
         out: dict[str, Any] = {"model": self.spec, "generate": self.generate.model_dump(mode="json")}

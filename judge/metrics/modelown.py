@@ -43,9 +43,43 @@ def _corpus(column: int, scale: float = 1.0, exp: bool = False, per: int = 1) ->
     return Corpus(np.zeros((0, 3)), score, vectorised=True)
 
 
-def _loss_stats(model: Any, tok: Any, inputs: list[str], refs: list[str], data: EvalInput, options: dict) -> np.ndarray:
+def _remembered(data: EvalInput, what: str, payload: Any, compute: Any) -> tuple[np.ndarray, bool]:
+    """``compute()`` (an array), kept in the call cache under the model's content and ``payload``, so a rerun
+    -- or a sweep that gained a checkpoint -- recomputes nothing it already has. Returns (array, cached)."""
+    ident = data.model.identity() if data.model is not None else None
+    if ident is None:
+        return compute(), False
+    from judge.cache import Cache, cache_key
+
+    key = cache_key(kind="model-metric", what=what, model=ident, payload=payload)
+    cache = Cache.in_dir()
+    try:
+        hit = cache.get(key)
+        if hit is not None:
+            return np.array(hit["values"], dtype=float), True
+        values = compute()
+        cache.put(key, {"values": np.asarray(values, dtype=float).tolist()})
+        return values, False
+    finally:
+        cache.close()
+
+
+def _loss_stats(data: EvalInput, inputs: list[str], refs: list[str], options: dict) -> tuple[np.ndarray, bool]:
+    settings = data.model.generate
+    payload = {
+        "inputs": inputs,
+        "refs": refs,
+        "system_prompt": settings.system_prompt,
+        "chat_template": settings.chat_template,
+        "max_length": options.get("max_length"),
+    }
+    return _remembered(data, "loss", payload, lambda: _compute_loss_stats(inputs, refs, data, options))
+
+
+def _compute_loss_stats(inputs: list[str], refs: list[str], data: EvalInput, options: dict) -> np.ndarray:
     from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length
 
+    model, tok = data.model.load()
     settings = data.model.generate
     requests = answer_requests(
         tok, [settings.messages(x) for x in inputs], refs, False if settings.chat_template == "none" else None
@@ -66,21 +100,22 @@ def loss(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     names = ("loss", "loss_bits", "loss_ppl", "loss_bpb")
     scores = {f: np.full(n, np.nan) for f in names}
     stats = np.zeros((n, 3))
-    model, tok = data.model.load()
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = {"cached": True}
     if scored:
         refs = [data.references[k][0] for k in scored]  # type: ignore[index]
-        got = _loss_stats(model, tok, [data.inputs[k] for k in scored], refs, data, options)
+        got, cached = _loss_stats(data, [data.inputs[k] for k in scored], refs, options)
+        details["cached"] = cached
         stats[scored] = got
         per_token = got[:, 0] / got[:, 1]
         scores["loss"][scored] = per_token
         scores["loss_bits"][scored] = per_token / LN2
         scores["loss_ppl"][scored] = np.exp(per_token)
         scores["loss_bpb"][scored] = got[:, 0] / LN2 / got[:, 2]
-        details = {"tokens": int(got[:, 1].sum()), "bytes": int(got[:, 2].sum())}
+        details |= {"tokens": int(got[:, 1].sum()), "bytes": int(got[:, 2].sum())}
     if data.train is not None:
         t_inputs, t_refs = data.train
-        got = _loss_stats(model, tok, list(t_inputs), list(t_refs), data, options)
+        got, cached = _loss_stats(data, list(t_inputs), list(t_refs), options)
+        details["cached"] = details["cached"] and cached
         details["train_loss"] = float(got[:, 0].sum() / got[:, 1].sum())
         details["train_tokens"] = int(got[:, 1].sum())
         details["train_items"] = len(t_refs)
@@ -153,15 +188,23 @@ def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         raise ConfigError("choice_accuracy needs a system that is a model")
     questions = benchmark_questions(options)
     acc_name, norm_name = (f.name for f in choice_figures(options))
-    model, tok = data.model.load()
-    requests, owner = choice_requests(tok, [q.context for q in questions], [q.choices for q in questions])
-    max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
-    lls = loglikelihoods(
-        model, tok, requests, max_length=max_length, batch_size=int_option(options, "batch_size", 16, lo=1)
-    )
-    per_q: list[list[float]] = [[] for _ in questions]
-    for q, ll in zip(owner, lls, strict=True):
-        per_q[q].append(ll.logprob)
+
+    def compute() -> np.ndarray:
+        model, tok = data.model.load()
+        requests, _ = choice_requests(tok, [q.context for q in questions], [q.choices for q in questions])
+        max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
+        lls = loglikelihoods(
+            model, tok, requests, max_length=max_length, batch_size=int_option(options, "batch_size", 16, lo=1)
+        )
+        return np.array([ll.logprob for ll in lls])
+
+    payload = {"questions": [(q.context, q.choices) for q in questions], "max_length": options.get("max_length")}
+    flat, cached = _remembered(data, "choice_accuracy", payload, compute)
+    per_q: list[list[float]] = []
+    at = 0
+    for q in questions:
+        per_q.append([float(x) for x in flat[at : at + len(q.choices)]])
+        at += len(q.choices)
     acc = np.array([float(int(np.argmax(v)) == q.answer) for v, q in zip(per_q, questions, strict=True)])
     norm = np.array(
         [
@@ -183,7 +226,10 @@ def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
             "n_questions": len(questions),
             "scoring": "log-likelihood of each choice after the prompt (acc; acc_norm per character)",
         },
-        details={"per_subject": {s: {"n": len(v), "accuracy": float(np.mean(v))} for s, v in sorted(subjects.items())}},
+        details={
+            "per_subject": {s: {"n": len(v), "accuracy": float(np.mean(v))} for s, v in sorted(subjects.items())},
+            "cached": cached,
+        },
         ids=[q.id for q in questions],
     )
 
