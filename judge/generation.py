@@ -101,7 +101,7 @@ async def generate_outputs(
     is paced by the same adaptive limiter as judge calls (its rate-limit headers, AIMD on refusals)."""
     from judge.grader import FATAL_STATUSES
     from judge.limiter import AdaptiveLimiter
-    from judge.runner import SLOW_START
+    from judge.runner import SLOW_START, gather_streamed
 
     config = settings.config()
     sem = asyncio.Semaphore(max(1, concurrency))
@@ -136,12 +136,5 @@ async def generate_outputs(
             progress.update(1)
 
     order = sorted(range(len(ids)), key=lambda k: -len(prompts[k]))
-    tasks = [asyncio.create_task(one(k)) for k in order]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    await gather_streamed([one(k) for k in order])
     return [r for r in records if r is not None]

@@ -45,6 +45,36 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
+def _frame(
+    x: tuple[float, float],
+    y: tuple[float, float],
+    size: tuple[int, int],
+    margins: tuple[int, int, int, int],
+    labels: tuple[str, str],
+    *,
+    y_digits: int = 2,
+    xlabel_y: float | None = None,
+) -> tuple[Any, Any, list[str]]:
+    """The axes of an x-y plot: (sx, sy, body) -- data-to-pixel maps, and the box, ticks and axis labels."""
+    (x0, x1), (y0, y1), (width, height), (left, right, top, bottom) = x, y, size, margins
+    pw, ph = width - left - right, height - top - bottom
+
+    def sx(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * pw
+
+    def sy(v: float) -> float:
+        return top + ph - (v - y0) / (y1 - y0) * ph
+
+    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
+    for t in _ticks(x0, x1, 5):
+        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
+    for t in _ticks(y0, y1, 4):
+        body.append(_text(left - 4, sy(t) + 4, fmt(float(t), y_digits), "end", 'fill="#666"'))
+    body.append(_text(left + pw / 2, height - 4 if xlabel_y is None else xlabel_y, labels[0], "middle"))
+    body.append(_text(12, top + ph / 2, labels[1], "middle", f'transform="rotate(-90 12 {top + ph / 2})"'))
+    return sx, sy, body
+
+
 def histogram(series: dict[str, Sequence[float]], label: str, bins: int = 20, width: int = 420) -> str:
     """Overlaid histograms (one outline per series) on shared bins; integer scores get one bin per value."""
     values = [v for vs in series.values() for v in vs]
@@ -203,21 +233,7 @@ def scatter(
         x0, x1 = x0 - 1, x1 + 1
     if y1 == y0:
         y0, y1 = y0 - 1, y1 + 1
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + ph - (y - y0) / (y1 - y0) * ph
-
-    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
-    for t in _ticks(x0, x1, 5):
-        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
-    for t in _ticks(y0, y1, 4):
-        body.append(_text(left - 4, sy(t) + 4, fmt(float(t), 2), "end", 'fill="#666"'))
-    body.append(_text(left + pw / 2, height - 4, xlabel, "middle"))
-    body.append(_text(12, top + ph / 2, ylabel, "middle", f'transform="rotate(-90 12 {top + ph / 2})"'))
+    sx, sy, body = _frame((x0, x1), (y0, y1), (width, height), (left, right, top, bottom), (xlabel, ylabel))
     body.append('<g fill="#3b6ea8" fill-opacity="0.35">')
     body.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.2"/>' for x, y in points)
     body.append("</g>")
@@ -342,20 +358,15 @@ def curves(
     pad = (y1 - y0) * 0.05
     y0, y1 = y0 - pad, y1 + pad
     pw, ph = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + ph - (y - y0) / (y1 - y0) * ph
-
-    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
-    for t in _ticks(x0, x1, 5):
-        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
-    for t in _ticks(y0, y1, 4):
-        body.append(_text(left - 4, sy(t) + 4, fmt(float(t), 3), "end", 'fill="#666"'))
-    body.append(_text(left + pw / 2, top + ph + 30, xlabel, "middle"))
-    body.append(_text(12, top + ph / 2, ylabel, "middle", f'transform="rotate(-90 12 {top + ph / 2})"'))
+    sx, sy, body = _frame(
+        (x0, x1),
+        (y0, y1),
+        (width, height),
+        (left, right, top, bottom),
+        (xlabel, ylabel),
+        y_digits=3,
+        xlabel_y=top + ph + 30,
+    )
     if reference is not None:
         name, v, lo, hi = reference
         if lo is not None and hi is not None:
