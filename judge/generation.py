@@ -138,3 +138,73 @@ async def generate_outputs(
     order = sorted(range(len(ids)), key=lambda k: -len(prompts[k]))
     await gather_streamed([one(k) for k in order])
     return [r for r in records if r is not None]
+
+
+def _local_batch_fn(path: str, adapter: str | None, settings: dict[str, Any]) -> Any:
+    """The per-worker batch function of engine generation: the model loads once per worker, and each batch of
+    prompts is one left-padded greedy ``generate`` (module level, so it pickles to Ray actors)."""
+    from judge.providers.local import LocalProvider
+
+    provider = LocalProvider(path, adapter=adapter)
+    gen = GenerateSettings.model_validate(settings)
+    config = gen.config()
+
+    def run(batch: list[str]) -> list[dict[str, Any]]:
+        outs = provider._generate_many_sync([gen.messages(p) for p in batch], config)
+        return [o.to_cache() for o in outs]
+
+    return run
+
+
+def generate_on_engine(
+    engine: Any,
+    provider: Any,
+    ids: Sequence[str],
+    prompts: Sequence[str],
+    settings: GenerateSettings,
+    *,
+    cache: Cache | None,
+    batch_size: int = LOCAL_GENERATE_BATCH,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """A local model's answers computed on an engine (``--engine ray``: batches spread over an actor pool,
+    one model per actor), under the same cache keys as :func:`generate_outputs`, so either engine reuses
+    what the other generated; each answer is cached as it arrives (a killed run resumes)."""
+    import functools
+
+    from judge.grader import call_key
+
+    config = settings.config()
+    keys = [call_key(provider, settings.messages(p), config, kind="eval-generate") for p in prompts]
+    records: list[dict[str, Any] | None] = [None] * len(ids)
+
+    def record(k: int, out: ModelOutput, cached: bool) -> None:
+        records[k] = {
+            "id": ids[k],
+            "output": out.text,
+            "status": "ok",
+            "error": None,
+            "finish_reason": out.finish_reason,
+            "prompt_tokens": out.usage.prompt_tokens,
+            "completion_tokens": out.usage.completion_tokens,
+            "cached": cached,
+        }
+        if progress is not None:
+            progress.update(1)
+
+    todo = []
+    for k, key in enumerate(keys):
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None and hit.get("final", True) and "rejected" not in hit:
+            record(k, ModelOutput.model_validate(hit), True)
+        else:
+            todo.append(k)
+    todo.sort(key=lambda k: -len(prompts[k]))  # longest first: batches of like lengths pad least
+    factory = functools.partial(_local_batch_fn, provider.model, provider.adapter, settings.model_dump(mode="json"))
+    results = engine.map(factory, [prompts[k] for k in todo], batch_size=batch_size)
+    for k, raw in zip(todo, results, strict=True):
+        out = ModelOutput.model_validate(raw)
+        if cache is not None:
+            cache.put(keys[k], {**out.to_cache(), "final": True})
+        record(k, out, False)
+    return [r for r in records if r is not None]

@@ -182,3 +182,41 @@ def test_eval_metrics_on_ray_match_local(ray_instance: None, lm_dir: str, st_dir
         assert remote.errors == local.errors
         assert remote.scores[metric] == pytest.approx(local.scores[metric], rel=1e-5, nan_ok=True)
         assert remote.settings["engine"] == "ray"
+
+
+def test_model_system_generates_on_the_actor_pool_under_the_local_engines_cache_keys(
+    ray_instance: None, tmp_path: Path
+) -> None:
+    from judge.eval.run import evaluate
+    from judge.testing.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm(tmp_path / "m", seed=5)
+    items = [{"id": f"q{k}", "input": f"Question {k}: the quick brown fox {'jumps ' * (k % 5)}?"} for k in range(20)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    (tmp_path / "other.jsonl").write_text("".join(json.dumps({"id": it["id"], "output": "fox"}) + "\n" for it in items))
+
+    def run(engine: str, out: str) -> list[dict]:
+        suite = {
+            "data": "items.jsonl",
+            "systems": {"other": "other.jsonl", "tuned": {"model": f"local/{model}"}},
+            "generate": {"max_new_tokens": 10},
+            "metrics": ["self_bleu"],
+            "engine": engine,
+            "bootstrap": 100,
+            "permutations": 100,
+        }
+        evaluate(suite, base_dir=tmp_path, out=tmp_path / out)
+        return [json.loads(x) for x in (tmp_path / out / "outputs" / "tuned.jsonl").read_text().splitlines()]
+
+    on_ray = run("ray", "ray")
+    assert [r["id"] for r in on_ray] == [it["id"] for it in items] and not any(r["cached"] for r in on_ray)
+    local = run("local", "local")  # the same keys: everything comes from what the actors generated
+    assert all(r["cached"] for r in local)
+    assert [r["output"] for r in local] == [r["output"] for r in on_ray]
+    from judge.config import GenerateConfig
+    from judge.providers.local import LocalProvider
+
+    fresh = LocalProvider(str(model))._generate_many_sync(
+        [[{"role": "user", "content": it["input"]}] for it in items[:3]], GenerateConfig(max_tokens=10)
+    )
+    assert [o.text for o in fresh] == [r["output"] for r in on_ray[:3]]  # and they are this model's answers

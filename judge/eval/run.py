@@ -581,13 +581,15 @@ def with_limit_per_subject(suite: Suite, n: int | None) -> Suite:
     return suite.model_copy(update={"metrics": metrics})
 
 
-def _generate(suite: Suite, data: EvalData, planned: list[Planned], out_dir: Path | None, progress: bool) -> None:
+def _generate(
+    suite: Suite, data: EvalData, planned: list[Planned], out_dir: Path | None, progress: bool, engine: Any
+) -> None:
     """Outputs of the systems that are models, when a metric reads outputs: generated once (cached by the
     model's content, the prompt and the settings), written to ``out_dir/outputs/<system>.jsonl``."""
     if not data.models or not any(p.spec is None or p.spec.uses_outputs for p in planned):
         return
     from judge.cache import Cache
-    from judge.generation import generate_outputs
+    from judge.generation import generate_on_engine, generate_outputs
     from judge.runner import run_sync
 
     cache = Cache.in_dir()
@@ -611,7 +613,12 @@ def _generate(suite: Suite, data: EvalData, planned: list[Planned], out_dir: Pat
 
             try:
                 with progress_bar(len(data.ids), f"generate {name}", progress) as bar:
-                    records = run_sync(answer(bar=bar))
+                    if engine.name != "local" and sm.is_local and sm.loaded is None:  # an actor pool
+                        records = generate_on_engine(
+                            engine, provider, data.ids, data.inputs, sm.generate, cache=cache, progress=bar
+                        )
+                    else:
+                        records = run_sync(answer(bar=bar))
             finally:
                 sm.release()
             data.outputs[name] = [r["output"] for r in records]
@@ -725,7 +732,10 @@ def run_suite(
     groups = np.array(data.groups) if data.groups is not None else None
     n_units = len(data.ids) if data.groups is None else len(set(data.groups))
 
-    _generate(suite, data, planned, Path(out_dir) if out_dir is not None else None, progress)
+    from judge.engines import get_engine, using
+
+    engine = get_engine(suite.engine, suite.address)
+    _generate(suite, data, planned, Path(out_dir) if out_dir is not None else None, progress, engine)
     by_model = _model_metrics(planned, data, progress)
     figures: dict[str, Figure] = {}
     fig_ids: dict[str, list[str]] = {}  # figures scored over their own units (a benchmark's questions)
@@ -735,9 +745,6 @@ def run_suite(
     notes: dict[tuple[str, str], list[dict[str, Any] | None]] = {}
     settings: dict[str, Any] = {}
     details: dict[str, dict[str, Any]] = {}
-    from judge.engines import get_engine, using
-
-    engine = get_engine(suite.engine, suite.address)
     for p in planned:
         if p.index in by_model:
             computed = by_model[p.index]

@@ -185,7 +185,8 @@ class Suite(BaseModel):
     concurrency: int = Field(16, ge=1)
     engine: Literal["local", "ray"] = Field(
         "local",
-        description="Where local-model metrics (perplexity, BERTScore) run: in this process, or a Ray actor pool.",
+        description="Where local-model work runs (perplexity, BERTScore, generation by local model systems): "
+        "in this process, or a Ray actor pool.",
     )
     address: str | None = Field(None, description="Ray cluster for engine ray (ray://HEAD:10001, auto).")
     _source: str = PrivateAttr("<suite>")
