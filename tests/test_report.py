@@ -58,12 +58,13 @@ def make_verdicts(tmp: Path) -> tuple[Path, Path, set[str]]:
     return _write_jsonl(tmp / "qa.verdicts.jsonl", verdicts), _write_jsonl(tmp / "qa.jsonl", items), lowest
 
 
-def make_eval(tmp: Path) -> tuple[Path, set[str]]:
-    """A two-system run with reference metrics; e7 is the tuned system's worst item and its largest drop."""
+def make_eval(tmp: Path, without_reference: int = 0) -> tuple[Path, set[str]]:
+    """A two-system run with reference metrics; e7 is the tuned system's worst item and its largest drop.
+    The first ``without_reference`` items get a blank reference."""
     items, base, tuned = [], [], []
     for i in range(30):
         ref = f"the answer to question {i} is number {i} and it is right"
-        items.append({"id": f"e{i}", "input": f"q{i} {XSS[i % 3]}", "reference": ref})
+        items.append({"id": f"e{i}", "input": f"q{i} {XSS[i % 3]}", "reference": "" if i < without_reference else ref})
         base.append({"id": f"e{i}", "output": ref if i == 7 else f"the answer is number {i} " + XSS[i % 3]})
         tuned.append({"id": f"e{i}", "output": "zzz " + XSS[i % 3] if i == 7 else ref[: 10 + i] + " " + XSS[i % 3]})
     _write_jsonl(tmp / "items.jsonl", items)
@@ -367,7 +368,29 @@ def test_browser_eval_report(browser: Any, tmp_path: Path) -> None:
         "return document.querySelectorAll('table.gates td.pass, table.gates td.fail').length"
     )
     assert gates == 2
-    assert browser.execute_script("return document.querySelectorAll('table.length-bias tbody tr').length") == 4
+    # length bias as a grid: metric rows x system columns
+    assert browser.execute_script("return document.querySelectorAll('table.length-bias tbody tr').length") == 2
+    assert browser.execute_script("return document.querySelectorAll('table.length-bias thead th').length") == 3
+    # the answer first: the verdict and the per-system headline above every other table; provenance folded
+    sec = "document.querySelector('section[data-kind=eval]')"
+    first = browser.execute_script(f"return {sec}.querySelector('table').closest('div.headline') !== null")
+    assert first
+    assert browser.execute_script(f"return {sec}.querySelector('p.verdict').textContent") == "FAIL: 1 of 2 gates fail."
+    cells = browser.execute_script(
+        f"return Array.from({sec}.querySelectorAll('table.headline td')).map(c => c.textContent)"
+    )
+    assert cells[0] == "tuned" and cells[2] == "1 of 2: token_f1" and cells[3].startswith("FAIL")
+    assert browser.execute_script(f"return {sec}.querySelector('details.provenance').open") is False
+    visible = f"return {sec}.querySelector('table.provenance').checkVisibility({{contentVisibilityAuto: true}})"
+    assert browser.execute_script(visible) is False  # folded: not shown until opened
+    browser.execute_script(f"{sec}.querySelector('details.provenance').open = true")
+    assert browser.execute_script(visible) is True
+    # every figure says how to read it
+    captions = browser.execute_script(
+        f"return Array.from({sec}.querySelectorAll('figure'))"
+        ".map(f => (f.querySelector('figcaption') || {}).textContent)"
+    )
+    assert captions and all(c and len(c) > 40 for c in captions), captions
 
 
 def test_browser_calibration_report(browser: Any, tmp_path: Path) -> None:
@@ -399,3 +422,82 @@ def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:
         "return Array.from(document.querySelectorAll('svg.plot text')).map(t => t.textContent)"
     )
     assert EVIL_MODEL[:16] in labels or any("vicuna<img" in t for t in labels)
+
+
+# ------------------------------------------------------------------------------ read at a glance (issue 20)
+
+
+def _significant_counts(results: dict[str, Any], system: str) -> tuple[list[str], list[str]]:
+    """Independently of the report: metrics whose paired delta's 95% CI lies wholly on the better / worse side."""
+    better, worse = [], []
+    for m, d in results["deltas"][system].items():
+        higher = results["provenance"]["figures"][m]["direction"] == "higher"
+        if d["ci_low"] is None:
+            continue
+        up, down = d["ci_low"] > 0, d["ci_high"] < 0
+        if (up and higher) or (down and not higher):
+            better.append(m)
+        elif up or down:
+            worse.append(m)
+    return better, worse
+
+
+def test_eval_report_leads_with_the_verdict(tmp_path: Path) -> None:
+    from judge.report.sections import eval_section
+
+    out, _ = make_eval(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    better, worse = _significant_counts(results, "tuned")
+    assert worse == ["token_f1"]  # the fixture's tuned system is significantly worse on token_f1 only
+    section = judge.report.load_section(out)
+    assert section.headline is not None and section.fold_provenance
+    (row,) = section.headline.rows
+    assert row[0] == "tuned" and row[1].startswith(f"{len(better)} of 2") and row[2] == "1 of 2: token_f1"
+    d = results["deltas"]["tuned"]["token_f1"]
+    assert row[4].startswith("token_f1: Δ -0.091 [") and f"{d['ci_high']:.3f}"[:5] in row[4]
+    failed = [g for g in results["gates"] if not g["passed"]]
+    assert row[3] == f"FAIL (1 of 2: {failed[0]['metric']} {failed[0]['rule']})"
+    assert section.verdict == "FAIL: 1 of 2 gates fail." and section.verdict_cls == "fail"
+    html = judge.report(out)
+    assert html.index('class="headline"') < html.index("Metrics: value") < html.index('<details class="provenance"')
+    assert '{"' not in html.split('<details class="provenance">')[1].split("</details>")[0]  # no raw JSON
+    assert "signature: nrefs:1" in html
+    assert results["warnings"] and results["warnings"][0] in html  # the eval's own warnings are shown
+    # lower-is-better: a delta whose CI lies above 0 is a regression
+    flipped = json.loads(json.dumps(results))
+    flipped["provenance"]["figures"]["token_f1"]["direction"] = "lower"
+    (row,) = eval_section(flipped, [], [], "x").headline.rows
+    assert row[1].startswith("1 of 2: token_f1") and row[2].startswith("0 of 2")
+
+
+def test_eval_report_not_applicable_grid_and_clipped_histogram(tmp_path: Path) -> None:
+    import numpy as np
+
+    from judge.report import svg
+    from judge.report.sections import eval_section
+
+    out, _ = make_eval(tmp_path, without_reference=3)
+    section = judge.report.load_section(out)
+    assert "not applicable (no reference): base/chrf: 3, base/token_f1: 3, tuned/chrf: 3, tuned/token_f1: 3" in (
+        section.notes
+    )
+    assert not any(n.startswith("unscored") for n in section.notes)
+    grid = section.length_bias
+    assert (
+        grid is not None and grid.headers == ["", "base", "tuned"] and [r[0] for r in grid.rows] == ["token_f1", "chrf"]
+    )
+    assert all(c.endswith("(n=27)") for r in grid.rows for c in r[1:])
+    # one outlier among 200 values: the axis is the 1st-99th percentile, not 0..5000
+    rng = np.random.default_rng(0)
+    vals = list(rng.normal(10, 1, 199)) + [5000.0]
+    lo, hi = np.percentile(vals, [1, 99])
+    assert svg.robust_range(vals) == pytest.approx((lo, hi))
+    results = json.loads((out / "results.json").read_text())
+    scores = [{"id": f"x{i}", "system": "base", "metric": "token_f1", "score": v} for i, v in enumerate(vals)]
+    section = eval_section(results, scores, [], "x")
+    caption, plot = next(p for p in section.plots if p[0].startswith("token_f1: share of items"))
+    beyond = sum(v < lo or v > hi for v in vals)
+    assert "clipped to the 1st–99th percentile" in caption and f"{beyond} values outside, in the end bins" in plot
+    ticks = [float(t) for t in re.findall(r'class="xtick" fill="#666">([-\d.]+)<', plot)]
+    assert ticks and min(ticks) >= lo - 1e-9 and max(ticks) <= hi + 1e-9
+    assert svg.robust_range(vals[:199]) is None  # no outlier: the full range

@@ -63,6 +63,14 @@ class Section:
     notes: list[str] = field(default_factory=list)
     length_bias: Table | None = None
     length_plots: list[tuple[str, str]] = field(default_factory=list)
+    headline: Table | None = None
+    """The answer first (eval: per system, metrics better / worse, gates, the worst regression)."""
+    verdict: str = ""
+    """One line above the headline table (eval: every gate passed or not)."""
+    verdict_cls: str = ""
+    """``pass`` or ``fail`` (the verdict's colour), or empty."""
+    fold_provenance: bool = False
+    """Show the provenance as a folded table below the results instead of on top."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -116,25 +124,34 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _length_bias(section: Section, groups: dict[str, list[tuple[float, float]]], what: str) -> None:
-    """Score against output length per group (rubric or metric × system), with Spearman's ρ."""
-    rows = []
+def _length_bias(section: Section, groups: dict[tuple[str, str], list[tuple[float, float]]], what: str) -> None:
+    """Score against output length per (row, column) group, e.g. metric × system, with Spearman's ρ: a grid
+    with one row per rubric or metric and one column per system (a single unnamed column: just ρ)."""
+    cells: dict[str, dict[str, str]] = defaultdict(dict)
+    columns: list[str] = []
     by_plot: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for name, pts in groups.items():
+    for (row, col), pts in groups.items():
         if not pts:
             continue
         rho = spearman([p[0] for p in pts], [p[1] for p in pts])
-        rows.append([name, str(len(pts)), fmt(rho, 3)])
-        by_plot[name.split(" / ")[0]].extend(pts)
-    if not rows:
+        cells[row][col] = f"{fmt(rho, 3)} (n={len(pts)})"
+        if col not in columns:
+            columns.append(col)
+        by_plot[row].extend(pts)
+    if not cells:
         return
     section.length_bias = Table(
-        f"Length bias: Spearman ρ of {what} vs output length (characters)", ["", "n", "ρ"], rows
+        f"Length bias: Spearman ρ of {what} vs output length in characters (n items); ρ > 0: longer outputs "
+        "score higher, |ρ| under 0.1 is negligible",
+        ["", *(c or "ρ (n)" for c in columns)],
+        [[row, *(per.get(c, "-") for c in columns)] for row, per in cells.items()],
     )
     for name, pts in by_plot.items():
         section.length_plots.append(
             (
-                f"{name}: score vs output length",
+                f"{name}: score vs output length, one dot per item"
+                + (" and system" if len(columns) > 1 else "")
+                + "; a rising cloud means longer outputs score higher (ρ in the table above)",
                 svg.scatter(
                     _subsample(pts), f"{name} score vs output length", xlabel="output characters", ylabel="score"
                 ),
@@ -222,11 +239,11 @@ def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path 
             )
         )
     if texts:
-        groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for r in ok:
             out = texts.get(str(r.get("id")), {}).get("output")
             if isinstance(out, str):
-                groups[str(r.get("rubric"))].append((float(len(out)), float(r["score"])))
+                groups[(str(r.get("rubric")), "")].append((float(len(out)), float(r["score"])))
         _length_bias(s, groups, "score")
     return s
 
@@ -256,6 +273,112 @@ def _output_lengths(results: dict[str, Any]) -> dict[str, dict[str, int]]:
     return out
 
 
+def not_applicable_error(error: Any) -> bool:
+    """Whether a per-item error says the metric does not apply (no reference to compare with), rather than
+    that scoring failed: ``"not applicable: ..."`` (model metrics) or ``"no reference"`` (reference metrics)."""
+    if not isinstance(error, str):
+        return False
+    e = error.strip().lower()
+    return e.startswith("not applicable") or "no reference" in e
+
+
+def _settings(value: Any, limit: int = 400) -> str:
+    """A metric's settings as ``key: value`` pairs (nested keys dotted) for the provenance table: no JSON."""
+    flat: list[str] = []
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        else:
+            shown = ", ".join(fmt(x) for x in v) if isinstance(v, list | tuple) else fmt(v)
+            flat.append(f"{prefix}: {shown}" if prefix else shown)
+
+    walk("", value)
+    return clip("; ".join(flat), limit)
+
+
+def _significance(d: dict[str, Any], better: int) -> int:
+    """+1 when a delta's CI lies wholly on the better side of 0 (``better``: +1 higher is better, -1 lower),
+    -1 when wholly on the worse side, 0 when it holds 0 or is undefined."""
+    lo, hi = _num(d.get("ci_low")), _num(d.get("ci_high"))
+    if lo is None or hi is None:
+        return 0
+    if lo > 0:
+        return better
+    if hi < 0:
+        return -better
+    return 0
+
+
+def _eval_headline(results: dict[str, Any], names: list[str]) -> tuple[Table | None, str, str]:
+    """The answer a reader wants first, per system: how many metrics are significantly better or worse than the
+    baseline (the delta's 95% CI excludes 0, read in each metric's direction), its gates, and its worst
+    significant regression (the largest drop as a share of the metric's range when known)."""
+    systems: dict[str, Any] = results.get("systems", {})
+    deltas: dict[str, dict[str, Any]] = results.get("deltas", {})
+    figures: dict[str, Any] = results.get("provenance", {}).get("figures", {})
+    baseline = results.get("baseline")
+    gates: list[dict[str, Any]] = results.get("gates") or []
+    order = [x for x in systems if x != baseline] + [baseline] + [
+        str(g.get("system")) for g in gates if g.get("system") not in systems
+    ]
+    rows = []
+    for name in dict.fromkeys(order):
+        better, worse, worst = [], [], None
+        for m in names if name in deltas else []:
+            d = deltas[name].get(m) or {}
+            fig = figures.get(m, {})
+            sign = 1 if fig.get("direction", "higher") == "higher" else -1
+            sig = _significance(d, sign)
+            (better if sig > 0 else worse if sig < 0 else []).append(m)
+            if sig < 0:
+                lo_hi = fig.get("range") or [None, None]
+                span = (lo_hi[1] - lo_hi[0]) if None not in lo_hi and lo_hi[1] != lo_hi[0] else 1.0
+                drop = sign * float(d["value"]) / span if _num(d.get("value")) is not None else 0.0
+                if worst is None or drop < worst[0]:
+                    worst = (drop, m, d)
+        mine = [g for g in gates if str(g.get("system")) == str(name)]
+        failed = [g for g in mine if not g.get("passed")]
+        if not mine:
+            gate_cell = "no gates"
+        elif failed:
+            gate_cell = f"FAIL ({len(failed)} of {len(mine)}: " + ", ".join(
+                f"{g.get('metric')} {g.get('rule')}" for g in failed
+            ) + ")"
+        else:
+            gate_cell = f"PASS ({len(mine)} of {len(mine)})"
+        if name == baseline:
+            if not mine:
+                continue
+            counts, worst_cell = ["baseline", "baseline"], "-"
+        else:
+            n = sum(1 for m in names if (deltas.get(name) or {}).get(m) is not None)
+            counts = [
+                f"{len(xs)} of {n}" + (f": {', '.join(xs[:4])}{' …' if len(xs) > 4 else ''}" if xs else "")
+                for xs in (better, worse)
+            ]
+            if worst is None:
+                worst_cell = "none"
+            else:
+                d = worst[2]
+                worst_cell = f"{worst[1]}: Δ {fmt_ci(d.get('value'), d.get('ci_low'), d.get('ci_high'), 3)}"
+        rows.append([str(name), *counts, gate_cell, worst_cell])
+    if not rows:
+        return None, "", ""
+    table = Table(
+        f"At a glance: each system vs the baseline ({baseline}); significant = the paired delta's 95% CI excludes 0",
+        ["system", "improved", "regressed", "gates", "worst regression [95% CI]"],
+        rows,
+    )
+    failed_all = [g for g in gates if not g.get("passed")]
+    if not gates:
+        return table, "No gates set: nothing decides pass or fail.", ""
+    if failed_all:
+        return table, f"FAIL: {len(failed_all)} of {len(gates)} gates fail.", "fail"
+    return table, f"PASS: all {len(gates)} gates pass.", "pass"
+
+
 def eval_section(
     results: dict[str, Any], scores: list[dict[str, Any]], review: list[dict[str, Any]], source: str
 ) -> Section:
@@ -281,13 +404,11 @@ def eval_section(
             (f"file {role}", f"{v.get('path')} (sha256 {str(v.get('sha256'))[:12]})")
             for role, v in prov.get("data_files", {}).items()
         ],
-        *[
-            (f"metric {name}", json.dumps(v, ensure_ascii=False, default=str)[:300])
-            for name, v in prov.get("metrics", {}).items()
-            if v
-        ],
+        *[(f"metric {name}", _settings(v)) for name, v in prov.get("metrics", {}).items() if v],
         ("versions", ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())),
     ]
+    s.fold_provenance = True
+    s.warnings = [str(w) for w in results.get("warnings") or []]
     names = list(next(iter(systems.values()), {}))
     others = [x for x in systems if x != baseline]
     headers = ["metric", "better", *systems, *(f"Δ {o} [95% CI]" for o in others), *(f"p ({o})" for o in others)]
@@ -324,7 +445,8 @@ def eval_section(
     if forest_rows:
         s.plots.append(
             (
-                f"Deltas vs {baseline} with 95% CIs (green: better, red: worse, CI excludes 0)",
+                f"Deltas vs {baseline} with 95% CIs, drawn so that right is better for every metric: a dot is green "
+                "(better) or red (worse) only when its CI excludes 0, grey otherwise",
                 svg.forest(forest_rows, "forest plot of deltas"),
             )
         )
@@ -332,18 +454,33 @@ def eval_section(
         {**g, "value_shown": fmt(g.get("value"), 4), "threshold_shown": fmt(g.get("threshold"), 4)}
         for g in results.get("gates", [])
     ]
+    s.headline, s.verdict, s.verdict_cls = _eval_headline(results, names)
     per_metric: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    unscored = Counter()
+    unscored: Counter[tuple[Any, Any]] = Counter()
+    not_applicable: Counter[tuple[Any, Any]] = Counter()
     for r in scores:
         v = _num(r.get("score"))
         if v is None:
-            unscored[(r.get("system"), r.get("metric"))] += 1
+            key = (r.get("system"), r.get("metric"))
+            (not_applicable if not_applicable_error(r.get("error")) else unscored)[key] += 1
         else:
             per_metric[str(r["metric"])][str(r["system"])].append(v)
     for m, per_system in per_metric.items():
-        s.plots.append((f"{m}: per-item distribution", svg.histogram(per_system, f"{m} distribution")))
+        domain = svg.robust_range([v for vs in per_system.values() for v in vs])
+        how = "share of items per bin of the per-item score, one colour per system (bars side by side)"
+        if domain is not None:
+            how += (
+                f"; clipped to the 1st–99th percentile ({fmt(domain[0], 3)}–{fmt(domain[1], 3)}) so that a few "
+                "outliers do not flatten it: values beyond are counted in the end bins"
+            )
+        s.plots.append((f"{m}: {how}", svg.histogram(per_system, f"{m} distribution", domain=domain)))
+    if not_applicable:
+        s.notes.append(
+            "not applicable (no reference): "
+            + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in sorted(not_applicable.items(), key=str))
+        )
     if unscored:
-        s.notes.append("unscored: " + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in unscored.items()))
+        s.notes.append("unscored: " + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in sorted(unscored.items(), key=str)))
     for kind, title in (("lowest", "Lowest-scoring items"), ("largest_difference", "Largest differences vs baseline")):
         recs = [r for r in review if r.get("kind") == kind]
         if not recs:
@@ -370,11 +507,11 @@ def eval_section(
         s.reviews.append(Review(f"{title} ({len(out)})", cols, out))
     lengths = _output_lengths(results)
     if lengths:
-        groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for r in scores:
             v, n = _num(r.get("score")), lengths.get(str(r.get("system")), {}).get(str(r.get("id")))
             if v is not None and n is not None:
-                groups[f"{r['metric']} / {r['system']}"].append((float(n), v))
+                groups[(str(r["metric"]), str(r["system"]))].append((float(n), v))
         _length_bias(s, groups, "each metric")
     else:
         s.notes.append("length bias: the systems' output files named in the provenance are not on this disk")

@@ -45,14 +45,48 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def histogram(series: dict[str, Sequence[float]], label: str, bins: int = 20, width: int = 420) -> str:
-    """Overlaid histograms (one outline per series) on shared bins; integer scores get one bin per value."""
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated linearly between order statistics (numpy's default)."""
+    pos = q * (len(ordered) - 1)
+    k = int(pos)
+    return ordered[k] + (ordered[min(k + 1, len(ordered) - 1)] - ordered[k]) * (pos - k)
+
+
+def robust_range(values: Sequence[float], factor: float = 4.0) -> tuple[float, float] | None:
+    """The 1st–99th percentile range of ``values`` when a few outliers stretch the full range more than
+    ``factor`` times wider than it (a histogram over the full range would squeeze the rest into a bin or two);
+    None when the full range is fine."""
+    if len(values) < 20:
+        return None
+    ordered = sorted(values)
+    lo, hi = _quantile(ordered, 0.01), _quantile(ordered, 0.99)
+    if hi <= lo or ordered[-1] - ordered[0] <= factor * (hi - lo):
+        return None
+    return lo, hi
+
+
+def histogram(
+    series: dict[str, Sequence[float]],
+    label: str,
+    bins: int = 20,
+    width: int = 420,
+    *,
+    domain: tuple[float, float] | None = None,
+) -> str:
+    """Overlaid histograms (one outline per series) on shared bins; integer scores get one bin per value.
+
+    ``domain``: the x-axis range (a rubric's scale, or a clipped range from :func:`robust_range`) instead of
+    the data's; values outside it are counted in the end bins, and the plot says how many.
+    """
     values = [v for vs in series.values() for v in vs]
     height, left, right, top, bottom = 190, 40, 10, 22, 28
     if not values:
         return _svg(width, 60, [_text(10, 30, "no scored items")], label)
-    lo, hi = min(values), max(values)
-    integral = all(float(v).is_integer() for v in values) and hi - lo <= 40
+    lo, hi = domain if domain is not None else (min(values), max(values))
+    outside = sum(v < lo or v > hi for v in values) if domain is not None else 0
+    inside = [v for v in values if lo <= v <= hi]
+    integral = all(float(v).is_integer() for v in inside) and float(lo).is_integer() and hi - lo <= 40
+    integral = integral and float(hi).is_integer() and bool(inside)
     if integral:
         edges = [lo - 0.5 + i for i in range(int(hi - lo) + 2)]
     else:
@@ -82,7 +116,7 @@ def histogram(series: dict[str, Sequence[float]], label: str, bins: int = 20, wi
         body.append(_text(left - 4, sy(t) + 4, f"{t:.0%}", "end", 'fill="#666"'))
     xt = [lo + i for i in range(int(hi - lo) + 1)] if integral and hi - lo <= 12 else _ticks(edges[0], edges[-1], 6)
     for t in xt:
-        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
+        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'class="xtick" fill="#666"'))
     n_series = len(counts)
     bw = pw / nb / max(1, n_series)
     for i, (name, c) in enumerate(counts.items()):
@@ -96,6 +130,16 @@ def histogram(series: dict[str, Sequence[float]], label: str, bins: int = 20, wi
                 )
         body.append(f'<rect x="{left + 4 + i * 110}" y="4" width="10" height="10" fill="{color(i)}"/>')
         body.append(_text(left + 18 + i * 110, 13, name[:16]))
+    if outside:
+        body.append(
+            _text(
+                left + pw,
+                top + 10,
+                f"{outside} value{'s' * (outside > 1)} outside, in the end bins",
+                "end",
+                'class="clipped" fill="#b5433b"',
+            )
+        )
     return _svg(width, height, body, label)
 
 
