@@ -128,6 +128,24 @@ def make_binary_calibration(tmp: Path) -> tuple[Path, set[str]]:
     return path, {"b5"}
 
 
+def make_continuous_calibration(tmp: Path) -> tuple[Path, list[tuple[float, float]]]:
+    """Continuous judge scores (as a local or logprob judge gives) vs one annotator's 1-5 labels; returns the
+    (judge, human) pairs."""
+    import pandas as pd
+
+    from calibration import calibrate
+
+    ids = [f"k{i}" for i in range(60)]
+    human = [1 + i % 5 for i in range(60)]
+    scores = [round(h + ((i * 0.37) % 1 - 0.5) * 1.6, 3) for i, h in enumerate(human)]
+    frame = pd.DataFrame({"id": ids, "score": scores, "output": [f"answer {i} {XSS[i % 3]}" for i in range(60)]})
+    labels = pd.DataFrame({"id": ids, "annotator": "h1", "label": human})
+    report = calibrate(frame, labels, label_type="ordinal", n_boot=100, n_disagreements=5)
+    path = tmp / "calibration-continuous.json"
+    path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    return path, list(zip(map(float, scores), map(float, human), strict=True))
+
+
 def make_mtbench(tmp: Path) -> tuple[Path, Path, set[str]]:
     """Single and pairwise judgments (FastChat-like records); 81:<evil model>:t1 is scored lowest."""
     singles, pairs = [], []
@@ -241,6 +259,22 @@ def test_unknown_input_is_a_data_error(tmp_path: Path) -> None:
     bad = _write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
     with pytest.raises(judge.DataError, match="not a result this report knows"):
         judge.report(bad)
+
+
+def test_calibration_scatter_for_continuous_scores(tmp_path: Path) -> None:
+    path, pairs = make_continuous_calibration(tmp_path)
+    report = json.loads(path.read_text())
+    assert report["confusion"] is None  # continuous scores: no confusion matrix to jitter
+    assert [tuple(p) for p in report["points"]] == pairs  # judge order, one annotator = the consensus
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip").fit([p[0] for p in pairs], [p[1] for p in pairs])
+    assert report["isotonic"]["y"] == pytest.approx(list(iso.y_thresholds_))
+    html = judge.report(path)
+    plot = html.split('aria-label="judge vs human scatter"')[1].split("</svg>")[0]
+    assert plot.count("<circle") == len(pairs) and plot.count("<path") == 1
+    assert "Judge score (x) vs human consensus (y), one dot per item" in html
+    assert "judge values jittered" not in html and "human values jittered" in html  # only whole numbers are
 
 
 def test_reliability_curve_for_binary_calibration_only(tmp_path: Path) -> None:
@@ -411,6 +445,22 @@ def test_browser_calibration_report(browser: Any, tmp_path: Path) -> None:
     assert browser.execute_script(f"return {curve}[0].querySelectorAll('line.errorbar').length") == n_bins
     box = browser.execute_script(f"var r = {curve}[0].getBoundingClientRect(); return [r.width, r.height]")
     assert box[0] > 100 and box[1] > 100
+    # continuous judge scores: a scatter with the isotonic fit (there was no plot at all); integer scores: the
+    # jittered dots stay inside the plot box
+    continuous, pairs = make_continuous_calibration(tmp_path)
+    for source, n in ((continuous, len(pairs)), (path, 40)):
+        page = tmp_path / f"{source.stem}.html"
+        judge.report(source, out=page)
+        open_report(browser, page)
+        scatter = "document.querySelector('section[data-kind=calibration] svg[aria-label=\"judge vs human scatter\"]')"
+        assert browser.execute_script(f"return {scatter}.querySelectorAll('circle').length") == n
+        assert browser.execute_script(f"return {scatter}.querySelectorAll('path').length") == 1  # the isotonic fit
+        spill = browser.execute_script(
+            f"var s = {scatter}, b = s.querySelector('rect.box').getBoundingClientRect();"
+            "return Array.from(s.querySelectorAll('circle')).map(c => c.getBoundingClientRect())"
+            ".filter(r => r.left < b.left || r.right > b.right || r.top < b.top || r.bottom > b.bottom).length"
+        )
+        assert spill == 0
 
 
 def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:

@@ -528,6 +528,46 @@ def _stat(d: dict[str, Any] | None) -> str:
     return fmt_ci(d["value"], d.get("ci_low"), d.get("ci_high"), 3)
 
 
+def _jitter(values: list[float], k: int, phase: float) -> float:
+    """A deterministic offset for the k-th point (the same report draws the same picture): within ±0.35 of
+    the smallest gap between distinct values when they are all whole numbers, else 0 (nothing to separate)."""
+    distinct = sorted(set(values))
+    if len(distinct) < 2 or not all(float(v).is_integer() for v in distinct):
+        return 0.0
+    gap = min(b - a for a, b in zip(distinct, distinct[1:], strict=False))
+    return 0.7 * gap * (math.modf(k * 0.618034 + phase)[0] - 0.5)
+
+
+def _judge_human_scatter(s: Section, report: dict[str, Any]) -> None:
+    """Judge score vs human consensus, one dot per item, with the isotonic fit; whole-number sides jittered.
+    Reports written before ``points`` existed fall back to the confusion matrix's numeric cells."""
+    points = [(float(x), float(y)) for x, y in report.get("points") or []]
+    conf = report.get("confusion")
+    if not points and conf:
+        nums = [_num(x) for x in conf["labels"]]
+        if all(v is not None for v in nums) and len(nums) > 2:
+            points = [
+                (float(nums[j]), float(nums[i]))  # type: ignore[arg-type]
+                for i, row in enumerate(conf["matrix"])
+                for j, c in enumerate(row)
+                for _ in range(c)
+            ]
+    if not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    shown = _subsample([(x + _jitter(xs, k, 0.0), y + _jitter(ys, k, 0.3)) for k, (x, y) in enumerate(points)])
+    jittered = [side for side, vals in (("judge", xs), ("human", ys)) if _jitter(vals, 1, 0.0)]
+    iso = report.get("isotonic")
+    line = list(zip(iso["x"], iso["y"], strict=True)) if iso else None
+    caption = "Judge score (x) vs human consensus (y), one dot per item"
+    if jittered:
+        caption += f" ({' and '.join(jittered)} values jittered so that equal pairs do not hide each other)"
+    if line:
+        caption += "; orange: the isotonic fit, the monotone map from the judge's scale to the humans'"
+    caption += "; a tight rising cloud is a judge that orders items as the humans do"
+    s.plots.append((caption, svg.scatter(shown, "judge vs human scatter", xlabel="judge", ylabel="human", line=line)))
+
+
 def calibration_section(report: dict[str, Any], source: str, title: str = "judge vs human") -> Section:
     """A ``judge calibrate --json`` report (CalibrationReport.to_dict())."""
     s = Section("calibration", f"judge calibrate: {title}", source)
@@ -573,22 +613,7 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
                 svg.heatmap(conf["labels"], conf["matrix"], "confusion matrix"),
             )
         )
-        nums = [_num(x) for x in conf["labels"]]
-        if all(v is not None for v in nums) and len(nums) > 2:
-            pts = []
-            for i, row in enumerate(conf["matrix"]):
-                for j, c in enumerate(row):
-                    for k in range(c):  # a deterministic jitter: the same report draws the same picture
-                        a, b = math.modf(k * 0.618034)[0] - 0.5, math.modf(k * 0.414214 + 0.3)[0] - 0.5
-                        pts.append((nums[j] + 0.5 * a, nums[i] + 0.5 * b))  # type: ignore[operator]
-            iso = report.get("isotonic")
-            line = list(zip(iso["x"], iso["y"], strict=True)) if iso else None
-            s.plots.append(
-                (
-                    "Judge vs human (jittered), with the isotonic fit" if line else "Judge vs human (jittered)",
-                    svg.scatter(_subsample(pts), "judge vs human scatter", xlabel="judge", ylabel="human", line=line),
-                )
-            )
+    _judge_human_scatter(s, report)
     if report.get("threshold"):
         t = report["threshold"]
         s.notes.append(

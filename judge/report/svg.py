@@ -247,6 +247,9 @@ def scatter(
         x0, x1 = x0 - 1, x1 + 1
     if y1 == y0:
         y0, y1 = y0 - 1, y1 + 1
+    # a margin inside the box, so that a dot at the extremes is drawn whole within it
+    dx, dy = (x1 - x0) * 0.04, (y1 - y0) * 0.04
+    x0, x1, y0, y1 = x0 - dx, x1 + dx, y0 - dy, y1 + dy
     pw, ph = width - left - right, height - top - bottom
 
     def sx(x: float) -> float:
@@ -255,7 +258,7 @@ def scatter(
     def sy(y: float) -> float:
         return top + ph - (y - y0) / (y1 - y0) * ph
 
-    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
+    body = [f'<rect class="box" x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
     for t in _ticks(x0, x1, 5):
         body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
     for t in _ticks(y0, y1, 4):
