@@ -472,6 +472,55 @@ def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:
         "return Array.from(document.querySelectorAll('svg.plot text')).map(t => t.textContent)"
     )
     assert EVIL_MODEL[:16] in labels or any("vicuna<img" in t for t in labels)
+    # a model has one colour in the radar and the histogram (the radar orders models by score, so the fixture's
+    # second model comes first there)
+    plot = "document.querySelector('section[data-kind=mtbench] svg[aria-label=\"{}\"]')"
+    radar = browser.execute_script(
+        f"return Array.from({plot.format('MT-Bench radar')}.querySelectorAll('polygon[stroke] title'))"
+        ".map(t => [t.textContent, t.parentNode.getAttribute('stroke')])"
+    )
+    hist = browser.execute_script(
+        f"return Array.from({plot.format('MT-Bench score distribution')}.querySelectorAll('rect title'))"
+        ".map(t => [t.textContent.split(': ')[0], t.parentNode.getAttribute('fill')])"
+    )
+    assert [m for m, _ in radar] == [EVIL_MODEL, "llama-13b"]
+    assert {m for m, _ in hist} == {EVIL_MODEL, "llama-13b"}
+    assert all(dict(radar)[m] == c for m, c in hist), (radar, hist)
+    assert dict(radar)[EVIL_MODEL] != dict(radar)["llama-13b"]
+    # the histogram's x-axis is MT-Bench's 1-10 scale, whatever the data's range
+    ticks = browser.execute_script(
+        f"return Array.from({plot.format('MT-Bench score distribution')}.querySelectorAll('text.xtick'))"
+        ".map(t => +t.textContent)"
+    )
+    assert ticks[0] == 1 and ticks[-1] == 10
+
+
+def test_mtbench_logprob_judgment_shows_the_weighted_score(tmp_path: Path) -> None:
+    probs = {"1": 0.35, "3": 0.05, "5": 0.3, "6": 0.3}
+    weighted = sum(int(k) * p for k, p in probs.items())  # 3.8: what the score is, while the first token is "1"
+    rows = [
+        {
+            "question_id": 81 + k,
+            "model": m,
+            "judge": ["local", "single-v1"],
+            "score": weighted if k == 0 else 7.0,
+            "turn": 1,
+            "category": "writing",
+            "judgment": "1",
+            "score_mode": "logprob",
+            "score_probs": probs,
+            "user_prompt": "judge this",
+            "status": "ok",
+        }
+        for k in range(2)
+        for m in ("a", "b")
+    ]
+    html = judge.report(_write_jsonl(tmp_path / "lp_single.jsonl", rows))
+    first = html.split('data-id="81:a:t1"')[1].split("</tr>")[0]
+    judgment = first.split("<summary>judgment</summary>")[1].split("</pre>")[0]
+    assert '<pre class="text">1' not in judgment  # not the bare first token as the verdict
+    assert f"score {weighted:.2f}".rstrip("0") in judgment and "1: 35%, 5: 30%, 6: 30%, 3: 5%" in judgment
+    assert "raw first token: &#39;1&#39;" in judgment
 
 
 # ------------------------------------------------------------------------------ read at a glance (issue 20)

@@ -685,6 +685,32 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
 # --------------------------------------------------------------------------------------------- MT-Bench
 
 
+def _distribution(probs: dict[str, Any]) -> str:
+    """Label or score probabilities, most likely first: ``3: 41%, 4: 30%, …``."""
+    ranked = sorted(((k, _num(v) or 0.0) for k, v in probs.items()), key=lambda kv: -kv[1])
+    return ", ".join(f"{k}: {v:.0%}" for k, v in ranked)
+
+
+def _judgment_texts(r: dict[str, Any], fields: Sequence[str]) -> list[tuple[str, str]]:
+    """An MT-Bench record's texts for its review row. In logprob mode the judge's completion is its first
+    token only (say "1"), while the score is the probability-weighted mean (say 3.9): show the score with the
+    distribution it came from, and the raw token labelled as such, never the bare token as "the judgment"."""
+    probs = {"judgment": r.get("score_probs"), "g1_judgment": r.get("g1_probs"), "g2_judgment": r.get("g2_probs")}
+    out = []
+    for k in fields:
+        p = probs.get(k)
+        if r.get("score_mode") == "logprob" and isinstance(p, dict) and p:
+            what = f"score {fmt(_num(r.get('score')), 2)}, the probability-weighted mean of" if k == "judgment" else ""
+            text = (
+                f"logprob mode: {what or 'label'} distribution over the judge's next token: {_distribution(p)}"
+                + (f" (raw first token: {clip(r[k], 40)!r})" if r.get(k) else "")
+            )
+            out.append((k, text))
+        elif r.get(k):
+            out.append((k, clip(r[k])))
+    return out
+
+
 def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], source: str) -> Section:
     """MT-Bench judgment files (ours or FastChat's): the tables of ``judge mtbench show`` and the radar."""
     from judge.mtbench.results import pairwise_summary, single_summary
@@ -738,19 +764,34 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                 [[m, *(fmt(v["categories"].get(c), 2) for c in cats)] for m, v in single.items()],
             )
         )
+        colors = {str(m): svg.color(i) for i, m in enumerate(single)}  # one colour per model in every plot
         s.plots.append(
             (
-                "Mean score per category (radar)",
+                "Mean score (1–10) per category, one polygon per model: further out is better; a dent is a weak "
+                "category",
                 svg.radar(
-                    cats, {m: [v["categories"].get(c) for c in cats] for m, v in single.items()}, "MT-Bench radar"
+                    cats,
+                    {m: [v["categories"].get(c) for c in cats] for m, v in single.items()},
+                    "MT-Bench radar",
+                    colors=colors,
                 ),
             )
         )
         scored = [r for r in singles if r.get("status", "ok") == "ok" and _num(r.get("score")) not in (None, -1.0)]
-        per_model: dict[str, list[float]] = defaultdict(list)
+        per_model: dict[str, list[float]] = {str(m): [] for m in single}
         for r in scored:
-            per_model[str(r["model"])].append(float(r["score"]))
-        s.plots.append(("Score distribution per model", svg.histogram(per_model, "MT-Bench score distribution")))
+            per_model.setdefault(str(r["model"]), []).append(float(r["score"]))
+        s.plots.append(
+            (
+                "Share of judgments per score on MT-Bench's 1–10 scale, one colour per model (as in the radar)",
+                svg.histogram(
+                    {m: v for m, v in per_model.items() if v},
+                    "MT-Bench score distribution",
+                    domain=(1, 10),
+                    colors=colors,
+                ),
+            )
+        )
         lowest = sorted(scored, key=lambda r: float(r["score"]))[:QUEUE]
         s.reviews.append(
             Review(
@@ -766,7 +807,7 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                             (str(r.get("category")), ""),
                             _cell(r.get("score")),
                         ],
-                        "texts": [(k, clip(r[k])) for k in ("user_prompt", "judgment", "error") if r.get(k)],
+                        "texts": _judgment_texts(r, ("user_prompt", "judgment", "error")),
                     }
                     for r in lowest
                 ],
@@ -825,7 +866,7 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                                 (str(r.get("g1_winner")), ""),
                                 (str(r.get("g2_winner")), ""),
                             ],
-                            "texts": [(k, clip(r[k])) for k in ("g1_judgment", "g2_judgment", "error") if r.get(k)],
+                            "texts": _judgment_texts(r, ("g1_judgment", "g2_judgment", "error")),
                         }
                         for r in flips
                     ],

@@ -72,11 +72,13 @@ def histogram(
     width: int = 420,
     *,
     domain: tuple[float, float] | None = None,
+    colors: dict[str, str] | None = None,
 ) -> str:
     """Overlaid histograms (one outline per series) on shared bins; integer scores get one bin per value.
 
     ``domain``: the x-axis range (a rubric's scale, or a clipped range from :func:`robust_range`) instead of
-    the data's; values outside it are counted in the end bins, and the plot says how many.
+    the data's; values outside it are counted in the end bins, and the plot says how many. ``colors``: a
+    colour per series name (so a model keeps its colour across plots); else the palette in order.
     """
     values = [v for vs in series.values() for v in vs]
     height, left, right, top, bottom = 190, 40, 10, 22, 28
@@ -120,15 +122,19 @@ def histogram(
     n_series = len(counts)
     bw = pw / nb / max(1, n_series)
     for i, (name, c) in enumerate(counts.items()):
+        fill = (colors or {}).get(name) or color(i)
         for k, share in enumerate(c):
             if share:
                 x = sx(edges[k]) + i * bw
                 body.append(
                     f'<rect x="{x:.1f}" y="{sy(share):.1f}" width="{max(bw - 1, 1):.1f}" '
-                    f'height="{top + ph - sy(share):.1f}" fill="{color(i)}" fill-opacity="0.8">'
+                    f'height="{top + ph - sy(share):.1f}" fill="{fill}" fill-opacity="0.8">'
                     f"<title>{escape(name)}: {share:.1%}</title></rect>"
                 )
-        body.append(f'<rect x="{left + 4 + i * 110}" y="4" width="10" height="10" fill="{color(i)}"/>')
+        body.append(
+            f'<rect class="legend" x="{left + 4 + i * 110}" y="4" width="10" height="10" fill="{fill}">'
+            f"<title>{escape(name)}</title></rect>"
+        )
         body.append(_text(left + 18 + i * 110, 13, name[:16]))
     if outside:
         body.append(
@@ -274,8 +280,16 @@ def scatter(
     return _svg(width, height, body, label)
 
 
-def radar(categories: Sequence[str], series: dict[str, Sequence[float | None]], label: str, vmax: float = 10) -> str:
-    """MT-Bench's radar plot: mean score per category, one polygon per model; a missing value is a gap."""
+def radar(
+    categories: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    label: str,
+    vmax: float = 10,
+    *,
+    colors: dict[str, str] | None = None,
+) -> str:
+    """MT-Bench's radar plot: mean score per category, one polygon per model; a missing value is a gap.
+    ``colors``: a colour per model (shared with the other plots); else the palette in order."""
     size, r = 420, 140
     cx, cy = size / 2 + 40, size / 2
     n = max(len(categories), 1)
@@ -293,13 +307,17 @@ def radar(categories: Sequence[str], series: dict[str, Sequence[float | None]], 
         body.append(f'<line x1="{cx}" y1="{cy}" x2="{pt(k, vmax)[0]:.1f}" y2="{pt(k, vmax)[1]:.1f}" stroke="#ddd"/>')
         body.append(_text(x, y + 4, c, "middle"))
     for i, (name, vals) in enumerate(series.items()):
+        c = (colors or {}).get(name) or color(i)
         pts = [pt(k, v) for k, v in enumerate(vals) if v is not None]
         if pts:
             body.append(
-                f'<polygon points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="{color(i)}" '
-                f'fill-opacity="0.12" stroke="{color(i)}" stroke-width="2"><title>{escape(name)}</title></polygon>'
+                f'<polygon points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="{c}" '
+                f'fill-opacity="0.12" stroke="{c}" stroke-width="2"><title>{escape(name)}</title></polygon>'
             )
-        body.append(f'<rect x="6" y="{8 + i * 16}" width="10" height="10" fill="{color(i)}"/>')
+        body.append(
+            f'<rect class="legend" x="6" y="{8 + i * 16}" width="10" height="10" fill="{c}">'
+            f"<title>{escape(name)}</title></rect>"
+        )
         body.append(_text(20, 17 + i * 16, name[:24]))
     return _svg(size + 80, size, body, label)
 
