@@ -600,3 +600,98 @@ def test_eval_report_not_applicable_grid_and_clipped_histogram(tmp_path: Path) -
     ticks = [float(t) for t in re.findall(r'class="xtick" fill="#666">([-\d.]+)<', plot)]
     assert ticks and min(ticks) >= lo - 1e-9 and max(ticks) <= hi + 1e-9
     assert svg.robust_range(vals[:199]) is None  # no outlier: the full range
+
+
+def make_pairwise_both_orders(tmp: Path) -> tuple[Path, Path, dict[str, float]]:
+    """--both-orders pairwise verdicts and their items (output, output_b); returns the expected statistics,
+    counted here by hand: a pair is consistent when the swapped order's label, read back, is the same."""
+    from judge.rubric import load_rubric
+
+    digest = load_rubric("pairwise").content_hash
+    swap = {"A": "B", "B": "A", "tie": "tie"}
+    patterns = [("A", "B"), ("A", "A"), ("B", "A"), ("A", "B"), ("tie", "B"), ("A", "tie"), ("B", "A"), ("A", "B")]
+    items, rows = [], []
+    consistent = first = decisive = longer = length_decisive = 0
+    for i in range(40):
+        g1, g2 = patterns[i % len(patterns)]
+        la, lb = 50 + 7 * i, 400 - 3 * i
+        items.append({"id": f"p{i}", "input": "which?", "output": "a" * la, "output_b": "b" * lb})
+        agree = g1 == swap[g2]
+        consistent += agree
+        for lab in (g1, g2):
+            if lab in ("A", "B"):
+                decisive += 1
+                first += lab == "A"
+        for pick in (g1, swap[g2]):
+            if pick in ("A", "B") and la != lb:
+                length_decisive += 1
+                longer += (pick == "A") == (la > lb)
+        label = g1 if agree else "tie"
+        rows.append(
+            Verdict(
+                id=f"p{i}", rubric="pairwise", rubric_hash=digest, judge_model="fake/x", score_mode="text",
+                score={"A": 1.0, "B": 0.0, "tie": 0.5}[label], status="ok", label=label, orders=[[g1, g2]],
+                consistent=agree,
+            ).model_dump(mode="json")
+        )  # fmt: skip
+    expected = {
+        "consistency": consistent / 40,
+        "p_first_wins": first / decisive,
+        "p_longer_wins": longer / length_decisive,
+    }
+    return _write_jsonl(tmp / "pw.verdicts.jsonl", rows), _write_jsonl(tmp / "pw.jsonl", items), expected
+
+
+def make_scale_verdicts(tmp: Path) -> Path:
+    """21 factuality verdicts (a 1-5 rubric) whose scores (means of repeats) only span 1.8-2.8."""
+    from judge.rubric import load_rubric
+
+    rubric = load_rubric("factuality")
+    assert (rubric.spec.scale.min, rubric.spec.scale.max) == (1, 5)
+    rows = [
+        Verdict(
+            id=f"s{i}", rubric="factuality", rubric_hash=rubric.content_hash, judge_model="fake/x", score_mode="text",
+            score=1.8 + i / 20, status="ok", repeat_scores=[1.8 + i / 20], spread=0.0, flipped=False,
+        ).model_dump(mode="json")
+        for i in range(21)
+    ]  # fmt: skip
+    return _write_jsonl(tmp / "s.verdicts.jsonl", rows)
+
+
+def test_score_report_title_scale_and_position(tmp_path: Path) -> None:
+    verdicts, items, _ = make_verdicts(tmp_path)
+    other = _write_jsonl(tmp_path / "b.verdicts.jsonl", [json.loads(x) for x in verdicts.read_text().splitlines()])
+    html = judge.report(verdicts, other, items=items)
+    assert "<title>judge report: verdicts (2)</title>" in html and "verdicts, verdicts" not in html
+    # the rubric's 1-5 scale, not the scores' 1.8-2.8
+    plot = judge.report(make_scale_verdicts(tmp_path))
+    ticks = [float(t) for t in re.findall(r'class="xtick" fill="#666">([-\d.]+)<', plot)]
+    assert ticks[0] == 1 and ticks[-1] == 5 and "x-axis: the rubric&#39;s scale 1–5" in plot
+    # --both-orders: position consistency and P(first wins), and P(longer wins) with the items
+    pw, pw_items, expected = make_pairwise_both_orders(tmp_path)
+    section = judge.report.load_section(pw, items=pw_items)
+    table = next(t for t in section.tables if t.title.startswith("Judge position"))
+    got = {r[0]: float(r[1].split(" [")[0]) for r in table.rows}
+    assert got["position consistency"] == pytest.approx(expected["consistency"], abs=5e-4)
+    assert got["P(first position wins)"] == pytest.approx(expected["p_first_wins"], abs=5e-4)
+    assert got["P(longer answer wins)"] == pytest.approx(expected["p_longer_wins"], abs=5e-4)
+
+
+def test_browser_score_report_axis_and_position(browser: Any, tmp_path: Path) -> None:
+    pw, pw_items, expected = make_pairwise_both_orders(tmp_path)
+    page = tmp_path / "score.html"
+    judge.report(make_scale_verdicts(tmp_path), pw, items=pw_items, out=page)
+    open_report(browser, page)
+    assert browser.execute_script("return document.title") == "judge report: verdicts (2)"
+    ticks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('svg[aria-label=\"factuality score distribution\"] text.xtick'))"
+        ".map(t => +t.textContent)"
+    )
+    assert ticks[0] == 1 and ticks[-1] == 5  # the rubric's scale, not the scores' 1.8-2.8
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('section[data-kind=verdicts] table.stats tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
+    shown = {r[0]: float(r[1].split(" [")[0]) for r in rows if r and r[0].startswith(("position", "P("))}
+    assert shown["position consistency"] == pytest.approx(expected["consistency"], abs=5e-4)
+    assert shown["P(longer answer wins)"] == pytest.approx(expected["p_longer_wins"], abs=5e-4)

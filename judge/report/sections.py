@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.report import svg
+from judge.stats import spearman
 from judge.textfmt import fmt, fmt_ci, fmt_p
 
 MAX_TEXT = 4000
@@ -111,19 +112,6 @@ def _subsample(points: list[tuple[float, float]], limit: int = MAX_POINTS) -> li
     return [points[int(i * step)] for i in range(limit)]
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's ρ (average ranks for ties); None with fewer than 3 pairs or a constant side."""
-    if len(x) < 3:
-        return None
-    import numpy as np
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x), rankdata(y)
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def _length_bias(section: Section, groups: dict[tuple[str, str], list[tuple[float, float]]], what: str) -> None:
     """Score against output length per (row, column) group, e.g. metric × system, with Spearman's ρ: a grid
     with one row per rubric or metric and one column per system (a single unnamed column: just ρ)."""
@@ -170,6 +158,93 @@ def _load_items(items: str | Path | None) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------------------------- verdicts
 
 
+def rubric_scale(rows: Sequence[dict[str, Any]]) -> tuple[tuple[float, float] | None, str]:
+    """The score axis of one rubric's verdicts and where it comes from: 0–1 for pairwise (P(A better)) and
+    opinions rubrics (the flagged share); else the built-in rubric of that name whose content hash the verdicts
+    carry; else the score labels of logprob mode (``score_probs``); else None (unknown: the data's range)."""
+    if any(r.get("label") is not None for r in rows):
+        return (0.0, 1.0), "P(first answer better)"
+    if any(r.get("details") for r in rows):
+        return (0.0, 1.0), "share of opinions flagged"
+    first = rows[0] if rows else {}
+    name, digest = str(first.get("rubric")), str(first.get("rubric_hash"))
+    if name.replace("_", "").replace("-", "").isalnum():
+        from judge.rubric import load_rubric
+
+        try:
+            rubric = load_rubric(name)
+        except Exception:  # noqa: BLE001 -- not a built-in rubric: look elsewhere
+            rubric = None
+        if rubric is not None and rubric.content_hash == digest and rubric.spec.scale is not None:
+            return (float(rubric.spec.scale.min), float(rubric.spec.scale.max)), "the rubric's scale"
+    keys = [_num(k) for r in rows for k in r.get("score_probs") or {}]
+    if keys and all(k is not None for k in keys):
+        return (min(keys), max(keys)), "the rubric's scale (from the judge's score labels)"  # type: ignore[type-var]
+    return None, ""
+
+
+def _position_table(s: Section, rows: list[dict[str, Any]], texts: dict[str, dict[str, Any]]) -> None:
+    """Pairwise verdicts: position consistency and P(first wins) of ``--both-orders`` runs, and P(longer
+    answer wins) when the items' texts are given; the same statistics and warnings as MT-Bench's."""
+    from judge.mtbench.results import bias_warnings
+    from judge.orders import position_stats
+    from judge.runner import length_bias
+
+    ordered = [tuple(o) for r in rows for o in r.get("orders") or []]
+    pairwise = any(r.get("label") is not None for r in rows)
+    if not ordered and not pairwise:
+        return
+    table = []
+    stats: dict[str, Any] = {}
+    if ordered:
+        pos = position_stats(ordered)  # type: ignore[arg-type]
+        stats.update(pos._asdict())
+        lo, hi = wilson(pos.consistency, pos.scored_pairs)
+        table.append(
+            [
+                "position consistency",
+                fmt_ci(pos.consistency, lo, hi, 3),
+                f"{pos.scored_pairs} pairs judged in both orders (as given and swapped)",
+            ]
+        )
+        lo, hi = wilson(pos.p_first_wins, pos.decisive_verdicts)
+        table.append(
+            [
+                "P(first position wins)",
+                fmt_ci(pos.p_first_wins, lo, hi, 3),
+                f"{pos.decisive_verdicts} decisive verdicts, every order",
+            ]
+        )
+    if texts:
+        lengths = {
+            k: (len(v["output"]) if isinstance(v.get("output"), str) else None,
+                len(v["output_b"]) if isinstance(v.get("output_b"), str) else None)
+            for k, v in texts.items()
+        }  # fmt: skip
+        lb = length_bias(rows, lengths)
+        stats.update(p_longer_wins=lb.p_longer_wins, length_decisive_verdicts=lb.decisive)
+        lo, hi = wilson(lb.p_longer_wins, lb.decisive)
+        table.append(["P(longer answer wins)", fmt_ci(lb.p_longer_wins, lo, hi, 3), f"{lb.decisive} decisive picks"])
+    if table:
+        s.tables.append(
+            Table(
+                "Judge position and length statistics (Wilson 95% CIs); 0.5 = no bias",
+                ["statistic", "value", "over"],
+                table,
+            )
+        )
+        s.warnings.extend(bias_warnings(stats))
+
+
+def wilson(share: float | None, n: int, z: float = 1.959963984540054) -> tuple[float | None, float | None]:
+    """The Wilson score interval (95%) of a share of ``n``; (None, None) when undefined."""
+    if share is None or n <= 0:
+        return None, None
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path | None = None) -> Section:
     """``judge score`` verdicts (one dict per Verdict), joined by id with the items' texts when given."""
     texts = _load_items(items)
@@ -205,8 +280,16 @@ def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path 
     for rubric, per_judge in per_rubric.items():
         for judge_model, vals in per_judge.items():
             stat_rows.append([rubric, judge_model, str(len(vals)), fmt(sum(vals) / len(vals), 3)])
-        s.plots.append((f"{rubric}: score distribution", svg.histogram(per_judge, f"{rubric} score distribution")))
+        scale, where = rubric_scale([r for r in rows if str(r.get("rubric")) == rubric])
+        axis = f"x-axis: {where} {fmt(scale[0])}–{fmt(scale[1])}" if scale else "x-axis: the scores' range"
+        s.plots.append(
+            (
+                f"{rubric}: share of scored items per score, one colour per judge; {axis}",
+                svg.histogram(per_judge, f"{rubric} score distribution", domain=scale),
+            )
+        )
     s.tables.append(Table("Scores", ["rubric", "judge", "scored", "mean"], stat_rows))
+    _position_table(s, rows, texts)
 
     def review_row(r: dict[str, Any]) -> dict[str, Any]:
         rec = {**texts.get(str(r.get("id")), {}), **r}
