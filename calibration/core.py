@@ -38,7 +38,7 @@ from calibration.labels import (
     validate_labels,
     validate_scores,
 )
-from calibration.report import CalibrationReport, ClassStats, Confusion, Disagreement, Stat
+from calibration.report import MAX_POINTS, CalibrationReport, ClassStats, Confusion, Disagreement, Stat
 from judge.errors import ConfigError, DataError
 from judge.stats import CI_METHODS, bca_ci, group_codes, resolve_ci_method
 
@@ -310,7 +310,10 @@ def _calibrate_one(
         report.tie_rate = {"judge": float(np.mean(p == 2)), "human": float(np.mean(y == 2))}
     report.threshold = thr_fit
     if kind in ("ordinal", "binary"):
-        report.isotonic = fit_isotonic(judge_cont if judge_cont is not None else p, y, seed=seed)
+        x = judge_cont if judge_cont is not None else p
+        report.isotonic = fit_isotonic(x, y, seed=seed)
+        keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), MAX_POINTS)).astype(int)) if len(x) else []
+        report.points = [(float(x[i]), float(y[i])) for i in keep]
     if kind == "binary" and judge_cont is not None:
         report.reliability = reliability_curve(judge_cont, y, scale=scale)
     report.disagreements = _disagreements(

@@ -14,6 +14,9 @@ from pydantic import BaseModel, Field
 from calibration.fit import IsotonicFit, Reliability, ThresholdFit
 from judge.textfmt import fmt as _fmt  # numbers as short as they can be read: 4, 2.765
 
+MAX_POINTS = 1500
+"""Judge-vs-human pairs kept in a report for its scatter plot (an even subsample beyond it)."""
+
 
 class Stat(BaseModel):
     """One statistic with its bootstrap 95 % interval (percentile or BCa: the report's ``ci_method``; None where
@@ -87,6 +90,11 @@ class CalibrationReport(BaseModel):
     isotonic: IsotonicFit | None = None
     reliability: Reliability | None = Field(
         None, description="Reliability curve of a continuous judge score (binary labels only; None otherwise)."
+    )
+    points: list[tuple[float, float]] | None = Field(
+        None,
+        description="Per compared item (judge score, human consensus) as the isotonic fit saw them, an even "
+        f"subsample of at most {MAX_POINTS} in judge order: the report's scatter (ordinal and binary labels).",
     )
     disagreements: list[Disagreement] = Field(default_factory=list)
     groups: dict[str, CalibrationReport] | None = Field(None, description="The same report per --by group.")

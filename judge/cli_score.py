@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -309,7 +310,7 @@ def score(
             click.echo("submitted batches keep running on the server: rerun the same command to collect them", err=True)
         raise
     tally = results if isinstance(results, Tally) else Tally.of(results)
-    click.echo(render_summary(tally, grader.describe(), target))
+    click.echo(render_summary(tally, grader.describe(), target, lengths=length_summary(target, items)))
     batch_report = getattr(results, "batch_report", None)
     if batch_report is not None:
         click.echo(batch_report.line())
@@ -343,8 +344,29 @@ def check_engine(  # type: ignore[no-untyped-def]
     return get_engine(engine, address)
 
 
-def render_summary(tally, describe: dict, target: Path) -> str:  # type: ignore[no-untyped-def]
-    """A small readable table of a run, from its :class:`~judge.runner.Tally`."""
+def length_summary(target: Path, items: Any) -> Any:
+    """The run's :class:`~judge.runner.LengthBias`, read back from the verdicts file and the items (each id's
+    output lengths only are held, two numbers per item); None when the file is not there."""
+    from judge.io import read_rows
+    from judge.runner import length_bias
+
+    if not target.exists():
+        return None
+
+    def size(text: Any) -> int | None:
+        return len(text) if isinstance(text, str) else None
+
+    lengths = {}
+    for it in items:
+        values = it.values()
+        lengths[str(it.id)] = (size(values.get("output")), size(values.get("output_b")))
+    return length_bias((row.data for row in read_rows(target)), lengths)
+
+
+def render_summary(tally, describe: dict, target: Path, lengths=None) -> str:  # type: ignore[no-untyped-def]
+    """A small readable table of a run, from its :class:`~judge.runner.Tally` (and its
+    :class:`~judge.runner.LengthBias`, when given: Spearman's ρ of score vs output length for a single rubric,
+    P(longer answer wins) for a pairwise one)."""
     s = tally.summary()
     mean = "-" if s.mean_score is None else f"{s.mean_score:.3f}"
     cost = "unknown (model not in price table)" if s.cost_usd is None else f"${s.cost_usd:.4f}"
@@ -368,6 +390,16 @@ def render_summary(tally, describe: dict, target: Path) -> str:  # type: ignore[
         cons = "-" if t.consistency is None else f"{t.consistency:.3f}"
         first = "-" if t.p_first_wins is None else f"{t.p_first_wins:.3f}"
         lines.append(f"  orders     position consistency {cons} over {t.scored_pairs} pairs  P(first wins) {first}")
+    if lengths is not None and lengths.decisive:
+        lines.append(
+            f"  length     P(longer wins) {lengths.p_longer_wins:.3f} over {lengths.decisive} decisive picks "
+            "(0.5 = no length bias)"
+        )
+    elif lengths is not None and lengths.rho is not None:
+        lines.append(
+            f"  length     Spearman ρ of score vs output length {lengths.rho:.3f} over {lengths.n} items "
+            "(0 = no length bias)"
+        )
     dist = tally.distribution
     if dist:
         lines.append("  scores     " + "  ".join(f"{k}:{dist[k]}" for k in sorted(dist, key=lambda x: (len(x), x))))

@@ -151,6 +151,28 @@ async def cached_call(
     return res.output, res.cached, res.attempts
 
 
+def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
+    """Refuse, before any call, an opinions rubric (toxicity, bias) on the default local judge, SmolLM2-135M.
+
+    Such a rubric needs a free-text JSON list of opinions, not a score read from one token: the 135M model
+    generates it token by token on the CPU (up to ``max_tokens`` per call, re-asked when unreadable) and took
+    over 300 s on one item without a usable verdict. The error names the alternatives.
+    """
+    from judge.localmodels import SMOLLM2_ALIASES
+
+    if rubric.spec.kind != "opinions" or provider.name != "local":
+        return
+    if str(provider.model).lower() not in SMOLLM2_ALIASES:
+        return
+    raise ConfigError(
+        f"the '{rubric.id}' rubric lists each opinion the output states in a JSON answer (kind: opinions), which "
+        "the default local judge (SmolLM2-135M) cannot write: it generates up to 512 tokens per call on the CPU, "
+        "minutes per item, re-asked when unreadable, and gave no verdict in 300 s. Use a stronger judge: "
+        "--judge openai/gpt-4o-mini (with OPENAI_API_KEY), any OpenAI-compatible server with --base-url "
+        "(vLLM, llama.cpp), or a larger local model with --judge local/<hugging face id>"
+    )
+
+
 class Grader:
     """Judges items with one rubric and one provider. Stateless per item; safe to share across tasks."""
 
@@ -178,6 +200,7 @@ class Grader:
             raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
         if mode in ("logprob", "reason") and rubric.spec.kind == "opinions":
             raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
+        refuse_small_opinions_judge(rubric, provider)
         if mode in ("logprob", "reason") and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
         if mode == "reason" and not getattr(provider, "supports_prefill", False):

@@ -94,3 +94,11 @@ def position_stats(pairs: Iterable[tuple[str | None, str | None]]) -> PositionSt
         p_first_wins=first_wins / decisive if decisive else None,
         decisive_verdicts=decisive,
     )
+
+
+def picked_answers(label: str | None, orders: Iterable[Iterable[str | None]] | None) -> list[str]:
+    """Per judged order, the answer a decisive verdict picked, in the pair's original orientation (``A`` the
+    first answer, ``B`` the second): both orders of a ``--both-orders`` pair (``orders``: [as given, swapped,
+    positional]), else the one ``label``. Ties and missing orders pick nothing."""
+    picks = [lab for first, second in orders for lab in (first, unswap(second))] if orders else [label]
+    return [p for p in picks if p in ("A", "B")]

@@ -50,6 +50,51 @@ class Summary(BaseModel):
     """--repeats / --both-orders: flip rate, spread, position consistency, P(first wins)."""
 
 
+class LengthBias(BaseModel):
+    """Whether the verdicts follow the answers' length: Spearman's ρ of score vs output characters (single
+    rubrics), and P(longer answer wins) over the decisive picks whose two answers differ in length (pairwise;
+    each order of a ``--both-orders`` pair is a pick, as MT-Bench counts it)."""
+
+    n: int = 0
+    """Scored verdicts with an output to measure."""
+    rho: float | None = None
+    p_longer_wins: float | None = None
+    decisive: int = 0
+    """Decisive picks between answers of different lengths (pairwise)."""
+
+
+def length_bias(
+    verdicts: Iterable[Mapping[str, Any]], lengths: Mapping[str, tuple[int | None, int | None]]
+) -> LengthBias:
+    """:class:`LengthBias` of verdict records (dicts as written to the verdicts file), given each item id's
+    (output, output_b) length in characters (None where the item has no such text)."""
+    from judge.orders import picked_answers
+    from judge.stats import spearman
+
+    xs: list[float] = []
+    ys: list[float] = []
+    longer = decisive = 0
+    pairwise = False
+    for v in verdicts:
+        if v.get("status") != "ok" or v.get("score") is None:
+            continue
+        pairwise = pairwise or v.get("label") is not None
+        la, lb = lengths.get(str(v.get("id")), (None, None))
+        if la is None:
+            continue
+        xs.append(float(la))
+        ys.append(float(v["score"]))
+        for pick in picked_answers(v.get("label"), v.get("orders")) if lb is not None and la != lb else []:
+            decisive += 1
+            longer += (la > lb) == (pick == "A")  # type: ignore[operator]
+    return LengthBias(
+        n=len(xs),
+        rho=None if pairwise else spearman(xs, ys),
+        p_longer_wins=longer / decisive if decisive else None,
+        decisive=decisive,
+    )
+
+
 class ExactSum:
     """A float sum that does not depend on the order of the terms (Shewchuk's partials, as math.fsum):
     a streamed run adds its verdicts as they finish, in an order that changes from run to run."""

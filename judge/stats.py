@@ -9,6 +9,8 @@ bootstrap) and summarised by :func:`percentile_ci` or :func:`bca_ci` (:func:`res
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -126,3 +128,15 @@ def bca_ci(
         return percentile_ci(finite, level)
     lo, hi = np.percentile(finite, alphas * 100)
     return float(lo), float(hi)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's ρ (average ranks for ties); None with fewer than 3 pairs or a constant side."""
+    if len(x) < 3:
+        return None
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    if np.std(rx) == 0 or np.std(ry) == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])

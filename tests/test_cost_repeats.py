@@ -230,6 +230,38 @@ def test_both_orders_resolve_inconsistency_to_a_tie_and_measure_position_bias(
     assert by_id["b1"]["label"] == "tie" and by_id["b1"]["consistent"] is False and by_id["b1"]["score"] == 0.5
     # 2 of 4 pairs consistent; 6 of 8 decisive verdicts pick the answer shown first
     assert "position consistency 0.500 over 4 pairs  P(first wins) 0.750" in res.output
+    # P(longer wins), counted here: each order's pick, read back to the pair as given, against the lengths
+    swap = {"A": "B", "B": "A"}
+    longer = picks = 0
+    for it in items:
+        (g1, g2), la, lb = by_id[it["id"]]["orders"][0], len(it["output"]), len(it["output_b"])
+        for pick in (g1, swap[g2]):
+            picks += 1
+            longer += (pick == "A") == (la > lb)
+    assert f"P(longer wins) {longer / picks:.3f} over {picks} decisive picks" in res.output
+    assert longer / picks == 0.75  # the fair orders pick "good answer", one character longer than "bad answer"
+
+
+def longer_is_better(request: dict[str, Any]) -> Reply | str:
+    """A single-answer judge that scores by the answer's length: 1 + its length mod 5 (a ρ neither 0 nor 1)."""
+    text = prompt_text(request)
+    answer = text[text.rindex("ANSWER") :] if "ANSWER" in text else text
+    return Reply(content=json.dumps({"reasoning": "r", "score": 1 + answer.count("x") % 5}))
+
+
+def test_summary_gives_the_length_bias_of_a_score_run(tmp_path: Path, score: Callable[..., Run]) -> None:
+    from scipy.stats import spearmanr
+
+    items = [{"id": f"i{i}", "input": "q", "output": "ANSWER " + "x" * (3 * i + i % 4)} for i in range(12)]
+    data = write(tmp_path / "d.jsonl", items)
+    out = tmp_path / "v.jsonl"
+    with LoopbackServer(responder=longer_is_better) as srv:
+        res = score(srv.base_url, str(data), "-r", "factuality", "--no-cache", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    by_id = {r["id"]: r["score"] for r in rows(out)}
+    rho = spearmanr([len(it["output"]) for it in items], [by_id[it["id"]] for it in items]).statistic
+    assert 0.05 < abs(rho) < 0.95
+    assert f"Spearman ρ of score vs output length {rho:.3f} over 12 items" in res.output
 
 
 def test_both_orders_needs_a_pairwise_rubric(tmp_path: Path, score: Callable[..., Run]) -> None:

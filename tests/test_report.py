@@ -58,12 +58,13 @@ def make_verdicts(tmp: Path) -> tuple[Path, Path, set[str]]:
     return _write_jsonl(tmp / "qa.verdicts.jsonl", verdicts), _write_jsonl(tmp / "qa.jsonl", items), lowest
 
 
-def make_eval(tmp: Path) -> tuple[Path, set[str]]:
-    """A two-system run with reference metrics; e7 is the tuned system's worst item and its largest drop."""
+def make_eval(tmp: Path, without_reference: int = 0) -> tuple[Path, set[str]]:
+    """A two-system run with reference metrics; e7 is the tuned system's worst item and its largest drop.
+    The first ``without_reference`` items get a blank reference."""
     items, base, tuned = [], [], []
     for i in range(30):
         ref = f"the answer to question {i} is number {i} and it is right"
-        items.append({"id": f"e{i}", "input": f"q{i} {XSS[i % 3]}", "reference": ref})
+        items.append({"id": f"e{i}", "input": f"q{i} {XSS[i % 3]}", "reference": "" if i < without_reference else ref})
         base.append({"id": f"e{i}", "output": ref if i == 7 else f"the answer is number {i} " + XSS[i % 3]})
         tuned.append({"id": f"e{i}", "output": "zzz " + XSS[i % 3] if i == 7 else ref[: 10 + i] + " " + XSS[i % 3]})
     _write_jsonl(tmp / "items.jsonl", items)
@@ -125,6 +126,24 @@ def make_binary_calibration(tmp: Path) -> tuple[Path, set[str]]:
     path = tmp / "calibration-binary.json"
     path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
     return path, {"b5"}
+
+
+def make_continuous_calibration(tmp: Path) -> tuple[Path, list[tuple[float, float]]]:
+    """Continuous judge scores (as a local or logprob judge gives) vs one annotator's 1-5 labels; returns the
+    (judge, human) pairs."""
+    import pandas as pd
+
+    from calibration import calibrate
+
+    ids = [f"k{i}" for i in range(60)]
+    human = [1 + i % 5 for i in range(60)]
+    scores = [round(h + ((i * 0.37) % 1 - 0.5) * 1.6, 3) for i, h in enumerate(human)]
+    frame = pd.DataFrame({"id": ids, "score": scores, "output": [f"answer {i} {XSS[i % 3]}" for i in range(60)]})
+    labels = pd.DataFrame({"id": ids, "annotator": "h1", "label": human})
+    report = calibrate(frame, labels, label_type="ordinal", n_boot=100, n_disagreements=5)
+    path = tmp / "calibration-continuous.json"
+    path.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    return path, list(zip(map(float, scores), map(float, human), strict=True))
 
 
 def make_mtbench(tmp: Path) -> tuple[Path, Path, set[str]]:
@@ -240,6 +259,22 @@ def test_unknown_input_is_a_data_error(tmp_path: Path) -> None:
     bad = _write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
     with pytest.raises(judge.DataError, match="not a result this report knows"):
         judge.report(bad)
+
+
+def test_calibration_scatter_for_continuous_scores(tmp_path: Path) -> None:
+    path, pairs = make_continuous_calibration(tmp_path)
+    report = json.loads(path.read_text())
+    assert report["confusion"] is None  # continuous scores: no confusion matrix to jitter
+    assert [tuple(p) for p in report["points"]] == pairs  # judge order, one annotator = the consensus
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip").fit([p[0] for p in pairs], [p[1] for p in pairs])
+    assert report["isotonic"]["y"] == pytest.approx(list(iso.y_thresholds_))
+    html = judge.report(path)
+    plot = html.split('aria-label="judge vs human scatter"')[1].split("</svg>")[0]
+    assert plot.count("<circle") == len(pairs) and plot.count("<path") == 1
+    assert "Judge score (x) vs human consensus (y), one dot per item" in html
+    assert "judge values jittered" not in html and "human values jittered" in html  # only whole numbers are
 
 
 def test_reliability_curve_for_binary_calibration_only(tmp_path: Path) -> None:
@@ -367,7 +402,29 @@ def test_browser_eval_report(browser: Any, tmp_path: Path) -> None:
         "return document.querySelectorAll('table.gates td.pass, table.gates td.fail').length"
     )
     assert gates == 2
-    assert browser.execute_script("return document.querySelectorAll('table.length-bias tbody tr').length") == 4
+    # length bias as a grid: metric rows x system columns
+    assert browser.execute_script("return document.querySelectorAll('table.length-bias tbody tr').length") == 2
+    assert browser.execute_script("return document.querySelectorAll('table.length-bias thead th').length") == 3
+    # the answer first: the verdict and the per-system headline above every other table; provenance folded
+    sec = "document.querySelector('section[data-kind=eval]')"
+    first = browser.execute_script(f"return {sec}.querySelector('table').closest('div.headline') !== null")
+    assert first
+    assert browser.execute_script(f"return {sec}.querySelector('p.verdict').textContent") == "FAIL: 1 of 2 gates fail."
+    cells = browser.execute_script(
+        f"return Array.from({sec}.querySelectorAll('table.headline td')).map(c => c.textContent)"
+    )
+    assert cells[0] == "tuned" and cells[2] == "1 of 2: token_f1" and cells[3].startswith("FAIL")
+    assert browser.execute_script(f"return {sec}.querySelector('details.provenance').open") is False
+    visible = f"return {sec}.querySelector('table.provenance').checkVisibility({{contentVisibilityAuto: true}})"
+    assert browser.execute_script(visible) is False  # folded: not shown until opened
+    browser.execute_script(f"{sec}.querySelector('details.provenance').open = true")
+    assert browser.execute_script(visible) is True
+    # every figure says how to read it
+    captions = browser.execute_script(
+        f"return Array.from({sec}.querySelectorAll('figure'))"
+        ".map(f => (f.querySelector('figcaption') || {}).textContent)"
+    )
+    assert captions and all(c and len(c) > 40 for c in captions), captions
 
 
 def test_browser_calibration_report(browser: Any, tmp_path: Path) -> None:
@@ -388,6 +445,22 @@ def test_browser_calibration_report(browser: Any, tmp_path: Path) -> None:
     assert browser.execute_script(f"return {curve}[0].querySelectorAll('line.errorbar').length") == n_bins
     box = browser.execute_script(f"var r = {curve}[0].getBoundingClientRect(); return [r.width, r.height]")
     assert box[0] > 100 and box[1] > 100
+    # continuous judge scores: a scatter with the isotonic fit (there was no plot at all); integer scores: the
+    # jittered dots stay inside the plot box
+    continuous, pairs = make_continuous_calibration(tmp_path)
+    for source, n in ((continuous, len(pairs)), (path, 40)):
+        page = tmp_path / f"{source.stem}.html"
+        judge.report(source, out=page)
+        open_report(browser, page)
+        scatter = "document.querySelector('section[data-kind=calibration] svg[aria-label=\"judge vs human scatter\"]')"
+        assert browser.execute_script(f"return {scatter}.querySelectorAll('circle').length") == n
+        assert browser.execute_script(f"return {scatter}.querySelectorAll('path').length") == 1  # the isotonic fit
+        spill = browser.execute_script(
+            f"var s = {scatter}, b = s.querySelector('rect.box').getBoundingClientRect();"
+            "return Array.from(s.querySelectorAll('circle')).map(c => c.getBoundingClientRect())"
+            ".filter(r => r.left < b.left || r.right > b.right || r.top < b.top || r.bottom > b.bottom).length"
+        )
+        assert spill == 0
 
 
 def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:
@@ -399,3 +472,226 @@ def test_browser_mtbench_report(browser: Any, tmp_path: Path) -> None:
         "return Array.from(document.querySelectorAll('svg.plot text')).map(t => t.textContent)"
     )
     assert EVIL_MODEL[:16] in labels or any("vicuna<img" in t for t in labels)
+    # a model has one colour in the radar and the histogram (the radar orders models by score, so the fixture's
+    # second model comes first there)
+    plot = "document.querySelector('section[data-kind=mtbench] svg[aria-label=\"{}\"]')"
+    radar = browser.execute_script(
+        f"return Array.from({plot.format('MT-Bench radar')}.querySelectorAll('polygon[stroke] title'))"
+        ".map(t => [t.textContent, t.parentNode.getAttribute('stroke')])"
+    )
+    hist = browser.execute_script(
+        f"return Array.from({plot.format('MT-Bench score distribution')}.querySelectorAll('rect title'))"
+        ".map(t => [t.textContent.split(': ')[0], t.parentNode.getAttribute('fill')])"
+    )
+    assert [m for m, _ in radar] == [EVIL_MODEL, "llama-13b"]
+    assert {m for m, _ in hist} == {EVIL_MODEL, "llama-13b"}
+    assert all(dict(radar)[m] == c for m, c in hist), (radar, hist)
+    assert dict(radar)[EVIL_MODEL] != dict(radar)["llama-13b"]
+    # the histogram's x-axis is MT-Bench's 1-10 scale, whatever the data's range
+    ticks = browser.execute_script(
+        f"return Array.from({plot.format('MT-Bench score distribution')}.querySelectorAll('text.xtick'))"
+        ".map(t => +t.textContent)"
+    )
+    assert ticks[0] == 1 and ticks[-1] == 10
+
+
+def test_mtbench_logprob_judgment_shows_the_weighted_score(tmp_path: Path) -> None:
+    probs = {"1": 0.35, "3": 0.05, "5": 0.3, "6": 0.3}
+    weighted = sum(int(k) * p for k, p in probs.items())  # 3.8: what the score is, while the first token is "1"
+    rows = [
+        {
+            "question_id": 81 + k,
+            "model": m,
+            "judge": ["local", "single-v1"],
+            "score": weighted if k == 0 else 7.0,
+            "turn": 1,
+            "category": "writing",
+            "judgment": "1",
+            "score_mode": "logprob",
+            "score_probs": probs,
+            "user_prompt": "judge this",
+            "status": "ok",
+        }
+        for k in range(2)
+        for m in ("a", "b")
+    ]
+    html = judge.report(_write_jsonl(tmp_path / "lp_single.jsonl", rows))
+    first = html.split('data-id="81:a:t1"')[1].split("</tr>")[0]
+    judgment = first.split("<summary>judgment</summary>")[1].split("</pre>")[0]
+    assert '<pre class="text">1' not in judgment  # not the bare first token as the verdict
+    assert f"score {weighted:.2f}".rstrip("0") in judgment and "1: 35%, 5: 30%, 6: 30%, 3: 5%" in judgment
+    assert "raw first token: &#39;1&#39;" in judgment
+
+
+# ------------------------------------------------------------------------------ read at a glance (issue 20)
+
+
+def _significant_counts(results: dict[str, Any], system: str) -> tuple[list[str], list[str]]:
+    """Independently of the report: metrics whose paired delta's 95% CI lies wholly on the better / worse side."""
+    better, worse = [], []
+    for m, d in results["deltas"][system].items():
+        higher = results["provenance"]["figures"][m]["direction"] == "higher"
+        if d["ci_low"] is None:
+            continue
+        up, down = d["ci_low"] > 0, d["ci_high"] < 0
+        if (up and higher) or (down and not higher):
+            better.append(m)
+        elif up or down:
+            worse.append(m)
+    return better, worse
+
+
+def test_eval_report_leads_with_the_verdict(tmp_path: Path) -> None:
+    from judge.report.sections import eval_section
+
+    out, _ = make_eval(tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    better, worse = _significant_counts(results, "tuned")
+    assert worse == ["token_f1"]  # the fixture's tuned system is significantly worse on token_f1 only
+    section = judge.report.load_section(out)
+    assert section.headline is not None and section.fold_provenance
+    (row,) = section.headline.rows
+    assert row[0] == "tuned" and row[1].startswith(f"{len(better)} of 2") and row[2] == "1 of 2: token_f1"
+    d = results["deltas"]["tuned"]["token_f1"]
+    assert row[4].startswith("token_f1: Δ -0.091 [") and f"{d['ci_high']:.3f}"[:5] in row[4]
+    failed = [g for g in results["gates"] if not g["passed"]]
+    assert row[3] == f"FAIL (1 of 2: {failed[0]['metric']} {failed[0]['rule']})"
+    assert section.verdict == "FAIL: 1 of 2 gates fail." and section.verdict_cls == "fail"
+    html = judge.report(out)
+    assert html.index('class="headline"') < html.index("Metrics: value") < html.index('<details class="provenance"')
+    assert '{"' not in html.split('<details class="provenance">')[1].split("</details>")[0]  # no raw JSON
+    assert "signature: nrefs:1" in html
+    assert results["warnings"] and results["warnings"][0] in html  # the eval's own warnings are shown
+    # lower-is-better: a delta whose CI lies above 0 is a regression
+    flipped = json.loads(json.dumps(results))
+    flipped["provenance"]["figures"]["token_f1"]["direction"] = "lower"
+    (row,) = eval_section(flipped, [], [], "x").headline.rows
+    assert row[1].startswith("1 of 2: token_f1") and row[2].startswith("0 of 2")
+
+
+def test_eval_report_not_applicable_grid_and_clipped_histogram(tmp_path: Path) -> None:
+    import numpy as np
+
+    from judge.report import svg
+    from judge.report.sections import eval_section
+
+    out, _ = make_eval(tmp_path, without_reference=3)
+    section = judge.report.load_section(out)
+    assert "not applicable (no reference): base/chrf: 3, base/token_f1: 3, tuned/chrf: 3, tuned/token_f1: 3" in (
+        section.notes
+    )
+    assert not any(n.startswith("unscored") for n in section.notes)
+    grid = section.length_bias
+    assert (
+        grid is not None and grid.headers == ["", "base", "tuned"] and [r[0] for r in grid.rows] == ["token_f1", "chrf"]
+    )
+    assert all(c.endswith("(n=27)") for r in grid.rows for c in r[1:])
+    # one outlier among 200 values: the axis is the 1st-99th percentile, not 0..5000
+    rng = np.random.default_rng(0)
+    vals = list(rng.normal(10, 1, 199)) + [5000.0]
+    lo, hi = np.percentile(vals, [1, 99])
+    assert svg.robust_range(vals) == pytest.approx((lo, hi))
+    results = json.loads((out / "results.json").read_text())
+    scores = [{"id": f"x{i}", "system": "base", "metric": "token_f1", "score": v} for i, v in enumerate(vals)]
+    section = eval_section(results, scores, [], "x")
+    caption, plot = next(p for p in section.plots if p[0].startswith("token_f1: share of items"))
+    beyond = sum(v < lo or v > hi for v in vals)
+    assert "clipped to the 1st–99th percentile" in caption and f"{beyond} values outside, in the end bins" in plot
+    ticks = [float(t) for t in re.findall(r'class="xtick" fill="#666">([-\d.]+)<', plot)]
+    assert ticks and min(ticks) >= lo - 1e-9 and max(ticks) <= hi + 1e-9
+    assert svg.robust_range(vals[:199]) is None  # no outlier: the full range
+
+
+def make_pairwise_both_orders(tmp: Path) -> tuple[Path, Path, dict[str, float]]:
+    """--both-orders pairwise verdicts and their items (output, output_b); returns the expected statistics,
+    counted here by hand: a pair is consistent when the swapped order's label, read back, is the same."""
+    from judge.rubric import load_rubric
+
+    digest = load_rubric("pairwise").content_hash
+    swap = {"A": "B", "B": "A", "tie": "tie"}
+    patterns = [("A", "B"), ("A", "A"), ("B", "A"), ("A", "B"), ("tie", "B"), ("A", "tie"), ("B", "A"), ("A", "B")]
+    items, rows = [], []
+    consistent = first = decisive = longer = length_decisive = 0
+    for i in range(40):
+        g1, g2 = patterns[i % len(patterns)]
+        la, lb = 50 + 7 * i, 400 - 3 * i
+        items.append({"id": f"p{i}", "input": "which?", "output": "a" * la, "output_b": "b" * lb})
+        agree = g1 == swap[g2]
+        consistent += agree
+        for lab in (g1, g2):
+            if lab in ("A", "B"):
+                decisive += 1
+                first += lab == "A"
+        for pick in (g1, swap[g2]):
+            if pick in ("A", "B") and la != lb:
+                length_decisive += 1
+                longer += (pick == "A") == (la > lb)
+        label = g1 if agree else "tie"
+        rows.append(
+            Verdict(
+                id=f"p{i}", rubric="pairwise", rubric_hash=digest, judge_model="fake/x", score_mode="text",
+                score={"A": 1.0, "B": 0.0, "tie": 0.5}[label], status="ok", label=label, orders=[[g1, g2]],
+                consistent=agree,
+            ).model_dump(mode="json")
+        )  # fmt: skip
+    expected = {
+        "consistency": consistent / 40,
+        "p_first_wins": first / decisive,
+        "p_longer_wins": longer / length_decisive,
+    }
+    return _write_jsonl(tmp / "pw.verdicts.jsonl", rows), _write_jsonl(tmp / "pw.jsonl", items), expected
+
+
+def make_scale_verdicts(tmp: Path) -> Path:
+    """21 factuality verdicts (a 1-5 rubric) whose scores (means of repeats) only span 1.8-2.8."""
+    from judge.rubric import load_rubric
+
+    rubric = load_rubric("factuality")
+    assert (rubric.spec.scale.min, rubric.spec.scale.max) == (1, 5)
+    rows = [
+        Verdict(
+            id=f"s{i}", rubric="factuality", rubric_hash=rubric.content_hash, judge_model="fake/x", score_mode="text",
+            score=1.8 + i / 20, status="ok", repeat_scores=[1.8 + i / 20], spread=0.0, flipped=False,
+        ).model_dump(mode="json")
+        for i in range(21)
+    ]  # fmt: skip
+    return _write_jsonl(tmp / "s.verdicts.jsonl", rows)
+
+
+def test_score_report_title_scale_and_position(tmp_path: Path) -> None:
+    verdicts, items, _ = make_verdicts(tmp_path)
+    other = _write_jsonl(tmp_path / "b.verdicts.jsonl", [json.loads(x) for x in verdicts.read_text().splitlines()])
+    html = judge.report(verdicts, other, items=items)
+    assert "<title>judge report: verdicts (2)</title>" in html and "verdicts, verdicts" not in html
+    # the rubric's 1-5 scale, not the scores' 1.8-2.8
+    plot = judge.report(make_scale_verdicts(tmp_path))
+    ticks = [float(t) for t in re.findall(r'class="xtick" fill="#666">([-\d.]+)<', plot)]
+    assert ticks[0] == 1 and ticks[-1] == 5 and "x-axis: the rubric&#39;s scale 1–5" in plot
+    # --both-orders: position consistency and P(first wins), and P(longer wins) with the items
+    pw, pw_items, expected = make_pairwise_both_orders(tmp_path)
+    section = judge.report.load_section(pw, items=pw_items)
+    table = next(t for t in section.tables if t.title.startswith("Judge position"))
+    got = {r[0]: float(r[1].split(" [")[0]) for r in table.rows}
+    assert got["position consistency"] == pytest.approx(expected["consistency"], abs=5e-4)
+    assert got["P(first position wins)"] == pytest.approx(expected["p_first_wins"], abs=5e-4)
+    assert got["P(longer answer wins)"] == pytest.approx(expected["p_longer_wins"], abs=5e-4)
+
+
+def test_browser_score_report_axis_and_position(browser: Any, tmp_path: Path) -> None:
+    pw, pw_items, expected = make_pairwise_both_orders(tmp_path)
+    page = tmp_path / "score.html"
+    judge.report(make_scale_verdicts(tmp_path), pw, items=pw_items, out=page)
+    open_report(browser, page)
+    assert browser.execute_script("return document.title") == "judge report: verdicts (2)"
+    ticks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('svg[aria-label=\"factuality score distribution\"] text.xtick'))"
+        ".map(t => +t.textContent)"
+    )
+    assert ticks[0] == 1 and ticks[-1] == 5  # the rubric's scale, not the scores' 1.8-2.8
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('section[data-kind=verdicts] table.stats tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
+    shown = {r[0]: float(r[1].split(" [")[0]) for r in rows if r and r[0].startswith(("position", "P("))}
+    assert shown["position consistency"] == pytest.approx(expected["consistency"], abs=5e-4)
+    assert shown["P(longer answer wins)"] == pytest.approx(expected["p_longer_wins"], abs=5e-4)

@@ -221,3 +221,28 @@ def test_score_cli_with_toxicity_against_loopback(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["score"] for r in rows] == [0.5, 0.0] and rows[0]["details"]["n_flagged"] == 1
+
+
+@pytest.mark.parametrize("rubric", ["toxicity", "bias"])
+def test_default_local_judge_refuses_opinions_rubrics_up_front(tmp_path, rubric, monkeypatch, capsys) -> None:
+    """SmolLM2-135M cannot write the opinions list (it gave no verdict in 300 s): refused before any model
+    load or call, with the reason and the alternatives; a larger local model is not refused."""
+    from judge.grader import Grader
+    from judge.providers.local import LocalProvider
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(ITEM) + "\n")
+    monkeypatch.delenv("JUDGE_MODEL", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["score", str(data), "-r", rubric, "--no-progress", "-o", str(tmp_path / "v.jsonl")])
+    assert exc.value.code != 0 and not (tmp_path / "v.jsonl").exists()
+    text = " ".join(capsys.readouterr().err.split())
+    assert "default local judge (SmolLM2-135M) cannot write" in text and "--judge openai/gpt-4o-mini" in text
+    assert "--base-url" in text and "--judge local/" in text
+    provider = LocalProvider("smollm2")
+    with pytest.raises(ConfigError, match="kind: opinions"):
+        Grader(load_rubric(rubric), provider)
+    assert provider._loaded is None  # refused without loading the model
+    assert Grader(load_rubric(rubric), LocalProvider("Qwen/Qwen2.5-7B-Instruct")).score_mode == "text"

@@ -22,6 +22,7 @@ import hashlib
 import json
 import sys
 import types
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,7 +176,9 @@ def build(
     if not inputs:
         raise DataError("nothing to report: give at least one result")
     sections = [load_section(x, items=items) for x in inputs]
-    html = render_html(sections, title=title or "judge report: " + ", ".join(s.kind for s in sections))
+    kinds = Counter(s.kind for s in sections)  # one name per kind: "verdicts (2)", never "verdicts, verdicts"
+    default = "judge report: " + ", ".join(k if n == 1 else f"{k} ({n})" for k, n in kinds.items())
+    html = render_html(sections, title=title or default)
     if out is not None:
         from judge.io import atomic_write_text
 

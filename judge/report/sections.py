@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.report import svg
+from judge.stats import spearman
 from judge.textfmt import fmt, fmt_ci, fmt_p
 
 MAX_TEXT = 4000
@@ -63,6 +64,14 @@ class Section:
     notes: list[str] = field(default_factory=list)
     length_bias: Table | None = None
     length_plots: list[tuple[str, str]] = field(default_factory=list)
+    headline: Table | None = None
+    """The answer first (eval: per system, metrics better / worse, gates, the worst regression)."""
+    verdict: str = ""
+    """One line above the headline table (eval: every gate passed or not)."""
+    verdict_cls: str = ""
+    """``pass`` or ``fail`` (the verdict's colour), or empty."""
+    fold_provenance: bool = False
+    """Show the provenance as a folded table below the results instead of on top."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -103,38 +112,34 @@ def _subsample(points: list[tuple[float, float]], limit: int = MAX_POINTS) -> li
     return [points[int(i * step)] for i in range(limit)]
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's ρ (average ranks for ties); None with fewer than 3 pairs or a constant side."""
-    if len(x) < 3:
-        return None
-    import numpy as np
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x), rankdata(y)
-    if np.std(rx) == 0 or np.std(ry) == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _length_bias(section: Section, groups: dict[str, list[tuple[float, float]]], what: str) -> None:
-    """Score against output length per group (rubric or metric × system), with Spearman's ρ."""
-    rows = []
+def _length_bias(section: Section, groups: dict[tuple[str, str], list[tuple[float, float]]], what: str) -> None:
+    """Score against output length per (row, column) group, e.g. metric × system, with Spearman's ρ: a grid
+    with one row per rubric or metric and one column per system (a single unnamed column: just ρ)."""
+    cells: dict[str, dict[str, str]] = defaultdict(dict)
+    columns: list[str] = []
     by_plot: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for name, pts in groups.items():
+    for (row, col), pts in groups.items():
         if not pts:
             continue
         rho = spearman([p[0] for p in pts], [p[1] for p in pts])
-        rows.append([name, str(len(pts)), fmt(rho, 3)])
-        by_plot[name.split(" / ")[0]].extend(pts)
-    if not rows:
+        cells[row][col] = f"{fmt(rho, 3)} (n={len(pts)})"
+        if col not in columns:
+            columns.append(col)
+        by_plot[row].extend(pts)
+    if not cells:
         return
     section.length_bias = Table(
-        f"Length bias: Spearman ρ of {what} vs output length (characters)", ["", "n", "ρ"], rows
+        f"Length bias: Spearman ρ of {what} vs output length in characters (n items); ρ > 0: longer outputs "
+        "score higher, |ρ| under 0.1 is negligible",
+        ["", *(c or "ρ (n)" for c in columns)],
+        [[row, *(per.get(c, "-") for c in columns)] for row, per in cells.items()],
     )
     for name, pts in by_plot.items():
         section.length_plots.append(
             (
-                f"{name}: score vs output length",
+                f"{name}: score vs output length, one dot per item"
+                + (" and system" if len(columns) > 1 else "")
+                + "; a rising cloud means longer outputs score higher (ρ in the table above)",
                 svg.scatter(
                     _subsample(pts), f"{name} score vs output length", xlabel="output characters", ylabel="score"
                 ),
@@ -151,6 +156,93 @@ def _load_items(items: str | Path | None) -> dict[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------- verdicts
+
+
+def rubric_scale(rows: Sequence[dict[str, Any]]) -> tuple[tuple[float, float] | None, str]:
+    """The score axis of one rubric's verdicts and where it comes from: 0–1 for pairwise (P(A better)) and
+    opinions rubrics (the flagged share); else the built-in rubric of that name whose content hash the verdicts
+    carry; else the score labels of logprob mode (``score_probs``); else None (unknown: the data's range)."""
+    if any(r.get("label") is not None for r in rows):
+        return (0.0, 1.0), "P(first answer better)"
+    if any(r.get("details") for r in rows):
+        return (0.0, 1.0), "share of opinions flagged"
+    first = rows[0] if rows else {}
+    name, digest = str(first.get("rubric")), str(first.get("rubric_hash"))
+    if name.replace("_", "").replace("-", "").isalnum():
+        from judge.rubric import load_rubric
+
+        try:
+            rubric = load_rubric(name)
+        except Exception:  # noqa: BLE001 -- not a built-in rubric: look elsewhere
+            rubric = None
+        if rubric is not None and rubric.content_hash == digest and rubric.spec.scale is not None:
+            return (float(rubric.spec.scale.min), float(rubric.spec.scale.max)), "the rubric's scale"
+    keys = [_num(k) for r in rows for k in r.get("score_probs") or {}]
+    if keys and all(k is not None for k in keys):
+        return (min(keys), max(keys)), "the rubric's scale (from the judge's score labels)"  # type: ignore[type-var]
+    return None, ""
+
+
+def _position_table(s: Section, rows: list[dict[str, Any]], texts: dict[str, dict[str, Any]]) -> None:
+    """Pairwise verdicts: position consistency and P(first wins) of ``--both-orders`` runs, and P(longer
+    answer wins) when the items' texts are given; the same statistics and warnings as MT-Bench's."""
+    from judge.mtbench.results import bias_warnings
+    from judge.orders import position_stats
+    from judge.runner import length_bias
+
+    ordered = [tuple(o) for r in rows for o in r.get("orders") or []]
+    pairwise = any(r.get("label") is not None for r in rows)
+    if not ordered and not pairwise:
+        return
+    table = []
+    stats: dict[str, Any] = {}
+    if ordered:
+        pos = position_stats(ordered)  # type: ignore[arg-type]
+        stats.update(pos._asdict())
+        lo, hi = wilson(pos.consistency, pos.scored_pairs)
+        table.append(
+            [
+                "position consistency",
+                fmt_ci(pos.consistency, lo, hi, 3),
+                f"{pos.scored_pairs} pairs judged in both orders (as given and swapped)",
+            ]
+        )
+        lo, hi = wilson(pos.p_first_wins, pos.decisive_verdicts)
+        table.append(
+            [
+                "P(first position wins)",
+                fmt_ci(pos.p_first_wins, lo, hi, 3),
+                f"{pos.decisive_verdicts} decisive verdicts, every order",
+            ]
+        )
+    if texts:
+        lengths = {
+            k: (len(v["output"]) if isinstance(v.get("output"), str) else None,
+                len(v["output_b"]) if isinstance(v.get("output_b"), str) else None)
+            for k, v in texts.items()
+        }  # fmt: skip
+        lb = length_bias(rows, lengths)
+        stats.update(p_longer_wins=lb.p_longer_wins, length_decisive_verdicts=lb.decisive)
+        lo, hi = wilson(lb.p_longer_wins, lb.decisive)
+        table.append(["P(longer answer wins)", fmt_ci(lb.p_longer_wins, lo, hi, 3), f"{lb.decisive} decisive picks"])
+    if table:
+        s.tables.append(
+            Table(
+                "Judge position and length statistics (Wilson 95% CIs); 0.5 = no bias",
+                ["statistic", "value", "over"],
+                table,
+            )
+        )
+        s.warnings.extend(bias_warnings(stats))
+
+
+def wilson(share: float | None, n: int, z: float = 1.959963984540054) -> tuple[float | None, float | None]:
+    """The Wilson score interval (95%) of a share of ``n``; (None, None) when undefined."""
+    if share is None or n <= 0:
+        return None, None
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path | None = None) -> Section:
@@ -188,8 +280,16 @@ def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path 
     for rubric, per_judge in per_rubric.items():
         for judge_model, vals in per_judge.items():
             stat_rows.append([rubric, judge_model, str(len(vals)), fmt(sum(vals) / len(vals), 3)])
-        s.plots.append((f"{rubric}: score distribution", svg.histogram(per_judge, f"{rubric} score distribution")))
+        scale, where = rubric_scale([r for r in rows if str(r.get("rubric")) == rubric])
+        axis = f"x-axis: {where} {fmt(scale[0])}–{fmt(scale[1])}" if scale else "x-axis: the scores' range"
+        s.plots.append(
+            (
+                f"{rubric}: share of scored items per score, one colour per judge; {axis}",
+                svg.histogram(per_judge, f"{rubric} score distribution", domain=scale),
+            )
+        )
     s.tables.append(Table("Scores", ["rubric", "judge", "scored", "mean"], stat_rows))
+    _position_table(s, rows, texts)
 
     def review_row(r: dict[str, Any]) -> dict[str, Any]:
         rec = {**texts.get(str(r.get("id")), {}), **r}
@@ -222,11 +322,11 @@ def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path 
             )
         )
     if texts:
-        groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for r in ok:
             out = texts.get(str(r.get("id")), {}).get("output")
             if isinstance(out, str):
-                groups[str(r.get("rubric"))].append((float(len(out)), float(r["score"])))
+                groups[(str(r.get("rubric")), "")].append((float(len(out)), float(r["score"])))
         _length_bias(s, groups, "score")
     return s
 
@@ -256,6 +356,112 @@ def _output_lengths(results: dict[str, Any]) -> dict[str, dict[str, int]]:
     return out
 
 
+def not_applicable_error(error: Any) -> bool:
+    """Whether a per-item error says the metric does not apply (no reference to compare with), rather than
+    that scoring failed: ``"not applicable: ..."`` (model metrics) or ``"no reference"`` (reference metrics)."""
+    if not isinstance(error, str):
+        return False
+    e = error.strip().lower()
+    return e.startswith("not applicable") or "no reference" in e
+
+
+def _settings(value: Any, limit: int = 400) -> str:
+    """A metric's settings as ``key: value`` pairs (nested keys dotted) for the provenance table: no JSON."""
+    flat: list[str] = []
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        else:
+            shown = ", ".join(fmt(x) for x in v) if isinstance(v, list | tuple) else fmt(v)
+            flat.append(f"{prefix}: {shown}" if prefix else shown)
+
+    walk("", value)
+    return clip("; ".join(flat), limit)
+
+
+def _significance(d: dict[str, Any], better: int) -> int:
+    """+1 when a delta's CI lies wholly on the better side of 0 (``better``: +1 higher is better, -1 lower),
+    -1 when wholly on the worse side, 0 when it holds 0 or is undefined."""
+    lo, hi = _num(d.get("ci_low")), _num(d.get("ci_high"))
+    if lo is None or hi is None:
+        return 0
+    if lo > 0:
+        return better
+    if hi < 0:
+        return -better
+    return 0
+
+
+def _eval_headline(results: dict[str, Any], names: list[str]) -> tuple[Table | None, str, str]:
+    """The answer a reader wants first, per system: how many metrics are significantly better or worse than the
+    baseline (the delta's 95% CI excludes 0, read in each metric's direction), its gates, and its worst
+    significant regression (the largest drop as a share of the metric's range when known)."""
+    systems: dict[str, Any] = results.get("systems", {})
+    deltas: dict[str, dict[str, Any]] = results.get("deltas", {})
+    figures: dict[str, Any] = results.get("provenance", {}).get("figures", {})
+    baseline = results.get("baseline")
+    gates: list[dict[str, Any]] = results.get("gates") or []
+    order = [x for x in systems if x != baseline] + [baseline] + [
+        str(g.get("system")) for g in gates if g.get("system") not in systems
+    ]
+    rows = []
+    for name in dict.fromkeys(order):
+        better, worse, worst = [], [], None
+        for m in names if name in deltas else []:
+            d = deltas[name].get(m) or {}
+            fig = figures.get(m, {})
+            sign = 1 if fig.get("direction", "higher") == "higher" else -1
+            sig = _significance(d, sign)
+            (better if sig > 0 else worse if sig < 0 else []).append(m)
+            if sig < 0:
+                lo_hi = fig.get("range") or [None, None]
+                span = (lo_hi[1] - lo_hi[0]) if None not in lo_hi and lo_hi[1] != lo_hi[0] else 1.0
+                drop = sign * float(d["value"]) / span if _num(d.get("value")) is not None else 0.0
+                if worst is None or drop < worst[0]:
+                    worst = (drop, m, d)
+        mine = [g for g in gates if str(g.get("system")) == str(name)]
+        failed = [g for g in mine if not g.get("passed")]
+        if not mine:
+            gate_cell = "no gates"
+        elif failed:
+            gate_cell = f"FAIL ({len(failed)} of {len(mine)}: " + ", ".join(
+                f"{g.get('metric')} {g.get('rule')}" for g in failed
+            ) + ")"
+        else:
+            gate_cell = f"PASS ({len(mine)} of {len(mine)})"
+        if name == baseline:
+            if not mine:
+                continue
+            counts, worst_cell = ["baseline", "baseline"], "-"
+        else:
+            n = sum(1 for m in names if (deltas.get(name) or {}).get(m) is not None)
+            counts = [
+                f"{len(xs)} of {n}" + (f": {', '.join(xs[:4])}{' …' if len(xs) > 4 else ''}" if xs else "")
+                for xs in (better, worse)
+            ]
+            if worst is None:
+                worst_cell = "none"
+            else:
+                d = worst[2]
+                worst_cell = f"{worst[1]}: Δ {fmt_ci(d.get('value'), d.get('ci_low'), d.get('ci_high'), 3)}"
+        rows.append([str(name), *counts, gate_cell, worst_cell])
+    if not rows:
+        return None, "", ""
+    table = Table(
+        f"At a glance: each system vs the baseline ({baseline}); significant = the paired delta's 95% CI excludes 0",
+        ["system", "improved", "regressed", "gates", "worst regression [95% CI]"],
+        rows,
+    )
+    failed_all = [g for g in gates if not g.get("passed")]
+    if not gates:
+        return table, "No gates set: nothing decides pass or fail.", ""
+    if failed_all:
+        return table, f"FAIL: {len(failed_all)} of {len(gates)} gates fail.", "fail"
+    return table, f"PASS: all {len(gates)} gates pass.", "pass"
+
+
 def eval_section(
     results: dict[str, Any], scores: list[dict[str, Any]], review: list[dict[str, Any]], source: str
 ) -> Section:
@@ -281,13 +487,11 @@ def eval_section(
             (f"file {role}", f"{v.get('path')} (sha256 {str(v.get('sha256'))[:12]})")
             for role, v in prov.get("data_files", {}).items()
         ],
-        *[
-            (f"metric {name}", json.dumps(v, ensure_ascii=False, default=str)[:300])
-            for name, v in prov.get("metrics", {}).items()
-            if v
-        ],
+        *[(f"metric {name}", _settings(v)) for name, v in prov.get("metrics", {}).items() if v],
         ("versions", ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())),
     ]
+    s.fold_provenance = True
+    s.warnings = [str(w) for w in results.get("warnings") or []]
     names = list(next(iter(systems.values()), {}))
     others = [x for x in systems if x != baseline]
     headers = ["metric", "better", *systems, *(f"Δ {o} [95% CI]" for o in others), *(f"p ({o})" for o in others)]
@@ -324,7 +528,8 @@ def eval_section(
     if forest_rows:
         s.plots.append(
             (
-                f"Deltas vs {baseline} with 95% CIs (green: better, red: worse, CI excludes 0)",
+                f"Deltas vs {baseline} with 95% CIs, drawn so that right is better for every metric: a dot is green "
+                "(better) or red (worse) only when its CI excludes 0, grey otherwise",
                 svg.forest(forest_rows, "forest plot of deltas"),
             )
         )
@@ -332,18 +537,33 @@ def eval_section(
         {**g, "value_shown": fmt(g.get("value"), 4), "threshold_shown": fmt(g.get("threshold"), 4)}
         for g in results.get("gates", [])
     ]
+    s.headline, s.verdict, s.verdict_cls = _eval_headline(results, names)
     per_metric: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    unscored = Counter()
+    unscored: Counter[tuple[Any, Any]] = Counter()
+    not_applicable: Counter[tuple[Any, Any]] = Counter()
     for r in scores:
         v = _num(r.get("score"))
         if v is None:
-            unscored[(r.get("system"), r.get("metric"))] += 1
+            key = (r.get("system"), r.get("metric"))
+            (not_applicable if not_applicable_error(r.get("error")) else unscored)[key] += 1
         else:
             per_metric[str(r["metric"])][str(r["system"])].append(v)
     for m, per_system in per_metric.items():
-        s.plots.append((f"{m}: per-item distribution", svg.histogram(per_system, f"{m} distribution")))
+        domain = svg.robust_range([v for vs in per_system.values() for v in vs])
+        how = "share of items per bin of the per-item score, one colour per system (bars side by side)"
+        if domain is not None:
+            how += (
+                f"; clipped to the 1st–99th percentile ({fmt(domain[0], 3)}–{fmt(domain[1], 3)}) so that a few "
+                "outliers do not flatten it: values beyond are counted in the end bins"
+            )
+        s.plots.append((f"{m}: {how}", svg.histogram(per_system, f"{m} distribution", domain=domain)))
+    if not_applicable:
+        s.notes.append(
+            "not applicable (no reference): "
+            + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in sorted(not_applicable.items(), key=str))
+        )
     if unscored:
-        s.notes.append("unscored: " + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in unscored.items()))
+        s.notes.append("unscored: " + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in sorted(unscored.items(), key=str)))
     for kind, title in (("lowest", "Lowest-scoring items"), ("largest_difference", "Largest differences vs baseline")):
         recs = [r for r in review if r.get("kind") == kind]
         if not recs:
@@ -370,11 +590,11 @@ def eval_section(
         s.reviews.append(Review(f"{title} ({len(out)})", cols, out))
     lengths = _output_lengths(results)
     if lengths:
-        groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for r in scores:
             v, n = _num(r.get("score")), lengths.get(str(r.get("system")), {}).get(str(r.get("id")))
             if v is not None and n is not None:
-                groups[f"{r['metric']} / {r['system']}"].append((float(n), v))
+                groups[(str(r["metric"]), str(r["system"]))].append((float(n), v))
         _length_bias(s, groups, "each metric")
     else:
         s.notes.append("length bias: the systems' output files named in the provenance are not on this disk")
@@ -389,6 +609,46 @@ def _stat(d: dict[str, Any] | None) -> str:
     if not d or d.get("value") is None:
         return "-"
     return fmt_ci(d["value"], d.get("ci_low"), d.get("ci_high"), 3)
+
+
+def _jitter(values: list[float], k: int, phase: float) -> float:
+    """A deterministic offset for the k-th point (the same report draws the same picture): within ±0.35 of
+    the smallest gap between distinct values when they are all whole numbers, else 0 (nothing to separate)."""
+    distinct = sorted(set(values))
+    if len(distinct) < 2 or not all(float(v).is_integer() for v in distinct):
+        return 0.0
+    gap = min(b - a for a, b in zip(distinct, distinct[1:], strict=False))
+    return 0.7 * gap * (math.modf(k * 0.618034 + phase)[0] - 0.5)
+
+
+def _judge_human_scatter(s: Section, report: dict[str, Any]) -> None:
+    """Judge score vs human consensus, one dot per item, with the isotonic fit; whole-number sides jittered.
+    Reports written before ``points`` existed fall back to the confusion matrix's numeric cells."""
+    points = [(float(x), float(y)) for x, y in report.get("points") or []]
+    conf = report.get("confusion")
+    if not points and conf:
+        nums = [_num(x) for x in conf["labels"]]
+        if all(v is not None for v in nums) and len(nums) > 2:
+            points = [
+                (float(nums[j]), float(nums[i]))  # type: ignore[arg-type]
+                for i, row in enumerate(conf["matrix"])
+                for j, c in enumerate(row)
+                for _ in range(c)
+            ]
+    if not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    shown = _subsample([(x + _jitter(xs, k, 0.0), y + _jitter(ys, k, 0.3)) for k, (x, y) in enumerate(points)])
+    jittered = [side for side, vals in (("judge", xs), ("human", ys)) if _jitter(vals, 1, 0.0)]
+    iso = report.get("isotonic")
+    line = list(zip(iso["x"], iso["y"], strict=True)) if iso else None
+    caption = "Judge score (x) vs human consensus (y), one dot per item"
+    if jittered:
+        caption += f" ({' and '.join(jittered)} values jittered so that equal pairs do not hide each other)"
+    if line:
+        caption += "; orange: the isotonic fit, the monotone map from the judge's scale to the humans'"
+    caption += "; a tight rising cloud is a judge that orders items as the humans do"
+    s.plots.append((caption, svg.scatter(shown, "judge vs human scatter", xlabel="judge", ylabel="human", line=line)))
 
 
 def calibration_section(report: dict[str, Any], source: str, title: str = "judge vs human") -> Section:
@@ -436,22 +696,7 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
                 svg.heatmap(conf["labels"], conf["matrix"], "confusion matrix"),
             )
         )
-        nums = [_num(x) for x in conf["labels"]]
-        if all(v is not None for v in nums) and len(nums) > 2:
-            pts = []
-            for i, row in enumerate(conf["matrix"]):
-                for j, c in enumerate(row):
-                    for k in range(c):  # a deterministic jitter: the same report draws the same picture
-                        a, b = math.modf(k * 0.618034)[0] - 0.5, math.modf(k * 0.414214 + 0.3)[0] - 0.5
-                        pts.append((nums[j] + 0.5 * a, nums[i] + 0.5 * b))  # type: ignore[operator]
-            iso = report.get("isotonic")
-            line = list(zip(iso["x"], iso["y"], strict=True)) if iso else None
-            s.plots.append(
-                (
-                    "Judge vs human (jittered), with the isotonic fit" if line else "Judge vs human (jittered)",
-                    svg.scatter(_subsample(pts), "judge vs human scatter", xlabel="judge", ylabel="human", line=line),
-                )
-            )
+    _judge_human_scatter(s, report)
     if report.get("threshold"):
         t = report["threshold"]
         s.notes.append(
@@ -523,6 +768,32 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
 # --------------------------------------------------------------------------------------------- MT-Bench
 
 
+def _distribution(probs: dict[str, Any]) -> str:
+    """Label or score probabilities, most likely first: ``3: 41%, 4: 30%, …``."""
+    ranked = sorted(((k, _num(v) or 0.0) for k, v in probs.items()), key=lambda kv: -kv[1])
+    return ", ".join(f"{k}: {v:.0%}" for k, v in ranked)
+
+
+def _judgment_texts(r: dict[str, Any], fields: Sequence[str]) -> list[tuple[str, str]]:
+    """An MT-Bench record's texts for its review row. In logprob mode the judge's completion is its first
+    token only (say "1"), while the score is the probability-weighted mean (say 3.9): show the score with the
+    distribution it came from, and the raw token labelled as such, never the bare token as "the judgment"."""
+    probs = {"judgment": r.get("score_probs"), "g1_judgment": r.get("g1_probs"), "g2_judgment": r.get("g2_probs")}
+    out = []
+    for k in fields:
+        p = probs.get(k)
+        if r.get("score_mode") == "logprob" and isinstance(p, dict) and p:
+            what = f"score {fmt(_num(r.get('score')), 2)}, the probability-weighted mean of" if k == "judgment" else ""
+            text = (
+                f"logprob mode: {what or 'label'} distribution over the judge's next token: {_distribution(p)}"
+                + (f" (raw first token: {clip(r[k], 40)!r})" if r.get(k) else "")
+            )
+            out.append((k, text))
+        elif r.get(k):
+            out.append((k, clip(r[k])))
+    return out
+
+
 def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], source: str) -> Section:
     """MT-Bench judgment files (ours or FastChat's): the tables of ``judge mtbench show`` and the radar."""
     from judge.mtbench.results import pairwise_summary, single_summary
@@ -576,19 +847,34 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                 [[m, *(fmt(v["categories"].get(c), 2) for c in cats)] for m, v in single.items()],
             )
         )
+        colors = {str(m): svg.color(i) for i, m in enumerate(single)}  # one colour per model in every plot
         s.plots.append(
             (
-                "Mean score per category (radar)",
+                "Mean score (1–10) per category, one polygon per model: further out is better; a dent is a weak "
+                "category",
                 svg.radar(
-                    cats, {m: [v["categories"].get(c) for c in cats] for m, v in single.items()}, "MT-Bench radar"
+                    cats,
+                    {m: [v["categories"].get(c) for c in cats] for m, v in single.items()},
+                    "MT-Bench radar",
+                    colors=colors,
                 ),
             )
         )
         scored = [r for r in singles if r.get("status", "ok") == "ok" and _num(r.get("score")) not in (None, -1.0)]
-        per_model: dict[str, list[float]] = defaultdict(list)
+        per_model: dict[str, list[float]] = {str(m): [] for m in single}
         for r in scored:
-            per_model[str(r["model"])].append(float(r["score"]))
-        s.plots.append(("Score distribution per model", svg.histogram(per_model, "MT-Bench score distribution")))
+            per_model.setdefault(str(r["model"]), []).append(float(r["score"]))
+        s.plots.append(
+            (
+                "Share of judgments per score on MT-Bench's 1–10 scale, one colour per model (as in the radar)",
+                svg.histogram(
+                    {m: v for m, v in per_model.items() if v},
+                    "MT-Bench score distribution",
+                    domain=(1, 10),
+                    colors=colors,
+                ),
+            )
+        )
         lowest = sorted(scored, key=lambda r: float(r["score"]))[:QUEUE]
         s.reviews.append(
             Review(
@@ -604,7 +890,7 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                             (str(r.get("category")), ""),
                             _cell(r.get("score")),
                         ],
-                        "texts": [(k, clip(r[k])) for k in ("user_prompt", "judgment", "error") if r.get(k)],
+                        "texts": _judgment_texts(r, ("user_prompt", "judgment", "error")),
                     }
                     for r in lowest
                 ],
@@ -663,7 +949,7 @@ def mtbench_section(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], 
                                 (str(r.get("g1_winner")), ""),
                                 (str(r.get("g2_winner")), ""),
                             ],
-                            "texts": [(k, clip(r[k])) for k in ("g1_judgment", "g2_judgment", "error") if r.get(k)],
+                            "texts": _judgment_texts(r, ("g1_judgment", "g2_judgment", "error")),
                         }
                         for r in flips
                     ],

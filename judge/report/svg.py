@@ -65,7 +65,7 @@ def _frame(
     def sy(v: float) -> float:
         return top + ph - (v - y0) / (y1 - y0) * ph
 
-    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
+    body = [f'<rect class="box" x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>']
     for t in _ticks(x0, x1, 5):
         body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
     for t in _ticks(y0, y1, 4):
@@ -75,14 +75,50 @@ def _frame(
     return sx, sy, body
 
 
-def histogram(series: dict[str, Sequence[float]], label: str, bins: int = 20, width: int = 420) -> str:
-    """Overlaid histograms (one outline per series) on shared bins; integer scores get one bin per value."""
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated linearly between order statistics (numpy's default)."""
+    pos = q * (len(ordered) - 1)
+    k = int(pos)
+    return ordered[k] + (ordered[min(k + 1, len(ordered) - 1)] - ordered[k]) * (pos - k)
+
+
+def robust_range(values: Sequence[float], factor: float = 4.0) -> tuple[float, float] | None:
+    """The 1st–99th percentile range of ``values`` when a few outliers stretch the full range more than
+    ``factor`` times wider than it (a histogram over the full range would squeeze the rest into a bin or two);
+    None when the full range is fine."""
+    if len(values) < 20:
+        return None
+    ordered = sorted(values)
+    lo, hi = _quantile(ordered, 0.01), _quantile(ordered, 0.99)
+    if hi <= lo or ordered[-1] - ordered[0] <= factor * (hi - lo):
+        return None
+    return lo, hi
+
+
+def histogram(
+    series: dict[str, Sequence[float]],
+    label: str,
+    bins: int = 20,
+    width: int = 420,
+    *,
+    domain: tuple[float, float] | None = None,
+    colors: dict[str, str] | None = None,
+) -> str:
+    """Overlaid histograms (one outline per series) on shared bins; integer scores get one bin per value.
+
+    ``domain``: the x-axis range (a rubric's scale, or a clipped range from :func:`robust_range`) instead of
+    the data's; values outside it are counted in the end bins, and the plot says how many. ``colors``: a
+    colour per series name (so a model keeps its colour across plots); else the palette in order.
+    """
     values = [v for vs in series.values() for v in vs]
     height, left, right, top, bottom = 190, 40, 10, 22, 28
     if not values:
         return _svg(width, 60, [_text(10, 30, "no scored items")], label)
-    lo, hi = min(values), max(values)
-    integral = all(float(v).is_integer() for v in values) and hi - lo <= 40
+    lo, hi = domain if domain is not None else (min(values), max(values))
+    outside = sum(v < lo or v > hi for v in values) if domain is not None else 0
+    inside = [v for v in values if lo <= v <= hi]
+    integral = all(float(v).is_integer() for v in inside) and float(lo).is_integer() and hi - lo <= 40
+    integral = integral and float(hi).is_integer() and bool(inside)
     if integral:
         edges = [lo - 0.5 + i for i in range(int(hi - lo) + 2)]
     else:
@@ -112,20 +148,34 @@ def histogram(series: dict[str, Sequence[float]], label: str, bins: int = 20, wi
         body.append(_text(left - 4, sy(t) + 4, f"{t:.0%}", "end", 'fill="#666"'))
     xt = [lo + i for i in range(int(hi - lo) + 1)] if integral and hi - lo <= 12 else _ticks(edges[0], edges[-1], 6)
     for t in xt:
-        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'fill="#666"'))
+        body.append(_text(sx(t), top + ph + 14, fmt(float(t), 2), "middle", 'class="xtick" fill="#666"'))
     n_series = len(counts)
     bw = pw / nb / max(1, n_series)
     for i, (name, c) in enumerate(counts.items()):
+        fill = (colors or {}).get(name) or color(i)
         for k, share in enumerate(c):
             if share:
                 x = sx(edges[k]) + i * bw
                 body.append(
                     f'<rect x="{x:.1f}" y="{sy(share):.1f}" width="{max(bw - 1, 1):.1f}" '
-                    f'height="{top + ph - sy(share):.1f}" fill="{color(i)}" fill-opacity="0.8">'
+                    f'height="{top + ph - sy(share):.1f}" fill="{fill}" fill-opacity="0.8">'
                     f"<title>{escape(name)}: {share:.1%}</title></rect>"
                 )
-        body.append(f'<rect x="{left + 4 + i * 110}" y="4" width="10" height="10" fill="{color(i)}"/>')
+        body.append(
+            f'<rect class="legend" x="{left + 4 + i * 110}" y="4" width="10" height="10" fill="{fill}">'
+            f"<title>{escape(name)}</title></rect>"
+        )
         body.append(_text(left + 18 + i * 110, 13, name[:16]))
+    if outside:
+        body.append(
+            _text(
+                left + pw,
+                top + 10,
+                f"{outside} value{'s' * (outside > 1)} outside, in the end bins",
+                "end",
+                'class="clipped" fill="#b5433b"',
+            )
+        )
     return _svg(width, height, body, label)
 
 
@@ -233,6 +283,9 @@ def scatter(
         x0, x1 = x0 - 1, x1 + 1
     if y1 == y0:
         y0, y1 = y0 - 1, y1 + 1
+    # a margin inside the box, so that a dot at the extremes is drawn whole within it
+    dx, dy = (x1 - x0) * 0.04, (y1 - y0) * 0.04
+    x0, x1, y0, y1 = x0 - dx, x1 + dx, y0 - dy, y1 + dy
     sx, sy, body = _frame((x0, x1), (y0, y1), (width, height), (left, right, top, bottom), (xlabel, ylabel))
     body.append('<g fill="#3b6ea8" fill-opacity="0.35">')
     body.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.2"/>' for x, y in points)
@@ -243,8 +296,16 @@ def scatter(
     return _svg(width, height, body, label)
 
 
-def radar(categories: Sequence[str], series: dict[str, Sequence[float | None]], label: str, vmax: float = 10) -> str:
-    """MT-Bench's radar plot: mean score per category, one polygon per model; a missing value is a gap."""
+def radar(
+    categories: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    label: str,
+    vmax: float = 10,
+    *,
+    colors: dict[str, str] | None = None,
+) -> str:
+    """MT-Bench's radar plot: mean score per category, one polygon per model; a missing value is a gap.
+    ``colors``: a colour per model (shared with the other plots); else the palette in order."""
     size, r = 420, 140
     cx, cy = size / 2 + 40, size / 2
     n = max(len(categories), 1)
@@ -262,13 +323,17 @@ def radar(categories: Sequence[str], series: dict[str, Sequence[float | None]], 
         body.append(f'<line x1="{cx}" y1="{cy}" x2="{pt(k, vmax)[0]:.1f}" y2="{pt(k, vmax)[1]:.1f}" stroke="#ddd"/>')
         body.append(_text(x, y + 4, c, "middle"))
     for i, (name, vals) in enumerate(series.items()):
+        c = (colors or {}).get(name) or color(i)
         pts = [pt(k, v) for k, v in enumerate(vals) if v is not None]
         if pts:
             body.append(
-                f'<polygon points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="{color(i)}" '
-                f'fill-opacity="0.12" stroke="{color(i)}" stroke-width="2"><title>{escape(name)}</title></polygon>'
+                f'<polygon points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="{c}" '
+                f'fill-opacity="0.12" stroke="{c}" stroke-width="2"><title>{escape(name)}</title></polygon>'
             )
-        body.append(f'<rect x="6" y="{8 + i * 16}" width="10" height="10" fill="{color(i)}"/>')
+        body.append(
+            f'<rect class="legend" x="6" y="{8 + i * 16}" width="10" height="10" fill="{c}">'
+            f"<title>{escape(name)}</title></rect>"
+        )
         body.append(_text(20, 17 + i * 16, name[:24]))
     return _svg(size + 80, size, body, label)
 
