@@ -23,6 +23,10 @@ Examples:
   judge calibrate --judge summaries.jsonl --human ratings.csv --group article_id --ci-method bca
 
 \b
+Judge scores on 2 000 items, labels on 150 of them: the report adds the prediction-powered estimate of the
+human mean (PPI++), with the labelled-only and judge-only estimates beside it (--ppi on|off|auto).
+
+\b
 LLMBar's MT-Bench expert labels (200 pairs): convert them, judge the same pairs, compare:
   judge mtbench llmbar llmbar/Processed/MT-Bench/dataset.json --questions mt_bench/question.jsonl \\
       --answers mt_bench/model_answer --out-dir llmbar_mt
@@ -144,6 +148,22 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
     help="The scored data file (as given to `judge score`): its texts are shown next to the disagreements.",
 )
 @click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN.")
+@click.option(
+    "--ppi",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Prediction-powered estimate of the human-scale mean from every judge score and the labelled subset "
+    "(auto: when the judge scored 10 or more unlabelled items). With it, labels for unknown ids are an error.",
+)
+@click.option(
+    "--ppi-map",
+    type=click.Choice(["auto", "identity", "isotonic"]),
+    default="auto",
+    show_default=True,
+    help="How PPI puts judge scores on the human scale: a cross-fitted isotonic map, or as they are "
+    "(auto: isotonic for binary labels against a continuous score).",
+)
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -165,6 +185,8 @@ def calibrate(
     n_disagreements: int,
     items_path: str | None,
     mapping: tuple[str, ...],
+    ppi: str,
+    ppi_map: str,
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
@@ -219,6 +241,8 @@ def calibrate(
         n_disagreements=n_disagreements,
         judge_source=judge_path,
         labels_source=human_path,
+        ppi=ppi,
+        ppi_map=ppi_map,
     )
     click.echo(render_text(report))
     if json_path:

@@ -38,6 +38,7 @@ from calibration.labels import (
     validate_labels,
     validate_scores,
 )
+from calibration.ppi import ppi_section
 from calibration.report import CalibrationReport, ClassStats, Confusion, Disagreement, Stat
 from judge.errors import ConfigError, DataError
 from judge.stats import CI_METHODS, bca_ci, group_codes, resolve_ci_method
@@ -66,6 +67,8 @@ def calibrate(
     labels_source: str | None = None,
     ci_method: str = "auto",
     group: str | None = None,
+    ppi: str = "auto",
+    ppi_map: str = "auto",
 ) -> CalibrationReport:
     """Measure how well judge scores agree with human labels.
 
@@ -92,6 +95,12 @@ def calibrate(
             question, article or prompt): the bootstrap resamples whole groups (cluster bootstrap). MT-Bench
             judgments (a ``question_id`` column) group by question unless a group is given; ``group="id"``
             resamples items.
+        ppi: ``auto`` (when the judge scored at least ``calibration.ppi.MIN_LABELS`` unlabelled items), ``on`` or
+            ``off``: the prediction-powered estimate of the human-scale mean (:mod:`calibration.ppi`), beside
+            the labelled-only and judge-only ones, in ``report.ppi``. With it, labels for ids the judge did not
+            score are an error (they are not a sample of the judged pool).
+        ppi_map: how judge scores go on the human scale for PPI: ``identity``, ``isotonic`` (cross-fitted), or
+            ``auto`` (isotonic for binary labels against a continuous judge score, else identity).
 
     Raises:
         DataError: the files do not join, too few items, labels of the wrong type or scale.
@@ -122,6 +131,8 @@ def calibrate(
         labels_source,
         ci_method,
         group,
+        ppi,
+        ppi_map,
     )
     if by is not None:
         report.groups = _by_group(
@@ -140,6 +151,8 @@ def calibrate(
             labels_source,
             ci_method,
             group,
+            ppi,
+            ppi_map,
             report,
         )
     return report
@@ -156,7 +169,10 @@ def _by_group(
     by: str,
     *args: Any,
 ) -> dict[str, CalibrationReport]:
-    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, ci_method, group, parent) = args
+    *rest, parent = args
+    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, ci_method, group, ppi, ppi_map) = (
+        rest
+    )
     if by in scores.columns:
         groups = scores[by].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
         key = dict(zip(scores["id"], groups, strict=True))
@@ -186,6 +202,8 @@ def _by_group(
                 lsrc,
                 ci_method,
                 group,
+                ppi,
+                ppi_map,
             )
         except DataError as exc:
             parent.warnings.append(f"group {by}={name!r} skipped: {exc}")
@@ -234,6 +252,8 @@ def _calibrate_one(
     labels_source: str | None,
     ci_method: str = "auto",
     group: str | None = None,
+    ppi: str = "off",
+    ppi_map: str = "auto",
 ) -> CalibrationReport:
     warns: list[str] = []
     joined = _join(scores, labels, kind, min_items, judge_source, labels_source, warns)
@@ -315,6 +335,9 @@ def _calibrate_one(
         report.reliability = reliability_curve(judge_cont, y, scale=scale)
     report.disagreements = _disagreements(
         scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
+    )
+    report.ppi = ppi_section(
+        scores, joined, kind, group, mode=ppi, mapping=ppi_map, seed=seed, labels_source=labels_source
     )
     return report
 

@@ -31,11 +31,17 @@ Extensions, all in one estimator (:func:`ppi_mean`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from judge.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from calibration.core import _Joined
 
 # PPI's interval needs a variance of the labelled residuals; below this many labels (per estimate) the
 # power tuning and the isotonic map are noise, so we refuse rather than print a meaningless interval
@@ -136,6 +142,7 @@ def ppi_mean(
     groups: np.ndarray | None = None,
     groups_unlabelled: np.ndarray | None = None,
     mapping: str = "identity",
+    seed: int = 0,
     min_labels: int = MIN_LABELS,
 ) -> PPIResult:
     """The PPI++ estimate of the human mean, beside the labelled-only and judge-only estimates.
@@ -143,8 +150,10 @@ def ppi_mean(
     ``y``, ``f``: human value and judge score of the labelled items; ``f_unlabelled``: judge scores of the
     rest of the pool. ``strata``/``strata_unlabelled``: each item's sampling stratum (labels drawn per
     stratum); ``groups``/``groups_unlabelled``: each item's cluster. ``lam`` fixes the power-tuning weight
-    (None: tuned). Raises :class:`DataError` with fewer than ``min_labels`` labels or a stratum with fewer
-    than two.
+    (None: tuned). ``mapping="isotonic"`` first puts the judge scores on the human scale with
+    :func:`cross_fit_isotonic` (folds drawn from ``seed``, whole groups with ``groups``); the judge-only
+    estimate is then the mean of the mapped scores. Raises :class:`DataError` with fewer than ``min_labels``
+    labels or a stratum with fewer than two.
     """
     y, f, fu = (np.asarray(a, dtype=float) for a in (y, f, f_unlabelled))
     _check(y, f, fu, "ppi_mean")
@@ -153,6 +162,10 @@ def ppi_mean(
             f"prediction-powered estimates need at least {min_labels} labelled items with a judge score "
             f"(the interval needs the variance of the labels' corrections); got {len(y)}"
         )
+    if mapping not in MAPS:
+        raise ValueError(f"mapping must be one of {', '.join(MAPS)}, not {mapping!r}")
+    if mapping == "isotonic":
+        f, fu = cross_fit_isotonic(f, y, fu, groups=groups, seed=seed)
     grouped = groups is not None or groups_unlabelled is not None
     g = None if groups is None else np.asarray(groups).astype(str)
     gu = None if groups_unlabelled is None else np.asarray(groups_unlabelled).astype(str)
@@ -282,3 +295,87 @@ def cross_fit_isotonic(
         mapped[test] = model.predict(f[test])
         unl += model.predict(fu) / k if len(fu) else 0.0
     return mapped, unl
+
+
+# ------------------------------------------------------------------------------------------ judge calibrate
+
+# what the human-scale mean is, per label type; pairwise labels count model A's wins, a tie as half
+ESTIMANDS = {
+    "ordinal": "mean human label",
+    "binary": "share of positive human labels",
+    "pairwise": "human win rate of A (a tie counts 1/2)",
+}
+PPI_MODES = ("auto", "on", "off")
+_PAIRWISE_VALUE = {"A": 1.0, "B": 0.0, "tie": 0.5}
+
+
+class PPISection(PPIResult):
+    """PPI as ``judge calibrate`` reports it: the estimate, and what it estimates."""
+
+    estimand: str = Field(description="What the human-scale mean is (a mean label, a share, a win rate).")
+
+
+def human_scale(values: pd.Series, kind: str) -> np.ndarray:
+    """Labels or judge verdicts as numbers whose mean is the estimand: pairwise A/B/tie as 1/0/0.5."""
+    if kind == "pairwise":
+        return np.array([_PAIRWISE_VALUE[v] for v in values], dtype=float)
+    return np.asarray(values.to_numpy(), dtype=float)
+
+
+def ppi_section(
+    scores: pd.DataFrame,
+    joined: _Joined,
+    kind: str,
+    group: str | None,
+    *,
+    mode: str = "auto",
+    mapping: str = "auto",
+    seed: int = 0,
+    labels_source: str | None = None,
+) -> PPISection | None:
+    """The prediction-powered estimate for ``judge calibrate``: labelled = the compared items, unlabelled = the
+    judge's scored items nobody labelled. None when ``mode`` is off, the labels are nominal, or (``auto``) the
+    judge scored fewer than :data:`MIN_LABELS` unlabelled items."""
+    from calibration.labels import judge_values
+
+    if mode not in PPI_MODES:
+        raise ValueError(f"ppi must be one of {', '.join(PPI_MODES)}, not {mode!r}")
+    if mode == "off":
+        return None
+    if kind not in ESTIMANDS:
+        if mode == "on":
+            raise DataError(f"prediction-powered estimates need numeric labels (ordinal, binary, pairwise), not {kind}")
+        return None
+    scored = scores[scores["score"].notna()]
+    labelled = set(joined.labels["id"])
+    pool = [str(i) for i in scored["id"] if i not in labelled]
+    if mode == "auto" and len(pool) < MIN_LABELS:
+        return None
+    if joined.unmatched:
+        raise DataError(
+            f"{len(joined.unmatched)} labelled id(s) are not among the judge's items, so the labels are not a "
+            f"sample of the judged pool: {', '.join(joined.unmatched[:20])}"
+            + (", …" if len(joined.unmatched) > 20 else ""),
+            path=labels_source,
+            field="id",
+        )
+    values, _ = judge_values(scored.set_index("id")["score"], kind)
+    compared = list(joined.compared)
+    y = human_scale(joined.human_raw, kind)
+    f = human_scale(values.loc[compared], kind)
+    fu = human_scale(values.loc[pool], kind)
+    if mapping == "auto":
+        continuous = kind == "binary" and not set(np.unique(np.concatenate([f, fu]))) <= {0.0, 1.0}
+        mapping = "isotonic" if continuous else "identity"
+    g = gu = None
+    if group is not None:
+        if group not in scores.columns:
+            raise DataError(
+                f"the group column '{group}' must be in the judge results for the prediction-powered estimate "
+                "(the unlabelled items need their groups too)",
+                field=group,
+            )
+        of = scores.set_index("id")[group].astype(str)
+        g, gu = of.loc[compared].to_numpy(), of.loc[pool].to_numpy()
+    result = ppi_mean(y, f, fu, groups=g, groups_unlabelled=gu, mapping=mapping, seed=seed)
+    return PPISection(**result.model_dump(), estimand=ESTIMANDS[kind])

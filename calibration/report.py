@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from calibration.fit import IsotonicFit, Reliability, ThresholdFit
+from calibration.ppi import Estimate, PPISection
 from judge.textfmt import fmt as _fmt  # numbers as short as they can be read: 4, 2.765
 
 
@@ -89,6 +90,11 @@ class CalibrationReport(BaseModel):
         None, description="Reliability curve of a continuous judge score (binary labels only; None otherwise)."
     )
     disagreements: list[Disagreement] = Field(default_factory=list)
+    ppi: PPISection | None = Field(
+        None,
+        description="Prediction-powered estimate of the human-scale mean from every judge score and the labels "
+        "(with the labelled-only and judge-only ones); None without unlabelled judge items.",
+    )
     groups: dict[str, CalibrationReport] | None = Field(None, description="The same report per --by group.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +163,9 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
         rel = report.reliability
         brier = f", Brier {rel.brier:.3f}" if rel.brier is not None else ""
         lines.append(f"  reliability ({rel.n_bins} equal-width bins of the judge score): ECE {rel.ece:.3f}{brier}")
+    if report.ppi is not None:
+        lines.append("")
+        lines.extend(render_ppi(report.ppi))
     if report.disagreements:
         lines.append("")
         lines.append(f"  largest disagreements ({len(report.disagreements)}):")
@@ -175,6 +184,31 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
             lines.append("")
             lines.append(render_text(group, title=f"group {name}", max_text=max_text))
     return "\n".join(lines)
+
+
+def _estimate(e: Estimate) -> str:
+    return f"{_fmt(round(e.value, 3))} [{_fmt(round(e.ci_low, 3))}, {_fmt(round(e.ci_high, 3))}]"
+
+
+def render_ppi(ppi: PPISection, indent: str = "  ") -> list[str]:
+    """The prediction-powered estimate beside the labelled-only and judge-only ones, as text lines."""
+    how = f"{ppi.n_labelled} labelled + {ppi.n_unlabelled} judge-only items"
+    if ppi.n_groups is not None:
+        how += f", cluster-robust over {ppi.n_groups} groups"
+    if ppi.mapping != "identity":
+        how += f", judge mapped by a cross-fitted {ppi.mapping} fit"
+    rows = [
+        (f"prediction-powered (PPI++, λ {ppi.lam:.2f})", ppi.ppi),
+        ("labelled only", ppi.labelled_only),
+        ("judge only", ppi.judge_only),
+    ]
+    lines = [f"{indent}{ppi.estimand} (95% CI; {how}):"]
+    lines += [f"{indent}  {name:<38}{_estimate(e)}" for name, e in rows]
+    lines.append(
+        f"{indent}  your {ppi.n_labelled} labels + {ppi.n_unlabelled} judge scores are worth "
+        f"~{ppi.effective_labels:.0f} labels"
+    )
+    return lines
 
 
 def _labels(labels: dict[str, Any]) -> str:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from calibration.ppi import Z95, cross_fit_isotonic, ppi_delta, ppi_mean
 from judge.errors import DataError
+from judge.textfmt import fmt
 from tests.conftest import shared_data
+from tests.test_bad_inputs import run_cli
 
 WIN = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
@@ -201,3 +205,112 @@ def test_too_few_labels_say_how_many_are_needed() -> None:
         ppi_mean(np.ones(4), np.ones(4), np.ones(50))
     with pytest.raises(DataError, match="stratum '1' has 1 labelled"):
         ppi_mean(np.arange(12.0), np.arange(12.0), np.arange(30.0), strata=[0] * 11 + [1], strata_unlabelled=[1] * 30)
+
+
+# ------------------------------------------------------------------------------------------ judge calibrate
+
+
+def _llmfao_files(tmp_path: Path, n_labelled: int = 150, extra_ids: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """GPT-4's verdicts on every LLMFAO pair, and the crowd's labels on a random subset of the pairs."""
+    root = shared_data("llmfao")
+    crowd = pd.read_csv(root / "crowd-comparisons.csv", dtype={"id": str, "worker": str})
+    rng = np.random.default_rng(5)
+    keep = rng.choice(sorted(crowd["id"].unique()), n_labelled, replace=False)
+    sub = crowd[crowd["id"].isin(keep)][["id", "worker", "winner"]]
+    extra = pd.DataFrame({"id": list(extra_ids), "worker": "w1", "winner": "left"})
+    labels = tmp_path / "labels.csv"
+    pd.concat([sub, extra]).to_csv(labels, index=False)
+    return root / "gpt4-crowd-comparisons.csv", labels
+
+
+ARGS = ["--label-column", "winner", "--annotator-column", "worker", "--label-type", "pairwise", "--bootstrap", "50"]
+
+
+def test_calibrate_reports_the_ppi_estimate_beside_labels_and_judge(tmp_path: Path, capsys) -> None:
+    ppi_py = pytest.importorskip("ppi_py")
+    judge_file, labels = _llmfao_files(tmp_path)
+    out, html = tmp_path / "r.json", tmp_path / "r.html"
+    code, text = run_cli(
+        ["calibrate", "--judge", str(judge_file), "--human", str(labels), *ARGS, "--json", str(out)]
+        + ["--report", str(html)],
+        capsys,
+    )
+    assert code == 0, text
+    ppi = json.loads(out.read_text())["ppi"]
+    # recomputed from the files: the crowd majority per labelled pair, GPT-4's verdict on every pair
+    gpt = pd.read_csv(judge_file, dtype={"id": str}).set_index("id")["winner"]
+    win = {"left": 1.0, "right": 0.0, "tie": 0.5}
+    crowd = pd.read_csv(labels, dtype={"id": str})
+    gold = crowd.groupby("id")["winner"].agg(
+        lambda s: "tie" if len(s.mode()) > 1 else s.mode().iloc[0]  # a tied majority is a tie
+    )
+    lab = list(gold.index)
+    unl = [i for i in gpt.index if i not in set(lab)]
+    y = gold.map(win).to_numpy(float)
+    f, fu = gpt.loc[lab].map(win).to_numpy(float), gpt.loc[unl].map(win).to_numpy(float)
+    lo, hi = (float(v[0]) for v in ppi_py.ppi_mean_ci(y, f, fu, alpha=0.05))
+    assert (ppi["n_labelled"], ppi["n_unlabelled"]) == (150, len(gpt) - 150)
+    assert ppi["ppi"]["value"] == pytest.approx(float(ppi_py.ppi_mean_pointestimate(y, f, fu)[0]))
+    assert (ppi["ppi"]["ci_low"], ppi["ppi"]["ci_high"]) == pytest.approx((lo, hi))
+    assert ppi["labelled_only"]["value"] == pytest.approx(y.mean())
+    assert ppi["judge_only"]["value"] == pytest.approx(gpt.map(win).mean())
+    assert ppi["estimand"].startswith("human win rate of A")
+    assert f"your 150 labels + {len(unl)} judge scores are worth ~{ppi['effective_labels']:.0f} labels" in text
+    page = html.read_text()
+    assert "Human-scale estimate: human win rate of A" in page and "prediction-powered (PPI++" in page
+    assert f"<td>{fmt(ppi['ppi']['value'], 3)}</td>" in page
+
+
+def test_calibrate_ppi_refuses_labels_for_unknown_ids(tmp_path: Path, capsys) -> None:
+    judge_file, labels = _llmfao_files(tmp_path, extra_ids=("no-such-pair", "nor-this"))
+    out = tmp_path / "r.json"
+    code, text = run_cli(
+        ["calibrate", "--judge", str(judge_file), "--human", str(labels), *ARGS, "--json", str(out)], capsys
+    )
+    assert code == 2, text
+    assert "Traceback" not in text and str(labels) in text
+    assert "2 labelled id(s) are not among the judge's items" in text and "no-such-pair, nor-this" in text
+    assert not out.exists()
+    # without PPI the same files are an agreement report with a warning, as before
+    code, text = run_cli(
+        ["calibrate", "--judge", str(judge_file), "--human", str(labels), *ARGS, "--ppi", "off"], capsys
+    )
+    assert code == 0 and "2 labelled ids match no judge item" in text
+
+
+def test_calibrate_ppi_on_grouped_summeval_is_cluster_robust(tmp_path: Path, capsys) -> None:
+    """SummEval: the experts' coherence as the 'judge' of relevance, 200 summaries labelled, grouped by article."""
+    path = shared_data("summeval", "summeval_flat.jsonl")
+    with path.open() as fh:
+        rows = [json.loads(line) for line in fh]
+    judge_file, labels = tmp_path / "judge.csv", tmp_path / "labels.csv"
+    frame = pd.DataFrame(
+        {
+            "id": [f"{r['doc_id']}/{r['system_id']}" for r in rows],
+            "score": [r["coherence"] for r in rows],
+            "doc": [r["doc_id"] for r in rows],
+            "label": [r["relevance"] for r in rows],
+        }
+    )
+    frame[["id", "score", "doc"]].to_csv(judge_file, index=False)
+    lab = np.random.default_rng(2).choice(len(frame), 200, replace=False)
+    frame.iloc[lab][["id", "label"]].to_csv(labels, index=False)
+    out = tmp_path / "r.json"
+    argv = ["calibrate", "--judge", str(judge_file), "--human", str(labels), "--bootstrap", "0", "--json", str(out)]
+    code, text = run_cli([*argv, "--group", "doc"], capsys)
+    assert code == 0, text
+    grouped = json.loads(out.read_text())["ppi"]
+    code, text = run_cli(argv, capsys)
+    plain = json.loads(out.read_text())["ppi"]
+    assert grouped["n_groups"] == 100 and plain["n_groups"] is None
+    assert grouped["ppi"]["value"] == pytest.approx(plain["ppi"]["value"])  # same estimate, another variance
+    # the cluster-robust variance, re-derived: per article, the sum of its items' influences, squared
+    is_lab = np.zeros(len(frame), bool)
+    is_lab[lab] = True
+    lam, y, f = grouped["lam"], frame["label"].to_numpy(), frame["score"].to_numpy()
+    r = y[is_lab] - lam * f[is_lab]
+    infl = np.where(is_lab, 0.0, lam * (f - f[~is_lab].mean()) / (~is_lab).sum())
+    infl[is_lab] = (r - r.mean()) / is_lab.sum()
+    per_doc = pd.Series(infl).groupby(frame["doc"]).sum()
+    expect = np.sqrt(100 / 99 * (per_doc**2).sum())
+    assert grouped["ppi"]["se"] == pytest.approx(expect, rel=1e-9)

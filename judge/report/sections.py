@@ -417,6 +417,37 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
             ],
         )
     )
+    ppi = report.get("ppi")
+    if ppi:
+        how = f"{ppi['n_labelled']} labelled + {ppi['n_unlabelled']} judge-only items"
+        if ppi.get("n_groups") is not None:
+            how += f", cluster-robust over {ppi['n_groups']} groups"
+        if ppi.get("mapping", "identity") != "identity":
+            how += f", judge mapped by a cross-fitted {ppi['mapping']} fit"
+        rows = [
+            (f"prediction-powered (PPI++, λ {fmt(ppi['lam'], 2)})", ppi["ppi"]),
+            ("labelled only", ppi["labelled_only"]),
+            ("judge only", ppi["judge_only"]),
+        ]
+        s.tables.append(
+            Table(
+                f"Human-scale estimate: {ppi['estimand']} ({how})",
+                ["estimate", "value", "95% CI", "CI width"],
+                [
+                    [
+                        name,
+                        fmt(e["value"], 3),
+                        f"[{fmt(e['ci_low'], 3)}, {fmt(e['ci_high'], 3)}]",
+                        fmt(e["ci_high"] - e["ci_low"], 3),
+                    ]
+                    for name, e in rows
+                ],
+            )
+        )
+        s.notes.append(
+            f"your {ppi['n_labelled']} labels + {ppi['n_unlabelled']} judge scores are worth "
+            f"~{ppi['effective_labels']:.0f} labels"
+        )
     if report.get("per_class"):
         s.tables.append(
             Table(
