@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from calibration.fit import IsotonicFit, Reliability, ThresholdFit
-from calibration.ppi import Estimate, PPISection
+from calibration.ppi import PPISection
 from judge.textfmt import fmt as _fmt  # numbers as short as they can be read: 4, 2.765
+from judge.textfmt import fmt_ci, ppi_summary
 
 
 class Stat(BaseModel):
@@ -186,28 +187,13 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
     return "\n".join(lines)
 
 
-def _estimate(e: Estimate) -> str:
-    return f"{_fmt(round(e.value, 3))} [{_fmt(round(e.ci_low, 3))}, {_fmt(round(e.ci_high, 3))}]"
-
-
 def render_ppi(ppi: PPISection, indent: str = "  ") -> list[str]:
     """The prediction-powered estimate beside the labelled-only and judge-only ones, as text lines."""
-    how = f"{ppi.n_labelled} labelled + {ppi.n_unlabelled} judge-only items"
-    if ppi.n_groups is not None:
-        how += f", cluster-robust over {ppi.n_groups} groups"
-    if ppi.mapping != "identity":
-        how += f", judge mapped by a cross-fitted {ppi.mapping} fit"
-    rows = [
-        (f"prediction-powered (PPI++, λ {ppi.lam:.2f})", ppi.ppi),
-        ("labelled only", ppi.labelled_only),
-        ("judge only", ppi.judge_only),
-    ]
+    how, rows, worth = ppi_summary(ppi.model_dump())
     lines = [f"{indent}{ppi.estimand} (95% CI; {how}):"]
-    lines += [f"{indent}  {name:<38}{_estimate(e)}" for name, e in rows]
-    lines.append(
-        f"{indent}  your {ppi.n_labelled} labels + {ppi.n_unlabelled} judge scores are worth "
-        f"~{ppi.effective_labels:.0f} labels"
-    )
+    for name, e in rows:
+        lines.append(f"{indent}  {name:<38}{fmt_ci(e['value'], e['ci_low'], e['ci_high'])}")
+    lines.append(f"{indent}  {worth}")
     return lines
 
 

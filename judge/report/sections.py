@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.report import svg
-from judge.textfmt import fmt, fmt_ci, fmt_p
+from judge.textfmt import fmt, fmt_ci, fmt_p, ppi_summary
 
 MAX_TEXT = 4000
 """Characters of one text shown in a review row (the rest is cut, with a note): keeps 10k-item reports small."""
@@ -419,16 +419,7 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
     )
     ppi = report.get("ppi")
     if ppi:
-        how = f"{ppi['n_labelled']} labelled + {ppi['n_unlabelled']} judge-only items"
-        if ppi.get("n_groups") is not None:
-            how += f", cluster-robust over {ppi['n_groups']} groups"
-        if ppi.get("mapping", "identity") != "identity":
-            how += f", judge mapped by a cross-fitted {ppi['mapping']} fit"
-        rows = [
-            (f"prediction-powered (PPI++, λ {fmt(ppi['lam'], 2)})", ppi["ppi"]),
-            ("labelled only", ppi["labelled_only"]),
-            ("judge only", ppi["judge_only"]),
-        ]
+        how, rows, worth = ppi_summary(ppi)
         s.tables.append(
             Table(
                 f"Human-scale estimate: {ppi['estimand']} ({how})",
@@ -444,10 +435,7 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
                 ],
             )
         )
-        s.notes.append(
-            f"your {ppi['n_labelled']} labels + {ppi['n_unlabelled']} judge scores are worth "
-            f"~{ppi['effective_labels']:.0f} labels"
-        )
+        s.notes.append(worth)
     if report.get("per_class"):
         s.tables.append(
             Table(
