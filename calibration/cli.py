@@ -43,6 +43,24 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
 """
 
 
+def items_options(purpose: str) -> Any:
+    """``--items`` (the data file given to ``judge score``) and ``--map FIELD=COLUMN``: texts joined on by id."""
+
+    def decorate(f: Any) -> Any:
+        f = click.option(
+            "--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN."
+        )(f)
+        return click.option(
+            "--items",
+            "items_path",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help=f"The scored data file (as given to `judge score`): {purpose}.",
+        )(f)
+
+    return decorate
+
+
 @click.command(epilog=EPILOG + EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--judge",
@@ -140,14 +158,7 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
     show_default=True,
     help="How many of the largest disagreements to list for review.",
 )
-@click.option(
-    "--items",
-    "items_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="The scored data file (as given to `judge score`): its texts are shown next to the disagreements.",
-)
-@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN.")
+@items_options("its texts are shown next to the disagreements")
 @click.option(
     "--ppi",
     type=click.Choice(["auto", "on", "off"]),
@@ -209,7 +220,7 @@ def calibrate(
             err=True,
         )
     if items_path is not None:
-        scores = _attach_texts(scores, items_path, mapping)
+        scores = attach_texts(scores, items_path, mapping)
     labels, kind = load_human_labels(
         human_path,
         label_column=label_column,
@@ -255,7 +266,7 @@ def calibrate(
         click.echo(f"wrote {report_path}")
 
 
-def _attach_texts(scores: Any, items_path: str, mapping: tuple[str, ...]) -> Any:
+def attach_texts(scores: Any, items_path: str, mapping: tuple[str, ...]) -> Any:
     """Join the items' texts (input, output, reference, context) onto the judge scores by id."""
     from judge.dataset import FIELDS, load_items, parse_mapping
 

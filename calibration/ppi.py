@@ -315,6 +315,24 @@ class PPISection(PPIResult):
     estimand: str = Field(description="What the human-scale mean is (a mean label, a share, a win rate).")
 
 
+def numeric_verdicts(values: pd.Series) -> np.ndarray:
+    """Judge verdicts as numbers on the human scale: numbers as they are, pairwise labels A/B/tie as 1/0/0.5,
+    unscored as NaN."""
+    from calibration.labels import normalise_pairwise
+
+    out = np.full(len(values), np.nan)
+    for k, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            label = normalise_pairwise(v)
+            if label is not None:
+                out[k] = _PAIRWISE_VALUE[label]
+    return out
+
+
 def human_scale(values: pd.Series, kind: str) -> np.ndarray:
     """Labels or judge verdicts as numbers whose mean is the estimand: pairwise A/B/tie as 1/0/0.5."""
     if kind == "pairwise":
