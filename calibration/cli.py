@@ -175,6 +175,13 @@ def items_options(purpose: str) -> Any:
     help="How PPI puts judge scores on the human scale: a cross-fitted isotonic map, or as they are "
     "(auto: isotonic for binary labels against a continuous score).",
 )
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The `judge label plan` file the labelled items were drawn by: PPI weighs its strata as the plan did.",
+)
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -198,12 +205,13 @@ def calibrate(
     mapping: tuple[str, ...],
     ppi: str,
     ppi_map: str,
+    plan_path: str | None,
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
     from calibration.labels import load_human_labels, load_judge_scores
     from calibration.report import render_text
-    from judge.io import atomic_write_text, check_output_path
+    from judge.io import atomic_write_text, check_output_path, read_rows
 
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
@@ -254,6 +262,7 @@ def calibrate(
         labels_source=human_path,
         ppi=ppi,
         ppi_map=ppi_map,
+        plan=(plan_path, [r.data | {"_line": r.line} for r in read_rows(plan_path)]) if plan_path else None,
     )
     click.echo(render_text(report))
     if json_path:

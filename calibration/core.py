@@ -69,6 +69,7 @@ def calibrate(
     group: str | None = None,
     ppi: str = "auto",
     ppi_map: str = "auto",
+    plan: tuple[str, list[dict[str, Any]]] | None = None,
 ) -> CalibrationReport:
     """Measure how well judge scores agree with human labels.
 
@@ -101,6 +102,8 @@ def calibrate(
             score are an error (they are not a sample of the judged pool).
         ppi_map: how judge scores go on the human scale for PPI: ``identity``, ``isotonic`` (cross-fitted), or
             ``auto`` (isotonic for binary labels against a continuous judge score, else identity).
+        plan: ``(path, rows)`` of the ``judge label plan`` file the labelled items were drawn by: PPI is then
+            stratified as the plan was, with the plan's strata recomputed for every judged item.
 
     Raises:
         DataError: the files do not join, too few items, labels of the wrong type or scale.
@@ -133,6 +136,7 @@ def calibrate(
         group,
         ppi,
         ppi_map,
+        plan,
     )
     if by is not None:
         report.groups = _by_group(
@@ -254,6 +258,7 @@ def _calibrate_one(
     group: str | None = None,
     ppi: str = "off",
     ppi_map: str = "auto",
+    plan: tuple[str, list[dict[str, Any]]] | None = None,
 ) -> CalibrationReport:
     warns: list[str] = []
     joined = _join(scores, labels, kind, min_items, judge_source, labels_source, warns)
@@ -337,7 +342,7 @@ def _calibrate_one(
         scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
     )
     report.ppi = ppi_section(
-        scores, joined, kind, group, mode=ppi, mapping=ppi_map, seed=seed, labels_source=labels_source
+        scores, joined, kind, group, mode=ppi, mapping=ppi_map, seed=seed, labels_source=labels_source, plan=plan
     )
     return report
 

@@ -30,8 +30,9 @@ Extensions, all in one estimator (:func:`ppi_mean`):
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -350,14 +351,18 @@ def ppi_section(
     mapping: str = "auto",
     seed: int = 0,
     labels_source: str | None = None,
+    plan: tuple[str, list[dict[str, Any]]] | None = None,
 ) -> PPISection | None:
     """The prediction-powered estimate for ``judge calibrate``: labelled = the compared items, unlabelled = the
     judge's scored items nobody labelled. None when ``mode`` is off, the labels are nominal, or (``auto``) the
-    judge scored fewer than :data:`MIN_LABELS` unlabelled items."""
+    judge scored fewer than :data:`MIN_LABELS` unlabelled items. ``plan``: the path and rows of a ``judge label
+    plan`` file: the labels were drawn per stratum, so the estimate is the stratified one."""
     from calibration.labels import judge_values
 
     if mode not in PPI_MODES:
         raise ValueError(f"ppi must be one of {', '.join(PPI_MODES)}, not {mode!r}")
+    if plan is not None and mode == "auto":
+        mode = "on"  # labels drawn by a plan are there to correct the judge
     if mode == "off":
         return None
     if kind not in ESTIMANDS:
@@ -379,6 +384,9 @@ def ppi_section(
         )
     values, _ = judge_values(scored.set_index("id")["score"], kind)
     compared = list(joined.compared)
+    strata = strata_u = None
+    if plan is not None:
+        strata, strata_u = _plan_strata(scored, compared, pool, plan, labels_source)
     y = human_scale(joined.human_raw, kind)
     f = human_scale(values.loc[compared], kind)
     fu = human_scale(values.loc[pool], kind)
@@ -395,5 +403,53 @@ def ppi_section(
             )
         of = scores.set_index("id")[group].astype(str)
         g, gu = of.loc[compared].to_numpy(), of.loc[pool].to_numpy()
-    result = ppi_mean(y, f, fu, groups=g, groups_unlabelled=gu, mapping=mapping, seed=seed)
+    result = ppi_mean(
+        y, f, fu, groups=g, groups_unlabelled=gu, strata=strata, strata_unlabelled=strata_u, mapping=mapping, seed=seed
+    )
     return PPISection(**result.model_dump(), estimand=ESTIMANDS[kind])
+
+
+def _plan_strata(
+    scored: pd.DataFrame,
+    compared: list[str],
+    pool: list[str],
+    plan: tuple[str, list[dict[str, Any]]],
+    labels: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every labelled and unlabelled item's stratum under a ``judge label plan`` file's rule, after checking that
+    the labels come from the plan and the plan from these verdicts."""
+    from calibration.plan import assign, strata_from_plan, uncertainty
+
+    path, rows = plan
+    on, edges = strata_from_plan(rows, path)
+    planned = {str(r.get("id")) for r in rows}
+    stray = [i for i in compared if i not in planned]
+    if stray:
+        raise DataError(
+            f"{len(stray)} labelled item(s) are not in the plan, so the plan's sampling weights do not cover them: "
+            + ", ".join(stray[:20])
+            + (", …" if len(stray) > 20 else ""),
+            path=labels,
+            field="id",
+        )
+    by_id = scored.set_index("id")
+    if on == "uncertainty":
+        var = np.array([uncertainty(r) if uncertainty(r) is not None else np.nan for r in scored.to_dict("records")])
+    elif on == "score":
+        var = numeric_verdicts(scored["score"])
+    else:
+        var = np.zeros(len(scored))
+    if np.isnan(var).any():
+        raise DataError(f"the plan stratifies on the judge's {on}, which some scored items lack", path=path)
+    stratum = dict(zip(by_id.index.astype(str), assign(var, edges), strict=True))
+    recorded = {int(r["stratum"]): int(r["stratum_size"]) for r in rows if "stratum" in r and "stratum_size" in r}
+    counts = Counter(stratum.values())
+    for h, size in recorded.items():
+        if counts.get(h, 0) != size:
+            raise DataError(
+                f"stratum {h} of the plan held {size} items, these verdicts put {counts.get(h, 0)} in it: "
+                "the plan was drawn from other verdicts",
+                path=path,
+                field="stratum_size",
+            )
+    return np.array([stratum[i] for i in compared]), np.array([stratum[i] for i in pool])

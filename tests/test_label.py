@@ -162,7 +162,9 @@ def test_label_page_in_chromium_keyboard_reload_export(tmp_path: Path, capsys, b
     assert browser.execute_script("return window.__dialogs") == []
     assert browser.execute_script("return document.querySelectorAll('#pwn, img, iframe').length") == 0
     assert browser.execute_script("return document.getElementById('item-id').textContent") == plan[0]["id"]
-    assert f"judge says {int(plan[0]['judge'])} for {plan[0]['id']}" in _text(browser)  # not blind: the judge's verdict is shown
+    assert f"judge says {int(plan[0]['judge'])} for {plan[0]['id']}" in _text(
+        browser
+    )  # not blind: the judge's verdict is shown
     _keys(browser, "4", "2")  # label the first two items
     assert _until(lambda: "2 of 12 labelled" in _text(browser)), _text(browser)
     browser.find_element("id", "note").send_keys("unsure, see the reference")
@@ -230,3 +232,74 @@ def test_page_refuses_a_plan_without_a_rubric_or_texts(tmp_path: Path, capsys) -
     assert code == 2 and "pass --rubric" in text and not out.exists()
     code, text = run_cli(["label", "page", str(plan), "--out", str(out), "--rubric", "pairwise"], capsys)
     assert code == 2 and f"{plan}:1" in text and "needs both answers" in text and not out.exists()
+
+
+# -------------------------------------------------------------------------------------------- plan -> PPI
+
+
+def test_stratified_plan_keeps_the_estimate_unbiased() -> None:
+    """Labels drawn where the judge is unsure oversample the items it gets wrong: an estimate that ignored the
+    plan's weights would be biased; the stratified PPI estimate is not, and its interval covers."""
+    import pandas as pd
+
+    from calibration.plan import plan
+    from calibration.ppi import ppi_mean
+
+    rng = np.random.default_rng(0)
+    n_pool = 1500
+    unsure = rng.random(n_pool)
+    judge = rng.integers(1, 6, n_pool).astype(float)
+    human = judge - 1.5 * unsure + rng.normal(0, 0.3, n_pool)  # the judge is harsher where it is unsure
+    truth = human.mean()
+    frame = pd.DataFrame(
+        {"id": [f"i{k}" for k in range(n_pool)], "score": judge, "value": judge, "uncertainty": unsure}
+    )
+    estimates, naive, hits = [], [], 0
+    for seed in range(200):
+        picked = plan(frame, 120, strategy="uncertainty", seed=seed)
+        lab = picked["id"].str[1:].astype(int).to_numpy()
+        is_lab = np.zeros(n_pool, bool)
+        is_lab[lab] = True
+        strata = np.searchsorted(picked["edges"].iloc[0], unsure, side="right")
+        out = ppi_mean(human[lab], judge[lab], judge[~is_lab], strata=strata[lab], strata_unlabelled=strata[~is_lab])
+        estimates.append(out.ppi.value)
+        hits += out.ppi.ci_low <= truth <= out.ppi.ci_high
+        naive.append(ppi_mean(human[lab], judge[lab], judge[~is_lab]).ppi.value)
+    se = np.std(estimates) / np.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - truth) < 3 * se
+    assert abs(np.mean(naive) - truth) > 10 * se  # ignoring the plan: biased
+    assert hits / 200 >= 0.9
+
+
+def test_calibrate_with_the_plan_gives_the_stratified_estimate(tmp_path: Path, capsys) -> None:
+    verdicts, _ = _verdicts(tmp_path)
+    plan = tmp_path / "plan.jsonl"
+    assert run_cli(["label", "plan", str(verdicts), "--n", "40", "--out", str(plan)], capsys)[0] == 0
+    planned = _read(plan)
+    judge = {f"q{i}": float(SCORES[i % len(SCORES)]) for i in range(300)}
+    human = {k: min(5.0, max(1.0, v - 1 + (int(k[1:]) % 3))) for k, v in judge.items()}
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,annotator,label\n" + "".join(f"{r['id']},ana,{human[r['id']]}\n" for r in planned))
+    out = tmp_path / "r.json"
+    argv = ["calibrate", "--judge", str(verdicts), "--human", str(labels), "--bootstrap", "0", "--json", str(out)]
+    code, text = run_cli([*argv, "--plan", str(plan)], capsys)
+    assert code == 0, text
+    ppi = json.loads(out.read_text())["ppi"]
+    assert ppi["n_strata"] == 5 and "5 sampling strata" in text
+    # the stratified estimate, recomputed from the files with the reported lambda
+    lam, lab = ppi["lam"], {r["id"] for r in planned}
+    value = 0.0
+    for s in range(1, 6):
+        in_s = [k for k, v in judge.items() if v == s]
+        y = np.array([human[k] for k in in_s if k in lab])
+        f = np.array([judge[k] for k in in_s if k in lab])
+        fu = np.array([judge[k] for k in in_s if k not in lab])
+        value += len(in_s) / 300 * (lam * fu.mean() + (y - lam * f).mean())
+    assert ppi["ppi"]["value"] == pytest.approx(value)
+    # a label for an item outside the plan breaks its weights: exit 2, nothing written
+    out.unlink()
+    stray = next(k for k in judge if k not in lab)
+    labels.write_text(labels.read_text() + f"{stray},ana,3\n")
+    code, text = run_cli([*argv, "--plan", str(plan)], capsys)
+    assert code == 2 and "1 labelled item(s) are not in the plan" in text and stray in text
+    assert not out.exists()
