@@ -182,6 +182,17 @@ def items_options(purpose: str) -> Any:
     default=None,
     help="The `judge label plan` file the labelled items were drawn by: PPI weighs its strata as the plan did.",
 )
+@click.option(
+    "--level",
+    "levels",
+    type=click.Choice(["item", "summary", "system"]),
+    multiple=True,
+    help="Also correlate at the summary level (within each --group document, averaged) or the system level "
+    "(per --system means), as SummEval and G-Eval report; item level is always there. Repeatable.",
+)
+@click.option(
+    "--system", default=None, metavar="COLUMN", help="With --level system: the column naming each item's system."
+)
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -206,6 +217,8 @@ def calibrate(
     ppi: str,
     ppi_map: str,
     plan_path: str | None,
+    levels: tuple[str, ...],
+    system: str | None,
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
@@ -236,7 +249,7 @@ def calibrate(
         annotator_column=annotator_column,
         label_type=label_type,
         scale=scale,
-        keep=[c for c in (by, group) if c],
+        keep=[c for c in (by, group, system) if c],
     )
     skipped = labels.attrs.get("skipped_blank_lines") or []
     if skipped:
@@ -263,6 +276,8 @@ def calibrate(
         ppi=ppi,
         ppi_map=ppi_map,
         plan=(plan_path, [r.data | {"_line": r.line} for r in read_rows(plan_path)]) if plan_path else None,
+        levels=levels,
+        system=system,
     )
     click.echo(render_text(report))
     if json_path:

@@ -53,6 +53,17 @@ class Disagreement(BaseModel):
     texts: dict[str, str] = Field(default_factory=dict, description="Text columns of the results file, truncated.")
 
 
+class LevelStats(BaseModel):
+    """Judge–human correlations at the summary or system level (``calibration.levels``), with percentile
+    intervals from resampling that level's units."""
+
+    level: str
+    unit: str = Field(description="The column whose values are the units: documents or systems.")
+    n_units: int = Field(description="Units the correlation averages over (summary) or correlates (system).")
+    n_skipped: int = Field(0, description="Summary level: documents skipped because a side was constant.")
+    metrics: dict[str, Stat]
+
+
 class CalibrationReport(BaseModel):
     """Agreement between a judge and human labels, with CIs, the human ceiling and coverage."""
 
@@ -95,6 +106,9 @@ class CalibrationReport(BaseModel):
         None,
         description="Prediction-powered estimate of the human-scale mean from every judge score and the labels "
         "(with the labelled-only and judge-only ones); None without unlabelled judge items.",
+    )
+    levels: list[LevelStats] = Field(
+        default_factory=list, description="Summary- and system-level correlations (--level), beside the item level."
     )
     groups: dict[str, CalibrationReport] | None = Field(None, description="The same report per --by group.")
 
@@ -167,6 +181,12 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
     if report.ppi is not None:
         lines.append("")
         lines.extend(render_ppi(report.ppi))
+    for lv in report.levels:
+        lines.append("")
+        skipped = f", {lv.n_skipped} skipped (constant scores)" if lv.level == "summary" else ""
+        lines.append(f"  {lv.level} level ({lv.n_units} {lv.unit}{skipped}; 95% CIs resampling {lv.unit})")
+        for name, stat in lv.metrics.items():
+            lines.append(f"    {name:<22}{_stat(stat)}")
     if report.disagreements:
         lines.append("")
         lines.append(f"  largest disagreements ({len(report.disagreements)}):")

@@ -436,6 +436,16 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
             )
         )
         s.notes.append(worth)
+    for lv in report.get("levels") or []:
+        skipped = f", {lv['n_skipped']} skipped (constant scores)" if lv["level"] == "summary" else ""
+        s.tables.append(
+            Table(
+                f"{lv['level'].capitalize()}-level correlation ({lv['n_units']} {lv['unit']}{skipped}; 95% CIs "
+                f"resampling {lv['unit']})",
+                ["statistic", "judge vs human"],
+                [[name, _stat(st)] for name, st in lv["metrics"].items()],
+            )
+        )
     if report.get("per_class"):
         s.tables.append(
             Table(
