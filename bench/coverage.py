@@ -20,7 +20,7 @@ Populations (from ../shared/data beside the repo; a missing set is skipped):
   (articles resampled, ``units=`` the article);
 - eval-delta: ``judge.eval.stats.paired_delta`` of two SummEval systems' expert scores, articles drawn;
   the population delta is the mean over all 100 articles.
-- ppi: prediction-powered estimates of the *human* mean (``calibration.ppi``) where the judge is biased.
+- ppi: prediction-powered estimates of the *human* mean (``judge.ppi``) where the judge is biased.
   A draw is a pool as large as the population, drawn with replacement (the superpopulation), of which
   ``n`` random items are labelled; the truth is the population's human mean. Populations: LLMFAO (GPT-4's
   verdicts vs the crowd majority, as model_x's win rate with a tie as 1/2); SummEval (ROUGE-L of the summary
@@ -354,7 +354,7 @@ class PPITally:
 
 
 def run_ppi(sizes: list[int], delta_sizes: list[int], draws: int, seed: int) -> None:
-    from calibration.ppi import ppi_delta, ppi_mean
+    from judge.ppi import ppi_delta, ppi_mean
 
     tally = PPITally()
     rng = np.random.default_rng(seed)

@@ -98,8 +98,8 @@ def calibrate(
             question, article or prompt): the bootstrap resamples whole groups (cluster bootstrap). MT-Bench
             judgments (a ``question_id`` column) group by question unless a group is given; ``group="id"``
             resamples items.
-        ppi: ``auto`` (when the judge scored at least ``calibration.ppi.MIN_LABELS`` unlabelled items), ``on`` or
-            ``off``: the prediction-powered estimate of the human-scale mean (:mod:`calibration.ppi`), beside
+        ppi: ``auto`` (when the judge scored at least ``judge.ppi.MIN_LABELS`` unlabelled items), ``on`` or
+            ``off``: the prediction-powered estimate of the human-scale mean (:mod:`judge.ppi`), beside
             the labelled-only and judge-only ones, in ``report.ppi``. With it, labels for ids the judge did not
             score are an error (they are not a sample of the judged pool).
         ppi_map: how judge scores go on the human scale for PPI: ``identity``, ``isotonic`` (cross-fitted), or

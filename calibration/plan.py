@@ -5,7 +5,7 @@ cuts the pool into strata of one variable and draws a fixed number of items from
 
 * ``stratified``: strata of the judge's score (each distinct score, or quantile bins when it takes more
   than :data:`MAX_LEVELS` values); labels allocated in proportion to the strata's sizes, at least
-  :data:`calibration.ppi.MIN_PER_STRATUM` each;
+  :data:`judge.ppi.MIN_PER_STRATUM` each;
 * ``uncertainty``: strata of the judge's own uncertainty -- the standard deviation of its score
   distribution (``score_probs``, logprob mode), or for pairwise labels one minus the top label's
   probability -- with labels allocated in proportion to size x mean uncertainty (Neyman allocation with
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calibration.ppi import MIN_PER_STRATUM
 from judge.errors import ConfigError, DataError
+from judge.ppi import MIN_PER_STRATUM
 
 STRATEGIES = ("stratified", "uncertainty", "random")
 MAX_LEVELS = 10  # a score with at most this many distinct values is stratified per value

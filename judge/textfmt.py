@@ -52,7 +52,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: 
 
 
 def ppi_summary(ppi: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]], str]:
-    """A prediction-powered estimate (``calibration.ppi.PPIResult`` as a dict) for text and HTML reports alike:
+    """A prediction-powered estimate (``judge.ppi.PPIResult`` as a dict) for text and HTML reports alike:
     how it was computed, its three rows (PPI, labelled only, judge only) and what the judge scores were worth."""
     how = f"{ppi['n_labelled']} labelled + {ppi['n_unlabelled']} judge-only items"
     if ppi.get("n_groups") is not None:

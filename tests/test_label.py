@@ -126,11 +126,13 @@ def _page(tmp: Path, capsys, *, rubric: str = "relevance", blind: bool = False) 
 
 
 def _keys(driver: Any, *keys: str) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-
+    """Press keys through Chromium's input pipeline (CDP Input.dispatchKeyEvent), as a keyboard does."""
     driver.find_element("tag name", "header").click()  # the page, not a text field, has the focus
+    named = {"n": "KeyN", "p": "KeyP", "a": "KeyA", "b": "KeyB", "t": "KeyT"}
     for k in keys:
-        ActionChains(driver).send_keys(k).perform()
+        code = named.get(k, f"Digit{k}")
+        driver.execute_cdp_cmd("Input.dispatchKeyEvent", {"type": "keyDown", "key": k, "code": code, "text": k})
+        driver.execute_cdp_cmd("Input.dispatchKeyEvent", {"type": "keyUp", "key": k, "code": code})
 
 
 def _until(check: Any, timeout: float = 15.0) -> Any:
@@ -243,7 +245,7 @@ def test_stratified_plan_keeps_the_estimate_unbiased() -> None:
     import pandas as pd
 
     from calibration.plan import plan
-    from calibration.ppi import ppi_mean
+    from judge.ppi import ppi_mean
 
     rng = np.random.default_rng(0)
     n_pool = 1500

@@ -1,4 +1,4 @@
-"""Prediction-powered estimates (calibration.ppi) against the authors' ppi-python and direct re-derivations.
+"""Prediction-powered estimates (judge.ppi) against the authors' ppi-python and direct re-derivations.
 
 Real populations come from ../shared/data (skipped when absent): LLMFAO (GPT-4 vs the crowd, pairwise, coded
 as model_x's win rate with a tie as 1/2) and SummEval (the experts' coherence standing in for a judge of
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibration.ppi import Z95, cross_fit_isotonic, ppi_delta, ppi_mean
 from judge.errors import DataError
+from judge.ppi import Z95, cross_fit_isotonic, ppi_delta, ppi_mean
 from judge.textfmt import fmt
 from tests.conftest import shared_data
 from tests.test_bad_inputs import run_cli
