@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from judge.testing.server import LoopbackServer, Reply
+from judge.textfmt import fmt_ci
 from tests.test_eval import run_cli, write_jsonl
 
 N = 60
@@ -106,6 +107,12 @@ def test_labels_correct_a_judge_harsh_on_one_system(tmp_path: Path, capsys) -> N
     assert "factuality on tuned, human scale" in out and "Δ factuality on tuned, human scale" in out
     assert f"{LABELLED} labelled + {N - LABELLED} judge-only items" in out
     assert "PASS  gate factuality (PPI) delta_ci_low_min 0 on tuned" in out
+    # the HTML report of the run shows the same estimates
+    page = tmp_path / "report.html"
+    assert run_cli(["report", str(tmp_path / "run"), "--out", str(page)], capsys)[0] == 0
+    html = page.read_text()
+    assert "Human-scale estimates from the labels" in html and "Δ factuality on tuned" in html
+    assert fmt_ci(d["ppi"]["value"], d["ppi"]["ci_low"], d["ppi"]["ci_high"], 3) in html
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,18 @@ def apply_labels(
         deltas[system][metric]["ppi"] = _summary(result)
 
 
+def labelled_estimates(
+    systems: dict[str, dict[str, dict[str, Any]]], deltas: dict[str, dict[str, dict[str, Any]]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every prediction-powered estimate of a run (results.json's ``systems`` and ``deltas``), named as the text
+    and HTML reports show them: ``metric on system`` or ``Δ metric on system``."""
+    out = []
+    for prefix, table in (("", systems), ("Δ ", deltas)):
+        for system, per in table.items():
+            out += [(f"{prefix}{metric} on {system}", v["ppi"]) for metric, v in per.items() if v.get("ppi")]
+    return out
+
+
 def render_labels(
     systems: dict[str, dict[str, dict[str, Any]]], deltas: dict[str, dict[str, dict[str, Any]]]
 ) -> list[str]:
@@ -175,13 +187,9 @@ def render_labels(
     from judge.textfmt import fmt_ci, ppi_summary
 
     lines: list[str] = []
-    for where, table in (("", systems), ("Δ ", deltas)):
-        for system, per in table.items():
-            for metric, v in per.items():
-                if "ppi" not in v:
-                    continue
-                how, rows, worth = ppi_summary(v["ppi"])
-                lines.append(f"{where}{metric} on {system}, human scale (95% CI; {how}):")
-                lines += [f"  {name:<38}{fmt_ci(e['value'], e['ci_low'], e['ci_high'])}" for name, e in rows]
-                lines.append(f"  {worth}")
+    for name, ppi in labelled_estimates(systems, deltas):
+        how, rows, worth = ppi_summary(ppi)
+        lines.append(f"{name}, human scale (95% CI; {how}):")
+        lines += [f"  {label:<38}{fmt_ci(e['value'], e['ci_low'], e['ci_high'])}" for label, e in rows]
+        lines.append(f"  {worth}")
     return ["", *lines] if lines else []

@@ -321,6 +321,20 @@ def eval_section(
                 }
             )
     s.tables.append(Table("Metrics: value [95% CI] per system; Δ = system minus baseline (paired)", headers, rows))
+    from judge.eval.labels import labelled_estimates
+
+    ppi_rows = []
+    for name, ppi in labelled_estimates(systems, deltas):
+        how, est, worth = ppi_summary(ppi)
+        ppi_rows.append([name, *(fmt_ci(e["value"], e["ci_low"], e["ci_high"], 3) for _, e in est), f"{how}; {worth}"])
+    if ppi_rows:
+        s.tables.append(
+            Table(
+                "Human-scale estimates from the labels (95% CIs)",
+                ["value", "prediction-powered (PPI++)", "labelled only", "judge only", "how"],
+                ppi_rows,
+            )
+        )
     if forest_rows:
         s.plots.append(
             (
