@@ -94,11 +94,14 @@ def ppi_section(
     pool = [str(i) for i in scored["id"] if i not in labelled]
     if mode == "auto" and len(pool) < MIN_LABELS:
         return None
+    if mode == "auto" and group is not None and group not in scores.columns:
+        return None  # the unlabelled items have no group: no estimate rather than a wrong interval
     if joined.unmatched:
         raise DataError(
             f"{len(joined.unmatched)} labelled id(s) are not among the judge's items, so the labels are not a "
             f"sample of the judged pool: {', '.join(joined.unmatched[:20])}"
-            + (", …" if len(joined.unmatched) > 20 else ""),
+            + (", …" if len(joined.unmatched) > 20 else "")
+            + " (remove them, or pass --ppi off for the agreement statistics alone)",
             path=labels_source,
             field="id",
         )

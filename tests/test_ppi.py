@@ -270,6 +270,7 @@ def test_calibrate_ppi_refuses_labels_for_unknown_ids(tmp_path: Path, capsys) ->
     assert code == 2, text
     assert "Traceback" not in text and str(labels) in text
     assert "2 labelled id(s) are not among the judge's items" in text and "no-such-pair, nor-this" in text
+    assert "pass --ppi off" in text
     assert not out.exists()
     # without PPI the same files are an agreement report with a warning, as before
     code, text = run_cli(
@@ -314,3 +315,11 @@ def test_calibrate_ppi_on_grouped_summeval_is_cluster_robust(tmp_path: Path, cap
     per_doc = pd.Series(infl).groupby(frame["doc"]).sum()
     expect = np.sqrt(100 / 99 * (per_doc**2).sum())
     assert grouped["ppi"]["se"] == pytest.approx(expect, rel=1e-9)
+    # a group known only to the labels leaves the unlabelled items without one: no estimate (auto), exit 2 (on)
+    frame[["id", "score"]].to_csv(judge_file, index=False)
+    frame.iloc[lab][["id", "label", "doc"]].to_csv(labels, index=False)
+    code, text = run_cli([*argv, "--group", "doc"], capsys)
+    assert code == 0 and json.loads(out.read_text())["ppi"] is None
+    out.unlink()
+    code, text = run_cli([*argv, "--group", "doc", "--ppi", "on"], capsys)
+    assert code == 2 and "the group column 'doc' must be in the judge results" in text and not out.exists()
