@@ -11,6 +11,7 @@ from pydantic import Field
 
 from judge.errors import DataError
 from judge.ppi import MIN_LABELS, PPIResult, ppi_mean
+from judge.verdict import PAIRWISE_SCORE  # A 1, B 0, tie 0.5: pairwise verdicts' own numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +28,6 @@ ESTIMANDS = {
     "pairwise": "human win rate of A (a tie counts 1/2)",
 }
 PPI_MODES = ("auto", "on", "off")
-_PAIRWISE_VALUE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 class PPISection(PPIResult):
@@ -50,14 +50,14 @@ def numeric_verdicts(values: pd.Series) -> np.ndarray:
         except (TypeError, ValueError):
             label = normalise_pairwise(v)
             if label is not None:
-                out[k] = _PAIRWISE_VALUE[label]
+                out[k] = PAIRWISE_SCORE[label]
     return out
 
 
 def human_scale(values: pd.Series, kind: str) -> np.ndarray:
     """Labels or judge verdicts as numbers whose mean is the estimand: pairwise A/B/tie as 1/0/0.5."""
     if kind == "pairwise":
-        return np.array([_PAIRWISE_VALUE[v] for v in values], dtype=float)
+        return np.array([PAIRWISE_SCORE[v] for v in values], dtype=float)
     return np.asarray(values.to_numpy(), dtype=float)
 
 
