@@ -158,7 +158,7 @@ def ppi_mean(
             f"prediction-powered estimates need at least {min_labels} labelled items with a judge score "
             f"(the interval needs the variance of the labels' corrections); got {len(y)}"
         )
-    if mapping not in MAPS:
+    if mapping not in MAPS and mapping != "isotonic (per system)":  # the latter: mapped by ppi_delta already
         raise ValueError(f"mapping must be one of {', '.join(MAPS)}, not {mapping!r}")
     if mapping == "isotonic":
         f, fu = cross_fit_isotonic(f, y, fu, groups=groups, seed=seed)
@@ -249,12 +249,19 @@ def ppi_delta(
     ``y_a``/``y_b``: human values of both systems' outputs on the labelled items, ``f_a``/``f_b`` the judge's on
     the same items, ``fu_a``/``fu_b`` the judge's on the unlabelled items (same order for both systems). The
     per-item difference is one variable, so the labels correct the judge's *relative* bias, and the paired
-    design cancels what the items share. Keyword arguments as for :func:`ppi_mean`.
+    design cancels what the items share. Keyword arguments as for :func:`ppi_mean`; with ``mapping="isotonic"``
+    each system's scores are mapped to the human scale by their own cross-fitted fit (same folds for both)
+    before they are differenced.
     """
-    arrays = [np.asarray(a, dtype=float) for a in (y_a, y_b, f_a, f_b, fu_a, fu_b)]
-    if len(arrays[0]) != len(arrays[1]) or len(arrays[2]) != len(arrays[3]) or len(arrays[4]) != len(arrays[5]):
+    ya, yb, fa, fb, ua, ub = (np.asarray(a, dtype=float) for a in (y_a, y_b, f_a, f_b, fu_a, fu_b))
+    if len(ya) != len(yb) or len(fa) != len(fb) or len(ua) != len(ub):
         raise ValueError("ppi_delta: both systems need values on the same items")
-    return ppi_mean(arrays[0] - arrays[1], arrays[2] - arrays[3], arrays[4] - arrays[5], **kwargs)  # type: ignore[arg-type]
+    if kwargs.get("mapping") == "isotonic":
+        fold = {k: kwargs[k] for k in ("groups", "seed") if k in kwargs}
+        fa, ua = cross_fit_isotonic(fa, ya, ua, **fold)  # type: ignore[arg-type]
+        fb, ub = cross_fit_isotonic(fb, yb, ub, **fold)  # type: ignore[arg-type]
+        kwargs = {**kwargs, "mapping": "isotonic (per system)"}
+    return ppi_mean(ya - yb, fa - fb, ua - ub, **kwargs)  # type: ignore[arg-type]
 
 
 def cross_fit_isotonic(

@@ -146,3 +146,18 @@ def test_bad_labels_exit_2_before_any_judge_call(tmp_path: Path, capsys, case: s
     assert code == 2, err
     assert expect in err and "Traceback" not in err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_labels_on_another_scale_map_each_system_through_an_isotonic_fit(tmp_path: Path, capsys) -> None:
+    """Pass/fail labels (quality >= 3) against the 1-5 rubric: ``map: isotonic`` maps each system's scores."""
+    rows = [f"q{i},{s},{int(_quality(i, s) >= 3)}" for i in range(0, 3 * LABELLED, 3) for s in ("base", "tuned")]
+    labels = {"file": "labels.csv", "metric": "factuality", "scale": [0, 1], "map": "isotonic"}
+    with LoopbackServer(responder=responder) as srv:
+        suite = _suite(tmp_path, srv.base_url, gates=[], labels=labels, rows=rows)
+        code, _, err = run_cli(["eval", str(suite), "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    for s in ("base", "tuned"):
+        ppi = res["systems"][s]["factuality"]["ppi"]
+        assert ppi["mapping"] == "isotonic" and 0 <= ppi["judge_only"]["value"] <= 1  # on the labels' scale
+    assert res["deltas"]["tuned"]["factuality"]["ppi"]["mapping"] == "isotonic (per system)"

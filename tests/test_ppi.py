@@ -323,3 +323,39 @@ def test_calibrate_ppi_on_grouped_summeval_is_cluster_robust(tmp_path: Path, cap
     out.unlink()
     code, text = run_cli([*argv, "--group", "doc", "--ppi", "on"], capsys)
     assert code == 2 and "the group column 'doc' must be in the judge results" in text and not out.exists()
+
+
+def test_paired_delta_maps_each_system_through_its_own_cross_fitted_fit() -> None:
+    """Binary human verdicts, a judge score on 0-10 that is harsher on B: each system's scores are mapped to the
+    0/1 scale by isotonic fits on its own labels (the same folds), then differenced; re-derived here with
+    scikit-learn and ppi-python."""
+    ppi_py = pytest.importorskip("ppi_py")
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.model_selection import KFold
+
+    rng = np.random.default_rng(4)
+    n, n_lab = 1500, 200
+    quality = rng.normal(0, 1, n)
+    y_a = (quality + 0.3 + rng.normal(0, 0.7, n) > 0).astype(float)
+    y_b = (quality + rng.normal(0, 0.7, n) > 0).astype(float)
+    f_a = 10 / (1 + np.exp(-(quality + 0.3 + rng.normal(0, 0.5, n))))
+    f_b = 10 / (1 + np.exp(-(quality - 1.0 + rng.normal(0, 0.5, n))))  # harsh on B
+    lab, unl = slice(0, n_lab), slice(n_lab, n)
+    out = ppi_delta(y_a[lab], y_b[lab], f_a[lab], f_b[lab], f_a[unl], f_b[unl], mapping="isotonic")
+
+    def mapped(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        own, rest = np.empty(n_lab), np.zeros(n - n_lab)
+        for tr, te in KFold(5, shuffle=True, random_state=0).split(f[lab]):
+            fit = IsotonicRegression(out_of_bounds="clip").fit(f[lab][tr], y[lab][tr])
+            own[te] = fit.predict(f[lab][te])
+            rest += fit.predict(f[unl]) / 5
+        return own, rest
+
+    (ma, ua), (mb, ub) = mapped(f_a, y_a), mapped(f_b, y_b)
+    dy = y_a[lab] - y_b[lab]
+    assert out.ppi.value == pytest.approx(float(ppi_py.ppi_mean_pointestimate(dy, ma - mb, ua - ub)[0]))
+    lo, hi = (float(v[0]) for v in ppi_py.ppi_mean_ci(dy, ma - mb, ua - ub, alpha=0.05))
+    assert (out.ppi.ci_low, out.ppi.ci_high) == pytest.approx((lo, hi))
+    assert out.mapping == "isotonic (per system)"
+    # mapped to the labels' 0/1 scale, the judge's scores still narrow the interval below the labels alone
+    assert out.effective_labels > n_lab

@@ -1,6 +1,6 @@
 """Human labels in a ``judge eval`` suite: the judge's rubric scores corrected into human-scale estimates.
 
-    labels: {file: labels.csv, metric: helpfulness}      # id, system, label [, annotator]
+    labels: {file: labels.csv, metric: helpfulness}      # id, system, label [, annotator]; map: isotonic
     gates:
       - {metric: helpfulness, estimate: ppi, delta_ci_low_min: 0}
 
@@ -35,6 +35,7 @@ class EvalLabels:
     metric: str
     path: str
     by_system: dict[str, dict[str, float]]
+    mapping: str = "identity"
 
 
 def _number(value: Any) -> float | None:
@@ -115,7 +116,7 @@ def load_eval_labels(suite: Suite, base_dir: Path, ids: list[str], figures: set[
                 f"{MIN_LABELS} (label the same items for every system, so the deltas can use them too)",
                 path=src,
             )
-    return EvalLabels(spec.metric, src, by_system)
+    return EvalLabels(spec.metric, src, by_system, spec.map)
 
 
 def _summary(result: PPIResult) -> dict[str, Any]:
@@ -158,13 +159,14 @@ def apply_labels(
         f = per_item[system][metric]
         parts = split(np.isfinite(human[system]), np.isfinite(f))
         lab, unl = parts.pop("lab"), parts.pop("unl")
-        systems[system][metric]["ppi"] = _summary(ppi_mean(human[system][lab], f[lab], f[unl], **parts))
+        result = ppi_mean(human[system][lab], f[lab], f[unl], mapping=labels.mapping, **parts)
+        systems[system][metric]["ppi"] = _summary(result)
     for system in deltas:
         fa, fb = per_item[system][metric], per_item[baseline][metric]
         ya, yb = human[system], human[baseline]
         parts = split(np.isfinite(ya) & np.isfinite(yb), np.isfinite(fa) & np.isfinite(fb))
         lab, unl = parts.pop("lab"), parts.pop("unl")
-        result = ppi_delta(ya[lab], yb[lab], fa[lab], fb[lab], fa[unl], fb[unl], **parts)
+        result = ppi_delta(ya[lab], yb[lab], fa[lab], fb[lab], fa[unl], fb[unl], mapping=labels.mapping, **parts)
         deltas[system][metric]["ppi"] = _summary(result)
 
 

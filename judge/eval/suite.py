@@ -166,6 +166,11 @@ class LabelsSpec(BaseModel):
     system_column: str = "system"
     label_column: str = "label"
     scale: tuple[float, float] | None = Field(None, description="[min, max]: labels outside it are an error.")
+    map: Literal["identity", "isotonic"] = Field(
+        "identity",
+        description="isotonic: labels on another scale than the rubric's (0/1, say); each system's judge scores are "
+        "mapped to it by a cross-fitted isotonic fit.",
+    )
 
 
 class Suite(BaseModel):
