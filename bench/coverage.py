@@ -20,9 +20,18 @@ Populations (from ../shared/data beside the repo; a missing set is skipped):
   (articles resampled, ``units=`` the article);
 - eval-delta: ``judge.eval.stats.paired_delta`` of two SummEval systems' expert scores, articles drawn;
   the population delta is the mean over all 100 articles.
+- ppi: prediction-powered estimates of the *human* mean (``judge.ppi``) where the judge is biased.
+  A draw is a pool as large as the population, drawn with replacement (the superpopulation), of which
+  ``n`` random items are labelled; the truth is the population's human mean. Populations: LLMFAO (GPT-4's
+  verdicts vs the crowd majority, as model_x's win rate with a tie as 1/2); SummEval (ROUGE-L of the summary
+  against the reference, a local baseline on another scale, as the judge of the experts' relevance, mapped
+  through the cross-fitted isotonic fit; and the same with whole articles drawn and the cluster-robust
+  variance); and a paired delta of two SummEval systems (articles drawn, both judged on every article, both
+  labelled on ``n`` of them). Beside PPI: the labelled-only and judge-only intervals, and the widths.
 
     .venv/bin/python bench/coverage.py                        # defaults: 400 draws, 2000 resamples, ~5 min
     .venv/bin/python bench/coverage.py --draws 1000 --only llmfao --sizes 40 50
+    .venv/bin/python bench/coverage.py --only ppi                             # 1000 draws per n, ~1 min
 
 The defaults take about 5 minutes on one core of a 2-core machine; ``--draws 1000`` (Wilson half-width
 about ±0.014 at 95% coverage) about 12.
@@ -283,6 +292,137 @@ def run_eval_delta(sizes: list[int], draws: int, n_boot: int, seed: int) -> None
     print(tally.table(list(cases), cols, "n"))
 
 
+# ------------------------------------------------------------------------------------------ PPI
+
+PPI_SIZES = (50, 100, 200)
+PPI_DELTA_SIZES = (25, 50)  # labelled articles of 100 in the paired-delta check
+_WIN = {0.0: 1.0, 1.0: 0.0, 2.0: 0.5}  # A, B, tie -> model_x's win
+
+
+def _rouge_l(outputs: list[str], references: list[str]) -> np.ndarray:
+    from judge.metrics.base import EvalInput
+    from judge.metrics.reference import rouge
+
+    n = len(outputs)
+    refs = [[r] for r in references]
+    data = EvalInput(
+        ids=[str(i) for i in range(n)], outputs=outputs, inputs=[""] * n, references=refs, contexts=[None] * n
+    )
+    return rouge(data, {}).scores["rougeL"]
+
+
+class PPITally:
+    """Coverage of the PPI, labelled-only and judge-only intervals, and their widths, per (case, n)."""
+
+    KINDS = ("ppi", "labelled_only", "judge_only")
+
+    def __init__(self) -> None:
+        self.hits: Counter[tuple[str, str, str]] = Counter()
+        self.draws: Counter[tuple[str, str]] = Counter()
+        self.width: dict[tuple[str, str, str], list[float]] = {}
+        self.effective: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, case: str, n: str, result, truth: float) -> None:  # type: ignore[no-untyped-def]
+        self.draws[(case, n)] += 1
+        for kind in self.KINDS:
+            e = getattr(result, kind)
+            self.hits[(case, n, kind)] += int(e.ci_low <= truth <= e.ci_high)
+            self.width.setdefault((case, n, kind), []).append(e.ci_high - e.ci_low)
+        self.effective.setdefault((case, n), []).append(result.effective_labels)
+
+    def table(self, cases: list[str], sizes: list[str]) -> str:
+        head = (
+            "| case | labelled n | PPI coverage | labelled-only coverage | judge-only coverage | PPI width "
+            "| labelled-only width | effective labels |"
+        )
+        lines = [head, "|" + "---|" * 8]
+        for case in cases:
+            for n in sizes:
+                d = self.draws[(case, n)]
+                if not d:
+                    continue
+                cov = []
+                for kind in self.KINDS:
+                    k = self.hits[(case, n, kind)]
+                    lo, hi = wilson(k, d)
+                    cov.append(f"{k / d:.3f} ({lo:.3f}–{hi:.3f})")
+                w_ppi = np.mean(self.width[(case, n, "ppi")])
+                w_lab = np.mean(self.width[(case, n, "labelled_only")])
+                eff = np.median(self.effective[(case, n)])
+                lines.append(f"| {case} | {n} | {' | '.join(cov)} | {w_ppi:.3f} | {w_lab:.3f} | {eff:.0f} |")
+        return "\n".join(lines)
+
+
+def run_ppi(sizes: list[int], delta_sizes: list[int], draws: int, seed: int) -> None:
+    from judge.ppi import ppi_delta, ppi_mean
+
+    tally = PPITally()
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    cases: list[str] = []
+    if (DATA / "llmfao").exists():
+        _, y, p = llmfao()
+        y, f = np.vectorize(_WIN.get)(y), np.vectorize(_WIN.get)(p)
+        case = f"LLMFAO GPT-4 vs crowd (N={len(y)})"
+        cases.append(case)
+        for n in sizes:
+            for _ in range(draws):
+                idx = rng.integers(0, len(y), len(y))
+                lab, unl = idx[:n], idx[n:]
+                tally.add(case, str(n), ppi_mean(y[lab], f[lab], f[unl]), float(y.mean()))
+    if (DATA / "summeval").exists():
+        rows = _summeval_rows()
+        human = np.array([r["relevance"] for r in rows], float)
+        judge = _rouge_l([r["summary"] for r in rows], [r["reference"] for r in rows])
+        docs = sorted({r["doc_id"] for r in rows})
+        doc_of = np.array([docs.index(r["doc_id"]) for r in rows])
+        members = [np.flatnonzero(doc_of == k) for k in range(len(docs))]
+        flat = f"SummEval ROUGE-L vs experts' relevance, isotonic (N={len(human)})"
+        grouped = "SummEval, articles drawn: cluster-robust"
+        naive = "SummEval, articles drawn: item-level variance"
+        cases += [flat, grouped, naive]
+        for n in sizes:
+            for d in range(draws):
+                idx = rng.integers(0, len(human), len(human))
+                lab, unl = idx[:n], idx[n:]
+                r = ppi_mean(human[lab], judge[lab], judge[unl], mapping="isotonic", seed=d)
+                tally.add(flat, str(n), r, float(human.mean()))
+                picked = rng.integers(0, len(docs), len(docs))
+                idx = np.concatenate([members[a] for a in picked])
+                grp = np.repeat(np.arange(len(docs)), [len(members[a]) for a in picked])
+                order = rng.permutation(len(idx))
+                lab, unl = order[:n], order[n:]
+                y, f = human[idx], judge[idx]
+                r = ppi_mean(
+                    y[lab], f[lab], f[unl], mapping="isotonic", seed=d, groups=grp[lab], groups_unlabelled=grp[unl]
+                )
+                tally.add(grouped, str(n), r, float(human.mean()))
+                r = ppi_mean(y[lab], f[lab], f[unl], mapping="isotonic", seed=d)
+                tally.add(naive, str(n), r, float(human.mean()))
+        # paired delta: two systems on the same articles, judged on all, labelled on n articles
+        systems = sorted({r["system_id"] for r in rows}, key=lambda s: (len(s), s))
+        at = {(r["doc_id"], r["system_id"]): i for i, r in enumerate(rows)}
+        a, b = systems[5], systems[6]
+        ia = np.array([at[(dd, a)] for dd in docs])
+        ib = np.array([at[(dd, b)] for dd in docs])
+        delta = f"SummEval delta {a} - {b} (100 articles), ROUGE-L as judge"
+        cases.append(delta)
+        truth = float((human[ia] - human[ib]).mean())
+        for n in delta_sizes:
+            for _ in range(draws):
+                idx = rng.integers(0, len(docs), len(docs))
+                lab, unl = idx[:n], idx[n:]
+                r = ppi_delta(
+                    human[ia][lab], human[ib][lab], judge[ia][lab], judge[ib][lab], judge[ia][unl], judge[ib][unl]
+                )
+                tally.add(delta, str(n), r, truth)
+    print(
+        f"\n### prediction-powered estimates of the human mean: {draws} draws per n "
+        f"({time.perf_counter() - t0:.0f} s)\n"
+    )
+    print(tally.table(cases, [str(n) for n in sorted({*sizes, *delta_sizes})]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=400, help="samples drawn per size (default 400)")
@@ -290,9 +430,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--articles", type=int, nargs="+", default=list(ARTICLES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="+", default=None, help="llmfao summeval pandalm grouped eval (default: all)")
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="llmfao summeval pandalm grouped eval ppi (default: all)"
+    )
+    parser.add_argument("--ppi-draws", type=int, default=1000, help="draws per n in the PPI check (default 1000)")
+    parser.add_argument("--ppi-sizes", type=int, nargs="+", default=list(PPI_SIZES))
     args = parser.parse_args()
-    only = set(args.only or ["llmfao", "summeval", "pandalm", "grouped", "eval"])
+    only = set(args.only or ["llmfao", "summeval", "pandalm", "grouped", "eval", "ppi"])
     if not DATA.exists():
         print(f"{DATA} not found: nothing to measure", file=sys.stderr)
         return
@@ -308,6 +452,8 @@ def main() -> None:
             run_grouped(args.articles, args.draws, args.boot, args.seed)
         if "eval" in only:
             run_eval_delta(args.sizes, args.draws, args.boot, args.seed)
+    if "ppi" in only:
+        run_ppi(args.ppi_sizes, list(PPI_DELTA_SIZES), args.ppi_draws, args.seed)
 
 
 if __name__ == "__main__":

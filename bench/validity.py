@@ -5,9 +5,13 @@ SmolLM2-135M and with MiniLM embedding similarity, then prints Spearman and Kend
 the human scores with 95% percentile-bootstrap intervals (items resampled), as a markdown table.
 
 Per-item scores are cached in ``--cache`` (JSONL per dataset/baseline), so a rerun only redoes the
-statistics. Correlations are summary-level, pooled over all scored items.
+statistics. Correlations are pooled over all scored items; ``--levels`` adds a second SummEval table at the
+levels papers report (``calibration.levels``): summary level (per-article correlations averaged over
+articles, constant articles skipped) and system level (the systems' means correlated), CIs resampling
+articles / systems.
 
     python bench/validity.py --summeval-docs 25          # 25 articles x 16 systems = 400 summaries
+    python bench/validity.py --only perplexity,similarity --levels
 """
 
 from __future__ import annotations
@@ -115,6 +119,32 @@ def _scipy_corr(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[st
     return out
 
 
+def _level_rows(
+    items: list[dict], x: np.ndarray, human: np.ndarray, dim: str, sname: str, item_cell: dict, boot: int
+) -> list[str]:
+    """One signal against one SummEval dimension at the item (pooled), summary and system levels."""
+    from calibration.levels import summary_level, system_level
+
+    ok = ~np.isnan(x)
+    docs = np.array([it["id"].split("/")[0] for it in items])[ok]
+    systems = np.array([it["id"].split("/")[1] for it in items])[ok]
+    n = int(ok.sum())
+    rows = [
+        f"| {n} | {dim} | {sname} | item (pooled) | {n} summaries | {item_cell['spearman']} | {item_cell['kendall']} |"
+    ]
+    for lv in (
+        summary_level(x[ok], human[ok], docs, n_boot=boot, unit="articles"),
+        system_level(x[ok], human[ok], systems, n_boot=boot, unit="systems"),
+    ):
+        units = f"{lv.n_units} {lv.unit}" + (f" ({lv.n_skipped} skipped)" if lv.n_skipped else "")
+        cells = [
+            f"{m.value:+.3f} [{m.ci_low:+.3f}, {m.ci_high:+.3f}]" if m.value is not None else "—"
+            for m in (lv.metrics["spearman"], lv.metrics["kendall"])
+        ]
+        rows.append(f"| {n} | {dim} | {sname} | {lv.level} | {units} | {cells[0]} | {cells[1]} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--summeval-docs", type=int, default=25, help="articles of SummEval (x16 summaries each)")
@@ -127,8 +157,13 @@ def main() -> None:
     ap.add_argument(
         "--only", default="perplexity,pmi,similarity,entailment", help="comma-separated signal families to compute"
     )
+    ap.add_argument("--levels", action="store_true", help="also SummEval at the item, summary and system levels")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    level_lines = [
+        "| n | human | baseline | level | units | Spearman [95% CI] | Kendall tau-b [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     from judge.baselines import entailment, perplexity, pmi, similarity
 
@@ -178,7 +213,11 @@ def main() -> None:
                 cell = {k: f"{p:+.3f} [{lo:+.3f}, {hi:+.3f}]" for k, (p, lo, hi) in c.items()}
                 n = int((~np.isnan(x)).sum())
                 lines.append(f"| {dname} | {n} | {dim} | {sname} | {cell['spearman']} | {cell['kendall']} |")
+                if args.levels and dname.startswith("summeval"):
+                    level_lines += _level_rows(items, x, human, dim, sname, cell, args.boot)
     print("\n".join(lines))
+    if args.levels:
+        print("\n" + "\n".join(level_lines))
     print(f"\nstatistics: {', '.join(sorted(METHOD))}; {args.boot} resamples")
 
 

@@ -23,6 +23,10 @@ Examples:
   judge calibrate --judge summaries.jsonl --human ratings.csv --group article_id --ci-method bca
 
 \b
+Judge scores on 2 000 items, labels on 150 of them: the report adds the prediction-powered estimate of the
+human mean (PPI++), with the labelled-only and judge-only estimates beside it (--ppi on|off|auto).
+
+\b
 LLMBar's MT-Bench expert labels (200 pairs): convert them, judge the same pairs, compare:
   judge mtbench llmbar llmbar/Processed/MT-Bench/dataset.json --questions mt_bench/question.jsonl \\
       --answers mt_bench/model_answer --out-dir llmbar_mt
@@ -37,6 +41,24 @@ pair's id is question_id:model_1:model_2:t<turn>, and a `winner` column is read 
 Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_BOOTSTRAP=500.
 
 """
+
+
+def items_options(purpose: str) -> Any:
+    """``--items`` (the data file given to ``judge score``) and ``--map FIELD=COLUMN``: texts joined on by id."""
+
+    def decorate(f: Any) -> Any:
+        f = click.option(
+            "--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN."
+        )(f)
+        return click.option(
+            "--items",
+            "items_path",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help=f"The scored data file (as given to `judge score`): {purpose}.",
+        )(f)
+
+    return decorate
 
 
 @click.command(epilog=EPILOG + EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,14 +158,41 @@ Every option can also be set as JUDGE_CALIBRATE_<OPTION>, e.g. JUDGE_CALIBRATE_B
     show_default=True,
     help="How many of the largest disagreements to list for review.",
 )
+@items_options("its texts are shown next to the disagreements")
 @click.option(
-    "--items",
-    "items_path",
+    "--ppi",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Prediction-powered estimate of the human-scale mean from every judge score and the labelled subset "
+    "(auto: when the judge scored 10 or more unlabelled items). With it, labels for unknown ids are an error.",
+)
+@click.option(
+    "--ppi-map",
+    type=click.Choice(["auto", "identity", "isotonic"]),
+    default="auto",
+    show_default=True,
+    help="How PPI puts judge scores on the human scale: a cross-fitted isotonic map, or as they are "
+    "(auto: isotonic for binary labels against a continuous score).",
+)
+@click.option(
+    "--plan",
+    "plan_path",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="The scored data file (as given to `judge score`): its texts are shown next to the disagreements.",
+    help="The `judge label plan` file the labelled items were drawn by: PPI weighs its strata as the plan did.",
 )
-@click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN.")
+@click.option(
+    "--level",
+    "levels",
+    type=click.Choice(["item", "summary", "system"]),
+    multiple=True,
+    help="Also correlate at the summary level (within each --group document, averaged) or the system level "
+    "(per --system means), as SummEval and G-Eval report; item level is always there. Repeatable.",
+)
+@click.option(
+    "--system", default=None, metavar="COLUMN", help="With --level system: the column naming each item's system."
+)
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -165,12 +214,17 @@ def calibrate(
     n_disagreements: int,
     items_path: str | None,
     mapping: tuple[str, ...],
+    ppi: str,
+    ppi_map: str,
+    plan_path: str | None,
+    levels: tuple[str, ...],
+    system: str | None,
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
     from calibration.labels import load_human_labels, load_judge_scores
     from calibration.report import render_text
-    from judge.io import atomic_write_text, check_output_path
+    from judge.io import atomic_write_text, check_output_path, read_rows
 
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
@@ -187,7 +241,7 @@ def calibrate(
             err=True,
         )
     if items_path is not None:
-        scores = _attach_texts(scores, items_path, mapping)
+        scores = attach_texts(scores, items_path, mapping)
     labels, kind = load_human_labels(
         human_path,
         label_column=label_column,
@@ -195,7 +249,7 @@ def calibrate(
         annotator_column=annotator_column,
         label_type=label_type,
         scale=scale,
-        keep=[c for c in (by, group) if c],
+        keep=[c for c in (by, group, system) if c],
     )
     skipped = labels.attrs.get("skipped_blank_lines") or []
     if skipped:
@@ -219,6 +273,11 @@ def calibrate(
         n_disagreements=n_disagreements,
         judge_source=judge_path,
         labels_source=human_path,
+        ppi=ppi,
+        ppi_map=ppi_map,
+        plan=(plan_path, [r.data | {"_line": r.line} for r in read_rows(plan_path)]) if plan_path else None,
+        levels=levels,
+        system=system,
     )
     click.echo(render_text(report))
     if json_path:
@@ -231,7 +290,7 @@ def calibrate(
         click.echo(f"wrote {report_path}")
 
 
-def _attach_texts(scores: Any, items_path: str, mapping: tuple[str, ...]) -> Any:
+def attach_texts(scores: Any, items_path: str, mapping: tuple[str, ...]) -> Any:
     """Join the items' texts (input, output, reference, context) onto the judge scores by id."""
     from judge.dataset import FIELDS, load_items, parse_mapping
 

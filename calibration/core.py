@@ -38,7 +38,8 @@ from calibration.labels import (
     validate_labels,
     validate_scores,
 )
-from calibration.report import MAX_POINTS, CalibrationReport, ClassStats, Confusion, Disagreement, Stat
+from calibration.ppi import ppi_section
+from calibration.report import MAX_POINTS, CalibrationReport, ClassStats, Confusion, Disagreement, LevelStats, Stat
 from judge.errors import ConfigError, DataError
 from judge.stats import CI_METHODS, bca_ci, group_codes, resolve_ci_method
 
@@ -66,6 +67,11 @@ def calibrate(
     labels_source: str | None = None,
     ci_method: str = "auto",
     group: str | None = None,
+    ppi: str = "auto",
+    ppi_map: str = "auto",
+    plan: tuple[str, list[dict[str, Any]]] | None = None,
+    levels: tuple[str, ...] = (),
+    system: str | None = None,
 ) -> CalibrationReport:
     """Measure how well judge scores agree with human labels.
 
@@ -92,6 +98,17 @@ def calibrate(
             question, article or prompt): the bootstrap resamples whole groups (cluster bootstrap). MT-Bench
             judgments (a ``question_id`` column) group by question unless a group is given; ``group="id"``
             resamples items.
+        ppi: ``auto`` (when the judge scored at least ``judge.ppi.MIN_LABELS`` unlabelled items), ``on`` or
+            ``off``: the prediction-powered estimate of the human-scale mean (:mod:`judge.ppi`), beside
+            the labelled-only and judge-only ones, in ``report.ppi``. With it, labels for ids the judge did not
+            score are an error (they are not a sample of the judged pool).
+        ppi_map: how judge scores go on the human scale for PPI: ``identity``, ``isotonic`` (cross-fitted), or
+            ``auto`` (isotonic for binary labels against a continuous judge score, else identity).
+        plan: ``(path, rows)`` of the ``judge label plan`` file the labelled items were drawn by: PPI is then
+            stratified as the plan was, with the plan's strata recomputed for every judged item.
+        levels: ``summary`` (per-document correlations over ``group``'s documents, averaged) and/or ``system``
+            (correlation of the per-``system`` means), added to ``report.levels`` (:mod:`calibration.levels`).
+        system: the column naming each item's system, for the system level.
 
     Raises:
         DataError: the files do not join, too few items, labels of the wrong type or scale.
@@ -122,6 +139,11 @@ def calibrate(
         labels_source,
         ci_method,
         group,
+        ppi,
+        ppi_map,
+        plan,
+        levels,
+        system,
     )
     if by is not None:
         report.groups = _by_group(
@@ -140,6 +162,8 @@ def calibrate(
             labels_source,
             ci_method,
             group,
+            ppi,
+            ppi_map,
             report,
         )
     return report
@@ -156,7 +180,10 @@ def _by_group(
     by: str,
     *args: Any,
 ) -> dict[str, CalibrationReport]:
-    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, ci_method, group, parent) = args
+    *rest, parent = args
+    (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, ci_method, group, ppi, ppi_map) = (
+        rest
+    )
     if by in scores.columns:
         groups = scores[by].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
         key = dict(zip(scores["id"], groups, strict=True))
@@ -186,6 +213,8 @@ def _by_group(
                 lsrc,
                 ci_method,
                 group,
+                ppi,
+                ppi_map,
             )
         except DataError as exc:
             parent.warnings.append(f"group {by}={name!r} skipped: {exc}")
@@ -234,6 +263,11 @@ def _calibrate_one(
     labels_source: str | None,
     ci_method: str = "auto",
     group: str | None = None,
+    ppi: str = "off",
+    ppi_map: str = "auto",
+    plan: tuple[str, list[dict[str, Any]]] | None = None,
+    levels: tuple[str, ...] = (),
+    system: str | None = None,
 ) -> CalibrationReport:
     warns: list[str] = []
     joined = _join(scores, labels, kind, min_items, judge_source, labels_source, warns)
@@ -318,6 +352,23 @@ def _calibrate_one(
         report.reliability = reliability_curve(judge_cont, y, scale=scale)
     report.disagreements = _disagreements(
         scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
+    )
+    report.levels = _levels(
+        scores,
+        labels,
+        compared,
+        kind,
+        y,
+        judge_cont if judge_cont is not None else p,
+        group_of,
+        levels,
+        system,
+        n_boot,
+        seed,
+        judge_source,
+    )
+    report.ppi = ppi_section(
+        scores, joined, kind, group, mode=ppi, mapping=ppi_map, seed=seed, labels_source=labels_source, plan=plan
     )
     return report
 
@@ -519,6 +570,57 @@ def _groups(
             field=group,
         )
     return group, {str(i): str(v) for i, v in values.items()}
+
+
+def _levels(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    compared: list[str],
+    kind: str,
+    y: np.ndarray,
+    judge: np.ndarray,
+    group_of: dict[str, str] | None,
+    levels: tuple[str, ...],
+    system: str | None,
+    n_boot: int,
+    seed: int,
+    judge_source: str | None,
+) -> list[LevelStats]:
+    """The summary- and system-level correlations asked for (numeric labels only)."""
+    from calibration.levels import LEVELS, summary_level, system_level
+
+    wanted = [lv for lv in levels if lv != "item"]
+    for lv in wanted:
+        if lv not in LEVELS:
+            raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, not '{lv}'")
+    if not wanted:
+        return []
+    if kind not in ("ordinal", "binary"):
+        raise ConfigError(f"--level summary/system correlates numeric scores: not for {kind} labels")
+    out = []
+    boot = max(n_boot, 0)
+    if "summary" in wanted:
+        if group_of is None:
+            raise ConfigError("--level summary needs --group COLUMN: the source document of each item")
+        docs = np.array([group_of[i] for i in compared])
+        out.append(summary_level(judge, y, docs, n_boot=boot, seed=seed, unit="documents"))
+    if "system" in wanted:
+        if system is None:
+            raise ConfigError("--level system needs --system COLUMN: the system that wrote each item")
+        if system in scores.columns:
+            values = scores.set_index("id")[system]
+        elif system in labels.columns:
+            values = labels.drop_duplicates("id").set_index("id")[system]
+        else:
+            raise DataError(f"no column '{system}' for --system in the judge results", path=judge_source, field=system)
+        names = values.reindex(compared)
+        missing = [i for i, v in names.items() if v is None or (isinstance(v, float) and np.isnan(v))]
+        if missing:
+            raise DataError(
+                f"{len(missing)} compared items have no '{system}': {_ids(missing)}", path=judge_source, field=system
+            )
+        out.append(system_level(judge, y, names.astype(str).to_numpy(), n_boot=boot, seed=seed, unit="systems"))
+    return out
 
 
 def _ceiling(

@@ -12,7 +12,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from calibration.fit import IsotonicFit, Reliability, ThresholdFit
+from calibration.ppi import PPISection
 from judge.textfmt import fmt as _fmt  # numbers as short as they can be read: 4, 2.765
+from judge.textfmt import fmt_ci, ppi_summary
 
 MAX_POINTS = 1500
 """Judge-vs-human pairs kept in a report for its scatter plot (an even subsample beyond it)."""
@@ -52,6 +54,17 @@ class Disagreement(BaseModel):
     annotator_labels: dict[str, Any] = Field(description="Each annotator's label for this item.")
     gap: float = Field(description="How far apart judge and humans are (absolute difference; 2 = A vs B).")
     texts: dict[str, str] = Field(default_factory=dict, description="Text columns of the results file, truncated.")
+
+
+class LevelStats(BaseModel):
+    """Judge–human correlations at the summary or system level (``calibration.levels``), with percentile
+    intervals from resampling that level's units."""
+
+    level: str
+    unit: str = Field(description="The column whose values are the units: documents or systems.")
+    n_units: int = Field(description="Units the correlation averages over (summary) or correlates (system).")
+    n_skipped: int = Field(0, description="Summary level: documents skipped because a side was constant.")
+    metrics: dict[str, Stat]
 
 
 class CalibrationReport(BaseModel):
@@ -97,6 +110,14 @@ class CalibrationReport(BaseModel):
         f"subsample of at most {MAX_POINTS} in judge order: the report's scatter (ordinal and binary labels).",
     )
     disagreements: list[Disagreement] = Field(default_factory=list)
+    ppi: PPISection | None = Field(
+        None,
+        description="Prediction-powered estimate of the human-scale mean from every judge score and the labels "
+        "(with the labelled-only and judge-only ones); None without unlabelled judge items.",
+    )
+    levels: list[LevelStats] = Field(
+        default_factory=list, description="Summary- and system-level correlations (--level), beside the item level."
+    )
     groups: dict[str, CalibrationReport] | None = Field(None, description="The same report per --by group.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +186,15 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
         rel = report.reliability
         brier = f", Brier {rel.brier:.3f}" if rel.brier is not None else ""
         lines.append(f"  reliability ({rel.n_bins} equal-width bins of the judge score): ECE {rel.ece:.3f}{brier}")
+    if report.ppi is not None:
+        lines.append("")
+        lines.extend(render_ppi(report.ppi))
+    for lv in report.levels:
+        lines.append("")
+        skipped = f", {lv.n_skipped} skipped (constant scores)" if lv.level == "summary" else ""
+        lines.append(f"  {lv.level} level ({lv.n_units} {lv.unit}{skipped}; 95% CIs resampling {lv.unit})")
+        for name, stat in lv.metrics.items():
+            lines.append(f"    {name:<22}{_stat(stat)}")
     if report.disagreements:
         lines.append("")
         lines.append(f"  largest disagreements ({len(report.disagreements)}):")
@@ -183,6 +213,16 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
             lines.append("")
             lines.append(render_text(group, title=f"group {name}", max_text=max_text))
     return "\n".join(lines)
+
+
+def render_ppi(ppi: PPISection, indent: str = "  ") -> list[str]:
+    """The prediction-powered estimate beside the labelled-only and judge-only ones, as text lines."""
+    how, rows, worth = ppi_summary(ppi.model_dump())
+    lines = [f"{indent}{ppi.estimand} (95% CI; {how}):"]
+    for name, e in rows:
+        lines.append(f"{indent}  {name:<38}{fmt_ci(e['value'], e['ci_low'], e['ci_high'])}")
+    lines.append(f"{indent}  {worth}")
+    return lines
 
 
 def _labels(labels: dict[str, Any]) -> str:

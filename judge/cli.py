@@ -40,6 +40,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("judge.eval.cli", "eval_command"),
     "report": ("judge.report.cli", "report_command"),
     "batches": ("judge.cli_batches", "batches"),
+    "label": ("calibration.label_cli", "label"),
 }
 HELP_LINES = {
     "score": "Score every row of a data file with a rubric and a judge.",
@@ -50,6 +51,7 @@ HELP_LINES = {
     "eval": "Compare systems (a fine-tune vs its base) across metrics: paired deltas, gates, review queue.",
     "report": "One self-contained HTML report (plots, tables, review queue) from any results.",
     "batches": "List, inspect and cancel the Batch API jobs that `--batch` runs submitted.",
+    "label": "Human labels that correct the judge: plan which items to label, and a page to label them in.",
 }
 
 

@@ -49,3 +49,25 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: 
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def ppi_summary(ppi: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any]]], str]:
+    """A prediction-powered estimate (``judge.ppi.PPIResult`` as a dict) for text and HTML reports alike:
+    how it was computed, its three rows (PPI, labelled only, judge only) and what the judge scores were worth."""
+    how = f"{ppi['n_labelled']} labelled + {ppi['n_unlabelled']} judge-only items"
+    if ppi.get("n_groups") is not None:
+        how += f", cluster-robust over {ppi['n_groups']} groups"
+    if ppi.get("n_strata", 1) > 1:
+        how += f", {ppi['n_strata']} sampling strata"
+    if ppi.get("mapping", "identity") != "identity":
+        how += f", judge mapped by a cross-fitted {ppi['mapping']} fit"
+    rows = [
+        (f"prediction-powered (PPI++, λ {ppi['lam']:.2f})", ppi["ppi"]),
+        ("labelled only", ppi["labelled_only"]),
+        ("judge only", ppi["judge_only"]),
+    ]
+    worth = (
+        f"your {ppi['n_labelled']} labels + {ppi['n_unlabelled']} judge scores are worth "
+        f"~{ppi['effective_labels']:.0f} labels"
+    )
+    return how, rows, worth

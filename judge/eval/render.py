@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from judge.eval.labels import render_labels
 from judge.textfmt import fmt, fmt_ci, fmt_p, format_table
 
 if TYPE_CHECKING:
@@ -44,12 +45,14 @@ def render_table(result: EvalResult) -> str:
         "",
     ]
     lines.append(format_table(headers, rows))
+    lines += render_labels(result.systems, result.deltas)
     if result.gates:
         lines.append("")
         for g in result.gates:
             mark = "PASS" if g["passed"] else "FAIL"
             lines.append(
-                f"{mark}  gate {g['metric']} {g['rule']} {fmt(g['threshold'])} on {g['system']}: "
+                f"{mark}  gate {g['metric']}{' (PPI)' if g.get('estimate') == 'ppi' else ''} {g['rule']} "
+                f"{fmt(g['threshold'])} on {g['system']}: "
                 f"value {fmt(g['value'])}"
             )
         failed = sum(not g["passed"] for g in result.gates)

@@ -20,6 +20,7 @@ import numpy as np
 
 from judge.dataset import Item
 from judge.errors import ConfigError, DataError, RubricError
+from judge.eval.labels import apply_labels, load_eval_labels
 from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, validate_suite
 from judge.io import Row, atomic_write_text, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
@@ -488,10 +489,12 @@ def _gate_rows(gate: Gate, suite: Suite, result_systems: dict, deltas: dict) -> 
     for system in targets:
         if delta_rule:
             d = deltas[system][gate.metric]
+            d = d["ppi"] if gate.estimate == "ppi" else d
             key = {"delta_min": "value", "delta_max": "value", "delta_ci_low_min": "ci_low"}.get(rule, "ci_high")
             value = d[key]
         else:
-            value = result_systems[system][gate.metric]["value"]
+            v = result_systems[system][gate.metric]
+            value = (v["ppi"] if gate.estimate == "ppi" else v)["value"]
         if value is None:
             passed = False  # nothing measured cannot pass a gate
         elif rule.endswith("min"):
@@ -503,6 +506,7 @@ def _gate_rows(gate: Gate, suite: Suite, result_systems: dict, deltas: dict) -> 
                 "metric": gate.metric,
                 "system": system,
                 "rule": rule,
+                **({"estimate": gate.estimate} if gate.estimate != "judge" else {}),
                 "threshold": threshold,
                 "value": value,
                 "passed": bool(passed),
@@ -727,6 +731,7 @@ def run_suite(
     for name, pair in (models_in_memory or {}).items():
         data.models[name].loaded = pair
     planned = plan(suite, data, base_dir)
+    labels = load_eval_labels(suite, base_dir, data.ids, {f.name for p in planned for f in p.figures})
     assert suite.baseline is not None
     rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed, ci=suite.ci)
     groups = np.array(data.groups) if data.groups is not None else None
@@ -789,6 +794,8 @@ def run_suite(
                 rs,
                 groups if name not in fig_ids else None,
             )
+    if labels is not None:
+        apply_labels(labels, data.ids, per_item, systems, deltas, suite.baseline, groups)
     gates = [row for gate in suite.gates for row in _gate_rows(gate, suite, systems, deltas)]
 
     scores = []

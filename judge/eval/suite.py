@@ -18,6 +18,7 @@ called. Paths in a suite file are relative to the file.
       - {metric: factuality, delta_ci_low_min: 0}
     group: prompt_id              # optional: items sharing a prompt resample together (cluster bootstrap)
     ci: auto                      # percentile | bca | auto (BCa below 100 items or groups)
+    labels: {file: labels.csv, metric: factuality}   # optional: human labels correct the judge (judge.eval.labels)
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ class Gate(BaseModel):
     delta_max: float | None = None
     delta_ci_low_min: float | None = None
     delta_ci_high_max: float | None = None
+    estimate: Literal["judge", "ppi"] = Field(
+        "judge", description="Which value the rule reads: the judge's, or the prediction-powered one (needs labels)."
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> Gate:
@@ -149,6 +153,24 @@ class Gate(BaseModel):
         value = getattr(self, self.rule)
         assert value is not None
         return float(value)
+
+
+class LabelsSpec(BaseModel):
+    """Human labels of some items' outputs on one rubric metric: the judge's scores are corrected by them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="CSV/JSONL of id, system, label (and optionally annotator).")
+    metric: str = Field(description="The rubric metric the labels are on (its name in results).")
+    id_column: str = "id"
+    system_column: str = "system"
+    label_column: str = "label"
+    scale: tuple[float, float] | None = Field(None, description="[min, max]: labels outside it are an error.")
+    map: Literal["identity", "isotonic"] = Field(
+        "identity",
+        description="isotonic: labels on another scale than the rubric's (0/1, say); each system's judge scores are "
+        "mapped to it by a cross-fitted isotonic fit.",
+    )
 
 
 class Suite(BaseModel):
@@ -181,6 +203,7 @@ class Suite(BaseModel):
         "so a sweep can show training against validation loss.",
     )
     judge: str | None = Field(None, description="Default judge for rubric metrics.")
+    labels: LabelsSpec | None = Field(None, description="Human labels that correct a rubric metric (PPI).")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)
     engine: Literal["local", "ray"] = Field(
@@ -217,6 +240,8 @@ class Suite(BaseModel):
                 raise ValueError(f"gate on system '{gate.system}', which is not one of ({', '.join(self.systems)})")
             if gate.system == self.baseline and gate.rule.startswith("delta"):
                 raise ValueError(f"a delta gate on the baseline '{self.baseline}' compares it with itself")
+            if gate.estimate == "ppi" and (self.labels is None or self.labels.metric != gate.metric):
+                raise ValueError(f"a gate with estimate: ppi needs 'labels' on its metric '{gate.metric}'")
         return self
 
 

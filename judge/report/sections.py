@@ -18,7 +18,7 @@ from typing import Any
 
 from judge.report import svg
 from judge.stats import spearman
-from judge.textfmt import fmt, fmt_ci, fmt_p
+from judge.textfmt import fmt, fmt_ci, fmt_p, ppi_summary
 
 MAX_TEXT = 4000
 """Characters of one text shown in a review row (the rest is cut, with a note): keeps 10k-item reports small."""
@@ -525,6 +525,20 @@ def eval_section(
                 }
             )
     s.tables.append(Table("Metrics: value [95% CI] per system; Δ = system minus baseline (paired)", headers, rows))
+    from judge.eval.labels import labelled_estimates
+
+    ppi_rows = []
+    for name, ppi in labelled_estimates(systems, deltas):
+        how, est, worth = ppi_summary(ppi)
+        ppi_rows.append([name, *(fmt_ci(e["value"], e["ci_low"], e["ci_high"], 3) for _, e in est), f"{how}; {worth}"])
+    if ppi_rows:
+        s.tables.append(
+            Table(
+                "Human-scale estimates from the labels (95% CIs)",
+                ["value", "prediction-powered (PPI++)", "labelled only", "judge only", "how"],
+                ppi_rows,
+            )
+        )
     if forest_rows:
         s.plots.append(
             (
@@ -677,6 +691,35 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
             ],
         )
     )
+    ppi = report.get("ppi")
+    if ppi:
+        how, rows, worth = ppi_summary(ppi)
+        s.tables.append(
+            Table(
+                f"Human-scale estimate: {ppi['estimand']} ({how})",
+                ["estimate", "value", "95% CI", "CI width"],
+                [
+                    [
+                        name,
+                        fmt(e["value"], 3),
+                        f"[{fmt(e['ci_low'], 3)}, {fmt(e['ci_high'], 3)}]",
+                        fmt(e["ci_high"] - e["ci_low"], 3),
+                    ]
+                    for name, e in rows
+                ],
+            )
+        )
+        s.notes.append(worth)
+    for lv in report.get("levels") or []:
+        skipped = f", {lv['n_skipped']} skipped (constant scores)" if lv["level"] == "summary" else ""
+        s.tables.append(
+            Table(
+                f"{lv['level'].capitalize()}-level correlation ({lv['n_units']} {lv['unit']}{skipped}; 95% CIs "
+                f"resampling {lv['unit']})",
+                ["statistic", "judge vs human"],
+                [[name, _stat(st)] for name, st in lv["metrics"].items()],
+            )
+        )
     if report.get("per_class"):
         s.tables.append(
             Table(
