@@ -49,6 +49,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check judge calibration tests bench
+	$(BIN)/mypy judge calibration
 
 clean:
 	rm -rf $(VENV) .pytest_cache examples/*.verdicts.jsonl

@@ -308,7 +308,7 @@ def load_causal_lm(
     key = ("causal", path, dev, dtype, adapter or "")
     with _CACHE_LOCK:
         if key in _LOADED:
-            return _LOADED[key]  # type: ignore[no-any-return]
+            return _LOADED[key]
         _check_kind(path, "a causal language model (…ForCausalLM)", _is_causal)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -390,7 +390,7 @@ def _split_attention(
         or kwargs.get("softcap") is not None
         or not _is_shifted_causal(attention_mask, q_len, prefix)
     ):
-        return sdpa_attention_forward(  # type: ignore[no-any-return]
+        return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     groups = getattr(module, "num_key_value_groups", 1)
@@ -439,7 +439,7 @@ def load_sequence_classifier(name_or_path: str, device: str | None = None) -> tu
     key = ("seqcls", path, dev)
     with _CACHE_LOCK:
         if key in _LOADED:
-            return _LOADED[key]  # type: ignore[no-any-return]
+            return _LOADED[key]
         _check_kind(
             path,
             "a sequence-classification model (…ForSequenceClassification)",

@@ -99,7 +99,7 @@ def loglikelihoods(
 
     stride = stride if stride is not None else max_length // 2
     results = [LogLik() for _ in requests]
-    rest = range(len(requests))
+    rest: Sequence[int] = range(len(requests))
     if share_prefixes:
         groups: dict[tuple[int, ...], list[int]] = {}
         for r, (ids, first) in enumerate(requests):
@@ -117,9 +117,9 @@ def loglikelihoods(
         ids, first = requests[r]
         plan = plan_windows(len(ids), first, max_length, stride)
         prev_end = max(first, 1)
-        for w, (start, end) in enumerate(plan):
+        for k, (start, end) in enumerate(plan):
             windows.append(Window(r, ids[start:end], end - prev_end))
-            if w == 0:
+            if k == 0:
                 results[r].context_dropped = start
             prev_end = end
         results[r].n_windows = len(plan)
@@ -202,13 +202,13 @@ def _shared_prefix_logprobs(model: Any, prefix: list[int], conts: list[list[int]
             for c, part in zip(group, torch.split(token_lp.double(), [len(r) - 1 for r in rows]), strict=True):
                 sums[c] += float(part.sum())
         return [sums[c] for c in range(len(conts))]
-    for rows, logits, ids in continue_batches(model, cache, len(prefix), conts, batch_size):
-        lengths = [len(conts[c]) for c in rows]
+    for batch, logits, ids in continue_batches(model, cache, len(prefix), conts, batch_size):
+        lengths = [len(conts[c]) for c in batch]
         # only the real positions that predict a next token: no work on padding
         real = torch.arange(ids.shape[1] - 1).unsqueeze(0) < torch.tensor([n - 1 for n in lengths]).unsqueeze(1)
         real = real.to(logits.device)
         token_lp = _target_logprobs(logits[:, :-1][real], ids[:, 1:][real])
-        for c, part in zip(rows, torch.split(token_lp.double(), [n - 1 for n in lengths]), strict=True):
+        for c, part in zip(batch, torch.split(token_lp.double(), [n - 1 for n in lengths]), strict=True):
             sums[c] += float(part.sum())
     return [sums[c] for c in range(len(conts))]
 

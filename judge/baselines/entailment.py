@@ -124,12 +124,16 @@ def entailment(
         owners.extend([i] * (len(sents) * len(chunks)))
         layout.append((i, len(sents), len(chunks)))
 
+    truncated: set[int]
+    con_i: int | None
     if zero_shot:
         probs, truncated = _zero_shot(lm, tokenizer, pairs, max_len, batch_size), set()
         ent_i, con_i = 0, 1  # P(yes), P(no): "no" stands in for contradiction in summac_zs
     else:
         probs, truncated = _classify(clf, tokenizer, pairs, max_len, batch_size, torch)
-        ent_i, con_i = labels["entailment"], labels["contradiction"]
+        entail = labels["entailment"]
+        assert entail is not None  # label_indices raises for a model without an entailment label
+        ent_i, con_i = entail, labels["contradiction"]
     pos = 0
     for i, n_s, n_c in layout:
         p = probs[pos : pos + n_s * n_c].reshape(n_s, n_c, -1)

@@ -78,8 +78,8 @@ def pmi(
             out_ids = tokenizer(out, add_special_tokens=False)["input_ids"]
             prefix = tokenizer(template.format(source=src), add_special_tokens=False)["input_ids"]
             if out_ids:
-                cond = [start, *prefix, *out_ids]
-                requests.append((cond, len(cond) - len(out_ids)))
+                cond_ids = [start, *prefix, *out_ids]
+                requests.append((cond_ids, len(cond_ids) - len(out_ids)))
                 requests.append(([start, *out_ids], 1))
                 slots.append(i)
                 continue

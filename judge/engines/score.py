@@ -230,8 +230,13 @@ class SharedLimiter:
         try:
             result = await call()
         except BaseException as exc:
-            overload = (isinstance(exc, RateLimitError), exc.status, exc.retry_after) if is_overload(exc) else None
-            self.server.release.remote(token, overload)  # type: ignore[attr-defined]
+            # an overload is always a ProviderError (429 or 503); the isinstance check says so to the type checker
+            overload = (
+                (isinstance(exc, RateLimitError), exc.status, exc.retry_after)
+                if isinstance(exc, ProviderError) and is_overload(exc)
+                else None
+            )
+            self.server.release.remote(token, overload)
             raise
         self.server.release.remote(token, None)
         return result

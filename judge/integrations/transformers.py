@@ -75,7 +75,7 @@ def evaluate_model(
     return out
 
 
-class JudgeCallback(TrainerCallback):  # type: ignore[misc]
+class JudgeCallback(TrainerCallback):
     """Runs a suite's model metrics on the model being trained at each evaluation (see the module)."""
 
     def __init__(

@@ -93,6 +93,8 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     num_layers = int_option(options, "num_layers", None, lo=1) or _num_hidden_layers(path)
     idf = bool_option(options, "idf", False)
     batch_size = int_option(options, "batch_size", 64, lo=1)
+    if batch_size is None:
+        raise ConfigError("option 'batch_size' must be an integer >= 1, not None")
     device = pick_device(options.get("device"))
 
     errors, refs = prepare(data, needs_reference=True)
@@ -127,7 +129,11 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     return MetricResult(scores, errors, settings=settings, details=details)
 
 
-def _corpus_perplexity(sums: np.ndarray) -> np.ndarray:
+def _corpus_perplexity(sums: np.ndarray) -> Any:
+    """exp(sum nll / sum tokens): (B,) of a (B, 2) batch of sums, (1,) of one (2,) sum.
+
+    ``Any`` because :class:`Corpus` types ``score`` as returning a float, as a non-vectorised one does.
+    """
     sums = np.atleast_2d(sums)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.exp(sums[:, 0] / sums[:, 1])
@@ -148,7 +154,7 @@ def perplexity(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         model=model,
         ids=[str(i) for i in data.ids],
         device=options.get("device"),
-        batch_size=int_option(options, "batch_size", 16, lo=1),  # type: ignore[arg-type]
+        batch_size=int_option(options, "batch_size", 16, lo=1),
     )
     n = len(data.outputs)
     scores = nan_scores(n, "perplexity")

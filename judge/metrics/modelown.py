@@ -31,6 +31,14 @@ from judge.metrics.reference import int_option
 LN2 = math.log(2)
 
 
+def _batch_size(options: dict[str, Any], default: int) -> int:
+    """The ``batch_size`` option: an integer >= 1 (an explicit null is not one)."""
+    value = int_option(options, "batch_size", default, lo=1)
+    if value is None:
+        raise ConfigError("option 'batch_size' must be an integer >= 1, not None")
+    return value
+
+
 def _corpus(column: int, scale: float = 1.0, exp: bool = False, per: int = 1) -> Corpus:
     """stats = (nll nats, tokens, bytes) per item; the score is sum(nll) / sum(stats[per]) * scale."""
 
@@ -85,9 +93,7 @@ def _compute_loss_stats(inputs: list[str], refs: list[str], data: EvalInput, opt
         tok, [settings.messages(x) for x in inputs], refs, False if settings.chat_template == "none" else None
     )
     max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
-    lls = loglikelihoods(
-        model, tok, requests, max_length=max_length, batch_size=int_option(options, "batch_size", 8, lo=1)
-    )
+    lls = loglikelihoods(model, tok, requests, max_length=max_length, batch_size=_batch_size(options, 8))
     return np.array([(-ll.logprob, ll.n_tokens, len(r.encode("utf-8"))) for ll, r in zip(lls, refs, strict=True)])
 
 
@@ -193,9 +199,7 @@ def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         model, tok = data.model.load()
         requests, _ = choice_requests(tok, [q.context for q in questions], [q.choices for q in questions])
         max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
-        lls = loglikelihoods(
-            model, tok, requests, max_length=max_length, batch_size=int_option(options, "batch_size", 16, lo=1)
-        )
+        lls = loglikelihoods(model, tok, requests, max_length=max_length, batch_size=_batch_size(options, 16))
         return np.array([ll.logprob for ll in lls])
 
     payload = {"questions": [(q.context, q.choices) for q in questions], "max_length": options.get("max_length")}

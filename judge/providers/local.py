@@ -397,36 +397,36 @@ def _candidate_logprobs_batch(
     rows: list[list[int]] = []
     index: list[tuple[int, str | None]] = []  # (prompt, multi-token candidate or None)
     for i, (ids, cand_ids) in enumerate(encoded):
-        multi = [c for c, t in cand_ids.items() if len(t) > 1]
-        for c in multi or [None]:
-            rows.append(ids[n_prefix:] + (cand_ids[c][:-1] if c is not None else []))
-            index.append((i, c))
+        multi: list[str | None] = [c for c, t in cand_ids.items() if len(t) > 1]
+        for cand in multi or [None]:
+            rows.append(ids[n_prefix:] + (cand_ids[cand][:-1] if cand is not None else []))
+            index.append((i, cand))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     last: dict[int, Any] = {}  # prompt -> log-probabilities after its last token
     after: dict[
         tuple[int, str], Any
     ] = {}  # (prompt, candidate) -> log-probabilities after each of its tokens but the last
     for batch in length_batches([len(r) for r in rows], batch_size, 1 << 30):
-        spans = [len(encoded[index[r][0]][1][index[r][1]]) if index[r][1] is not None else 1 for r in batch]
+        spans = [len(encoded[i][1][cand]) if cand is not None else 1 for i, cand in (index[r] for r in batch)]
         keep = max(spans)
         logits, _ = forward_on_prefix(
             model, kv, n_prefix, [rows[r] for r in batch], left_pad=True, keep=keep, pad_id=pad_id
         )
         logp = torch.log_softmax(logits, dim=-1)
         for j, (r, span) in enumerate(zip(batch, spans, strict=True)):
-            i, c = index[r]
+            i, cand = index[r]
             last[i] = logp[j, keep - span]
-            if c is not None:
-                after[(i, c)] = logp[j, keep - span + 1 :]
+            if cand is not None:
+                after[(i, cand)] = logp[j, keep - span + 1 :]
     digits = _digit_token_ids(tok)
     results = []
     for i, (_, cand_ids) in enumerate(encoded):
         out = {}
         for c, ids in cand_ids.items():
             out[c] = float(last[i][ids[0]]) + sum(float(after[(i, c)][j - 1, t]) for j, t in enumerate(ids) if j > 0)
-        multi = [c for c, t in cand_ids.items() if len(t) > 1]
+        longer_cands = [c for c, t in cand_ids.items() if len(t) > 1]
         for c, ids in cand_ids.items():
-            longer = next((d for d in multi if d != c and cand_ids[d][: len(ids)] == ids), None)
+            longer = next((d for d in longer_cands if d != c and cand_ids[d][: len(ids)] == ids), None)
             if longer is not None:  # c is a prefix of a longer score: the answer must stop after c
                 p_digit = float(after[(i, longer)][len(ids) - 1].exp()[digits].sum())
                 out[c] += math.log(max(1.0 - p_digit, 1e-30))

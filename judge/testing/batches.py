@@ -45,10 +45,11 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     fields: dict[str, tuple[str | None, bytes]] = {}
     if not msg.is_multipart():
         return fields
-    for part in msg.iter_parts():  # type: ignore[attr-defined]
+    for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)  # bytes of a leaf part (None for a nested multipart)
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
     return fields
 
 
@@ -77,7 +78,7 @@ class BatchDesk:
 
     # ---- files
     def _store(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        meta = {
+        meta: dict[str, Any] = {
             "id": "file-" + uuid.uuid4().hex[:24],
             "object": "file",
             "bytes": len(data),
@@ -279,6 +280,7 @@ def _validate(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list[tu
         if problem:
             errors.append({"code": "invalid_request", "message": problem, "line": no})
             continue
+        assert isinstance(cid, str)  # a missing or non-string custom_id is a problem above
         seen.add(cid)
         lines.append((cid, obj["body"]))
     if not lines and not errors:
