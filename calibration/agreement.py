@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Literal
 
 import krippendorff
 import numpy as np
@@ -56,7 +57,7 @@ class Design:
     human_grid: np.ndarray
     judge_grid: np.ndarray
     common: bool
-    alpha_level: str
+    alpha_level: Literal["nominal", "ordinal", "interval", "ratio"]
     class_names: list[str] = field(default_factory=list)
     auc_grid: np.ndarray | None = None
 

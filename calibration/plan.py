@@ -150,11 +150,11 @@ def plan(
         chosen.extend(rng.choice(members, alloc[h], replace=False).tolist())
     order = rng.permutation(len(chosen))  # the page shows them in random order, not stratum by stratum
     picked = pool.iloc[[chosen[i] for i in order]].copy()
-    h = strata[[chosen[i] for i in order]]
-    picked["stratum"] = h
-    picked["stratum_size"] = sizes[h]
-    picked["stratum_labelled"] = alloc[h]
-    picked["weight"] = sizes[h] / alloc[h]
+    of = strata[[chosen[i] for i in order]]
+    picked["stratum"] = of
+    picked["stratum_size"] = sizes[of]
+    picked["stratum_labelled"] = alloc[of]
+    picked["weight"] = sizes[of] / alloc[of]
     picked["stratify_on"] = on
     picked["edges"] = [edges] * len(picked)
     return picked.reset_index(drop=True)

@@ -27,14 +27,14 @@ from judge.runner import Results, Summary, ascore, build_grader, run_items, scor
 from judge.verdict import Verdict
 
 
-def evaluate(suite, **kw):  # type: ignore[no-untyped-def]
+def evaluate(suite, **kw):
     """Run a ``judge eval`` suite (file, dict or Suite); see :func:`judge.eval.run.evaluate`."""
     from judge.eval.run import evaluate as _evaluate
 
     return _evaluate(suite, **kw)
 
 
-def estimate_loss(model, tokenizer, texts, **kw):  # type: ignore[no-untyped-def]
+def estimate_loss(model, tokenizer, texts, **kw):
     """A model's own loss on texts (or answers after prompts); see :func:`judge.metrics.modelown.estimate_loss`."""
     from judge.metrics.modelown import estimate_loss as _estimate_loss
 

@@ -50,7 +50,7 @@ def _module(name: str) -> Any:
 
 
 def _function(name: str) -> Callable[..., BaselineResult]:
-    return getattr(_module(name), name)  # type: ignore[no-any-return]
+    return getattr(_module(name), name)
 
 
 def _score_batch(name: str, kwargs: Mapping[str, Any], batch: list[tuple[Any, ...]]) -> list[tuple[dict, dict | None]]:

@@ -51,7 +51,7 @@ class _Raised:
             self.blob = pickle.dumps(ConfigError(f"{type(exc).__name__}: {exc}"))
 
     def error(self) -> JudgeError:
-        return pickle.loads(self.blob)  # type: ignore[no-any-return]
+        return pickle.loads(self.blob)
 
 
 class RayEngine:

@@ -283,15 +283,22 @@ def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
                     raise ConfigError(
                         f"{where}: key 'metrics.{i}.strict': rubric '{rubric.id}' is not an opinions rubric"
                     )
-                spec = rubric.spec.model_copy(update={"strict": entry.strict})
-                rubric = Rubric(spec, rubric.body, source=rubric.source, text=rubric.text, body_line=rubric.body_line)
+                strict_spec = rubric.spec.model_copy(update={"strict": entry.strict})
+                rubric = Rubric(
+                    strict_spec, rubric.body, source=rubric.source, text=rubric.text, body_line=rubric.body_line
+                )
             problems = rubric.validate()
             if problems:
                 raise ConfigError(f"{where}: rubric '{rubric.id}': {'; '.join(problems)}")
             p = Planned(entry, i, (_rubric_figure(entry, rubric),), rubric=rubric)
             needed = [n for n in rubric.spec.inputs.required if n not in ("output",)]
             for name in needed:
-                column = {"input": data.inputs, "reference": data.references, "context": data.contexts}.get(name)
+                columns: dict[str, list[Any]] = {
+                    "input": data.inputs,
+                    "reference": data.references,
+                    "context": data.contexts,
+                }
+                column = columns.get(name)
                 if column is None or all(v in (None, "") for v in column):
                     raise ConfigError(f"{where}: rubric '{rubric.id}' needs '{name}', which the items lack")
         for fig in p.figures:
@@ -783,7 +790,7 @@ def run_suite(
             fig_groups = groups if name not in fig_ids else None
             systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs, fig_groups)
         for system in deltas:
-            pair = None
+            pair: tuple[Corpus, Corpus] | None = None
             if name in corpora[system] and name in corpora[suite.baseline]:
                 pair = (corpora[system][name], corpora[suite.baseline][name])
             deltas[system][name] = paired_delta(

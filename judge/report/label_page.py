@@ -208,7 +208,7 @@ def render_label_page(
                 line=line,
                 field="output_b" if r.get("output") else "output",
             )
-        item = {"id": item_id, **{f: str(r[f]) for f in TEXT_FIELDS if r.get(f) not in (None, "")}}
+        item: dict[str, Any] = {"id": item_id, **{f: str(r[f]) for f in TEXT_FIELDS if r.get(f) not in (None, "")}}
         if not blind:
             item["judge"] = r.get("judge")
             item["reasoning"] = r.get("reasoning") or ""
