@@ -1,0 +1,102 @@
+"""Hardening, round two (issue 22): one test per class of hostile input or fault, through the real CLI.
+
+Every case runs ``judge.cli.main`` in-process, as ``tests/test_bad_inputs.py`` does, and checks the exit code of
+the README's table, that no traceback is shown unless ``--debug`` asked for one, and what the message names.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from judge.testing.server import LoopbackServer
+from tests.test_bad_inputs import CORPUS, ITEMS, SCORE, run_cli
+
+QUESTIONS = Path(__file__).resolve().parent.parent / "examples" / "mtbench" / "question.jsonl"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, read, closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_suite(tmp: Path, metric: str = "{rubric: relevance, judge: openai/m}") -> Path:
+    """A two-system suite over the bad-input corpus's two items."""
+    (tmp / "a.jsonl").write_text('{"id": "a", "output": "4"}\n{"id": "b", "output": "Paris"}\n')
+    (tmp / "b.jsonl").write_text('{"id": "a", "output": "5"}\n{"id": "b", "output": "Lyon"}\n')
+    suite = tmp / "suite.yaml"
+    suite.write_text(
+        f"name: s\ndata: {ITEMS}\nsystems:\n  a: a.jsonl\n  b: b.jsonl\nbaseline: a\nmetrics:\n  - {metric}\n"
+    )
+    return suite
+
+
+# --- class 5: --debug adds the traceback and never changes the exit code -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*SCORE, str(CORPUS / "garbage.parquet"), "-o", "{tmp}/v.jsonl"],  # DataError
+        ["score", str(ITEMS), "--rubric", str(CORPUS / "include.j2"), "--judge", "fake/echo-score", "--no-cache"],
+        [*SCORE, str(ITEMS), "-o", "{tmp}/afile/v.jsonl"],  # an output under a file
+    ],
+    ids=["data-error", "rubric-error", "output-path-error"],
+)
+def test_debug_only_adds_the_traceback(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("x")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, plain = run_cli(argv, capsys)
+    debug_code, debug = run_cli(["--debug", *argv], capsys)
+    assert code == 2 and "Traceback" not in plain, plain
+    assert debug_code == code, debug
+    assert "Traceback" in debug
+    assert plain.strip().splitlines()[-1] in debug  # the same one-line message, after the traceback
+
+
+# --- class 6: a server no item can get past exits 3 in every command ---------------------------------------
+
+
+def fatal_commands(tmp: Path, base_url: str) -> dict[str, list[str]]:
+    """Every command that calls a server judge, pointed at ``base_url``."""
+    answers = tmp / "answers"
+    answers.mkdir(exist_ok=True)
+    rows = [{"question_id": 1, "model_id": "m", "choices": [{"turns": ["Hi.", "Why?"]}]}]
+    (answers / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {
+        "score": [*SCORE[:4], "openai/m", "--no-cache", "--no-progress", str(ITEMS), "-o", str(tmp / "v.jsonl")],
+        "eval": ["eval", str(write_suite(tmp)), "--out", str(tmp / "ev"), "--no-progress"],
+        "mtbench-judge": [
+            *["mtbench", "judge", "--questions", str(QUESTIONS), "--answers", str(answers), "--mode", "single"],
+            *["--judge", "openai/j", "--out", str(tmp / "j.jsonl"), "--no-cache"],
+        ],
+        "mtbench-answer": [
+            *["mtbench", "answer", "--questions", str(QUESTIONS), "--model", "openai/m"],
+            *["--out", str(tmp / "ans.jsonl"), "--no-cache"],
+        ],
+    }
+
+
+@pytest.mark.parametrize("command", ["score", "eval", "mtbench-judge", "mtbench-answer"])
+@pytest.mark.parametrize("fault", ["401", "403", "404", "unreachable"])
+def test_a_fatal_server_answer_exits_3_in_every_command(
+    command: str, fault: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if fault == "unreachable":
+        url = f"http://127.0.0.1:{free_port()}/v1"
+        argv = fatal_commands(tmp_path, url)[command]
+        code, output = run_cli([*argv, "--base-url", url], capsys)
+    else:
+        from judge.testing.server import Reply
+
+        with LoopbackServer(responder=lambda r: Reply(content=f"HTTP {fault}", status=int(fault))) as srv:
+            argv = fatal_commands(tmp_path, srv.base_url)[command]
+            code, output = run_cli([*argv, "--base-url", srv.base_url], capsys)
+    assert code == 3, output
+    assert "Traceback" not in output
+    assert "could not do its job" in output
