@@ -232,9 +232,7 @@ def score(
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
-    if data.exists() and target.resolve() == data.resolve():
-        raise ConfigError(f"--out {target} is the data file itself; choose another output path")
-    check_output_path(target)
+    check_output_path(target, inputs=[data, rubric if Path(rubric).is_file() else None, prices])
     eng = check_engine(engine, address, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
     load_prices(prices)
     items = stream_items(data, parse_mapping(mapping))  # checked now, read again as the run goes: never all held

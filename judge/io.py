@@ -215,13 +215,15 @@ def _chmod_default(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~mask)
 
 
-def check_output_path(path: str | Path, option: str = "--out") -> Path:
+def check_output_path(path: str | Path, option: str = "--out", inputs: Iterable[str | Path | None] = ()) -> Path:
     """Fail now, before any model call is paid for, if ``path`` cannot be written as a file.
 
-    Catches a folder given as the file, a parent that is a file, and a folder that cannot be written
-    (read-only, no permission): each is a :class:`DataError` naming the path and the option.
+    Catches an output that is one of the run's ``inputs`` (see :func:`check_not_an_input`), a folder given
+    as the file, a parent that is a file, and a folder that cannot be written (read-only, no permission):
+    each is a :class:`DataError` naming the path and the option.
     """
     p = Path(path)
+    check_not_an_input(p, option, inputs)
     if p.is_dir():
         raise DataError(f"{option} is a folder; give a file name, e.g. {p / 'verdicts.jsonl'}", path=p)
     parent = p.parent
@@ -238,6 +240,27 @@ def check_output_path(path: str | Path, option: str = "--out") -> Path:
     if p.exists() and not os.access(p, os.W_OK):
         raise DataError(f"{option} exists and is read-only", path=p)
     return p
+
+
+def check_not_an_input(path: str | Path, option: str, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse (:class:`DataError`) an output that would overwrite an input of the run: ``path`` resolves
+    (symlinks and ``..`` followed) to one of ``inputs``, or is the same file under another name (a hard
+    link). An input folder stands for the files in it (an MT-Bench answers folder, say). None is skipped."""
+    out = Path(path)
+    target = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given)
+        files = [f for f in src.iterdir() if f.is_file()] if src.is_dir() else [src]
+        for f in files:
+            same = f.resolve() == target or (f.exists() and out.exists() and os.path.samefile(f, out))
+            if same:
+                raise DataError(
+                    f"{option} is an input of this run ({f}): writing it would overwrite that input; "
+                    "choose another output path",
+                    path=out,
+                )
 
 
 class OutputLock:

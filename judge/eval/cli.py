@@ -69,6 +69,7 @@ def eval_command(
     with bootstrap CIs and p-values, gates, and a review queue of the worst and most-changed items."""
     from judge.eval.run import run_suite
     from judge.eval.suite import load_suite
+    from judge.io import check_output_path
 
     spec, root = load_suite(suite)
     updates = {
@@ -88,6 +89,12 @@ def eval_command(
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
+    inputs = [suite, root / spec.data, *(root / s.file for s in spec.systems.values() if s.file)]
+    inputs += [root / m.rubric for m in spec.metrics if m.rubric and (root / m.rubric).is_file()]
+    for name in ("results.json", "scores.jsonl", "review.jsonl"):  # what result.write puts there
+        check_output_path(target / name, "--out", inputs)
+    if report_path is not None:
+        check_output_path(report_path, "--report", [*inputs, *(target / n for n in ("results.json", "scores.jsonl"))])
     result = run_suite(spec, root, progress=sys.stderr.isatty() if progress is None else progress)
     result.write(target)
     if report_path is not None:

@@ -137,7 +137,7 @@ def answer_cmd(
     from judge.providers.registry import get_provider
     from judge.runner import run_sync
 
-    check_output_path(out)
+    check_output_path(out, inputs=[questions_path])
     questions = _select_questions(read_questions(questions_path), question_ids, first_n)
     provider = get_provider(model, base_url=base_url, api_key=api_key)
 
@@ -304,7 +304,7 @@ def judge_cmd(
     from judge.rubric import load_rubric
     from judge.runner import build_grader, run_sync
 
-    check_output_path(out)
+    check_output_path(out, inputs=[questions_path, *answer_paths, *reference_paths, judge_prompts, pairs])
     questions = formats.read_questions(questions_path)
     answers = formats.read_answers(answer_paths)
     formats.check_answers(questions, answers)
@@ -406,8 +406,11 @@ def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
     """Tables from a judgments file: per model, turn and category; win rates; judge bias statistics."""
     import json
 
+    from judge.io import check_output_path
     from judge.mtbench.results import radar_plot, render, summarize
 
+    if plot:
+        check_output_path(plot, "--plot", [judgments])
     summary = summarize(judgments)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else render(summary))
     if plot:
@@ -437,9 +440,13 @@ def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
 )
 def llmbar_cmd(dataset: str, questions_path: str, answer_paths: tuple[str, ...], out_dir: str) -> None:
     """Convert LLMBar's MT-Bench subset (expert pairwise labels) into MT-Bench files plus labels."""
+    from judge.io import check_output_path
     from judge.mtbench.formats import read_answers, read_questions
     from judge.mtbench.llmbar import convert_llmbar
 
+    written = ("question.jsonl", "labels.jsonl", "model_answer/llmbar.jsonl")
+    for name in written:
+        check_output_path(Path(out_dir) / name, "--out-dir", [dataset, questions_path, *answer_paths])
     known = read_answers(answer_paths) if answer_paths else None
     counts = convert_llmbar(dataset, read_questions(questions_path), out_dir, known)
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {Path(out_dir)}")
