@@ -114,6 +114,33 @@ def labels_share_no_class(tmp: Path) -> Case:
     return Case([*argv, "--bootstrap", "0"], ["labels_good_bad.csv", "share no value", "bad, good"])
 
 
+def deep(command: str) -> Callable[[Path], Case]:
+    """``deep.jsonl``'s line 2 nests 5000 lists deep: read by each command, as data, verdicts or labels."""
+
+    def build(tmp: Path) -> Case:
+        data, out = str(CORPUS / "deep.jsonl"), tmp / "out"
+        labels = str(CORPUS / "labels_float_ids.csv")
+        suite = tmp / "suite.yaml"
+        suite.write_text(f"data: {data}\nsystems:\n  a: {data}\n  b: {data}\nmetrics: [exact_match]\n")
+        argv = {
+            "score": [*SCORE, data, "-o", str(out)],
+            "calibrate-judge": ["calibrate", "--judge", data, "--human", labels, "--json", str(out)],
+            "calibrate-human": ["calibrate", "--judge", str(CORPUS / "verdicts.jsonl"), "--human", data],
+            "report": ["report", data, "--out", str(out)],
+            "eval": ["eval", str(suite), "--out", str(out)],
+        }[command]
+        return Case(argv, ["deep.jsonl:2", "nested more than 100 levels deep"], [out])
+
+    return build
+
+
+def suite_file(name: str, *expect: str) -> Callable[[Path], Case]:
+    def build(tmp: Path) -> Case:
+        return Case(["eval", str(CORPUS / name), "--out", str(tmp / "ev")], [name, *expect], [tmp / "ev"])
+
+    return build
+
+
 _HELD: list[OutputLock] = []
 
 CASES: dict[str, Callable[[Path], Case]] = {
@@ -130,6 +157,12 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "utf16-with-bom": utf16("utf16_bom.jsonl"),
     "utf16-without-bom": utf16("utf16_nobom.csv"),
     "labels-share-no-class-with-judge": labels_share_no_class,
+    **{f"deeply-nested-{command}": deep(command) for command in ("score", "calibrate-judge", "calibrate-human")},
+    **{f"deeply-nested-{command}": deep(command) for command in ("report", "eval")},
+    "deeply-nested-suite": suite_file("deep_suite.yaml", ":6:", "nested more than 100 levels deep"),
+    "suite-alias-bomb": suite_file("bomb_suite.yaml", "bomb_suite.yaml:", "aliases expand to more than 100,000 values"),
+    "rubric-recursive-macro": rubric("recursive_macro.j2", ":9:", "recursed too deeply"),
+    "rubric-silent-loops": rubric("silent_loops.j2", ":11:", "more than 1,000,000 loop steps and calls"),
 }
 
 

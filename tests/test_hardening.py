@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,60 @@ def test_a_fatal_server_answer_exits_3_in_every_command(
     assert code == 3, output
     assert "Traceback" not in output
     assert "could not do its job" in output
+
+
+# --- class 1: deep nesting is a one-line error with file, line (and field), never a RecursionError -----------
+
+
+def test_a_nested_field_past_the_limit_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from judge.io import MAX_DEPTH
+
+    data = tmp_path / "d.jsonl"
+    ok = {"id": "a", "input": "q", "output": "o", "meta": [[1]]}
+    bad = {"id": "b", "input": "q", "output": "o", "meta": {"k": [[[]]]}}
+    for _ in range(MAX_DEPTH):  # one level past the limit, well inside what json and Python manage
+        bad["meta"] = [bad["meta"]]
+    data.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n")
+    code, output = run_cli([*SCORE, str(data), "-o", str(tmp_path / "v.jsonl")], capsys)
+    assert code == 2 and "Traceback" not in output
+    assert f"{data}:2, field 'meta': nested more than {MAX_DEPTH} levels deep" in output
+
+
+# --- class 3: the render limit bounds work, not output; validate says so quickly ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "reason"),
+    [
+        ("silent_loops.j2", 11, "more than 1,000,000 loop steps and calls"),
+        ("recursive_macro.j2", 9, "rendering recursed too deeply"),
+    ],
+)
+def test_rubrics_validate_stops_a_runaway_template_within_its_limit(
+    name: str, line: int, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from judge.rubric import MAX_RENDER_SECONDS
+
+    start = time.monotonic()
+    code, output = run_cli(["rubrics", "validate", str(CORPUS / name)], capsys)
+    elapsed = time.monotonic() - start
+    assert code == 1, output  # validate's documented failure code
+    assert "Traceback" not in output and f"FAIL {CORPUS / name}: {CORPUS / name}:{line}: " in output
+    assert reason in output
+    assert elapsed < MAX_RENDER_SECONDS  # a million steps, not seconds of waiting
+
+
+def test_a_slow_render_that_prints_nothing_stops_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from judge import rubric as rubric_module
+    from judge.errors import RubricError
+
+    # steps that are each slow (a recursive loop doubling at every level): the deadline, not the step count, stops it
+    monkeypatch.setattr(rubric_module, "MAX_RENDER_SECONDS", 1.0)
+    body = "{% for x in [1, 1] recursive %}{% if loop.depth < 40 %}{{ loop([1, 1]) }}{% endif %}{% endfor %}"
+    front = "---\nid: r\nversion: 1\ndescription: d\nscale: {min: 1, max: 5}\n---\n"
+    text = front + "{% block user %}" + body + "{% endblock %}"
+    rub = rubric_module.parse_rubric(text, "r.j2")
+    start = time.monotonic()
+    with pytest.raises(RubricError, match=r"r\.j2:7: rubric 'r': rendering took over 1 s"):
+        rub.render({"input": "q", "output": "o"})
+    assert time.monotonic() - start < 2.0
