@@ -10,11 +10,13 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from judge.testing.server import LoopbackServer
 from tests.test_bad_inputs import CORPUS, ITEMS, SCORE, run_cli
+from tests.test_report import browser  # noqa: F401 - the module's headless Chromium
 
 QUESTIONS = Path(__file__).resolve().parent.parent / "examples" / "mtbench" / "question.jsonl"
 
@@ -158,3 +160,53 @@ def test_a_slow_render_that_prints_nothing_stops_at_the_deadline(monkeypatch: py
     with pytest.raises(RubricError, match=r"r\.j2:7: rubric 'r': rendering took over 1 s"):
         rub.render({"input": "q", "output": "o"})
     assert time.monotonic() - start < 2.0
+
+
+# --- class 7: a statistic that is undefined is null with its reason, in JSON, text and HTML -------------------
+
+
+def constant_labels(tmp: Path) -> tuple[Path, Path]:
+    """12 judge scores spread over 1-5 against human labels that are all 3."""
+    verdicts, labels = tmp / "v.jsonl", tmp / "labels.csv"
+    verdicts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "score": 1 + i % 5, "status": "ok"}) + "\n" for i in range(12))
+    )
+    labels.write_text("id,label\n" + "".join(f"q{i},3\n" for i in range(12)))
+    return verdicts, labels
+
+
+def test_undefined_statistics_are_null_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    verdicts, labels = constant_labels(tmp_path)
+    out = tmp_path / "r.json"
+    argv = ["calibrate", "--judge", str(verdicts), "--human", str(labels), "--label-type", "ordinal"]
+    code, text = run_cli([*argv, "--bootstrap", "200", "--json", str(out)], capsys)
+    assert code == 0, text
+    metrics = json.loads(out.read_text())["metrics"]
+    why = "the human labels hold a single class/value"
+    for name in ("cohen_kappa", "kappa_linear", "kappa_quadratic", "spearman", "kendall_tau", "pearson"):
+        assert metrics[name] == {"value": None, "ci_low": None, "ci_high": None, "undefined": why}, name
+        assert f"{name:<24}undefined: {why}" in text
+    # what stays defined keeps its value: exact agreement is the share of judge scores equal to 3
+    assert metrics["accuracy"]["value"] == pytest.approx(sum(1 + i % 5 == 3 for i in range(12)) / 12)
+    assert metrics["accuracy"]["undefined"] is None
+
+
+def test_undefined_statistics_say_so_in_the_html_report(
+    browser: Any,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import judge
+
+    verdicts, labels = constant_labels(tmp_path)
+    out, page = tmp_path / "r.json", tmp_path / "r.html"
+    argv = ["calibrate", "--judge", str(verdicts), "--human", str(labels), "--label-type", "ordinal"]
+    assert run_cli([*argv, "--bootstrap", "200", "--json", str(out)], capsys)[0] == 0
+    judge.report(out, out=page)
+    browser.get(page.resolve().as_uri())
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('section[data-kind=calibration] tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
+    )
+    kappa = next(r for r in rows if r and r[0] == "cohen_kappa")
+    assert kappa[1] == "undefined: the human labels hold a single class/value"

@@ -385,6 +385,8 @@ def eval_section(
 
 
 def _stat(d: dict[str, Any] | None) -> str:
+    if d and d.get("undefined"):
+        return f"undefined: {d['undefined']}"
     if not d or d.get("value") is None:
         return "-"
     return fmt_ci(d["value"], d.get("ci_low"), d.get("ci_high"), 3)
