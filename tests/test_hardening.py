@@ -210,3 +210,43 @@ def test_undefined_statistics_say_so_in_the_html_report(
     )
     kappa = next(r for r in rows if r and r[0] == "cohen_kappa")
     assert kappa[1] == "undefined: the human labels hold a single class/value"
+
+
+# --- class 8: credentials in a base URL are never recorded or printed -----------------------------------------
+
+
+def test_redact_url_hides_userinfo_and_secret_query_values() -> None:
+    from judge.textfmt import redact_url
+
+    assert redact_url("http://user:sk-123@host:8000/v1") == "http://***@host:8000/v1"
+    assert (
+        redact_url("https://host/v1?api_key=sk-1&model=m&token=t2") == "https://host/v1?api_key=***&model=m&token=***"
+    )
+    assert redact_url("http://u:p@host:notaport/v1?sig=abc") == "http://***@host:notaport/v1?sig=***"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"  # nothing secret: unchanged
+
+
+def test_a_base_url_with_credentials_stays_out_of_results_and_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from judge.testing.server import Reply
+
+    answer = json.dumps({"reasoning": "fine", "score": 4})
+    with LoopbackServer(responder=lambda r: Reply(content=answer)) as srv:
+        url = srv.base_url.replace("http://", "http://alice:sekrit-key@")
+        suite = write_suite(tmp_path, f"{{rubric: relevance, judge: openai/m, base_url: '{url}'}}")
+        code, output = run_cli(["eval", str(suite), "--out", str(tmp_path / "ev"), "--no-progress"], capsys)
+    assert code == 0, output
+    results = (tmp_path / "ev" / "results.json").read_text()
+    assert "sekrit" not in results and "sekrit" not in output
+    assert "http://***@127.0.0.1" in results  # the URL is still recorded, without its credentials
+    # a server that is not there: the message names the URL, not the key
+    dead = f"http://alice:sekrit-key@127.0.0.1:{free_port()}/v1"
+    code, output = run_cli([*fatal_commands(tmp_path, dead)["score"], "--base-url", dead], capsys)
+    assert code == 3 and "cannot connect to http://***@127.0.0.1" in output and "sekrit" not in output
+
+
+def test_api_key_help_says_to_prefer_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("answer", "judge"):
+        code, output = run_cli(["mtbench", command, "--help"], capsys)
+        assert code == 0 and "Prefer the environment variable" in " ".join(output.split())

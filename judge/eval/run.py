@@ -567,8 +567,10 @@ def run_suite(suite: Suite, base_dir: Path, *, progress: bool = False) -> EvalRe
         ),
         "n_items": len(data.ids),
     }
+    from judge.textfmt import redact_url_fields  # credentials in a base_url never reach results.json
+
     return EvalResult(
-        suite=suite.model_dump(mode="json"),
+        suite=redact_url_fields(suite.model_dump(mode="json")),
         baseline=suite.baseline,
         systems=systems,
         deltas=deltas,

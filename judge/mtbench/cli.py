@@ -66,6 +66,12 @@ def _select_questions(questions: list[Any], ids: str | None, first_n: int | None
     return questions[:first_n] if first_n else questions
 
 
+API_KEY_HELP = (
+    "API key (default: $OPENAI_API_KEY). Prefer the environment variable: a key given here shows in the process "
+    "list and the shell history."
+)
+
+
 @click.group("mtbench")
 def mtbench() -> None:
     """MT-Bench-style multi-turn benchmarks in FastChat's file formats.
@@ -89,7 +95,7 @@ def mtbench() -> None:
 @click.option("--model", required=True, help="Model under test, PROVIDER/MODEL (openai/..., local/smollm2, fake/...).")
 @click.option("--model-id", default=None, help="Name recorded as model_id (default: the MODEL part of --model).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp...).")
-@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
+@click.option("--api-key", default=None, help=API_KEY_HELP)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the model_answer JSONL.")
 @click.option(
     "--temperature",
@@ -202,7 +208,7 @@ def answer_cmd(
     help="Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).",
 )
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL for the judge.")
-@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
+@click.option("--api-key", default=None, help=API_KEY_HELP)
 @click.option(
     "--judge-prompts",
     default=None,
