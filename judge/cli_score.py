@@ -163,8 +163,9 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 @click.option(
     "--both-orders",
     is_flag=True,
-    help="Pairwise rubrics: judge each pair as given and swapped; orders that disagree make a tie. The summary "
-    "gives the position-consistency rate and P(first wins).",
+    help="Pairwise rubrics: judge each pair as given and swapped. Label probabilities (logprob, reason) are "
+    "averaged over the two orders and the most likely label wins; text verdicts that disagree make a tie. The "
+    "summary gives the position-consistency rate and P(first wins).",
 )
 @click.option(
     "--temperature",

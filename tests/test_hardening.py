@@ -250,3 +250,59 @@ def test_api_key_help_says_to_prefer_the_environment(capsys: pytest.CaptureFixtu
     for command in ("answer", "judge"):
         code, output = run_cli(["mtbench", command, "--help"], capsys)
         assert code == 0 and "Prefer the environment variable" in " ".join(output.split())
+
+
+# --- class 10: --both-orders averages label probabilities when the judge gives them ---------------------------
+
+
+def test_both_orders_average_label_probabilities(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import math
+
+    from judge.testing.server import Reply, prompt_text
+
+    # a judge leaning towards the answer shown first: P(A) is 0.9 when the right answer is first, 0.6 when it is
+    # second; each order's argmax is "A", so the FastChat rule would make every pair a tie
+    def leaning(request: dict) -> Reply:
+        text = prompt_text(request)
+        answers = text[text.index("[Answer A]") :]
+        right_first = answers.index("right") < answers.index("wrong")
+        probs = {"A": 0.9, "B": 0.05, "tie": 0.05} if right_first else {"A": 0.6, "B": 0.35, "tie": 0.05}
+        return Reply(content="A", logprobs=[{k: math.log(v) for k, v in probs.items()}])
+
+    items = [
+        {"id": f"p{i}", "input": f"q{i}", "output": a, "output_b": b}
+        for i, (a, b) in enumerate([("right answer", "wrong answer"), ("wrong answer", "right answer")] * 4)
+    ]
+    data, out = tmp_path / "d.jsonl", tmp_path / "v.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in items))
+    with LoopbackServer(responder=leaning) as srv:
+        argv = ["score", str(data), "-r", "pairwise", "--judge", "openai/m", "--base-url", srv.base_url]
+        code, output = run_cli(
+            [*argv, "--score-mode", "logprob", "--both-orders", "--no-cache", "-o", str(out)], capsys
+        )
+    assert code == 0, output
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    for item in items:
+        v = got[item["id"]]
+        right = "A" if item["output"].startswith("right") else "B"
+        first, second = v["order_probs"][0]  # positional, as the judge gave them
+        assert max(first, key=first.get) == max(second, key=second.get) == "A"  # each order alone: "A"
+        # the average, computed here in the pair's orientation: P(first answer) = (P1(A) + P2(B)) / 2 ...
+        mean = {"A": (first["A"] + second["B"]) / 2, "B": (first["B"] + second["A"]) / 2}
+        mean["tie"] = (first["tie"] + second["tie"]) / 2
+        assert v["score_probs"] == pytest.approx(mean, abs=1e-6)
+        assert v["label"] == right == max(mean, key=mean.get)  # ... picks the right answer every time
+        assert v["score"] == pytest.approx(mean["A"] + 0.5 * mean["tie"], abs=1e-6)
+        assert v["consistent"] is False and v["orders"] == [["A", "A"]]
+
+
+def test_both_orders_text_verdicts_keep_the_fastchat_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from judge.testing.server import Reply
+
+    data, out = tmp_path / "d.jsonl", tmp_path / "v.jsonl"
+    data.write_text(json.dumps({"id": "p", "input": "q", "output": "x", "output_b": "y"}) + "\n")
+    with LoopbackServer(responder=lambda r: Reply(content=json.dumps({"reasoning": "r", "verdict": "A"}))) as srv:
+        argv = ["score", str(data), "-r", "pairwise", "--judge", "openai/m", "--base-url", srv.base_url]
+        code, output = run_cli([*argv, "--both-orders", "--no-cache", "-o", str(out)], capsys)
+    v = json.loads(out.read_text())
+    assert code == 0 and v["label"] == "tie" and v["score_probs"] is None and v["order_probs"] is None
