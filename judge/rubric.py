@@ -303,10 +303,10 @@ class Rubric:
 
     def render(self, values: dict[str, Any], score_mode: str = "text") -> list[Message]:
         """Render the messages for one item. Raises :class:`RubricError` on missing inputs."""
-        missing = [name for name in self.spec.inputs.required if _blank(values.get(name))]
+        missing = [name for name in self.spec.inputs.required if _missing(values.get(name))]
         if missing:
             raise RubricError(f"rubric '{self.id}' needs {', '.join(repr(m) for m in missing)}, which the item lacks")
-        ctx = {k: v for k, v in values.items() if not _blank(v)}
+        ctx = {k: v for k, v in values.items() if not _missing(v)}  # "" is a value (an empty answer is judged)
         ctx["scale"] = self.spec.scale.model_dump() if self.spec.scale else None
         ctx["choices"] = self.spec.choices
         ctx["flag"] = self.spec.flag
@@ -466,10 +466,9 @@ class Rubric:
         return f"Rubric({self.id!r}, version={self.spec.version!r}, hash={self.content_hash})"
 
 
-def _blank(value: Any) -> bool:
-    return (
-        value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
-    )
+def _missing(value: Any) -> bool:
+    """Whether an input is absent: None or NaN (a blank cell read by pandas). An empty string is present."""
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def parse_rubric(text: str, source: str = "<string>") -> Rubric:

@@ -218,11 +218,12 @@ def build_grader(
 
 
 def check_items(items: list[Item], rubric: Rubric) -> None:
-    """Fail before any model call if an item lacks an input the rubric requires."""
+    """Fail before any model call if an item lacks an input the rubric requires (an empty answer, "", is an
+    answer: the judge judges it)."""
     for item in items:
         for name in rubric.spec.inputs.required:
             value = item.values().get(name)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if value is None or (isinstance(value, float) and value != value):
                 msg = f"rubric '{rubric.id}' requires '{name}', which item '{item.id}' lacks"
                 msg += " (use --map to rename a column)"
                 raise item.error(msg, name)

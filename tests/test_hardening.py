@@ -306,3 +306,64 @@ def test_both_orders_text_verdicts_keep_the_fastchat_rule(tmp_path: Path, capsys
         code, output = run_cli([*argv, "--both-orders", "--no-cache", "-o", str(out)], capsys)
     v = json.loads(out.read_text())
     assert code == 0 and v["label"] == "tie" and v["score_probs"] is None and v["order_probs"] is None
+
+
+# --- class 12: an empty output is an answer, scored like any other ------------------------------------------
+
+FINETUNE = Path(__file__).resolve().parent.parent / "examples" / "finetune"
+
+
+def test_an_empty_answer_counts_against_its_system(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sacrebleu
+
+    def rows(name: str) -> list[dict]:
+        return [json.loads(line) for line in (FINETUNE / name).read_text().splitlines()]
+
+    items = rows("items.jsonl")
+    outputs = {s: {r["id"]: r["output"] for r in rows(f"{s}.jsonl")} for s in ("base", "tuned")}
+    ids = [i["id"] for i in items if i.get("reference")]
+    assert [i for i in ids if not outputs["base"][i].strip()] == ["q127"]  # one empty base answer among them
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"data: {FINETUNE / 'items.jsonl'}\nsystems:\n  base: {FINETUNE / 'base.jsonl'}\n"
+        f"  tuned: {FINETUNE / 'tuned.jsonl'}\nbaseline: base\nmetrics: [bleu, chrf, token_f1]\nbootstrap: 200\n"
+        "permutations: 200\n"
+    )
+    code, output = run_cli(["eval", str(suite), "--out", str(tmp_path / "ev")], capsys)
+    assert code == 0, output
+    result = json.loads((tmp_path / "ev" / "results.json").read_text())
+    refs = [[next(i["reference"] for i in items if i["id"] == k) for k in ids]]
+    for system in ("base", "tuned"):
+        hyps = [outputs[system][k] for k in ids]
+        got = result["systems"][system]
+        assert got["bleu"]["n"] == got["chrf"]["n"] == got["token_f1"]["n"] == 30
+        # sacrebleu's own corpus scores over all 30 answers, the empty one included
+        assert got["bleu"]["value"] == pytest.approx(sacrebleu.corpus_bleu(hyps, refs).score, abs=1e-9)
+        assert got["chrf"]["value"] == pytest.approx(sacrebleu.corpus_chrf(hyps, refs).score, abs=1e-9)
+    assert result["systems"]["base"]["bleu"]["value"] == pytest.approx(2.12, abs=0.005)  # not 2.38 over 29
+    assert result["deltas"]["tuned"]["bleu"]["n_pairs"] == 30
+    scores = [json.loads(line) for line in (tmp_path / "ev" / "scores.jsonl").read_text().splitlines()]
+    empty = next(s for s in scores if s["id"] == "q127" and s["system"] == "base" and s["metric"] == "token_f1")
+    assert empty["status"] == "ok" and empty["score"] == 0.0
+
+
+def test_a_rubric_judge_judges_an_empty_answer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from judge.testing.server import Reply
+
+    seen: list[str] = []
+
+    def judge(request: dict) -> Reply:
+        seen.append(json.dumps(request))
+        return Reply(content=json.dumps({"reasoning": "r", "score": 1}))
+
+    suite = write_suite(tmp_path)
+    (tmp_path / "b.jsonl").write_text('{"id": "a", "output": ""}\n{"id": "b", "output": null}\n')
+    with LoopbackServer(responder=judge) as srv:
+        code, output = run_cli(["eval", str(suite), "--out", str(tmp_path / "ev"), "--base-url", srv.base_url], capsys)
+    assert code == 0, output
+    assert len(seen) == 3  # a's two outputs and b's two, less the one that does not exist (null)
+    scores = {
+        (s["system"], s["id"]): s for s in map(json.loads, (tmp_path / "ev" / "scores.jsonl").read_text().splitlines())
+    }
+    assert scores["b", "a"]["status"] == "ok" and scores["b", "a"]["score"] == 1.0  # the empty answer, judged
+    assert scores["b", "b"]["status"] == "unscored" and scores["b", "b"]["error"] == "no output"

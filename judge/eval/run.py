@@ -42,7 +42,8 @@ class EvalData:
     groups: list[str] | None = None  # each item's value of the suite's group column (cluster bootstrap)
 
     def view(self, system: str) -> EvalInput:
-        return EvalInput(self.ids, [o or "" for o in self.outputs[system]], self.inputs, self.references, self.contexts)
+        # None (no output: the generation failed) stays None, unscored; "" is an answer, and is scored
+        return EvalInput(self.ids, list(self.outputs[system]), self.inputs, self.references, self.contexts)
 
 
 def _text(row: Row, key: str, value: Any) -> str | None:
@@ -261,7 +262,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
                 Item(
                     id=ident,
                     input=data.inputs[k] or None,
-                    output=outputs[k] if outputs[k] and outputs[k].strip() else None,
+                    output=outputs[k],  # None: no output (unscored); "" is an answer the judge judges
                     reference=data.references[k][0] if data.references[k] else None,
                     context=data.contexts[k],
                 )
@@ -277,7 +278,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
             for k, it in enumerate(items):
                 v = verdicts.get(it.id)
                 if v is None:
-                    errors.append("empty output")
+                    errors.append("no output")
                     notes.append(None)
                     continue
                 if v.status == "ok" and v.score is not None:
