@@ -445,9 +445,11 @@ def test_bertscore_matches_bert_score_on_minilm() -> None:
     res = get_metric("bertscore").fn(make_input(outs, refs), {"device": "cpu"})
     assert res.settings["num_layers"] == 6 and res.settings["idf"] is False
     assert res.settings["model_name"] == "all-minilm-l6-v2" and res.settings["rescale_with_baseline"] is False
-    assert res.errors[6] is None  # an empty answer is scored, as bert-score itself scores it
-    _, _, f = score([*OUTPUTS[:6], ""], [*REFS[:6], ["x"]], model_type=path, num_layers=6, device="cpu", idf=False)
-    assert res.scores["bertscore"][:7] == pytest.approx(f.numpy().tolist(), abs=1e-5)
+    # an empty answer is scored as bert-score defines it (utils.greedy_cos_idf: "Empty candidate sentence detected;
+    # setting raw BERTscores to 0."; its own path to there fails on this transformers version, so not called here)
+    assert res.errors[6] is None and res.scores["bertscore"][6] == 0.0
+    _, _, f = score(OUTPUTS[:6], REFS[:6], model_type=path, num_layers=6, device="cpu", idf=False)
+    assert res.scores["bertscore"][:6] == pytest.approx(f.numpy().tolist(), abs=1e-5)
 
     res_idf = get_metric("bertscore").fn(make_input(OUTPUTS, REFS), {"idf": True, "batch_size": 4, "device": "cpu"})
     _, _, f_idf = score(OUTPUTS, REFS, model_type=path, num_layers=6, device="cpu", idf=True, nthreads=0)
