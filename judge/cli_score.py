@@ -224,7 +224,7 @@ def score(
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
     from judge.batch import BatchSettings
-    from judge.dataset import parse_mapping, stream_items
+    from judge.dataset import coercion_note, parse_mapping, stream_items
     from judge.io import OutputLock, check_output_path
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
@@ -237,6 +237,9 @@ def score(
     eng = check_engine(engine, address, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
     load_prices(prices)
     items = stream_items(data, parse_mapping(mapping))  # checked now, read again as the run goes: never all held
+    note = coercion_note(items.coerced)
+    if note:
+        click.echo(note, err=True)
     spec = judge_spec
     if spec is None:
         spec, why = explain_default_judge(base_url)

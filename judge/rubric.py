@@ -145,6 +145,10 @@ class RenderLimitError(RubricError):
     """A render stopped at a bound on its work: steps, time or recursion depth."""
 
 
+class PromptTooLongError(RenderLimitError):
+    """The rendered prompt passed :data:`MAX_RENDER_CHARS` (an item's text, usually: see ``Rubric.render_item``)."""
+
+
 def _step() -> None:
     _BUDGET.steps -= 1
     if _BUDGET.steps < 0:
@@ -161,7 +165,7 @@ def _render_block(block: Any, context: Any, source: str) -> str:
         parts.append(chunk)
         size += len(chunk)
         if size > MAX_RENDER_CHARS:
-            raise RubricError(f"the rendered prompt passes {MAX_RENDER_CHARS} characters", path=source)
+            raise PromptTooLongError(f"the rendered prompt passes {MAX_RENDER_CHARS:,} characters", path=source)
         if time.monotonic() > _BUDGET.deadline:
             raise RenderLimitError(f"rendering took over {MAX_RENDER_SECONDS:g} s", path=source)
     return "".join(parts)
@@ -343,6 +347,22 @@ class Rubric:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user + "\n\n" + self.format_instructions(score_mode)})
         return messages
+
+    def render_item(self, item: Any, values: dict[str, Any] | None = None, score_mode: str = "text") -> list[Message]:
+        """:meth:`render` for a data item (its ``values()``, or ``values``): a prompt made too long by the item's
+        own text is the item's fault, a :class:`DataError` naming its file, line and longest field."""
+        values = item.values() if values is None else values
+        try:
+            return self.render(values, score_mode)
+        except PromptTooLongError:
+            texts = {k: v for k, v in values.items() if isinstance(v, str)}
+            field = max(texts, key=lambda k: len(texts[k])) if texts else None
+            size = f" ('{field}' holds {len(texts[field]):,} characters)" if field else ""
+            raise item.error(
+                f"the prompt for item '{item.id}' passes {MAX_RENDER_CHARS:,} characters{size}: shorten it or leave "
+                "it out",
+                field,
+            ) from None
 
     def _line_of(self, exc: BaseException) -> int | None:
         """The rubric file's line of the template code running when ``exc`` was raised (the innermost)."""

@@ -398,7 +398,7 @@ async def stream_run(
     async def trial(g: Grader, item: Item) -> Verdict:
         if not both_orders:
             return await g.grade(item, limiter=calls)
-        swapped = g.rubric.render(swapped_values(item.values()), g.score_mode)
+        swapped = g.rubric.render_item(item, swapped_values(item.values()), g.score_mode)
         v1, v2 = await asyncio.gather(g.grade(item, limiter=calls), g.grade_messages(item.id, swapped, limiter=calls))
         return combine_order_verdicts(v1, v2)
 
@@ -587,7 +587,7 @@ ESTIMATED_COMPLETION_TOKENS = 100
 
 def estimate_item(grader: Grader, item: Item) -> tuple[int, int, str]:
     """(prompt tokens, completion tokens, tokenizer used) of one call for ``item`` (see :func:`estimate_run`)."""
-    messages = grader.rubric.render(item.values(), grader.score_mode)
+    messages = grader.rubric.render_item(item, score_mode=grader.score_mode)
     counted = grader.provider.count_tokens(messages)
     tokenizer = grader.provider.id
     if counted is None:

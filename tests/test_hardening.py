@@ -367,3 +367,49 @@ def test_a_rubric_judge_judges_an_empty_answer(tmp_path: Path, capsys: pytest.Ca
     }
     assert scores["b", "a"]["status"] == "ok" and scores["b", "a"]["score"] == 1.0  # the empty answer, judged
     assert scores["b", "b"]["status"] == "unscored" and scores["b", "b"]["error"] == "no output"
+
+
+# --- class 9: coercions said out loud, or refused with file, line and field ----------------------------------
+
+
+def test_values_read_as_text_are_counted_and_float_ids_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = tmp_path / "d.jsonl", tmp_path / "v.jsonl"
+    rows = [
+        {"id": 1.0, "input": "q", "output": 4},
+        {"id": 2.0, "input": "q", "output": {"answer": 5}},
+        {"id": 3, "input": "q", "output": "six"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, output = run_cli([*SCORE, str(data), "-o", str(out)], capsys)
+    assert code == 0, output
+    assert (
+        f"note: read as text: 2 'id' value(s) that are numbers (first at {data}:1); 1 'output' value(s) that are "
+        f"numbers (first at {data}:1); 1 'output' value(s) that are JSON objects (first at {data}:2)"
+    ) in output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["1", "2", "3"]  # 1.0 is item "1"
+
+
+def test_an_item_too_long_for_the_prompt_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from judge.rubric import MAX_RENDER_CHARS
+
+    data, out = tmp_path / "d.jsonl", tmp_path / "v.jsonl"
+    rows = [{"id": "a", "input": "q", "output": "x"}, {"id": "b", "input": "q", "output": "y" * (MAX_RENDER_CHARS + 1)}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, output = run_cli([*SCORE, str(data), "-o", str(out)], capsys)
+    assert code == 2 and "Traceback" not in output
+    assert f"{data}:2, field 'output': the prompt for item 'b' passes {MAX_RENDER_CHARS:,} characters" in output
+    assert "relevance.j2" not in output  # not the rubric's fault
+
+
+def test_two_systems_reading_the_same_outputs_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = write_suite(tmp_path, "self_bleu")  # a metric that needs no reference
+    suite.write_text(suite.read_text().replace("b: b.jsonl", "b: ./a.jsonl"))
+    code, output = run_cli(["eval", str(suite), "--out", str(tmp_path / "ev")], capsys)
+    assert code == 0, output
+    assert (
+        f"warning: systems a, b read the same outputs ({(tmp_path / 'a.jsonl').resolve()}, column 'output')" in output
+    )

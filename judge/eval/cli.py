@@ -89,6 +89,17 @@ def eval_command(
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
+    same: dict[tuple[str, str, str], list[str]] = {}  # where a system's outputs come from -> the systems reading it
+    for name, s in spec.systems.items():
+        source = str((root / s.file).resolve()) if s.file else f"{root / spec.data} (column)"
+        same.setdefault((source, s.column, s.id_column), []).append(name)
+    for (source, column, _), names in same.items():
+        if len(names) > 1:
+            click.echo(
+                f"warning: systems {', '.join(names)} read the same outputs ({source}, column '{column}'): "
+                "their deltas are 0 by construction",
+                err=True,
+            )
     inputs = [suite, root / spec.data, *(root / s.file for s in spec.systems.values() if s.file)]
     inputs += [root / m.rubric for m in spec.metrics if m.rubric and (root / m.rubric).is_file()]
     for name in ("results.json", "scores.jsonl", "review.jsonl"):  # what result.write puts there
