@@ -48,8 +48,13 @@ def write_suite(tmp: Path, metric: str = "{rubric: relevance, judge: openai/m}")
         [*SCORE, str(CORPUS / "garbage.parquet"), "-o", "{tmp}/v.jsonl"],  # DataError
         ["score", str(ITEMS), "--rubric", str(CORPUS / "include.j2"), "--judge", "fake/echo-score", "--no-cache"],
         [*SCORE, str(ITEMS), "-o", "{tmp}/afile/v.jsonl"],  # an output under a file
+        ["calibrate", "--judge", str(CORPUS / "deep.jsonl"), "--human", str(CORPUS / "labels_float_ids.csv")],
+        ["report", str(CORPUS / "deep.jsonl"), "--out", "{tmp}/r.html"],
+        ["eval", str(CORPUS / "bomb_suite.yaml"), "--out", "{tmp}/ev"],
+        ["mtbench", "answer", "--questions", str(CORPUS / "deep.jsonl"), "--model", "fake/x", "--out", "{tmp}/a.jsonl"],
+        ["baseline", "similarity", str(ITEMS), "--out", str(ITEMS)],  # an output that is its input
     ],
-    ids=["data-error", "rubric-error", "output-path-error"],
+    ids=["data-error", "rubric-error", "output-path-error", "calibrate", "report", "eval", "mtbench", "baseline"],
 )
 def test_debug_only_adds_the_traceback(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "afile").write_text("x")
