@@ -228,10 +228,11 @@ def calibrate(
 
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
+    inputs = [judge_path, human_path, items_path]
     if json_path:
-        check_output_path(json_path, "--json")  # before minutes of bootstrap, not after
+        check_output_path(json_path, "--json", inputs)  # before minutes of bootstrap, not after
     if report_path:
-        check_output_path(report_path, "--report")
+        check_output_path(report_path, "--report", [*inputs, json_path])
     scores = load_judge_scores(judge_path, score_column=score_column, id_column=id_column)
     averaged = scores.attrs.get("averaged_repeats") or {}
     if averaged:

@@ -491,11 +491,24 @@ def _design(
             f"judge scores take {len(np.unique(p))} distinct values: exact agreement, κ and ordinal α need a "
             "discrete scale, so only MAE, within-1, interval α and correlations are reported"
         )
-    if len(np.unique(y)) < 2:
-        warns.append("the human labels hold a single class/value: κ, α, correlations and AUC are undefined")
-    elif len(np.unique(p)) < 2:
-        warns.append("the judge gave every item the same verdict: κ, α and correlations are undefined")
+    reason = _constant_side(y, p)
+    if reason:
+        warns.append(f"{reason}: κ, correlations and AUC are undefined (null in the report)")
     return design
+
+
+CHANCE_CORRECTED = ("cohen_kappa", "kappa_linear", "kappa_quadratic", "spearman", "kendall_tau", "pearson", "roc_auc")
+"""Statistics that compare each side's variation with the other's: undefined when one side does not vary (κ
+would be 0 whatever the other side says, correlations divide by zero, AUC needs both classes)."""
+
+
+def _constant_side(y: np.ndarray, p: np.ndarray) -> str | None:
+    """Why the chance-corrected statistics are undefined on these labels ``y`` and verdicts ``p``, or None."""
+    if len(np.unique(y)) < 2:
+        return "the human labels hold a single class/value"
+    if len(np.unique(p)) < 2:
+        return "the judge gave every item the same verdict"
+    return None
 
 
 def _classes(kind: str, human: pd.Series, judge: pd.Series, labels: pd.DataFrame) -> list[str]:
@@ -528,8 +541,13 @@ def _stats(
         if ci_method == "bca":
             jack = jackknife(design, cells, **where)
     out: dict[str, Stat] = {}
+    constant = _constant_side(y, p)
     for name in design.metrics:
         value = points[name]
+        if not np.isfinite(value) or (constant and name in CHANCE_CORRECTED):
+            why = constant or "no value on these data (a class or a side without variation)"
+            out[name] = Stat(value=None, ci_low=None, ci_high=None, undefined=why)
+            continue
         if name not in reps:
             lo, hi = None, None
         elif name in jack:

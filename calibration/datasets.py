@@ -11,7 +11,6 @@ pairwise judgment lines (``judge.mtbench.llmbar``), which ``judge calibrate`` re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,13 @@ import pandas as pd
 
 from calibration.labels import normalise_pairwise
 from judge.errors import DataError
-from judge.io import read_rows
+from judge.io import parse_json, read_rows
 
 
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise DataError("file not found", path=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc.msg})", path=path, line=exc.lineno) from None
+    data = parse_json(path.read_text(encoding="utf-8"), path)
     if not isinstance(data, list):
         raise DataError("expected a JSON list of records", path=path)
     return data

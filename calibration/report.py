@@ -27,6 +27,7 @@ class Stat(BaseModel):
     value: float | None
     ci_low: float | None
     ci_high: float | None
+    undefined: str | None = Field(None, description="Why value and interval are null, when the statistic is undefined.")
 
 
 class Confusion(BaseModel):
@@ -130,6 +131,8 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _stat(stat: Stat | None) -> str:
+    if stat is not None and stat.undefined:
+        return f"undefined: {stat.undefined}"
     if stat is None or stat.value is None:
         return "—"
     return f"{stat.value:.3f} [{_num(stat.ci_low)}, {_num(stat.ci_high)}]"

@@ -48,6 +48,7 @@ from judge.io import JsonlAppender, write_jsonl
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy, with_retries
+from judge.textfmt import redact_url
 
 if TYPE_CHECKING:
     from judge.dataset import Item
@@ -125,7 +126,8 @@ class BatchStore:
         self._conn = sqlite3.connect(cache.path, isolation_level=None, timeout=30, check_same_thread=False)
 
     def record(self, batch: dict[str, Any], provider: Provider, keys: list[str]) -> None:
-        info = {"provider": provider.id, "base_url": getattr(provider, "base_url", None)}
+        # credentials in the URL stay out of the cache database: `judge batches` then needs --base-url again
+        info = {"provider": provider.id, "base_url": redact_url(getattr(provider, "base_url", None))}
         with self._conn:
             self._conn.execute("BEGIN")
             self._conn.execute(

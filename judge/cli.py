@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 import click
 
-from judge.errors import JudgeError
+from judge.errors import JudgeError, ProviderError
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """\b
-Exit codes (the same for every command):
+Exit codes (the same for every command; --debug only adds the traceback):
   0    ok
   1    a gate failed (judge eval gates, judge rubrics validate)
   2    usage or data error: a bad option, file, rubric or output path (checked before any call)
-  3    run incomplete: nothing scored, an item unscored for a transport reason after all retries,
-       or the unscored share above --max-unscored
+  3    the run could not do its job: nothing scored, an item unscored for a transport reason after all
+       retries, the unscored share above --max-unscored, or a server no item can get past (401, 403,
+       404, nothing listening at the URL)
   130  interrupted (Ctrl-C): finished results stay in OUT.partial and the cache"""
 """The exit-code table every command's ``--help`` ends with (and the README repeats)."""
 
@@ -111,7 +113,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: run the CLI and turn our errors into one readable line and exit code 2."""
+    """Entry point: run the CLI and turn our errors into one readable line and the exit code of the table
+    (``--debug`` adds the traceback, never changes the code)."""
     args = argv if argv is not None else sys.argv[1:]
     debug = "--debug" in args
     try:
@@ -124,20 +127,27 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except ProviderError as exc:
+        # a server no item can get past (401/403/404, nothing listening): the run could not do its job
+        fail(f"error: the run could not do its job: {exc}", EXIT_INCOMPLETE, debug)
     except JudgeError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(f"error: {exc}", EXIT_USAGE, debug)
     except OSError as exc:
         # a path the checks up front could not foresee (a disk filling up, a folder removed mid-run)
-        if debug or exc.filename is None:
+        if exc.filename is None:
             raise
-        click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(f"error: {exc.filename}: {exc.strerror or exc}", EXIT_USAGE, debug)
     except KeyboardInterrupt:  # outside a command, e.g. while importing one
         click.echo(interrupt_hint(args), err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def fail(message: str, code: int, debug: bool) -> NoReturn:
+    """Print ``message`` (after the traceback of the error being handled, with ``--debug``) and exit ``code``."""
+    if debug:
+        traceback.print_exc()
+    click.echo(message, err=True)
+    sys.exit(code)
 
 
 MAX_UNSCORED_HELP = (

@@ -166,8 +166,9 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 @click.option(
     "--both-orders",
     is_flag=True,
-    help="Pairwise rubrics: judge each pair as given and swapped; orders that disagree make a tie. The summary "
-    "gives the position-consistency rate and P(first wins).",
+    help="Pairwise rubrics: judge each pair as given and swapped. Label probabilities (logprob, reason) are "
+    "averaged over the two orders and the most likely label wins; text verdicts that disagree make a tie. The "
+    "summary gives the position-consistency rate and P(first wins).",
 )
 @click.option(
     "--temperature",
@@ -226,7 +227,7 @@ def score(
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
     from judge.batch import BatchSettings
-    from judge.dataset import parse_mapping, stream_items
+    from judge.dataset import coercion_note, parse_mapping, stream_items
     from judge.io import OutputLock, check_output_path
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
@@ -235,12 +236,13 @@ def score(
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
-    if data.exists() and target.resolve() == data.resolve():
-        raise ConfigError(f"--out {target} is the data file itself; choose another output path")
-    check_output_path(target)
+    check_output_path(target, inputs=[data, rubric if Path(rubric).is_file() else None, prices])
     eng = check_engine(engine, address, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
     load_prices(prices)
     items = stream_items(data, parse_mapping(mapping))  # checked now, read again as the run goes: never all held
+    note = coercion_note(items.coerced)
+    if note:
+        click.echo(note, err=True)
     spec = judge_spec
     if spec is None:
         spec, why = explain_default_judge(base_url)

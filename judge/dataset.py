@@ -69,13 +69,26 @@ def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def _text(value: Any, row: Row | None, field: str) -> str | None:
+Coerced = dict[str, list[str]]
+"""What :func:`item_from_record` read as text that was not text: ``"FIELD: KIND"`` -> the ``file:line`` of each."""
+
+
+def _text(value: Any, row: Row | None, field: str, coerced: Coerced | None = None) -> str | None:
+    """``value`` as text. Numbers and JSON objects or lists are read as text on purpose (a QA answer 4, a
+    list of references), and each is noted in ``coerced`` so the run can say how many there were; a
+    whole-number float id (1.0, from Parquet or pandas) is the integer's text, "1", as calibrate matches it."""
     if value is None:
         return None
     if isinstance(value, float) and value != value:  # NaN from pandas
         return None
     if isinstance(value, str):
         return value
+    noted = isinstance(value, float) if field == "id" else isinstance(value, int | float | bool | list | dict)
+    if noted and coerced is not None:  # integer ids are ordinary; a float id (1.0) is worth a word
+        kind = {dict: "JSON objects", list: "JSON lists", bool: "true/false"}.get(type(value), "numbers")
+        coerced.setdefault(f"{field}: {kind}", []).append(f"{row.path}:{row.line}" if row else "?")
+    if field == "id" and isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, int | float | bool):
         return str(value)
     if isinstance(value, list | dict):
@@ -84,10 +97,25 @@ def _text(value: Any, row: Row | None, field: str) -> str | None:
     raise row.error(err, field) if row else DataError(err, field=field)
 
 
+def coercion_note(coerced: Coerced) -> str | None:
+    """One line saying which fields held values that were read as text, how many and where the first was."""
+    if not coerced:
+        return None
+    parts = [
+        f"{len(where)} '{key.split(': ')[0]}' value(s) that are {key.split(': ')[1]} (first at {where[0]})"
+        for key, where in coerced.items()
+    ]
+    return "note: read as text: " + "; ".join(parts)
+
+
 def item_from_record(
-    record: Mapping[str, Any], mapping: Mapping[str, str] | None = None, row: Row | None = None
+    record: Mapping[str, Any],
+    mapping: Mapping[str, str] | None = None,
+    row: Row | None = None,
+    coerced: Coerced | None = None,
 ) -> Item:
-    """Build an :class:`Item` from a dict, applying ``mapping`` (field -> column)."""
+    """Build an :class:`Item` from a dict, applying ``mapping`` (field -> column); values read as text that
+    were not text are noted in ``coerced`` (see :func:`_text`)."""
     mapping = dict(mapping or {})
     used = set(mapping.values())
     values: dict[str, Any] = {}
@@ -96,7 +124,7 @@ def item_from_record(
         if field in mapping and column not in record:
             msg = f"column '{column}' (mapped to {field}) is missing; columns are: {', '.join(map(str, record))}"
             raise row.error(msg, column) if row else DataError(msg, field=column)
-        values[field] = _text(record.get(column), row, column)
+        values[field] = _text(record.get(column), row, column, coerced)
     extra = {k: v for k, v in record.items() if k not in used and k not in ("id", *FIELDS)}
     ident = values.pop("id") or content_id(values)
     source = f"{row.path}:{row.line}" if row else None
@@ -121,10 +149,15 @@ class ItemFile:
         self.path = Path(path)
         self.mapping = dict(mapping or {})
         self._n: int | None = None
+        self.coerced: Coerced = {}  # filled by scan(): the values read as text that were not text
 
     def __iter__(self) -> Iterator[Item]:
         for row in iter_rows(self.path):
             yield item_from_record(row.data, self.mapping, row)
+
+    def _scan_items(self) -> Iterator[Item]:
+        for row in iter_rows(self.path):
+            yield item_from_record(row.data, self.mapping, row, self.coerced)
 
     def __len__(self) -> int:
         if self._n is None:
@@ -138,7 +171,8 @@ class ItemFile:
         Holds 8 bytes per item while it runs (a hash of each id); a repeated hash is confirmed with a
         second read, so two ids that merely share a hash are not an error."""
         digests = array("Q")
-        for item in self:
+        self.coerced = {}
+        for item in self._scan_items():
             digests.append(_id_digest(item.id))
         if not digests:
             raise DataError("no items in file", path=self.path)

@@ -99,7 +99,7 @@ async def generate_outputs(
     """Answer every prompt; one record per item, in item order: ``id, output, status, error, finish_reason,
     prompt_tokens, completion_tokens, cached``. Longest prompts go first (local batches pad least). A server
     is paced by the same adaptive limiter as judge calls (its rate-limit headers, AIMD on refusals)."""
-    from judge.grader import FATAL_STATUSES
+    from judge.grader import is_fatal
     from judge.limiter import AdaptiveLimiter
     from judge.runner import SLOW_START, gather_streamed
 
@@ -116,10 +116,12 @@ async def generate_outputs(
                     provider, settings.messages(prompts[k]), config, cache, retry, kind="eval-generate", limiter=limiter
                 )
             except ClientRequestError as exc:
-                if exc.status in FATAL_STATUSES:
+                if is_fatal(exc):
                     raise
                 rec |= {"output": None, "status": "error", "error": f"generation rejected: {exc}"}
             except ProviderError as exc:
+                if is_fatal(exc):  # nothing listens at the URL: no item can get past it
+                    raise
                 rec |= {"output": None, "status": "error", "error": f"generation failed: {type(exc).__name__}: {exc}"}
             else:
                 rec |= {

@@ -275,7 +275,8 @@ class Grader:
 
     async def grade(self, item: Item, *, limiter: Limiter | None = None) -> Verdict:
         """Judge one item. Never raises for the server's or the judge's faults: those give ``unscored``."""
-        return await self.grade_messages(item.id, self.rubric.render(item.values(), self.score_mode), limiter=limiter)
+        messages = self.rubric.render_item(item, score_mode=self.score_mode)
+        return await self.grade_messages(item.id, messages, limiter=limiter)
 
     async def grade_messages(self, item_id: str, messages: list[Message], *, limiter: Limiter | None = None) -> Verdict:
         """Judge pre-rendered ``messages`` (e.g. a FastChat judge prompt) with this grader's parsing,

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from judge.errors import DataError
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".parquet")
+MAX_DEPTH = 100
+"""Deepest nesting of lists and objects a JSON input may hold: deeper is refused with the file and line, never
+left to end in a RecursionError somewhere downstream (json itself gives up near 1000 levels)."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,104 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
     raise DataError(f"unsupported file type '{suffix}' (use one of {', '.join(SUPPORTED)})", path=p)
 
 
+def parse_json(text: str, path: str | Path, line: int | None = None) -> Any:
+    """``json.loads`` for an input file: invalid JSON, and nesting deeper than :data:`MAX_DEPTH`, are a
+    :class:`DataError` naming ``path`` and the line (``line``, for one line of a JSONL file; else the
+    error's line in ``text``) and, for a too-deep object, its top-level field."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = line if line is not None else exc.lineno
+        column = f" at column {exc.colno}" if line is not None else ""
+        raise DataError(f"invalid JSON ({exc.msg}{column})", path=path, line=where) from None
+    except RecursionError:
+        raise DataError(f"nested more than {MAX_DEPTH} levels deep", path=path, line=line) from None
+    deep = _too_deep(obj)
+    if deep is not None:
+        raise DataError(f"nested more than {MAX_DEPTH} levels deep", path=path, line=line, field=deep or None)
+    return obj
+
+
+def _too_deep(obj: Any) -> str | None:
+    """None when ``obj`` nests at most :data:`MAX_DEPTH` levels; else the top-level key holding the deepest
+    part ("" when ``obj`` is not an object). Iterative: no recursion to run out of."""
+    stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
+    while stack:
+        value, depth, top = stack.pop()
+        if depth > MAX_DEPTH:
+            return top
+        if isinstance(value, dict):
+            stack.extend(
+                (v, depth + 1, top if depth else str(k)) for k, v in value.items() if isinstance(v, dict | list)
+            )
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, top) for v in value if isinstance(v, dict | list))
+    return None
+
+
+MAX_YAML_CHARS = 1_000_000
+"""Largest YAML text (a suite, a rubric's front matter) read: configuration, not data."""
+MAX_YAML_NODES = 100_000
+"""Most nodes a YAML document may stand for with its aliases expanded: a "billion laughs" bomb of a few
+hundred bytes stands for billions, and everything that walks the result (validation, key lines) would."""
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A YAML text past one of :func:`load_yaml`'s bounds (size, nesting, aliases), at the line it was found."""
+
+
+def load_yaml(text: str, loader: type | None = None) -> tuple[Any, Any]:
+    """The one way the project reads YAML: ``(value, node)`` of a single document, read with ``loader``
+    (a ``yaml.SafeLoader`` subclass; default SafeLoader), the node for line lookups (None when empty).
+
+    Bounded before anything is built: the text's size (:data:`MAX_YAML_CHARS`), nesting
+    (:data:`MAX_DEPTH`, checked on the parser's events, which need no recursion) and the size with
+    aliases expanded (:data:`MAX_YAML_NODES`). Each limit is a :class:`YamlLimitError` (a ``yaml.YAMLError``)
+    with the line it was found at, so callers report it as any other YAML error."""
+    loader = loader or yaml.SafeLoader
+
+    def limit(problem: str, mark: Any = None) -> YamlLimitError:
+        return YamlLimitError(problem=problem, problem_mark=mark or yaml.Mark("<yaml>", 0, 0, 0, None, None))
+
+    if len(text) > MAX_YAML_CHARS:
+        raise limit(f"{len(text):,} characters, more than the {MAX_YAML_CHARS:,} a configuration file may hold")
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise limit(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    reader = loader(text)
+    try:
+        node = reader.get_single_node()
+        if node is None:
+            return None, None
+        expanded, stack = 0, [node]
+        while stack:  # the node graph as a walk would see it: every alias followed again
+            current = stack.pop()
+            expanded += 1
+            if expanded > MAX_YAML_NODES:
+                raise limit(
+                    f"aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)", current.start_mark
+                )
+            if isinstance(current, yaml.MappingNode):
+                stack.extend(part for pair in current.value for part in pair)
+            elif isinstance(current, yaml.SequenceNode):
+                stack.extend(current.value)
+        value = reader.construct_document(node)
+    finally:
+        reader.dispose()
+    return value, node
+
+
 def _read_jsonl(p: Path) -> Iterator[Row]:
     # split on "\n" only: str.splitlines() would also split inside strings holding U+2028 and friends
     for lineno, text in enumerate(_text_lines(p), start=1):
         if not text.strip():
             continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=p, line=lineno) from None
+        obj = parse_json(text, p, lineno)
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=p, line=lineno)
         yield Row(obj, str(p), lineno)
@@ -138,10 +232,7 @@ def _utf16_hint(raw: bytes) -> str | None:
 
 
 def _read_json(p: Path) -> list[Row]:
-    try:
-        obj = json.loads(_read_text(p))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc.msg})", path=p, line=exc.lineno) from None
+    obj = parse_json(_read_text(p), p)
     if not isinstance(obj, list):
         raise DataError("expected a JSON list of objects (or use .jsonl)", path=p)
     rows = []
@@ -215,13 +306,15 @@ def _chmod_default(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~mask)
 
 
-def check_output_path(path: str | Path, option: str = "--out") -> Path:
+def check_output_path(path: str | Path, option: str = "--out", inputs: Iterable[str | Path | None] = ()) -> Path:
     """Fail now, before any model call is paid for, if ``path`` cannot be written as a file.
 
-    Catches a folder given as the file, a parent that is a file, and a folder that cannot be written
-    (read-only, no permission): each is a :class:`DataError` naming the path and the option.
+    Catches an output that is one of the run's ``inputs`` (see :func:`check_not_an_input`), a folder given
+    as the file, a parent that is a file, and a folder that cannot be written (read-only, no permission):
+    each is a :class:`DataError` naming the path and the option.
     """
     p = Path(path)
+    check_not_an_input(p, option, inputs)
     if p.is_dir():
         raise DataError(f"{option} is a folder; give a file name, e.g. {p / 'verdicts.jsonl'}", path=p)
     parent = p.parent
@@ -238,6 +331,27 @@ def check_output_path(path: str | Path, option: str = "--out") -> Path:
     if p.exists() and not os.access(p, os.W_OK):
         raise DataError(f"{option} exists and is read-only", path=p)
     return p
+
+
+def check_not_an_input(path: str | Path, option: str, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse (:class:`DataError`) an output that would overwrite an input of the run: ``path`` resolves
+    (symlinks and ``..`` followed) to one of ``inputs``, or is the same file under another name (a hard
+    link). An input folder stands for the files in it (an MT-Bench answers folder, say). None is skipped."""
+    out = Path(path)
+    target = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given)
+        files = [f for f in src.iterdir() if f.is_file()] if src.is_dir() else [src]
+        for f in files:
+            same = f.resolve() == target or (f.exists() and out.exists() and os.path.samefile(f, out))
+            if same:
+                raise DataError(
+                    f"{option} is an input of this run ({f}): writing it would overwrite that input; "
+                    "choose another output path",
+                    path=out,
+                )
 
 
 class OutputLock:
@@ -430,17 +544,3 @@ def package_versions(*names: str) -> dict[str, str]:
             continue
     return out
 
-
-def redact_url(url: str) -> str:
-    """``url`` without credentials: user:password and query values named like secrets become ``***``."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    secret = ("key", "token", "secret", "password", "signature", "auth")
-    query = urlencode(
-        [(k, "***" if any(s in k.lower() for s in secret) else v) for k, v in parse_qsl(parts.query, True)]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

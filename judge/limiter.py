@@ -10,8 +10,10 @@ and runs two AIMD loops:
 * concurrency (for a server that is overloaded): halved on a 503, cut by 10 % when latency grows
   well past the best seen (a queue is building up), grown by about one slot per round trip of
   successes back up to the bound;
-* start rate (for a rate limit): the first 429 seeds it with 90 % of what got through in the first
-  second; a later one sets it to 90 % of the rate that succeeded over the last two seconds (at most
+* start rate (for a rate limit): until one is met, a 429 counts only while refusals are a good share of the
+  recent answers (:data:`RATE_LIMIT_SHARE`; scattered 429s from a flaky proxy are retried and change nothing,
+  their ``Retry-After`` delaying only their own retry); the first that counts seeds it with 90 % of what got
+  through in the first second; a later one sets it to 90 % of the rate that succeeded over the last two seconds (at most
   one cut per ``RATE_CUT_GAP_S``, so refusals from a bucket that an overshoot emptied do not cascade).
   Between refusals it probes upward by ``RATE_GROWTH_PER_S`` per second of use (five times faster
   while below 80 % of the highest rate refused lately), so a low limit is found as fast as a high one.
@@ -50,6 +52,13 @@ RATE_CUT_GAP_S = 0.5
 """Seconds between two cuts of the start rate at least."""
 RATE_GROWTH_PER_S = 0.1
 """How fast the start rate probes upward between refusals: this share per second of use (5x while far below)."""
+RECENT_ANSWERS = 20
+"""How many of the latest answers a 429 without rate-limit headers is weighed against (see :data:`RATE_LIMIT_SHARE`)."""
+RATE_LIMIT_SHARE = 0.4
+"""A 429 without rate-limit headers is taken for the server's rate limit only when refusals are at least this
+share of the last :data:`RECENT_ANSWERS` answers: a rate limit that is met refuses most calls sent past it at
+once, while scattered refusals (a flaky proxy, 5-20 % of answers) reach 8 of 20 very rarely (0.04 % of draws at
+10 %) and are retried without slowing the run down."""
 
 
 class Limiter(Protocol):
@@ -312,6 +321,9 @@ class AdaptiveLimiter:
         self._last_decrease = float("-inf")
         self._last_rate_cut = float("-inf")
         self._ok_times: deque[float] = deque()
+        self._recent: deque[bool] = deque(maxlen=RECENT_ANSWERS)  # the latest answers: True for a 429
+        #: 429s taken for scattered faults, not a rate limit (retried, nothing slowed)
+        self.scattered = 0
         self._first_start: float | None = None
         self._ewma: float | None = None
         self._best: float | None = None
@@ -403,6 +415,7 @@ class AdaptiveLimiter:
 
     def _on_success(self, start: float, latency: float) -> None:
         now = start + latency
+        self._recent.append(False)
         self._ok_times.append(now)
         while self._ok_times and self._ok_times[0] < now - 2.0:
             self._ok_times.popleft()
@@ -425,10 +438,20 @@ class AdaptiveLimiter:
             self._cut(0.9)
             self._best *= 1.1  # let the baseline drift up: prompts get longer, servers warm up
 
+    def _rate_limited(self) -> bool:
+        """Whether the 429s without headers lately look like a rate limit met, not scattered faults."""
+        return sum(self._recent) >= RATE_LIMIT_SHARE * RECENT_ANSWERS
+
     def _on_overload(self, start: float, exc: BaseException) -> None:
         self.overloads += 1
-        self.slow_start = False
         now = asyncio.get_running_loop().time()
+        # until a rate limit has been met (then every 429 is one, as before), a 429 without headers must persist
+        if isinstance(exc, RateLimitError):
+            self._recent.append(True)
+            if not self.budget.known and self.rate is None and not self._rate_limited():
+                self.scattered += 1
+                return  # a scattered refusal: its own retry waits (Retry-After or backoff); nothing else slows down
+        self.slow_start = False
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:
             self._not_before = max(self._not_before, now + retry_after)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from judge.config import Message
 from judge.errors import RubricError
+from judge.io import load_yaml
 
 BUILTIN_DIR_CANDIDATES = (
     Path(__file__).resolve().parent.parent / "rubrics",  # a source checkout (editable install)
@@ -68,6 +70,9 @@ MAX_RENDER_CHARS = 1_000_000
 """Largest rendered prompt, in characters: far above any judge's context, far below a memory problem."""
 MAX_RENDER_SECONDS = 5.0
 """Longest one render may take: a template that loops for ever is stopped, not waited for."""
+MAX_RENDER_STEPS = 1_000_000
+"""Most loop iterations plus calls one render may make, whether or not they print anything: a deterministic
+bound on work (a million steps take well under a second), with :data:`MAX_RENDER_SECONDS` as the backstop."""
 FORBIDDEN_TAGS = {jinja2.nodes.Include: "include", jinja2.nodes.Import: "import", jinja2.nodes.FromImport: "from"}
 FORBIDDEN_TAGS[jinja2.nodes.Extends] = "extends"
 
@@ -84,6 +89,24 @@ class _RubricSandbox(ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.globals["range"] = _bounded_range
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+        """The template's tree with every ``{% for %}`` iterable passed through :meth:`counted`, so each
+        iteration is a render step even when the loop body prints nothing."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(jinja2.nodes.For):
+            counted = jinja2.nodes.EnvironmentAttribute("counted", lineno=loop.lineno)
+            loop.iter = jinja2.nodes.Call(counted, [loop.iter], [], None, None, lineno=loop.lineno)
+        return tree
+
+    def counted(self, iterable: Any) -> Any:
+        for item in iterable:
+            _step()
+            yield item
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's names
+        _step()
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
@@ -104,18 +127,47 @@ def _bounded_range(*args: int) -> range:
     return rng
 
 
+class _RenderBudget(threading.local):
+    """What the render running in this thread may still do: steps left, and its deadline."""
+
+    steps = MAX_RENDER_STEPS
+    deadline = float("inf")
+
+
+_BUDGET = _RenderBudget()
+
+
+class _RenderLimit(Exception):
+    """A render past its step or time bound (becomes a :class:`RenderLimitError` naming the template line)."""
+
+
+class RenderLimitError(RubricError):
+    """A render stopped at a bound on its work: steps, time or recursion depth."""
+
+
+class PromptTooLongError(RenderLimitError):
+    """The rendered prompt passed :data:`MAX_RENDER_CHARS` (an item's text, usually: see ``Rubric.render_item``)."""
+
+
+def _step() -> None:
+    _BUDGET.steps -= 1
+    if _BUDGET.steps < 0:
+        raise _RenderLimit(f"rendering took more than {MAX_RENDER_STEPS:,} loop steps and calls")
+    if _BUDGET.steps % 1024 == 0 and time.monotonic() > _BUDGET.deadline:
+        raise _RenderLimit(f"rendering took over {MAX_RENDER_SECONDS:g} s")
+
+
 def _render_block(block: Any, context: Any, source: str) -> str:
     """Join a block's output, stopping once it passes the size or time bound."""
-    start = time.monotonic()
     parts: list[str] = []
     size = 0
     for chunk in block(context):
         parts.append(chunk)
         size += len(chunk)
         if size > MAX_RENDER_CHARS:
-            raise RubricError(f"the rendered prompt passes {MAX_RENDER_CHARS} characters", path=source)
-        if time.monotonic() - start > MAX_RENDER_SECONDS:
-            raise RubricError(f"rendering took over {MAX_RENDER_SECONDS:g} s", path=source)
+            raise PromptTooLongError(f"the rendered prompt passes {MAX_RENDER_CHARS:,} characters", path=source)
+        if time.monotonic() > _BUDGET.deadline:
+            raise RenderLimitError(f"rendering took over {MAX_RENDER_SECONDS:g} s", path=source)
     return "".join(parts)
 
 
@@ -255,16 +307,17 @@ class Rubric:
 
     def render(self, values: dict[str, Any], score_mode: str = "text") -> list[Message]:
         """Render the messages for one item. Raises :class:`RubricError` on missing inputs."""
-        missing = [name for name in self.spec.inputs.required if _blank(values.get(name))]
+        missing = [name for name in self.spec.inputs.required if _missing(values.get(name))]
         if missing:
             raise RubricError(f"rubric '{self.id}' needs {', '.join(repr(m) for m in missing)}, which the item lacks")
-        ctx = {k: v for k, v in values.items() if not _blank(v)}
+        ctx = {k: v for k, v in values.items() if not _missing(v)}  # "" is a value (an empty answer is judged)
         ctx["scale"] = self.spec.scale.model_dump() if self.spec.scale else None
         ctx["choices"] = self.spec.choices
         ctx["flag"] = self.spec.flag
         ctx["strict"] = self.spec.strict
         ctx["score_mode"] = score_mode
         messages: list[Message] = []
+        _BUDGET.steps, _BUDGET.deadline = MAX_RENDER_STEPS, time.monotonic() + MAX_RENDER_SECONDS
         try:
             context = self._template.new_context(ctx)
             blocks = self._template.blocks
@@ -279,10 +332,47 @@ class Rubric:
             raise RubricError(f"rendering rubric '{self.id}': {hint}", path=self.source) from None
         except (jinja2.exceptions.SecurityError, OverflowError, MemoryError) as exc:
             raise RubricError(f"rubric '{self.id}' tried an unsafe operation: {exc}", path=self.source) from None
+        except _RenderLimit as exc:
+            raise RenderLimitError(f"rubric '{self.id}': {exc}", path=self.source, line=self._line_of(exc)) from None
+        except RecursionError as exc:  # a macro or recursive loop that calls itself without end
+            line = self._line_of(exc)
+            raise RenderLimitError(
+                f"rubric '{self.id}': rendering recursed too deeply (a macro or loop that calls itself?)",
+                path=self.source,
+                line=line,
+            ) from None
+        finally:
+            _BUDGET.steps, _BUDGET.deadline = MAX_RENDER_STEPS, float("inf")
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user + "\n\n" + self.format_instructions(score_mode)})
         return messages
+
+    def render_item(self, item: Any, values: dict[str, Any] | None = None, score_mode: str = "text") -> list[Message]:
+        """:meth:`render` for a data item (its ``values()``, or ``values``): a prompt made too long by the item's
+        own text is the item's fault, a :class:`DataError` naming its file, line and longest field."""
+        values = item.values() if values is None else values
+        try:
+            return self.render(values, score_mode)
+        except PromptTooLongError:
+            texts = {k: v for k, v in values.items() if isinstance(v, str)}
+            field = max(texts, key=lambda k: len(texts[k])) if texts else None
+            size = f" ('{field}' holds {len(texts[field]):,} characters)" if field else ""
+            raise item.error(
+                f"the prompt for item '{item.id}' passes {MAX_RENDER_CHARS:,} characters{size}: shorten it or leave "
+                "it out",
+                field,
+            ) from None
+
+    def _line_of(self, exc: BaseException) -> int | None:
+        """The rubric file's line of the template code running when ``exc`` was raised (the innermost)."""
+        line = None
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == "<template>":
+                line = self._template.get_corresponding_lineno(tb.tb_lineno)
+            tb = tb.tb_next
+        return None if line is None else self.body_line + line - 1
 
     @property
     def verdict_prefix(self) -> str:
@@ -388,16 +478,17 @@ class Rubric:
             except RubricError as exc:
                 if str(exc) not in problems:
                     problems.append(str(exc))
+                if isinstance(exc, RenderLimitError):
+                    break  # the other score modes would only spend the same bound again
         return problems
 
     def __repr__(self) -> str:
         return f"Rubric({self.id!r}, version={self.spec.version!r}, hash={self.content_hash})"
 
 
-def _blank(value: Any) -> bool:
-    return (
-        value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
-    )
+def _missing(value: Any) -> bool:
+    """Whether an input is absent: None or NaN (a blank cell read by pandas). An empty string is present."""
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def parse_rubric(text: str, source: str = "<string>") -> Rubric:
@@ -409,7 +500,7 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     if end is None:
         raise RubricError("front matter is not closed by a '---' line", path=source, line=1)
     try:
-        meta = yaml.safe_load("".join(lines[1:end])) or {}
+        meta = load_yaml("".join(lines[1:end]))[0] or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None

@@ -264,11 +264,12 @@ def build_grader(
 
 
 def check_items(items: list[Item], rubric: Rubric) -> None:
-    """Fail before any model call if an item lacks an input the rubric requires."""
+    """Fail before any model call if an item lacks an input the rubric requires (an empty answer, "", is an
+    answer: the judge judges it)."""
     for item in items:
         for name in rubric.spec.inputs.required:
             value = item.values().get(name)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if value is None or (isinstance(value, float) and value != value):
                 msg = f"rubric '{rubric.id}' requires '{name}', which item '{item.id}' lacks"
                 msg += " (use --map to rename a column)"
                 raise item.error(msg, name)
@@ -447,7 +448,7 @@ async def stream_run(
     async def trial(g: Grader, item: Item) -> Verdict:
         if not both_orders:
             return await g.grade(item, limiter=calls)
-        swapped = g.rubric.render(swapped_values(item.values()), g.score_mode)
+        swapped = g.rubric.render_item(item, swapped_values(item.values()), g.score_mode)
         v1, v2 = await asyncio.gather(g.grade(item, limiter=calls), g.grade_messages(item.id, swapped, limiter=calls))
         return combine_order_verdicts(v1, v2)
 
@@ -656,7 +657,8 @@ def count_prompt_tokens(provider: Provider, messages: list[Message]) -> tuple[in
 
 def estimate_item(grader: Grader, item: Item) -> tuple[int, int, str]:
     """(prompt tokens, completion tokens, tokenizer used) of one call for ``item`` (see :func:`estimate_run`)."""
-    counted, tokenizer = count_prompt_tokens(grader.provider, grader.rubric.render(item.values(), grader.score_mode))
+    messages = grader.rubric.render_item(item, score_mode=grader.score_mode)
+    counted, tokenizer = count_prompt_tokens(grader.provider, messages)
     return counted, min(grader.config.max_tokens, ESTIMATED_COMPLETION_TOKENS), tokenizer
 
 

@@ -3,8 +3,35 @@ number, an interval and a table."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://)[^/?#@]*@")
+_SECRET_PARAM = re.compile(
+    r"([?&;][^=&;#]*(?:key|token|secret|passw|pwd|sig|auth|credential|session)[^=&;#]*=)[^&;#]*", re.IGNORECASE
+)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` fit to record or print: the userinfo (``user:key@``) and the values of query parameters that
+    name a secret (``api_key``, ``token``, ``sig`` ...) become ``***``. Text, not parsing: a URL too broken to
+    parse is redacted all the same."""
+    if not url:
+        return url
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", url))
+
+
+def redact_url_fields(obj: Any, key: str = "base_url") -> Any:
+    """A copy of a JSON-like ``obj`` with every string under ``key`` (at any depth) passed through
+    :func:`redact_url`."""
+    if isinstance(obj, dict):
+        return {
+            k: redact_url(v) if k == key and isinstance(v, str) else redact_url_fields(v, key) for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [redact_url_fields(v, key) for v in obj]
+    return obj
 
 
 def fmt(value: Any, digits: int = 3, *, trim: bool = True) -> str:

@@ -5,7 +5,9 @@ different cache entry), and writes **one verdict per item**: ``score`` is the me
 scored, ``repeat_scores`` lists every repeat's score (null where unscored), ``spread`` is max - min,
 ``flipped`` says whether the verdict itself changed (the label, or the score rounded to the scale).
 ``judge score -r pairwise --both-orders`` judges each pair as given and swapped; the two verdicts
-combine by the rule MT-Bench uses (:mod:`judge.orders`), kept in ``orders``.
+combine as MT-Bench's do (:mod:`judge.orders`): text verdicts by FastChat's rule (orders that disagree make a
+tie), label probabilities (logprob, reason) averaged in the pair's orientation, the most likely label winning.
+Each order's labels are kept in ``orders``, its probabilities in ``order_probs``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from judge.orders import combine_orders, position_stats
+from judge.orders import combine_order_probs, combine_orders, mean_order_probs, position_stats
 from judge.verdict import PAIRWISE_SCORE, Verdict
 
 SWAPPED_FIELDS = ("output", "output_b")
@@ -50,23 +52,35 @@ def _merged(first: Verdict, parts: Sequence[Verdict], **update: Any) -> Verdict:
 def combine_order_verdicts(v1: Verdict, v2: Verdict) -> Verdict:
     """One verdict from a pair judged as given (``v1``) and swapped (``v2``, its labels positional).
 
-    Consistent orders keep their common label; inconsistent ones become a tie; if either order is
-    unscored, so is the pair, with that order's error (its cause decides the exit code).
+    With label probabilities in both orders, they are averaged in the pair's orientation and the most
+    likely label wins (the score is the expected one under that average); text verdicts keep their common
+    label when consistent and become a tie when not. If either order is unscored, so is the pair, with
+    that order's error (its cause decides the exit code).
     """
     l1, l2 = (v1.label if v1.ok else None), (v2.label if v2.ok else None)
-    combined = combine_orders(l1, l2)
+    p1, p2 = (v1.score_probs if v1.ok else None), (v2.score_probs if v2.ok else None)
+    by_probs = bool(p1) and bool(p2)
+    combined = combine_order_probs(p1, p2) if by_probs else combine_orders(l1, l2)
+    probs = {k: round(q, 6) for k, q in mean_order_probs(p1, p2).items()} if p1 and p2 else None
+    if combined.winner is None:
+        score = None
+    elif probs is not None:
+        score = sum(PAIRWISE_SCORE.get(label, 0.5) * q for label, q in probs.items())
+    else:
+        score = PAIRWISE_SCORE.get(combined.winner, 0.5)
     failed = next((v for v in (v1, v2) if not v.ok), None)
     error = None if failed is None else f"{failed.error} (in the {'A/B' if failed is v1 else 'B/A'} order)"
     return _merged(
         v1,
         [v1, v2],
         label=combined.winner,
-        score=None if combined.winner is None else PAIRWISE_SCORE.get(combined.winner, 0.5),
+        score=score,
         status="ok" if combined.winner is not None else "unscored",
         error=error,
         reasoning=v1.reasoning if combined.winner is not None else None,
-        score_probs=None,
+        score_probs=probs,
         orders=[[l1, l2]],
+        order_probs=[[p1, p2]] if p1 or p2 else None,
         consistent=combined.consistent,
     )
 
@@ -93,7 +107,13 @@ def combine_repeats(verdicts: Sequence[Verdict]) -> Verdict:
     keys = {verdict_key(v) for v in ok}
     if not ok:
         first = verdicts[0]
-        return _merged(first, verdicts, repeat_scores=[None] * len(verdicts), orders=_orders(verdicts))
+        return _merged(
+            first,
+            verdicts,
+            repeat_scores=[None] * len(verdicts),
+            orders=_orders(verdicts),
+            order_probs=_order_probs(verdicts),
+        )
     labels = Counter(v.label for v in ok if v.label is not None)
     scores = [float(v.score) for v in ok if v.score is not None]
     failed = [v for v in verdicts if not v.ok]
@@ -110,6 +130,7 @@ def combine_repeats(verdicts: Sequence[Verdict]) -> Verdict:
         spread=max(scores) - min(scores),
         flipped=len(keys) > 1,
         orders=_orders(verdicts),
+        order_probs=_order_probs(verdicts),
         consistent=None,
     )
 
@@ -117,6 +138,13 @@ def combine_repeats(verdicts: Sequence[Verdict]) -> Verdict:
 def _orders(verdicts: Iterable[Verdict]) -> list[list[str | None]] | None:
     pairs = [pair for v in verdicts for pair in (v.orders or [])]
     return pairs or None
+
+
+def _order_probs(verdicts: Sequence[Verdict]) -> list[list[dict[str, float] | None]] | None:
+    """Each repeat's pair of order probabilities, aligned with :func:`_orders` (None where it had none)."""
+    if not any(v.order_probs for v in verdicts):
+        return None
+    return [pair for v in verdicts for pair in (v.order_probs or [[None, None]] * len(v.orders or []))]
 
 
 class TrialStats(BaseModel):

@@ -69,7 +69,14 @@ class Verdict(BaseModel):
         "judge gave it (A = the answer shown first); null where that order is unscored.",
     )
     consistent: bool | None = Field(
-        None, description="--both-orders: whether both orders named the same answer (inconsistent -> tie)."
+        None,
+        description="--both-orders: whether both orders named the same answer (text verdicts: inconsistent -> tie).",
+    )
+    order_probs: list[list[dict[str, float] | None]] | None = Field(
+        None,
+        description="--both-orders with label probabilities (logprob, reason): per repeat, [probabilities with the "
+        "pair as given, with it swapped], positional as the judge gave them; score_probs is their average in the "
+        "pair's orientation, and its most likely label the verdict.",
     )
 
     @property

@@ -114,6 +114,33 @@ def labels_share_no_class(tmp: Path) -> Case:
     return Case([*argv, "--bootstrap", "0"], ["labels_good_bad.csv", "share no value", "bad, good"])
 
 
+def deep(command: str) -> Callable[[Path], Case]:
+    """``deep.jsonl``'s line 2 nests 5000 lists deep: read by each command, as data, verdicts or labels."""
+
+    def build(tmp: Path) -> Case:
+        data, out = str(CORPUS / "deep.jsonl"), tmp / "out"
+        labels = str(CORPUS / "labels_float_ids.csv")
+        suite = tmp / "suite.yaml"
+        suite.write_text(f"data: {data}\nsystems:\n  a: {data}\n  b: {data}\nmetrics: [exact_match]\n")
+        argv = {
+            "score": [*SCORE, data, "-o", str(out)],
+            "calibrate-judge": ["calibrate", "--judge", data, "--human", labels, "--json", str(out)],
+            "calibrate-human": ["calibrate", "--judge", str(CORPUS / "verdicts.jsonl"), "--human", data],
+            "report": ["report", data, "--out", str(out)],
+            "eval": ["eval", str(suite), "--out", str(out)],
+        }[command]
+        return Case(argv, ["deep.jsonl:2", "nested more than 100 levels deep"], [out])
+
+    return build
+
+
+def suite_file(name: str, *expect: str) -> Callable[[Path], Case]:
+    def build(tmp: Path) -> Case:
+        return Case(["eval", str(CORPUS / name), "--out", str(tmp / "ev")], [name, *expect], [tmp / "ev"])
+
+    return build
+
+
 _HELD: list[OutputLock] = []
 
 CASES: dict[str, Callable[[Path], Case]] = {
@@ -130,6 +157,12 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "utf16-with-bom": utf16("utf16_bom.jsonl"),
     "utf16-without-bom": utf16("utf16_nobom.csv"),
     "labels-share-no-class-with-judge": labels_share_no_class,
+    **{f"deeply-nested-{command}": deep(command) for command in ("score", "calibrate-judge", "calibrate-human")},
+    **{f"deeply-nested-{command}": deep(command) for command in ("report", "eval")},
+    "deeply-nested-suite": suite_file("deep_suite.yaml", ":6:", "nested more than 100 levels deep"),
+    "suite-alias-bomb": suite_file("bomb_suite.yaml", "bomb_suite.yaml:", "aliases expand to more than 100,000 values"),
+    "rubric-recursive-macro": rubric("recursive_macro.j2", ":9:", "recursed too deeply"),
+    "rubric-silent-loops": rubric("silent_loops.j2", ":11:", "more than 1,000,000 loop steps and calls"),
 }
 
 
@@ -244,3 +277,133 @@ def test_score_exit_codes_count_transport_and_parse_failures(
         code, output = run_cli([*base, "--base-url", srv.base_url, "--max-attempts", "2"], capsys)
     assert code == 3, output
     assert "1 of 2 items unscored for a transport reason after all retries" in output
+
+
+# --- an output that would overwrite an input of the run: refused up front, the input untouched ---------------
+
+
+def _copy(tmp: Path, *names: str) -> list[Path]:
+    out = []
+    for name in names:
+        shutil.copy(CORPUS / name, tmp / name)
+        out.append(tmp / name)
+    return out
+
+
+def _answers(tmp: Path) -> Path:
+    folder = tmp / "answers"
+    folder.mkdir()
+    rows = [{"question_id": 1, "model_id": "m", "choices": [{"turns": ["Hi.", "Why?"]}]}]
+    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "m.jsonl"
+
+
+def _questions(tmp: Path) -> Path:
+    q = tmp / "question.jsonl"
+    shutil.copy(Path(__file__).resolve().parent.parent / "examples" / "mtbench" / "question.jsonl", q)
+    return q
+
+
+def _suite(tmp: Path) -> Path:
+    (tmp / "a.jsonl").write_text('{"id": "a", "output": "4"}\n{"id": "b", "output": "Paris"}\n')
+    (tmp / "scores.jsonl").write_text('{"id": "a", "output": "5"}\n{"id": "b", "output": "Lyon"}\n')
+    suite = tmp / "suite.yaml"
+    body = "data: items.jsonl\nsystems:\n  a: a.jsonl\n  b: scores.jsonl\nmetrics:\n  - exact_match\n"
+    suite.write_text(body)
+    return suite
+
+
+def score_out_is_a_symlink_to_the_data(tmp: Path) -> tuple[list[str], Path]:
+    (data,) = _copy(tmp, "items.jsonl")
+    (tmp / "link.jsonl").symlink_to(data)
+    return [*SCORE, str(data), "-o", str(tmp / "link.jsonl")], data
+
+
+def score_out_is_the_rubric(tmp: Path) -> tuple[list[str], Path]:
+    (data, rub) = _copy(tmp, "items.jsonl", "repeat.j2")
+    argv = ["score", str(data), "--rubric", str(rub), "--judge", "fake/echo-score", "--no-cache"]
+    return [*argv, "-o", str(tmp / "sub" / ".." / "repeat.j2")], rub
+
+
+def calibrate_json_is_the_labels(tmp: Path) -> tuple[list[str], Path]:
+    (verdicts, labels) = _copy(tmp, "verdicts_int_ids.jsonl", "labels_float_ids.csv")
+    argv = ["calibrate", "--judge", str(verdicts), "--human", str(labels), "--bootstrap", "0"]
+    return [*argv, "--json", str(tmp / "." / "labels_float_ids.csv")], labels
+
+
+def calibrate_report_is_the_verdicts(tmp: Path) -> tuple[list[str], Path]:
+    (verdicts, labels) = _copy(tmp, "verdicts_int_ids.jsonl", "labels_float_ids.csv")
+    argv = ["calibrate", "--judge", str(verdicts), "--human", str(labels), "--bootstrap", "0"]
+    return [*argv, "--report", str(verdicts)], verdicts
+
+
+def report_out_is_an_input(tmp: Path) -> tuple[list[str], Path]:
+    (verdicts, items) = _copy(tmp, "verdicts.jsonl", "items.jsonl")
+    return ["report", str(verdicts), "--items", str(items), "--out", str(items)], items
+
+
+def eval_report_is_the_data(tmp: Path) -> tuple[list[str], Path]:
+    (items,) = _copy(tmp, "items.jsonl")
+    return ["eval", str(_suite(tmp)), "--out", str(tmp / "ev"), "--report", str(items)], items
+
+
+def eval_out_holds_a_system_file(tmp: Path) -> tuple[list[str], Path]:
+    _copy(tmp, "items.jsonl")
+    return ["eval", str(_suite(tmp)), "--out", str(tmp)], tmp / "scores.jsonl"  # would write tmp/scores.jsonl
+
+
+def mtbench_judge_out_is_an_answers_file(tmp: Path) -> tuple[list[str], Path]:
+    answers = _answers(tmp)
+    argv = ["mtbench", "judge", "--questions", str(_questions(tmp)), "--answers", str(answers.parent)]
+    return [*argv, "--mode", "single", "--judge", "fake/x", "--out", str(answers)], answers
+
+
+def mtbench_answer_out_is_the_questions(tmp: Path) -> tuple[list[str], Path]:
+    q = _questions(tmp)
+    return ["mtbench", "answer", "--questions", str(q), "--model", "fake/x", "--out", str(q)], q
+
+
+def mtbench_show_plot_is_the_judgments(tmp: Path) -> tuple[list[str], Path]:
+    (verdicts,) = _copy(tmp, "verdicts.jsonl")
+    return ["mtbench", "show", str(verdicts), "--plot", str(verdicts)], verdicts
+
+
+def mtbench_llmbar_out_dir_holds_the_questions(tmp: Path) -> tuple[list[str], Path]:
+    (data,) = _copy(tmp, "items.jsonl")  # never read: the check comes first
+    return ["mtbench", "llmbar", str(data), "--questions", str(_questions(tmp)), "--out-dir", str(tmp)], tmp / (
+        "question.jsonl"
+    )
+
+
+def baseline_out_is_the_data(tmp: Path) -> tuple[list[str], Path]:
+    (data,) = _copy(tmp, "items.jsonl")
+    return ["baseline", "similarity", str(data), "--out", str(data)], data
+
+
+OVERWRITES: dict[str, Callable[[Path], tuple[list[str], Path]]] = {
+    "score-out-symlink-to-data": score_out_is_a_symlink_to_the_data,
+    "score-out-is-the-rubric": score_out_is_the_rubric,
+    "calibrate-json-is-the-labels": calibrate_json_is_the_labels,
+    "calibrate-report-is-the-verdicts": calibrate_report_is_the_verdicts,
+    "report-out-is-an-input": report_out_is_an_input,
+    "eval-report-is-the-data": eval_report_is_the_data,
+    "eval-out-holds-a-system-file": eval_out_holds_a_system_file,
+    "mtbench-judge-out-is-an-answers-file": mtbench_judge_out_is_an_answers_file,
+    "mtbench-answer-out-is-the-questions": mtbench_answer_out_is_the_questions,
+    "mtbench-show-plot-is-the-judgments": mtbench_show_plot_is_the_judgments,
+    "mtbench-llmbar-out-dir-holds-the-questions": mtbench_llmbar_out_dir_holds_the_questions,
+    "baseline-out-is-the-data": baseline_out_is_the_data,
+}
+
+
+@pytest.mark.parametrize("name", list(OVERWRITES))
+def test_an_output_that_is_an_input_is_refused_before_any_work(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, victim = OVERWRITES[name](tmp_path)
+    before = victim.read_bytes()
+    code, output = run_cli(argv, capsys)
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert "is an input of this run" in output and victim.name in output, output
+    assert victim.read_bytes() == before  # not a byte changed

@@ -215,7 +215,7 @@ def test_out_may_not_be_the_data_file(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "qa.jsonl", [ROW])
     before = data.read_text()
     res = run_score(str(data), "-r", "factuality", "-j", "fake/echo-score", "-o", str(tmp_path / "." / "qa.jsonl"))
-    assert isinstance(res.exception, ConfigError) and "is the data file itself" in str(res.exception)
+    assert isinstance(res.exception, DataError) and "is an input of this run" in str(res.exception)
     assert data.read_text() == before
 
 

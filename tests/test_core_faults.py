@@ -234,7 +234,7 @@ def test_adaptive_limiter_paces_calls_after_a_429() -> None:
     lim = AdaptiveLimiter(16)
     _run_calls(lim, [None] * 10)
     assert lim.rate is None  # no pacing until a rate limit is met
-    _run_calls(lim, [RateLimitError("slow down", status=429)] * 4)
+    _run_calls(lim, [RateLimitError("slow down", status=429)] * 8)  # most answers lately refused: a rate limit
     assert lim.rate is not None and lim.decreases == 1 and lim.limit == 16  # the rate, not the slots
     first = lim.rate
     _run_calls(lim, [None] * 5)
@@ -280,13 +280,26 @@ def test_dry_run_estimate_sends_nothing_and_is_close_to_billed(tmp_path) -> None
 def test_adaptive_limiter_slow_start_seeds_the_rate_and_recovers_from_a_cascade() -> None:
     lim = AdaptiveLimiter(16, slow_start=2)
     assert lim.limit == 2
-    _run_calls(lim, [None] * 3)
-    assert lim.limit == 5  # one slot more per success while nothing pushed back
-    # the first refusal seeds the rate from what got through in the first second (3 calls: at most 3/s,
-    # less if the machine took longer), even from so few answers, and ends slow start
-    _run_calls(lim, [RateLimitError("slow down", status=429)])
-    assert lim.rate is not None and 0 < lim.rate <= 0.9 * 3 + 1e-9 and not lim.slow_start
+    _run_calls(lim, [None] * 5)
+    assert lim.limit == 7  # one slot more per success while nothing pushed back
+    # the first refusal that counts as a rate limit (8 of the last 20 answers refused) seeds the rate from what got
+    # through in the first second (5 calls: at most 5/s, less if the machine took longer), and ends slow start
+    _run_calls(lim, [RateLimitError("slow down", status=429)] * 8)
+    assert lim.rate is not None and 0 < lim.rate <= 0.9 * 5 + 1e-9 and not lim.slow_start
     lim._ceiling = 10 * lim.rate  # as after a cascade of cuts: far below the last refused rate
     before = lim.rate
     _run_calls(lim, [None] * 3)
     assert lim.rate >= before * 1.01**3  # recovers by at least rate_recovery per success
+
+
+def test_scattered_429s_without_headers_slow_nothing_down() -> None:
+    # one answer in ten refused, at random, with a Retry-After: a flaky proxy, not a rate limit
+    lim = AdaptiveLimiter(32, slow_start=4)
+    refusal = RateLimitError("slow down", status=429, retry_after=1.0)
+    _run_calls(lim, [refusal if i % 10 == 3 else None for i in range(200)])
+    assert lim.scattered == 20 and lim.rate is None and lim.decreases == 0
+    assert lim.limit == 32 and lim.slow_start  # slow start ran on to the bound
+    assert lim._not_before == 0.0  # no pause for everyone: only the refused call's own retry waits
+    # refusals that persist (8 of the last 20 answers): a rate limit met
+    _run_calls(lim, [refusal] * 8)
+    assert lim.rate is not None and lim.decreases >= 1 and not lim.slow_start and lim._not_before > 0

@@ -75,7 +75,8 @@ def test_strict_undefined_and_sandbox() -> None:
     with pytest.raises(RubricError, match="unsafe"):
         evil.render({"output": "x"})
     with pytest.raises(RubricError, match="needs 'output'"):
-        parse_rubric(RUBRIC, "c.j2").render({"output": "  "})
+        parse_rubric(RUBRIC, "c.j2").render({"output": None})
+    parse_rubric(RUBRIC, "c.j2").render({"output": "  "})  # an empty answer is an answer: it is judged
 
 
 @pytest.mark.parametrize(

@@ -108,19 +108,22 @@ def test_registry_specs_are_consistent() -> None:
 @pytest.mark.parametrize("name", [n for n, spec in METRICS.items() if not spec.needs_local_model])
 def test_every_figure_has_per_item_scores_within_its_range(name: str) -> None:
     spec = get_metric(name)
-    outs: list[str | None] = [*OUTPUTS, "", None]
+    outs: list[str | None] = [*OUTPUTS, "", None]  # "" is an (empty) answer, scored; None is no output
     options = {"positive": "x"} if "positive" in spec.options else {}  # screening needs its positive class
     res = spec.fn(make_input(outs, [*REFS, ["x"], ["y"]]), options)
-    assert len(res.errors) == len(outs) and res.errors[-2:] == ["empty output", "no output"]
+    # self-BLEU compares the outputs' n-grams with each other: an empty one has none and is left out
+    empty = "empty output" if name == "self_bleu" else None
+    k = -2 if empty else -1  # the unscored tail
+    assert len(res.errors) == len(outs) and res.errors[-2:] == [empty, "no output"]
     assert set(res.corpus) <= {f.name for f in spec.figures}
     for fig in spec.figures:  # the eval engine reads res.scores[figure] for every figure
         vals = res.scores[fig.name]
-        assert vals.shape == (len(outs),) and np.isnan(vals[-2:]).all() and np.isfinite(vals[:-2]).all()
-        assert fig.lo is None or (vals[:-2] >= fig.lo).all()
-        assert fig.hi is None or (vals[:-2] <= fig.hi).all()
+        assert vals.shape == (len(outs),) and np.isnan(vals[k:]).all() and np.isfinite(vals[:k]).all()
+        assert fig.lo is None or (vals[:k] >= fig.lo).all()
+        assert fig.hi is None or (vals[:k] <= fig.hi).all()
         if fig.name in res.corpus:
             c = res.corpus[fig.name]
-            assert c.stats.shape[0] == len(outs) and not c.stats[-2:].any()
+            assert c.stats.shape[0] == len(outs) and not c.stats[k:].any()
             value = c.score(c.stats.sum(0))
             assert (fig.lo is None or value >= fig.lo) and (fig.hi is None or value <= fig.hi)
 
@@ -187,12 +190,13 @@ def test_squad_metrics_match_the_official_definitions(metric: str, ref_fn) -> No
     got = res.scores[metric]
     for k, (out, rs) in enumerate(SQUAD_CASES):
         usable = [r for r in (rs or []) if r.strip()]
-        if out is None or not out.strip() or not usable:
+        if out is None or not usable:
             assert math.isnan(got[k]) and res.errors[k], (out, rs)
-        else:
+        else:  # an empty answer too: the official definitions score it (0 against any non-empty reference)
             assert got[k] == pytest.approx(max(ref_fn(out, r) for r in usable)), (out, rs)
             assert res.errors[k] is None
-    assert res.errors[10] == "empty output" and res.errors[11] == "no output" and res.errors[13] == "no reference"
+    assert res.errors[10] is None and res.errors[11] == "no output" and res.errors[13] == "no reference"
+    assert got[10] == got[12] == 0.0
     assert got[5] == (1.0 if metric == "exact_match" else 0.0)
 
 
@@ -261,15 +265,18 @@ def test_unscored_items_are_nan_and_zero_stats(metric: str) -> None:
     outs = [OUTPUTS[0], "", OUTPUTS[2], None, OUTPUTS[4]]
     refs = [REFS[0], REFS[1], None, REFS[3], ["", REFS[4][0]]]  # type: ignore[index]
     res = get_metric(metric).fn(make_input(outs, refs), {})
-    assert res.errors == [None, "empty output", "no reference", "no output", None]
-    assert np.isnan(res.scores[metric][[1, 2, 3]]).all() and not np.isnan(res.scores[metric][[0, 4]]).any()
+    assert res.errors == [None, None, "no reference", "no output", None]  # the empty answer is scored
+    assert np.isnan(res.scores[metric][[2, 3]]).all() and not np.isnan(res.scores[metric][[0, 1, 4]]).any()
+    assert res.scores[metric][1] == 0.0
     corpus = res.corpus[metric]
-    assert not corpus.stats[[1, 2, 3]].any()
+    assert not corpus.stats[[2, 3]].any()
     fn = sacrebleu.corpus_bleu if metric == "bleu" else sacrebleu.corpus_chrf
-    want = fn([OUTPUTS[0], OUTPUTS[4]], ref_streams([REFS[0], [REFS[4][0]]])).score  # type: ignore[list-item,index]
+    hyps, wanted_refs = [OUTPUTS[0], "", OUTPUTS[4]], [REFS[0], REFS[1], [REFS[4][0]]]  # type: ignore[index]
+    want = fn(hyps, ref_streams(wanted_refs)).score  # type: ignore[arg-type]
     assert corpus.score(corpus.stats.sum(0)) == want
     nothing = get_metric(metric).fn(make_input(["", None], [["a"], ["b"]]), {})
-    assert np.isnan(nothing.scores[metric]).all() and nothing.corpus[metric].stats.shape[0] == 2
+    assert nothing.scores[metric][0] == 0.0 and np.isnan(nothing.scores[metric][1])
+    assert nothing.corpus[metric].stats.shape[0] == 2
 
 
 # --- self-BLEU vs sacrebleu -------------------------------------------------------------------------
@@ -315,7 +322,7 @@ def test_rouge_matches_rouge_score_best_reference() -> None:
         for t in ("rouge1", "rouge2", "rougeL"):
             want = max(scorer.score(r, out)[t].fmeasure for r in rs)
             assert res.scores[t][k] == pytest.approx(want, abs=1e-12)
-    assert all(math.isnan(res.scores[t][-1]) for t in ("rouge1", "rouge2", "rougeL"))
+    assert all(res.scores[t][-1] == scorer.score("x", "")[t].fmeasure == 0.0 for t in ("rouge1", "rouge2", "rougeL"))
     unstemmed = get_metric("rouge").fn(make_input(["cats running"], [["cat runs"]]), {"use_stemmer": False})
     assert unstemmed.scores["rouge1"][0] == 0.0
     stemmed = get_metric("rouge").fn(make_input(["cats running"], [["cat runs"]]), {})
@@ -384,9 +391,9 @@ def test_classification_equals_sklearn_when_every_prediction_is_a_gold_label() -
     from sklearn.metrics import confusion_matrix
 
     gold, pred, outs = _labels(120, invalid=0.0, seed=3)
-    outs[5] = ""  # unscored
+    outs[5] = None  # type: ignore[call-overload]  # no output: unscored
     res = get_metric("classification").fn(make_input(outs, [[g.upper()] for g in gold]), {})
-    assert math.isnan(res.scores["accuracy"][5]) and res.errors[5] == "empty output"
+    assert math.isnan(res.scores["accuracy"][5]) and res.errors[5] == "no output"
     keep = [k for k in range(len(gold)) if k != 5]
     y_true, y_pred = [gold[k] for k in keep], [pred[k] for k in keep]
     want = _sklearn_figures(y_true, y_pred)  # plain sklearn: labels = the union
@@ -490,7 +497,9 @@ def test_bertscore_matches_bert_score_on_minilm() -> None:
     res = get_metric("bertscore").fn(make_input(outs, refs), {"device": "cpu"})
     assert res.settings["num_layers"] == 6 and res.settings["idf"] is False
     assert res.settings["model_name"] == "all-minilm-l6-v2" and res.settings["rescale_with_baseline"] is False
-    assert math.isnan(res.scores["bertscore"][6]) and res.errors[6] == "empty output"
+    # an empty answer is scored as bert-score defines it (utils.greedy_cos_idf: "Empty candidate sentence detected;
+    # setting raw BERTscores to 0."; its own path to there fails on this transformers version, so not called here)
+    assert res.errors[6] is None and res.scores["bertscore"][6] == 0.0
     _, _, f = score(OUTPUTS[:6], REFS[:6], model_type=path, num_layers=6, device="cpu", idf=False)
     assert res.scores["bertscore"][:6] == pytest.approx(f.numpy().tolist(), abs=1e-5)
 

@@ -103,12 +103,12 @@ def _emit(result: BaselineResult, out: str | None, max_unscored: float | None) -
     exit_if_incomplete("items", n, n_ok, 0, n - n_ok, max_unscored)
 
 
-def _check_out(out: str | None) -> None:
-    """An unwritable --out fails before any model is loaded."""
+def _check_out(out: str | None, data: str) -> None:
+    """An unwritable --out, or one that is DATA, fails before any model is loaded."""
     if out:
         from judge.io import check_output_path
 
-        check_output_path(out)
+        check_output_path(out, inputs=[data])
 
 
 def _kwargs(batch_size: int | None, device: str | None, maps: tuple[str, ...]) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def perplexity(
     stride: int | None,
 ) -> None:
     """Perplexity, NLL per token, bits per byte and word perplexity of each output under a causal LM."""
-    _check_out(out)
+    _check_out(out, data)
 
     _emit(
         _run(
@@ -201,7 +201,7 @@ def entailment(
 
     The default, smollm2, answers zero-shot (no NLI weights ship in any package this machine reaches).
     """
-    _check_out(out)
+    _check_out(out, data)
 
     _emit(
         _run(
@@ -260,7 +260,7 @@ def pmi(
     max_length: int | None,
 ) -> None:
     """log p(output | source) - log p(output) per output token, under a causal LM."""
-    _check_out(out)
+    _check_out(out, data)
 
     _emit(
         _run(
@@ -307,7 +307,7 @@ def similarity(
     field: str,
 ) -> None:
     """Cosine similarity of sentence embeddings between each output and its reference or input."""
-    _check_out(out)
+    _check_out(out, data)
 
     _emit(
         _run(

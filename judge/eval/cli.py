@@ -79,6 +79,7 @@ def eval_command(
     with bootstrap CIs and p-values, gates, and a review queue of the worst and most-changed items."""
     from judge.eval.run import run_suite, with_limit_per_subject
     from judge.eval.suite import load_suite
+    from judge.io import check_output_path
 
     spec, root = load_suite(suite)
     updates = {
@@ -99,6 +100,25 @@ def eval_command(
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
+    same: dict[tuple[str, str, str], list[str]] = {}  # where a system's outputs come from -> the systems reading it
+    for name, s in spec.systems.items():
+        if s.model is not None or s.sweep is not None:
+            continue  # a model answers for itself
+        source = str((root / s.file).resolve()) if s.file else f"{root / spec.data} (column)"
+        same.setdefault((source, s.column, s.id_column), []).append(name)
+    for (source, column, _), names in same.items():
+        if len(names) > 1:
+            click.echo(
+                f"warning: systems {', '.join(names)} read the same outputs ({source}, column '{column}'): "
+                "their deltas are 0 by construction",
+                err=True,
+            )
+    inputs = [suite, root / spec.data, *(root / s.file for s in spec.systems.values() if s.file)]
+    inputs += [root / m.rubric for m in spec.metrics if m.rubric and (root / m.rubric).is_file()]
+    for name in ("results.json", "scores.jsonl", "review.jsonl"):  # what result.write puts there
+        check_output_path(target / name, "--out", inputs)
+    if report_path is not None:
+        check_output_path(report_path, "--report", [*inputs, *(target / n for n in ("results.json", "scores.jsonl"))])
     result = run_suite(spec, root, progress=progress_enabled(progress), out_dir=target)
     result.write(target)
     if report_path is not None:

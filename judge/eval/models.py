@@ -100,7 +100,7 @@ class SystemModel:
                 out["adapter"] = self.adapter
                 out["adapter_fingerprint"] = model_fingerprint(self.adapter)
         if self.base_url:
-            from judge.io import redact_url
+            from judge.textfmt import redact_url
 
             out["base_url"] = redact_url(self.base_url)
         if self.step is not None:

@@ -47,9 +47,10 @@ class EvalData:
     train: tuple[list[str], list[str]] | None = None  # the suite's training split: inputs, first references
 
     def view(self, system: str) -> EvalInput:
+        # None (no output: the generation failed) stays None, unscored; "" is an answer, and is scored
         return EvalInput(
             self.ids,
-            [o or "" for o in self.outputs[system]],
+            list(self.outputs[system]),
             self.inputs,
             self.references,
             self.contexts,
@@ -340,7 +341,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
                 Item(
                     id=ident,
                     input=data.inputs[k] or None,
-                    output=outputs[k] if outputs[k] and outputs[k].strip() else None,
+                    output=outputs[k],  # None: no output (unscored); "" is an answer the judge judges
                     reference=data.references[k][0] if data.references[k] else None,
                     context=data.contexts[k],
                 )
@@ -359,7 +360,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
             for k, it in enumerate(items):
                 v = verdicts.get(it.id)
                 if v is None:
-                    errors.append("empty output")
+                    errors.append("no output")
                     notes.append(None)
                     continue
                 if v.status == "ok" and v.score is not None:
@@ -843,8 +844,10 @@ def run_suite(
     }
     if data.models:
         provenance["models"] = {name: sm.describe() for name, sm in data.models.items()}
+    from judge.textfmt import redact_url_fields  # credentials in a base_url never reach results.json
+
     return EvalResult(
-        suite=suite.model_dump(mode="json"),
+        suite=redact_url_fields(suite.model_dump(mode="json")),
         baseline=suite.baseline,
         systems=systems,
         deltas=deltas,

@@ -311,6 +311,8 @@ def validate_suite(raw: Any, source: str = "<suite>", lines: dict[tuple[Any, ...
 
 def load_suite(path: str | Path) -> tuple[Suite, Path]:
     """Read and validate a suite file; returns the suite and the folder its paths are relative to."""
+    from judge.io import YamlLimitError, load_yaml
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: suite file not found" if not p.exists() else f"{p}: is not a file")
@@ -319,13 +321,13 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: the suite file is not UTF-8 text") from None
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        raw = yaml.load(text, Loader=_LineLoader) if node is not None else None  # noqa: S506 - a SafeLoader
+        raw, node = load_yaml(text, _LineLoader)  # a SafeLoader, bounded in size, nesting and aliases
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{_where(str(p), line)}: YAML syntax error: {problem}") from None
+        kind = "YAML" if isinstance(exc, YamlLimitError) else "YAML syntax error"
+        raise ConfigError(f"{_where(str(p), line)}: {kind}: {problem}") from None
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _key_lines(node, (), lines)

@@ -61,7 +61,7 @@ class EvalInput:
     """The texts one metric call sees: a system's outputs on the items, in item order."""
 
     ids: Sequence[str]
-    outputs: Sequence[str]
+    outputs: Sequence[str | None]  # None: no output (the generation failed), unscored; "" is an answer
     inputs: Sequence[str]
     references: Sequence[list[str] | None]  # each item's references (None when it has none)
     contexts: Sequence[str | None]

@@ -111,8 +111,15 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         "rescale_with_baseline": False,
         "device": device,
     }
+    # an empty answer scores P = R = F1 = 0, as bert-score defines it ("Empty candidate sentence detected; setting
+    # raw BERTscores to 0."); set here, since bert-score's own path for it fails on current transformers
+    blank = [i for i in scored if not data.outputs[i].strip()]  # type: ignore[union-attr]
+    scores["bertscore"][blank] = 0.0
+    precision, recall = np.full(n, np.nan), np.full(n, np.nan)
+    precision[blank] = recall[blank] = 0.0
+    scored = [i for i in scored if data.outputs[i].strip()]  # type: ignore[union-attr]
     if scored:
-        pairs = [(data.outputs[i].strip(), [r.strip() for r in refs[i]]) for i in scored]
+        pairs = [(data.outputs[i].strip(), [r.strip() for r in refs[i]]) for i in scored]  # type: ignore[union-attr]
         idf_refs = [r for _, g in pairs for r in g] if idf else None
         engine = current()
         factory = functools.partial(_bertscore_batch, path, num_layers, device, idf_refs, batch_size)
@@ -121,7 +128,6 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         chunk = len(pairs) if engine.name == "local" else BERTSCORE_ITEMS_PER_BATCH
         prf = np.array(list(engine.map(factory, pairs, batch_size=chunk)), dtype=float)
         scores["bertscore"][scored] = prf[:, 2]
-        precision, recall = np.full(n, np.nan), np.full(n, np.nan)
         precision[scored], recall[scored] = prf[:, 0], prf[:, 1]
         details = {"precision": precision.tolist(), "recall": recall.tolist()}
         settings["hash"] = get_hash(path, num_layers, idf, False, False, False)

@@ -2,9 +2,12 @@
 
 Conventions shared by every metric in :mod:`judge.metrics`:
 
-* An item whose output is missing or blank, or (for a reference metric) that has no non-blank
-  reference, is unscored: NaN in every per-item figure, with the reason in ``errors``. It is never
-  counted as 0.
+* An empty (or blank) output is a real answer and is scored like any other: EM 0, F1 0, BLEU, chrF and
+  ROUGE with no matches, BERTScore as bert-score defines it. Dropping it would flatter a system that
+  answers nothing on hard items. Only an item whose output is missing (null: the generation failed) or,
+  for a reference metric, that has no non-blank reference, is unscored: NaN in every per-item figure,
+  with the reason in ``errors``. It is never counted as 0. (Self-BLEU, which compares outputs' n-grams,
+  leaves blank outputs out: they have none.)
 * A corpus figure's ``stats`` row of an unscored item is all zeros, so a corpus score is always the
   score of the *scored* items (the same items the per-item figures average over).
 * Multiple references per item are a list of strings; blank ones are dropped.
@@ -38,13 +41,13 @@ def clean_refs(refs: Sequence[str | None] | str | None) -> list[str]:
     return [r for r in refs if isinstance(r, str) and r.strip()]
 
 
-def output_reason(output: str | None) -> str | None:
-    """Why an output cannot be scored (missing or blank), or ``None`` if it can."""
+def output_reason(output: str | None, *, blank_scores: bool = True) -> str | None:
+    """Why an output cannot be scored (missing; blank too unless ``blank_scores``), or ``None`` if it can."""
     if output is None:
         return "no output"
     if not isinstance(output, str):
         return f"output is a {type(output).__name__}, not text"
-    if not output.strip():
+    if not blank_scores and not output.strip():
         return "empty output"
     return None
 
@@ -349,7 +352,7 @@ def self_bleu(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     metric = make_bleu(options, effective_order=True)
     order = metric.max_ngram_order
     n = len(data.outputs)
-    errors: list[str | None] = [output_reason(o) for o in data.outputs]
+    errors: list[str | None] = [output_reason(o, blank_scores=False) for o in data.outputs]
     scored = [i for i in range(n) if errors[i] is None]
     scores = nan_scores(n, "self_bleu")
     metric.num_refs = max(len(scored) - 1, 0)  # for the signature

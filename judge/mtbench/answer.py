@@ -19,7 +19,7 @@ from judge.cache import Cache
 from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ConfigError, ProviderError
 from judge.generation import generate_reply
-from judge.grader import FATAL_STATUSES
+from judge.grader import is_fatal
 from judge.mtbench.formats import Question, answer_record
 from judge.providers._base import Provider
 from judge.retry import RetryPolicy
@@ -138,11 +138,13 @@ async def answer_questions(
             try:
                 rec = await answer_question(provider, q, model_id=model, **options)
             except ClientRequestError as exc:
-                if exc.status in FATAL_STATUSES:
+                if is_fatal(exc):
                     raise
                 failures.append(f"question {q.question_id!r}: request rejected: {exc}")
                 return None
             except ProviderError as exc:
+                if is_fatal(exc):  # nothing listens at the URL: no question can get past it
+                    raise
                 failures.append(f"question {q.question_id!r}: {type(exc).__name__}: {exc}")
                 return None
         return rec

@@ -74,6 +74,12 @@ def _select_questions(questions: list[Any], ids: str | None, first_n: int | None
     return questions[:first_n] if first_n else questions
 
 
+API_KEY_HELP = (
+    "API key (default: $OPENAI_API_KEY). Prefer the environment variable: a key given here shows in the process "
+    "list and the shell history."
+)
+
+
 @click.group("mtbench")
 def mtbench() -> None:
     """MT-Bench-style multi-turn benchmarks in FastChat's file formats.
@@ -97,7 +103,7 @@ def mtbench() -> None:
 @click.option("--model", required=True, help="Model under test, PROVIDER/MODEL (openai/..., local/smollm2, fake/...).")
 @click.option("--model-id", default=None, help="Name recorded as model_id (default: the MODEL part of --model).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp...).")
-@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
+@click.option("--api-key", default=None, help=API_KEY_HELP)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the model_answer JSONL.")
 @click.option(
     "--temperature",
@@ -147,7 +153,7 @@ def answer_cmd(
     from judge.providers.registry import get_provider
     from judge.runner import run_sync
 
-    check_output_path(out)
+    check_output_path(out, inputs=[questions_path])
     questions = _select_questions(read_questions(questions_path), question_ids, first_n)
     provider = get_provider(model, base_url=base_url, api_key=api_key)
 
@@ -213,7 +219,7 @@ def answer_cmd(
     help="Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).",
 )
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL for the judge.")
-@click.option("--api-key", default=None, help="API key (default: $OPENAI_API_KEY).")
+@click.option("--api-key", default=None, help=API_KEY_HELP)
 @click.option(
     "--judge-prompts",
     default=None,
@@ -317,7 +323,7 @@ def judge_cmd(
     from judge.rubric import load_rubric
     from judge.runner import build_grader, run_sync
 
-    check_output_path(out)
+    check_output_path(out, inputs=[questions_path, *answer_paths, *reference_paths, judge_prompts, pairs])
     questions = formats.read_questions(questions_path)
     answers = formats.read_answers(answer_paths)
     formats.check_answers(questions, answers)
@@ -423,8 +429,11 @@ def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
     """Tables from a judgments file: per model, turn and category; win rates; judge bias statistics."""
     import json
 
+    from judge.io import check_output_path
     from judge.mtbench.results import radar_plot, render, summarize
 
+    if plot:
+        check_output_path(plot, "--plot", [judgments])
     summary = summarize(judgments)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else render(summary))
     if plot:
@@ -454,9 +463,13 @@ def show_cmd(judgments: str, plot: str | None, as_json: bool) -> None:
 )
 def llmbar_cmd(dataset: str, questions_path: str, answer_paths: tuple[str, ...], out_dir: str) -> None:
     """Convert LLMBar's MT-Bench subset (expert pairwise labels) into MT-Bench files plus labels."""
+    from judge.io import check_output_path
     from judge.mtbench.formats import read_answers, read_questions
     from judge.mtbench.llmbar import convert_llmbar
 
+    written = ("question.jsonl", "labels.jsonl", "model_answer/llmbar.jsonl")
+    for name in written:
+        check_output_path(Path(out_dir) / name, "--out-dir", [dataset, questions_path, *answer_paths])
     known = read_answers(answer_paths) if answer_paths else None
     counts = convert_llmbar(dataset, read_questions(questions_path), out_dir, known)
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {Path(out_dir)}")

@@ -19,12 +19,11 @@ labels.jsonl`` on the first two and join the result to the labels by (question_i
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from judge.errors import DataError
-from judge.io import write_jsonl
+from judge.io import parse_json, write_jsonl
 from judge.mtbench.formats import Answer, Question, QuestionId, answer_record
 
 HUMAN_JUDGE = ["human", "llmbar-expert-majority"]
@@ -39,9 +38,10 @@ def convert_llmbar(
     """Write the three files into ``out_dir``; returns counts (pairs, questions, answers, matched, skipped)."""
     path = Path(dataset)
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
         raise DataError(f"cannot read LLMBar dataset: {exc}", path=path) from None
+    records = parse_json(text, path)
     if not isinstance(records, list):
         raise DataError("expected a JSON list of {input, output_1, output_2, label}", path=path)
     by_text = {q.turns[0].strip(): q for q in questions}

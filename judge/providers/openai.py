@@ -32,6 +32,7 @@ from judge.errors import (
     ServerError,
 )
 from judge.providers._base import ModelOutput, Provider, Usage
+from judge.textfmt import redact_url
 
 DEFAULT_TIMEOUT = 60.0
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class OpenAIProvider(Provider):
         then = "a JSON object with the schema" if self.response_format == "json_object" else "the text parser"
         said = " ".join(_error_message(exc.body or str(exc)).split())[:160]
         notice = (
-            f"{self.base_url or 'the server'} rejects response_format {rejected} "
+            f"{redact_url(self.base_url) or 'the server'} rejects response_format {rejected} "
             f"(HTTP {exc.status}: {said}); judging with {then} instead"
         )
         self.notices.append(notice)
@@ -169,7 +170,7 @@ class OpenAIProvider(Provider):
             return ProviderTimeoutError(f"request timed out after {self.timeout:g} s")
         if isinstance(exc, openai.APIConnectionError):
             if not self._reached and isinstance(exc.__cause__, httpx2.ConnectError | httpx2.UnsupportedProtocol):
-                url = self.base_url or "https://api.openai.com/v1"
+                url = redact_url(self.base_url) or "https://api.openai.com/v1"
                 return EndpointUnreachableError(
                     f"cannot connect to {url} ({exc.__cause__ or 'connection failed'}): "
                     "is the server running, and is --base-url right?"
@@ -263,9 +264,11 @@ def _check_base_url(url: str) -> None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError as exc:
-        raise ConfigError(f"--base-url '{url}' is not a valid URL ({exc}); expected e.g. {_EXAMPLE_URL}") from None
+        shown = redact_url(url)
+        raise ConfigError(f"--base-url '{shown}' is not a valid URL ({exc}); expected e.g. {_EXAMPLE_URL}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--base-url '{url}' is not an http(s) URL with a host; expected e.g. {_EXAMPLE_URL}")
+        shown = redact_url(url)
+        raise ConfigError(f"--base-url '{shown}' is not an http(s) URL with a host; expected e.g. {_EXAMPLE_URL}")
 
 
 def _error_message(body: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
 import sys
 import types
 from collections import Counter
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from judge.errors import DataError
-from judge.io import package_versions
+from judge.io import package_versions, parse_json
 
 if TYPE_CHECKING:
     from judge.report.sections import Section
@@ -74,10 +73,7 @@ def load_section(source: Any, *, items: str | Path | None = None) -> Section:
         if not path.exists():
             raise DataError("no such file or folder", path=path)
         if path.suffix == ".json":
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+            data = parse_json(path.read_text(encoding="utf-8"), path)
             if isinstance(data, dict) and "deltas" in data and "systems" in data:
                 folder = path.parent
                 scores = _jsonl(folder / "scores.jsonl") if (folder / "scores.jsonl").exists() else []

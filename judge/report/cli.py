@@ -42,8 +42,10 @@ def report_command(
     inputs: tuple[Path, ...], out: Path, items: Path | None, title: str | None, open_browser: bool
 ) -> None:
     """Write one HTML report (plots, tables, review queue) from INPUT... results."""
+    from judge.io import check_output_path
     from judge.report import build
 
+    check_output_path(out, inputs=[*inputs, items])
     html = build(*inputs, out=out, items=items, title=title)
     click.echo(f"wrote {out} ({len(html.encode('utf-8')) / 1024:.0f} KB)")
     if open_browser:

@@ -620,6 +620,8 @@ def eval_section(
 
 
 def _stat(d: dict[str, Any] | None) -> str:
+    if d and d.get("undefined"):
+        return f"undefined: {d['undefined']}"
     if not d or d.get("value") is None:
         return "-"
     return fmt_ci(d["value"], d.get("ci_low"), d.get("ci_high"), 3)
@@ -676,8 +678,11 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
             f"{report.get('n_missing_label')} without a human label; {report.get('n_compared')} compared",
         ),
         ("annotators", str(report.get("n_annotators"))),
-        ("bootstrap", f"{report.get('n_boot')} resamples ({report.get('ci_method') or 'percentile'} CIs), "
-         f"seed {report.get('seed')}" + (f", clustered by {report['group']}" if report.get("group") else "")),
+        (
+            "bootstrap",
+            f"{report.get('n_boot')} resamples ({report.get('ci_method') or 'percentile'} CIs), "
+            f"seed {report.get('seed')}" + (f", clustered by {report['group']}" if report.get("group") else ""),
+        ),
         ("human ceiling", f"{report.get('ceiling_method') or '-'} ({report.get('ceiling_pairs')} pairs)"),
     ]
     ceiling = report.get("human_ceiling") or {}
