@@ -279,6 +279,16 @@ def test_calibration_scatter_for_continuous_scores(tmp_path: Path) -> None:
     assert "judge values jittered" not in html and "human values jittered" in html  # only whole numbers are
 
 
+def test_jitter_stays_within_a_third_of_a_unit() -> None:
+    from judge.report.sections import _jitter
+
+    # labels of only 1 and 5 (the README's demo): a 5 must not be drawn at 6.2, nor a 1 below 0
+    sparse = [abs(_jitter([1.0, 5.0, 5.0], k, 0.3)) for k in range(200)]
+    assert max(sparse) <= 0.35 and max(sparse) > 0.3
+    dense = [abs(_jitter([0.0, 0.5, 1.0], k, 0.0)) for k in range(200)]  # not whole numbers: not jittered
+    assert max(dense) == 0
+
+
 def test_reliability_curve_for_binary_calibration_only(tmp_path: Path) -> None:
     binary, ordinal = make_binary_calibration(tmp_path)[0], make_calibration(tmp_path)[0]
     rel = json.loads(binary.read_text())["reliability"]

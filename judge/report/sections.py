@@ -618,11 +618,12 @@ def _stat(d: dict[str, Any] | None) -> str:
 
 def _jitter(values: list[float], k: int, phase: float) -> float:
     """A deterministic offset for the k-th point (the same report draws the same picture): within ±0.35 of
-    the smallest gap between distinct values when they are all whole numbers, else 0 (nothing to separate)."""
+    the smallest gap between distinct values, and of one unit, when they are all whole numbers (labels of only
+    1 and 5 still read as 1 and 5), else 0 (nothing to separate)."""
     distinct = sorted(set(values))
     if len(distinct) < 2 or not all(float(v).is_integer() for v in distinct):
         return 0.0
-    gap = min(b - a for a, b in zip(distinct, distinct[1:], strict=False))
+    gap = min(1.0, *(b - a for a, b in zip(distinct, distinct[1:], strict=False)))
     return 0.7 * gap * (math.modf(k * 0.618034 + phase)[0] - 0.5)
 
 
