@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from judge.cli import EXIT_CODES
+from judge.cli import EXIT_CODES, progress_option
 from judge.errors import ConfigError
 
 EPILOG = """\b
@@ -193,6 +193,7 @@ def items_options(purpose: str) -> Any:
 @click.option(
     "--system", default=None, metavar="COLUMN", help="With --level system: the column naming each item's system."
 )
+@progress_option
 def calibrate(
     judge_path: str,
     human_path: str,
@@ -219,12 +220,14 @@ def calibrate(
     plan_path: str | None,
     levels: tuple[str, ...],
     system: str | None,
+    progress: bool | None,
 ) -> None:
     """Measure agreement between judge scores and human labels, with bootstrap CIs and the human ceiling."""
     from calibration.core import calibrate as run_calibration
     from calibration.labels import load_human_labels, load_judge_scores
     from calibration.report import render_text
     from judge.io import atomic_write_text, check_output_path, read_rows
+    from judge.progress import progress_enabled
 
     if scale is not None and scale[0] >= scale[1]:
         raise ConfigError(f"--scale MIN MAX needs MIN < MAX, got {scale[0]:g} {scale[1]:g}")
@@ -279,6 +282,7 @@ def calibrate(
         plan=(plan_path, [r.data | {"_line": r.line} for r in read_rows(plan_path)]) if plan_path else None,
         levels=levels,
         system=system,
+        progress=progress_enabled(progress),
     )
     click.echo(render_text(report))
     if json_path:

@@ -15,6 +15,7 @@ so the ceiling is, if anything, a little conservative.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -41,6 +42,7 @@ from calibration.labels import (
 from calibration.ppi import ppi_section
 from calibration.report import MAX_POINTS, CalibrationReport, ClassStats, Confusion, Disagreement, LevelStats, Stat
 from judge.errors import ConfigError, DataError
+from judge.progress import progress_bar
 from judge.stats import CI_METHODS, bca_ci, group_codes, resolve_ci_method
 
 MIN_ITEMS = 10
@@ -72,6 +74,7 @@ def calibrate(
     plan: tuple[str, list[dict[str, Any]]] | None = None,
     levels: tuple[str, ...] = (),
     system: str | None = None,
+    progress: bool = False,
 ) -> CalibrationReport:
     """Measure how well judge scores agree with human labels.
 
@@ -109,6 +112,7 @@ def calibrate(
         levels: ``summary`` (per-document correlations over ``group``'s documents, averaged) and/or ``system``
             (correlation of the per-``system`` means), added to ``report.levels`` (:mod:`calibration.levels`).
         system: the column naming each item's system, for the system level.
+        progress: a bar on stderr over the stages (:data:`STAGES`, again per ``by`` group), named as they run.
 
     Raises:
         DataError: the files do not join, too few items, labels of the wrong type or scale.
@@ -124,49 +128,41 @@ def calibrate(
         labels, kind = human_labels, str(human_labels.attrs["label_type"])
     else:
         labels, kind = validate_labels(human_labels, label_type=label_type, scale=scale, path=labels_source)
-    report = _calibrate_one(
-        scores,
-        labels,
-        kind,
-        n_boot,
-        seed,
-        scale,
-        threshold,
-        threshold_metric,
-        n_disagreements,
-        min_items,
-        judge_source,
-        labels_source,
-        ci_method,
-        group,
-        ppi,
-        ppi_map,
-        plan,
-        levels,
-        system,
+    common = (  # the settings of the whole set's calibration and of each --by group's
+        *(n_boot, seed, scale, threshold, threshold_metric, n_disagreements, min_items),
+        *(judge_source, labels_source, ci_method, group, ppi, ppi_map),
     )
-    if by is not None:
-        report.groups = _by_group(
-            scores,
-            labels,
-            kind,
-            by,
-            n_boot,
-            seed,
-            scale,
-            threshold,
-            threshold_metric,
-            n_disagreements,
-            min_items,
-            judge_source,
-            labels_source,
-            ci_method,
-            group,
-            ppi,
-            ppi_map,
-            report,
-        )
+    with progress_bar(len(STAGES), "calibrate", progress, unit="stage") as bar:
+        stages = _Stages(bar)
+        report = _calibrate_one(scores, labels, kind, *common, plan, levels, system, stage=stages)
+        stages.finish()
+        if by is not None:
+            report.groups = _by_group(scores, labels, kind, by, *common, report, bar)
+        bar.set_description("calibrate done")
     return report
+
+
+STAGES = ("agreement bootstrap", "human ceiling", "fits and review", "levels", "PPI")
+"""The stages of one calibration, as the progress bar names them."""
+
+
+class _Stages:
+    """The progress of one calibration on ``bar``: ``stage(name)`` counts the stage before as done and names
+    the next; :meth:`finish` counts the rest (all of them for a ``--by`` group skipped for want of items)."""
+
+    def __init__(self, bar: Any, prefix: str = "") -> None:
+        self.bar, self.prefix, self.counted, self.running = bar, prefix, 0, False
+
+    def __call__(self, name: str) -> None:
+        if self.running:
+            self.bar.update(1)
+            self.counted += 1
+        self.running = True
+        self.bar.set_description(f"calibrate {self.prefix}{name}")
+
+    def finish(self) -> None:
+        self.bar.update(len(STAGES) - self.counted)
+        self.counted, self.running = len(STAGES), False
 
 
 def _validated(frame: Any) -> bool:
@@ -180,7 +176,7 @@ def _by_group(
     by: str,
     *args: Any,
 ) -> dict[str, CalibrationReport]:
-    *rest, parent = args
+    *rest, parent, bar = args
     (n_boot, seed, scale, threshold, threshold_metric, n_dis, min_items, jsrc, lsrc, ci_method, group, ppi, ppi_map) = (
         rest
     )
@@ -193,7 +189,11 @@ def _by_group(
         have = ", ".join(c for c in scores.columns if c not in ("line", "score", "status"))
         raise DataError(f"no column '{by}' to group by in the judge results (columns: {have})", path=jsrc, field=by)
     out: dict[str, CalibrationReport] = {}
-    for name in sorted(set(key.values())):
+    names = sorted(set(key.values()))
+    bar.total = (bar.total or 0) + len(STAGES) * len(names)
+    bar.refresh()
+    for name in names:
+        stage = _Stages(bar, f"{by}={name}: ")
         ids = {i for i, g in key.items() if g == name}
         sub_scores = scores[scores["id"].isin(ids)]
         sub_labels = labels[labels["id"].isin(ids)]
@@ -215,9 +215,11 @@ def _by_group(
                 group,
                 ppi,
                 ppi_map,
+                stage=stage,
             )
         except DataError as exc:
             parent.warnings.append(f"group {by}={name!r} skipped: {exc}")
+        stage.finish()
     return out
 
 
@@ -268,6 +270,7 @@ def _calibrate_one(
     plan: tuple[str, list[dict[str, Any]]] | None = None,
     levels: tuple[str, ...] = (),
     system: str | None = None,
+    stage: Callable[[str], None] = lambda name: None,
 ) -> CalibrationReport:
     warns: list[str] = []
     joined = _join(scores, labels, kind, min_items, judge_source, labels_source, warns)
@@ -288,7 +291,9 @@ def _calibrate_one(
             )
     design = _design(kind, y, p, judge_cont, classes, warns)
 
+    stage(STAGES[0])
     metrics = _stats(design, y, p, judge_cont, n_boot, seed, units=units, n_units=n_units, ci_method=method)
+    stage(STAGES[1])
     ceiling, ceiling_pairs = _ceiling(labels, kind, classes, compared, design, n_boot, seed, method, group_of)
     n_annotators = int(labels["annotator"].nunique())
     if ceiling is None and n_annotators > 1:
@@ -335,6 +340,7 @@ def _calibrate_one(
         group=group,
         n_groups=n_units if group is not None else None,
     )
+    stage(STAGES[2])
     if design.common:
         mat = confusion(design, y, p)
         report.confusion = Confusion(labels=list(design.class_names), matrix=mat.tolist())
@@ -353,6 +359,7 @@ def _calibrate_one(
     report.disagreements = _disagreements(
         scores, labels, compared, kind, classes, y, p, judge_cont, human_raw, judge_raw, n_disagreements
     )
+    stage(STAGES[3])
     report.levels = _levels(
         scores,
         labels,
@@ -367,6 +374,7 @@ def _calibrate_one(
         seed,
         judge_source,
     )
+    stage(STAGES[4])
     report.ppi = ppi_section(
         scores, joined, kind, group, mode=ppi, mapping=ppi_map, seed=seed, labels_source=labels_source, plan=plan
     )

@@ -365,6 +365,11 @@ def length_summary(target: Path, items: Any) -> Any:
     return length_bias((row.data for row in read_rows(target)), lengths)
 
 
+def _with_ci(value: float, lo: float | None, hi: float | None) -> str:
+    """``0.750 [0.409, 0.929]`` (three decimals, as the rest of the summary), or the value alone."""
+    return f"{value:.3f}" if lo is None or hi is None else f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def render_summary(tally, describe: dict, target: Path, lengths=None) -> str:  # type: ignore[no-untyped-def]
     """A small readable table of a run, from its :class:`~judge.runner.Tally` (and its
     :class:`~judge.runner.LengthBias`, when given: Spearman's ρ of score vs output length for a single rubric,
@@ -393,14 +398,16 @@ def render_summary(tally, describe: dict, target: Path, lengths=None) -> str:  #
         first = "-" if t.p_first_wins is None else f"{t.p_first_wins:.3f}"
         lines.append(f"  orders     position consistency {cons} over {t.scored_pairs} pairs  P(first wins) {first}")
     if lengths is not None and lengths.decisive:
+        share = _with_ci(lengths.p_longer_wins, lengths.p_longer_low, lengths.p_longer_high)
         lines.append(
-            f"  length     P(longer wins) {lengths.p_longer_wins:.3f} over {lengths.decisive} decisive picks "
-            "(0.5 = no length bias)"
+            f"  length     P(longer wins) {share} over {lengths.decisive} decisive picks "
+            "(Wilson 95% CI; 0.5 = no length bias)"
         )
     elif lengths is not None and lengths.rho is not None:
+        rho = _with_ci(lengths.rho, lengths.rho_low, lengths.rho_high)
         lines.append(
-            f"  length     Spearman ρ of score vs output length {lengths.rho:.3f} over {lengths.n} items "
-            "(0 = no length bias)"
+            f"  length     Spearman ρ of score vs output length {rho} over {lengths.n} items "
+            "(95% CI by Fisher z; 0 = no length bias)"
         )
     dist = tally.distribution
     if dist:

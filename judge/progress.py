@@ -27,10 +27,15 @@ def progress_enabled(flag: bool | None) -> bool:
 class _Silent:
     """The bar of a run nobody watches: every call does nothing."""
 
+    total: int | None = None
+
     def update(self, n: int = 1) -> None:
         pass
 
     def set_description(self, desc: str) -> None:
+        pass
+
+    def refresh(self) -> None:
         pass
 
 

@@ -58,7 +58,13 @@ class LengthBias(BaseModel):
     n: int = 0
     """Scored verdicts with an output to measure."""
     rho: float | None = None
+    rho_low: float | None = None
+    rho_high: float | None = None
+    """95% interval of ``rho``: Fisher z with the Bonett-Wright variance (:func:`judge.stats.spearman_ci`)."""
     p_longer_wins: float | None = None
+    p_longer_low: float | None = None
+    p_longer_high: float | None = None
+    """95% Wilson interval of ``p_longer_wins`` over the ``decisive`` picks (:func:`judge.stats.wilson`)."""
     decisive: int = 0
     """Decisive picks between answers of different lengths (pairwise)."""
 
@@ -69,7 +75,7 @@ def length_bias(
     """:class:`LengthBias` of verdict records (dicts as written to the verdicts file), given each item id's
     (output, output_b) length in characters (None where the item has no such text)."""
     from judge.orders import picked_answers
-    from judge.stats import spearman
+    from judge.stats import spearman_ci, wilson
 
     xs: list[float] = []
     ys: list[float] = []
@@ -87,10 +93,17 @@ def length_bias(
         for pick in picked_answers(v.get("label"), v.get("orders")) if lb is not None and la != lb else []:
             decisive += 1
             longer += (la > lb) == (pick == "A")  # type: ignore[operator]
+    rho, rho_low, rho_high = (None, None, None) if pairwise else spearman_ci(xs, ys)
+    share = longer / decisive if decisive else None
+    p_low, p_high = wilson(share, decisive)
     return LengthBias(
         n=len(xs),
-        rho=None if pairwise else spearman(xs, ys),
-        p_longer_wins=longer / decisive if decisive else None,
+        rho=rho,
+        rho_low=rho_low,
+        rho_high=rho_high,
+        p_longer_wins=share,
+        p_longer_low=p_low,
+        p_longer_high=p_high,
         decisive=decisive,
     )
 

@@ -5,10 +5,13 @@ statistics their own way (calibration re-counts contingency tables; ``judge eval
 per-item scores or re-sums corpus statistics), but every interval in the project is drawn from
 :func:`resample_indices` (items) or :func:`resample_weights` (items, or whole groups: the cluster
 bootstrap) and summarised by :func:`percentile_ci` or :func:`bca_ci` (:func:`resolve_ci_method` picks).
+Two closed-form intervals serve the quick summaries that have no resampling behind them: :func:`wilson`
+for a share and :func:`spearman_ci` (Fisher z) for a rank correlation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -140,3 +143,33 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     if np.std(rx) == 0 or np.std(ry) == 0:
         return None
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+Z95 = 1.959963984540054
+"""The standard normal's 97.5th percentile: the z of a two-sided 95% interval."""
+
+
+def wilson(share: float | None, n: int, z: float = Z95) -> tuple[float | None, float | None]:
+    """The Wilson score interval (95%) of a share of ``n``; (None, None) when undefined."""
+    if share is None or n <= 0:
+        return None, None
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def spearman_ci(
+    x: Sequence[float], y: Sequence[float], z: float = Z95
+) -> tuple[float | None, float | None, float | None]:
+    """Spearman's ρ and its 95% interval by Fisher's z with the Bonett & Wright (2000) variance for Spearman,
+    ``tanh(atanh(ρ) ± z·sqrt((1 + ρ²/2) / (n − 3)))``: closed-form, no seed, cheap enough for every cell of a
+    report grid. (ρ, None, None) with fewer than 4 pairs; (None, None, None) where ρ is undefined."""
+    rho = spearman(x, y)
+    n = len(x)
+    if rho is None or n < 4:
+        return rho, None, None
+    if abs(rho) > 1 - 1e-12:  # a perfect ranking (up to rounding): the interval collapses onto it
+        return rho, rho, rho
+    half = z * math.sqrt((1 + rho * rho / 2) / (n - 3))
+    centre = math.atanh(rho)
+    return rho, math.tanh(centre - half), math.tanh(centre + half)

@@ -231,6 +231,8 @@ def test_both_orders_resolve_inconsistency_to_a_tie_and_measure_position_bias(
     # 2 of 4 pairs consistent; 6 of 8 decisive verdicts pick the answer shown first
     assert "position consistency 0.500 over 4 pairs  P(first wins) 0.750" in res.output
     # P(longer wins), counted here: each order's pick, read back to the pair as given, against the lengths
+    from scipy.stats import binomtest
+
     swap = {"A": "B", "B": "A"}
     longer = picks = 0
     for it in items:
@@ -238,7 +240,11 @@ def test_both_orders_resolve_inconsistency_to_a_tie_and_measure_position_bias(
         for pick in (g1, swap[g2]):
             picks += 1
             longer += (pick == "A") == (la > lb)
-    assert f"P(longer wins) {longer / picks:.3f} over {picks} decisive picks" in res.output
+    # its 95% CI: the Wilson interval, as scipy computes it
+    ci = binomtest(longer, picks).proportion_ci(method="wilson")
+    assert (
+        f"P(longer wins) {longer / picks:.3f} [{ci.low:.3f}, {ci.high:.3f}] over {picks} decisive picks" in res.output
+    )
     assert longer / picks == 0.75  # the fair orders pick "good answer", one character longer than "bad answer"
 
 
@@ -250,7 +256,8 @@ def longer_is_better(request: dict[str, Any]) -> Reply | str:
 
 
 def test_summary_gives_the_length_bias_of_a_score_run(tmp_path: Path, score: Callable[..., Run]) -> None:
-    from scipy.stats import spearmanr
+    import numpy as np
+    from scipy.stats import norm, spearmanr
 
     items = [{"id": f"i{i}", "input": "q", "output": "ANSWER " + "x" * (3 * i + i % 4)} for i in range(12)]
     data = write(tmp_path / "d.jsonl", items)
@@ -261,7 +268,10 @@ def test_summary_gives_the_length_bias_of_a_score_run(tmp_path: Path, score: Cal
     by_id = {r["id"]: r["score"] for r in rows(out)}
     rho = spearmanr([len(it["output"]) for it in items], [by_id[it["id"]] for it in items]).statistic
     assert 0.05 < abs(rho) < 0.95
-    assert f"Spearman ρ of score vs output length {rho:.3f} over 12 items" in res.output
+    # its 95% CI: Fisher's z with the Bonett-Wright variance for Spearman, (1 + ρ²/2) / (n - 3)
+    half = norm.ppf(0.975) * np.sqrt((1 + rho**2 / 2) / (12 - 3))
+    lo, hi = np.tanh(np.arctanh(rho) - half), np.tanh(np.arctanh(rho) + half)
+    assert f"Spearman ρ of score vs output length {rho:.3f} [{lo:.3f}, {hi:.3f}] over 12 items" in res.output
 
 
 def test_both_orders_needs_a_pairwise_rubric(tmp_path: Path, score: Callable[..., Run]) -> None:

@@ -14,7 +14,7 @@ from calibration import calibrate
 from judge.cli import main
 from judge.eval.run import evaluate
 from judge.eval.stats import Resampling, paired_delta, system_value
-from judge.stats import bca_ci, leave_one_out_sums, resample_weights, resolve_ci_method
+from judge.stats import bca_ci, leave_one_out_sums, resample_weights, resolve_ci_method, spearman_ci, wilson
 
 
 def _kappa(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -195,3 +195,39 @@ def test_eval_suite_group_column_and_provenance(tmp_path: Path) -> None:
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(Exception, match="group column"):
         evaluate(suite, base_dir=tmp_path)
+
+
+def test_wilson_matches_scipy() -> None:
+    for k, n in [(0, 5), (3, 4), (6, 8), (17, 40), (40, 40), (512, 1000)]:
+        ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson(k / n, n) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert wilson(None, 10) == (None, None) and wilson(0.5, 0) == (None, None)
+
+
+def test_spearman_ci_is_fisher_z_and_covers() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=30)
+    y = np.round(x + rng.normal(size=30))  # ties on one side: average ranks
+    rho, lo, hi = spearman_ci(list(x), list(y))
+    ref = stats.spearmanr(x, y).statistic
+    half = stats.norm.ppf(0.975) * np.sqrt((1 + ref**2 / 2) / (30 - 3))  # Bonett & Wright (2000)
+    assert (rho, lo, hi) == pytest.approx((ref, np.tanh(np.arctanh(ref) - half), np.tanh(np.arctanh(ref) + half)))
+    # close to the bootstrap over items (scipy's, percentile) at this n
+    boot = stats.bootstrap(
+        (x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True, vectorized=False,
+        n_resamples=2000, method="percentile", random_state=np.random.default_rng(2),
+    )  # fmt: skip
+    assert (lo, hi) == pytest.approx(_ci(boot), abs=0.05)
+    # coverage of the population ρ_s = (6/π) asin(r/2) of a bivariate normal with correlation r
+    r, n, reps = 0.5, 40, 1000
+    truth = 6 / np.pi * np.arcsin(r / 2)
+    xy = rng.multivariate_normal([0, 0], [[1, r], [r, 1]], size=(reps, n))
+    hits = 0
+    for sample in xy:
+        _, lo, hi = spearman_ci(list(sample[:, 0]), list(sample[:, 1]))
+        hits += lo <= truth <= hi
+    assert 0.93 <= hits / reps <= 0.97
+    # undefined and degenerate cases
+    assert spearman_ci([1, 2, 3], [1, 3, 2])[1:] == (None, None)
+    assert spearman_ci([1, 2, 3, 4], [5, 5, 5, 5]) == (None, None, None)
+    assert spearman_ci([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]) == pytest.approx((1.0, 1.0, 1.0))

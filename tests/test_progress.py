@@ -26,6 +26,7 @@ LONG_COMMANDS = [
     ("baseline", "similarity"),
     ("mtbench", "answer"),
     ("mtbench", "judge"),
+    ("calibrate",),
 ]
 
 
@@ -112,3 +113,28 @@ def test_progress_bar_helper_counts_and_closes(enabled: bool, capsys: pytest.Cap
             bar.update(1)
     err = capsys.readouterr().err
     assert ("stage:" in err and "/3 [" in err) if enabled else err == ""
+
+
+def test_calibrate_names_each_stage_per_group_only_when_asked(tmp_path: Path) -> None:
+    from calibration.core import STAGES
+
+    ids = [f"i{k}" for k in range(24)]
+    judge_rows = [f"{i},{k % 5 + 1},{'ab'[k % 2]}" for k, i in enumerate(ids)]
+    (tmp_path / "judge.csv").write_text("id,score,topic\n" + "\n".join(judge_rows) + "\n")
+    label_rows = [f"{i},{who},{(k + (who == 'b') * (k % 3 == 0)) % 5 + 1}" for k, i in enumerate(ids) for who in "ab"]
+    (tmp_path / "labels.csv").write_text("id,annotator,label\n" + "\n".join(label_rows) + "\n")
+    runner = CliRunner()
+    args = ["calibrate", "--judge", str(tmp_path / "judge.csv"), "--human", str(tmp_path / "labels.csv")]
+    args += ["--label-type", "ordinal", "--bootstrap", "200", "--by", "topic"]
+    shown = runner.invoke(cli, [*args, "--progress"])
+    assert shown.exit_code == 0, shown.output
+    lines = bar_lines(shown.stderr)
+    total = len(STAGES) * 3  # the whole set, then each of the two topics
+    for prefix in ("", "topic=a: ", "topic=b: "):
+        for stage in STAGES:
+            assert any(line.startswith(f"calibrate {prefix}{stage}: ") for line in lines), (prefix, stage, lines)
+    assert any(line.startswith("calibrate done: ") and f" {total}/{total} [" in line for line in lines), lines
+    assert any("stage/s" in line for line in lines)
+    quiet = runner.invoke(cli, args)  # CliRunner's stderr is no terminal: no bar
+    assert quiet.exit_code == 0 and bar_lines(quiet.stderr) == [] and quiet.stderr.count("\r") == 0
+    assert quiet.stdout == shown.stdout  # the same report either way

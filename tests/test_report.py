@@ -9,6 +9,7 @@ XSS strings show as text and run nothing, and no request leaves the page. Screen
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 import judge
 from judge.cli import main
+from judge.textfmt import fmt
 from judge.verdict import Verdict
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -275,6 +277,16 @@ def test_calibration_scatter_for_continuous_scores(tmp_path: Path) -> None:
     assert plot.count("<circle") == len(pairs) and plot.count("<path") == 1
     assert "Judge score (x) vs human consensus (y), one dot per item" in html
     assert "judge values jittered" not in html and "human values jittered" in html  # only whole numbers are
+
+
+def test_jitter_stays_within_a_third_of_a_unit() -> None:
+    from judge.report.sections import _jitter
+
+    # labels of only 1 and 5 (the README's demo): a 5 must not be drawn at 6.2, nor a 1 below 0
+    sparse = [abs(_jitter([1.0, 5.0, 5.0], k, 0.3)) for k in range(200)]
+    assert max(sparse) <= 0.35 and max(sparse) > 0.3
+    dense = [abs(_jitter([0.0, 0.5, 1.0], k, 0.0)) for k in range(200)]  # not whole numbers: not jittered
+    assert max(dense) == 0
 
 
 def test_reliability_curve_for_binary_calibration_only(tmp_path: Path) -> None:
@@ -638,6 +650,8 @@ def make_pairwise_both_orders(tmp: Path) -> tuple[Path, Path, dict[str, float]]:
         "consistency": consistent / 40,
         "p_first_wins": first / decisive,
         "p_longer_wins": longer / length_decisive,
+        "longer": longer,
+        "length_decisive": length_decisive,
     }
     return _write_jsonl(tmp / "pw.verdicts.jsonl", rows), _write_jsonl(tmp / "pw.jsonl", items), expected
 
@@ -675,6 +689,26 @@ def test_score_report_title_scale_and_position(tmp_path: Path) -> None:
     assert got["position consistency"] == pytest.approx(expected["consistency"], abs=5e-4)
     assert got["P(first position wins)"] == pytest.approx(expected["p_first_wins"], abs=5e-4)
     assert got["P(longer answer wins)"] == pytest.approx(expected["p_longer_wins"], abs=5e-4)
+    # with its Wilson 95% CI, as scipy computes it
+    from scipy.stats import binomtest
+
+    share = next(r[1] for r in table.rows if r[0] == "P(longer answer wins)")
+    ci = binomtest(int(expected["longer"]), int(expected["length_decisive"])).proportion_ci(method="wilson")
+    assert share.split(" [")[1] == f"{fmt(ci.low, 3)}, {fmt(ci.high, 3)}]"
+
+
+def test_score_report_length_bias_carries_a_fisher_z_interval(tmp_path: Path) -> None:
+    from scipy.stats import norm, spearmanr
+
+    verdicts, items, _ = make_verdicts(tmp_path)
+    texts = {json.loads(x)["id"]: json.loads(x)["output"] for x in items.read_text().splitlines()}
+    scored = [json.loads(x) for x in verdicts.read_text().splitlines() if json.loads(x)["status"] == "ok"]
+    rho = spearmanr([len(texts[r["id"]]) for r in scored], [r["score"] for r in scored]).statistic
+    half = norm.ppf(0.975) * (((1 + rho**2 / 2) / (len(scored) - 3)) ** 0.5)  # Bonett-Wright variance
+    lo, hi = math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
+    grid = judge.report.load_section(verdicts, items=items).length_bias
+    assert grid is not None and "95% CI, Fisher z" in grid.title
+    assert grid.rows == [["factuality", f"{fmt(rho, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}] (n={len(scored)})"]]
 
 
 def test_browser_score_report_axis_and_position(browser: Any, tmp_path: Path) -> None:

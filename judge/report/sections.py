@@ -2,8 +2,8 @@
 
 A section is plain data (:class:`Section`) that the one HTML template renders: provenance pairs,
 tables, inline-SVG plots, warnings and review tables. Statistics come from the result as it was
-written; the only numbers computed here are counts, histogram bins and the length-bias Spearman ρ
-(which no result type holds).
+written; the only numbers computed here are counts, histogram bins, Wilson intervals of shares and the
+length-bias Spearman ρ with its interval (which no result type holds).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.report import svg
-from judge.stats import spearman
+from judge.stats import spearman_ci, wilson
 from judge.textfmt import fmt, fmt_ci, fmt_p, ppi_summary
 
 MAX_TEXT = 4000
@@ -121,16 +121,16 @@ def _length_bias(section: Section, groups: dict[tuple[str, str], list[tuple[floa
     for (row, col), pts in groups.items():
         if not pts:
             continue
-        rho = spearman([p[0] for p in pts], [p[1] for p in pts])
-        cells[row][col] = f"{fmt(rho, 3)} (n={len(pts)})"
+        rho, lo, hi = spearman_ci([p[0] for p in pts], [p[1] for p in pts])
+        cells[row][col] = f"{fmt_ci(rho, lo, hi, 3)} (n={len(pts)})"
         if col not in columns:
             columns.append(col)
         by_plot[row].extend(pts)
     if not cells:
         return
     section.length_bias = Table(
-        f"Length bias: Spearman ρ of {what} vs output length in characters (n items); ρ > 0: longer outputs "
-        "score higher, |ρ| under 0.1 is negligible",
+        f"Length bias: Spearman ρ of {what} vs output length in characters [95% CI, Fisher z] (n items); ρ > 0: "
+        "longer outputs score higher, |ρ| under 0.1 is negligible",
         ["", *(c or "ρ (n)" for c in columns)],
         [[row, *(per.get(c, "-") for c in columns)] for row, per in cells.items()],
     )
@@ -223,8 +223,8 @@ def _position_table(s: Section, rows: list[dict[str, Any]], texts: dict[str, dic
         }  # fmt: skip
         lb = length_bias(rows, lengths)
         stats.update(p_longer_wins=lb.p_longer_wins, length_decisive_verdicts=lb.decisive)
-        lo, hi = wilson(lb.p_longer_wins, lb.decisive)
-        table.append(["P(longer answer wins)", fmt_ci(lb.p_longer_wins, lo, hi, 3), f"{lb.decisive} decisive picks"])
+        value = fmt_ci(lb.p_longer_wins, lb.p_longer_low, lb.p_longer_high, 3)
+        table.append(["P(longer answer wins)", value, f"{lb.decisive} decisive picks"])
     if table:
         s.tables.append(
             Table(
@@ -234,15 +234,6 @@ def _position_table(s: Section, rows: list[dict[str, Any]], texts: dict[str, dic
             )
         )
         s.warnings.extend(bias_warnings(stats))
-
-
-def wilson(share: float | None, n: int, z: float = 1.959963984540054) -> tuple[float | None, float | None]:
-    """The Wilson score interval (95%) of a share of ``n``; (None, None) when undefined."""
-    if share is None or n <= 0:
-        return None, None
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path | None = None) -> Section:
@@ -629,11 +620,12 @@ def _stat(d: dict[str, Any] | None) -> str:
 
 def _jitter(values: list[float], k: int, phase: float) -> float:
     """A deterministic offset for the k-th point (the same report draws the same picture): within ±0.35 of
-    the smallest gap between distinct values when they are all whole numbers, else 0 (nothing to separate)."""
+    the smallest gap between distinct values, and of one unit, when they are all whole numbers (labels of only
+    1 and 5 still read as 1 and 5), else 0 (nothing to separate)."""
     distinct = sorted(set(values))
     if len(distinct) < 2 or not all(float(v).is_integer() for v in distinct):
         return 0.0
-    gap = min(b - a for a, b in zip(distinct, distinct[1:], strict=False))
+    gap = min(1.0, *(b - a for a, b in zip(distinct, distinct[1:], strict=False)))
     return 0.7 * gap * (math.modf(k * 0.618034 + phase)[0] - 0.5)
 
 
