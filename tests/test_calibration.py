@@ -378,3 +378,23 @@ def test_reliability_curve_bins_match_numpy_on_a_small_binary_example() -> None:
     assert verdicts.reliability is None
     ordinal = calibrate(pd.Series(raw, index=ids), pd.Series(1 + y * 4, index=ids), label_type="ordinal", n_boot=0)
     assert ordinal.reliability is None
+
+
+def test_interval_alpha_in_closed_form_equals_krippendorff_and_scales_to_continuous_scores() -> None:
+    import krippendorff
+    import numpy as np
+
+    from calibration import calibrate
+    from calibration.agreement import interval_alpha
+
+    rng = np.random.default_rng(3)
+    human = rng.integers(1, 6, size=120).astype(float)
+    judge = np.round(human + rng.normal(0, 0.8, size=120), 2)  # ~150 distinct values: krippendorff still copes
+    want = krippendorff.alpha(reliability_data=np.vstack([human, judge]), level_of_measurement="interval")
+    assert interval_alpha(human, judge) == pytest.approx(want, abs=1e-9)
+    # 3,000 items of continuous judge scores: krippendorff's values x values matrix would need ~200 GiB
+    human = rng.integers(1, 6, size=3000).astype(float)
+    judge = human + rng.normal(0, 0.5, size=3000)
+    ids = [f"i{k}" for k in range(3000)]
+    report = calibrate(pd.Series(judge, index=ids), pd.Series(human, index=ids), label_type="ordinal", n_boot=200)
+    assert report.metrics["krippendorff_alpha"].value == pytest.approx(interval_alpha(human, judge), abs=1e-9)
