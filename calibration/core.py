@@ -352,7 +352,8 @@ def _calibrate_one(
     if kind in ("ordinal", "binary"):
         x = judge_cont if judge_cont is not None else p
         report.isotonic = fit_isotonic(x, y, seed=seed)
-        keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), MAX_POINTS)).astype(int)) if len(x) else []
+        n_points = min(len(x), MAX_POINTS)
+        keep = np.unique(np.linspace(0, len(x) - 1, n_points).astype(int)) if len(x) else np.zeros(0, dtype=int)
         report.points = [(float(x[i]), float(y[i])) for i in keep]
     if kind == "binary" and judge_cont is not None:
         report.reliability = reliability_curve(judge_cont, y, scale=scale)
@@ -544,10 +545,9 @@ def _stats(
     if n_boot > 0:
         auc_cells = encode_auc_cells(design, y, judge_cont) if judge_cont is not None else None
         cells = encode_cells(design, y, p)
-        where = {"units": units, "n_units": n_units, "auc_cells": auc_cells}
-        reps = bootstrap(design, cells, **where, n_boot=n_boot, seed=seed)
+        reps = bootstrap(design, cells, units=units, n_units=n_units, auc_cells=auc_cells, n_boot=n_boot, seed=seed)
         if ci_method == "bca":
-            jack = jackknife(design, cells, **where)
+            jack = jackknife(design, cells, units=units, n_units=n_units, auc_cells=auc_cells)
     out: dict[str, Stat] = {}
     constant = _constant_side(y, p)
     for name in design.metrics:

@@ -171,8 +171,8 @@ def render_text(report: CalibrationReport, *, title: str = "judge vs human", max
         lines.append("  confusion (rows = human, columns = judge)")
         width = max(6, *(len(x) + 1 for x in report.confusion.labels))
         lines.append("  " + " " * width + "".join(f"{x:>{width}}" for x in report.confusion.labels))
-        for label, row in zip(report.confusion.labels, report.confusion.matrix, strict=True):
-            lines.append("  " + f"{label:>{width}}" + "".join(f"{c:>{width}}" for c in row))
+        for label, counts in zip(report.confusion.labels, report.confusion.matrix, strict=True):
+            lines.append("  " + f"{label:>{width}}" + "".join(f"{c:>{width}}" for c in counts))
     if report.threshold is not None:
         t = report.threshold
         lines.append("")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import sqlite3
 import sys
@@ -437,7 +438,7 @@ class _Driver:
             while True:
                 for bid in ids:
                     if bid not in state or state[bid]["status"] not in TERMINAL:
-                        state[bid] = await self._call(lambda bid=bid: self.api.batch_retrieve(bid))
+                        state[bid] = await self._call(functools.partial(self.api.batch_retrieve, bid))
                         self.store.update(bid, state[bid]["status"])
                 if bar is not None:
                     counts = [b.get("request_counts") or {} for b in state.values()]

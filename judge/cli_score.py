@@ -247,6 +247,7 @@ def score(
     if spec is None:
         spec, why = explain_default_judge(base_url)
         click.echo(f"judge: {spec} ({why})", err=True)
+    structured = False if no_structured_output else None
     grader = build_grader(
         rubric,
         spec,
@@ -262,9 +263,8 @@ def score(
         keep_failed=keep_failed,
         cache_namespace=cache_namespace or "",
         batch=BatchSettings(poll_interval=batch_poll) if batch else None,
-        **({"structured_output": False} if no_structured_output else {}),
+        structured_output=structured,  # None: the provider's default (get_provider drops None options)
     )
-    structured = False if no_structured_output else None
     show = progress_enabled(progress)
     try:
         check_trials(grader, repeats, both_orders)
@@ -278,7 +278,7 @@ def score(
         click.echo(render_estimate(estimate, grader.describe(), len(items)))
         return
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go():
         try:
             if eng is not None:
                 from judge.engines.score import GraderRecipe, run_items_on
@@ -328,7 +328,7 @@ def score(
     exit_if_incomplete("items", tally.n_items, causes[None], causes["transport"], causes["parse"], max_unscored)
 
 
-def check_engine(  # type: ignore[no-untyped-def]
+def check_engine(
     engine: str, address: str | None, *, batch: bool, repeats: int, both_orders: bool, max_cost: float | None
 ):
     """The engine ``--engine`` names (None: the local path, unchanged), after the checks that need no data."""
@@ -370,7 +370,7 @@ def _with_ci(value: float, lo: float | None, hi: float | None) -> str:
     return f"{value:.3f}" if lo is None or hi is None else f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def render_summary(tally, describe: dict, target: Path, lengths=None) -> str:  # type: ignore[no-untyped-def]
+def render_summary(tally, describe: dict, target: Path, lengths=None) -> str:
     """A small readable table of a run, from its :class:`~judge.runner.Tally` (and its
     :class:`~judge.runner.LengthBias`, when given: Spearman's ρ of score vs output length for a single rubric,
     P(longer answer wins) for a pairwise one)."""
@@ -416,7 +416,7 @@ def render_summary(tally, describe: dict, target: Path, lengths=None) -> str:  #
     return "\n".join(lines)
 
 
-def render_estimate(est, describe: dict, n_items: int) -> str:  # type: ignore[no-untyped-def]
+def render_estimate(est, describe: dict, n_items: int) -> str:
     """What ``--dry-run`` prints: requests, tokens and cost, and how they were counted."""
     cost = "unknown (model not in price table; see --prices)" if est.cost_usd is None else f"${est.cost_usd:.4f}"
     counted = "characters / 4" if est.tokenizer == "chars/4" else f"the tokenizer of {est.tokenizer}"

@@ -226,14 +226,19 @@ class Grader:
         self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
         if mode in ("logprob", "reason"):
             labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
-            assert labels is not None or rubric.spec.scale is not None
+            if labels:
+                candidates = tuple(labels)
+            else:
+                scale = rubric.spec.scale
+                assert scale is not None, "a rubric that is not pairwise has a scale (checked when it loads)"
+                candidates = tuple(str(p) for p in scale.points)
             self.config = GenerateConfig(
                 temperature=temperature,
                 seed=seed,
                 max_tokens=2,
                 logprobs=True,
                 top_logprobs=20,
-                score_candidates=tuple(labels) if labels else tuple(str(p) for p in rubric.spec.scale.points),
+                score_candidates=candidates,
             )
         else:
             schema = rubric.json_schema() if provider.supports_json_schema else None

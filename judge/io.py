@@ -424,7 +424,7 @@ class _PartialFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        self._fh: Any = self.partial.open(mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        self._fh: Any = self.partial.open(mode) if "b" in mode else self.partial.open(mode, encoding="utf-8")
 
     def _sync_close(self) -> bool:
         """Flush, fsync and close the partial file; False if it was closed already."""

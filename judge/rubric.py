@@ -60,7 +60,9 @@ class _Undefined(jinja2.StrictUndefined):
     """Strict, except that an absent value may be tested: ``{% if reference %}`` is false, while
     ``{{ reference }}`` outside such a guard is an error (it would put "None" in the prompt)."""
 
-    def __bool__(self) -> bool:
+    # jinja2 declares StrictUndefined.__bool__ as its raising helper (returning Never): any override that
+    # returns is an incompatible override to mypy, though overriding it is the point of this class
+    def __bool__(self) -> bool:  # type: ignore[override]
         return False
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -276,7 +276,7 @@ def build_grader(
     )
 
 
-def check_items(items: list[Item], rubric: Rubric) -> None:
+def check_items(items: Iterable[Item], rubric: Rubric) -> None:
     """Fail before any model call if an item lacks an input the rubric requires (an empty answer, "", is an
     answer: the judge judges it)."""
     for item in items:
@@ -675,7 +675,11 @@ def estimate_item(grader: Grader, item: Item) -> tuple[int, int, str]:
     return counted, min(grader.config.max_tokens, ESTIMATED_COMPLETION_TOKENS), tokenizer
 
 
-def estimate_run(grader: Grader, items: list[Item], *, calls_per_item: int = 1) -> RunEstimate:
+class SizedItems(Sized, Iterable[Item], Protocol):
+    """Items that can be counted and iterated: a list, or an :class:`~judge.dataset.ItemFile` (read again)."""
+
+
+def estimate_run(grader: Grader, items: SizedItems, *, calls_per_item: int = 1) -> RunEstimate:
     """Render every prompt and count its tokens: the judge model's own tokenizer where the provider
     has one here, otherwise characters / 4 (about right for English with OpenAI's tokenizers).
     Completion tokens are ``ESTIMATED_COMPLETION_TOKENS`` per request (at most ``max_tokens``);

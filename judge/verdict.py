@@ -419,7 +419,7 @@ def _mass_from_top_logprobs(top: list[dict[str, float]], points: list[str]) -> d
     alternatives split it exactly: P("10") = P("1") P("0" | "1"), P("1") = P("1") P(no digit | "1").
     Otherwise the split is unknown, which is tolerated only while the prefix is improbable.
     """
-    first = {}
+    first: dict[str, float] = {}
     for token, lp in top[0].items():
         first[token.strip()] = first.get(token.strip(), 0.0) + math.exp(lp)
     mass = {p: first[p] for p in points if p in first}

@@ -69,6 +69,11 @@ def _text(row: Row, key: str, value: Any) -> str | None:
     raise row.error(f"expected text, got {type(value).__name__}", key)
 
 
+def _first(refs: list[str] | None) -> str | None:
+    """An item's first reference, or None when it has none."""
+    return refs[0] if refs else None
+
+
 def _references(row: Row) -> list[str] | None:
     value = row.data.get("reference")
     if isinstance(value, list):
@@ -342,7 +347,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
                     id=ident,
                     input=data.inputs[k] or None,
                     output=outputs[k],  # None: no output (unscored); "" is an answer the judge judges
-                    reference=data.references[k][0] if data.references[k] else None,
+                    reference=_first(data.references[k]),
                     context=data.contexts[k],
                 )
                 for k, ident in enumerate(data.ids)
@@ -736,8 +741,8 @@ def run_suite(
     suite, sweeps = expand_sweeps(suite, base_dir)
     data = load_data(suite, base_dir)
     data.models = resolve_models(suite, base_dir, sweeps)
-    for name, pair in (models_in_memory or {}).items():
-        data.models[name].loaded = pair
+    for name, loaded in (models_in_memory or {}).items():
+        data.models[name].loaded = loaded
     planned = plan(suite, data, base_dir)
     labels = load_eval_labels(suite, base_dir, data.ids, {f.name for p in planned for f in p.figures})
     assert suite.baseline is not None

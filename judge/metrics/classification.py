@@ -40,7 +40,7 @@ import numpy as np
 
 from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, MetricResult
-from judge.metrics.reference import prepare
+from judge.metrics.reference import prepare, scored_text
 
 CORPUS_FIGURES = ("macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "macro_specificity", "mcc")
 SCREENING_FIGURES = ("sensitivity", "specificity")
@@ -148,7 +148,7 @@ def _confusion(data: EvalInput) -> _Confusion:
     c = len(classes)
     scored = [i for i in range(n) if errors[i] is None]
     gold = {i: normalize_label(refs[i][0]) for i in scored}
-    pred = {i: normalize_label(data.outputs[i]) for i in scored}
+    pred = {i: normalize_label(scored_text(data.outputs[i])) for i in scored}
     correct = np.full(n, np.nan, dtype=float)
     stats = np.zeros((n, c * c), dtype=float)
     for i in scored:

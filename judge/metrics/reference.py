@@ -69,6 +69,12 @@ def prepare(data: EvalInput, *, needs_reference: bool) -> tuple[list[str | None]
     return errors, refs
 
 
+def scored_text(output: str | None) -> str:
+    """An output that :func:`prepare` left scored (its reason ``None``): text, by construction."""
+    assert isinstance(output, str), "prepare() marks a missing or non-text output unscored"
+    return output
+
+
 def nan_scores(n: int, *names: str) -> dict[str, np.ndarray]:
     return {name: np.full(n, np.nan, dtype=float) for name in names}
 
@@ -315,7 +321,7 @@ def rouge(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     for i, out in enumerate(data.outputs):
         if errors[i] is not None:
             continue
-        pred = tokenizer.tokenize(out)
+        pred = tokenizer.tokenize(scored_text(out))
         pred_grams = (_create_ngrams(pred, 1), _create_ngrams(pred, 2))
         best = [-1.0, -1.0, -1.0]
         for ref in refs[i]:

@@ -178,8 +178,9 @@ def rubric_scale(rows: Sequence[dict[str, Any]]) -> tuple[tuple[float, float] | 
         if rubric is not None and rubric.content_hash == digest and rubric.spec.scale is not None:
             return (float(rubric.spec.scale.min), float(rubric.spec.scale.max)), "the rubric's scale"
     keys = [_num(k) for r in rows for k in r.get("score_probs") or {}]
-    if keys and all(k is not None for k in keys):
-        return (min(keys), max(keys)), "the rubric's scale (from the judge's score labels)"  # type: ignore[type-var]
+    numeric = [k for k in keys if k is not None]
+    if keys and len(numeric) == len(keys):
+        return (min(numeric), max(numeric)), "the rubric's scale (from the judge's score labels)"
     return None, ""
 
 
@@ -197,7 +198,7 @@ def _position_table(s: Section, rows: list[dict[str, Any]], texts: dict[str, dic
     table = []
     stats: dict[str, Any] = {}
     if ordered:
-        pos = position_stats(ordered)  # type: ignore[arg-type]
+        pos = position_stats(ordered)
         stats.update(pos._asdict())
         lo, hi = wilson(pos.consistency, pos.scored_pairs)
         table.append(
@@ -240,7 +241,8 @@ def verdicts_section(rows: list[dict[str, Any]], source: str, items: str | Path 
     """``judge score`` verdicts (one dict per Verdict), joined by id with the items' texts when given."""
     texts = _load_items(items)
     rubrics = sorted({(r.get("rubric"), r.get("rubric_hash")) for r in rows}, key=str)
-    ok, unscored = [], []
+    ok: list[dict[str, Any]] = []
+    unscored: list[dict[str, Any]] = []
     for r in rows:
         (ok if r.get("status") == "ok" and _num(r.get("score")) is not None else unscored).append(r)
     reasons = Counter((r.get("error") or "unscored").split(":")[0][:60] for r in unscored)
@@ -399,9 +401,12 @@ def _eval_headline(results: dict[str, Any], names: list[str]) -> tuple[Table | N
     ]
     rows = []
     for name in dict.fromkeys(order):
-        better, worse, worst = [], [], None
-        for m in names if name in deltas else []:
-            d = deltas[name].get(m) or {}
+        better: list[str] = []
+        worse: list[str] = []
+        worst: tuple[float, str, dict[str, Any]] | None = None
+        own: dict[str, Any] = (deltas.get(name) if name is not None else None) or {}  # this system's deltas
+        for m in names if own else []:
+            d = own.get(m) or {}
             fig = figures.get(m, {})
             sign = 1 if fig.get("direction", "higher") == "higher" else -1
             sig = _significance(d, sign)
@@ -427,7 +432,7 @@ def _eval_headline(results: dict[str, Any], names: list[str]) -> tuple[Table | N
                 continue
             counts, worst_cell = ["baseline", "baseline"], "-"
         else:
-            n = sum(1 for m in names if (deltas.get(name) or {}).get(m) is not None)
+            n = sum(1 for m in names if own.get(m) is not None)
             counts = [
                 f"{len(xs)} of {n}" + (f": {', '.join(xs[:4])}{' …' if len(xs) > 4 else ''}" if xs else "")
                 for xs in (better, worse)
@@ -780,10 +785,10 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
                 ],
             )
         )
-    rows = []
+    review_rows: list[dict[str, Any]] = []
     for d in report.get("disagreements") or []:
         annot = ", ".join(f"{k}={fmt(v)}" for k, v in (d.get("annotator_labels") or {}).items())
-        rows.append(
+        review_rows.append(
             {
                 "id": str(d["id"]),
                 "cells": [
@@ -796,10 +801,12 @@ def calibration_section(report: dict[str, Any], source: str, title: str = "judge
                 "texts": [(k, clip(v)) for k, v in (d.get("texts") or {}).items() if v],
             }
         )
-    if rows:
+    if review_rows:
         s.reviews.append(
             Review(
-                f"Largest judge–human disagreements ({len(rows)})", ["id", "judge", "human", "gap", "annotators"], rows
+                f"Largest judge–human disagreements ({len(review_rows)})",
+                ["id", "judge", "human", "gap", "annotators"],
+                review_rows,
             )
         )
     return s
@@ -1013,7 +1020,7 @@ def sweep_plots(section: Section, results: dict[str, Any]) -> None:
                 (float(st), *(systems[m][metric].get(k) for k in ("value", "ci_low", "ci_high")))
                 for st, m in zip(steps, members, strict=False)
             ]
-            ref = systems.get(baseline, {}).get(metric, {})
+            ref = (systems.get(baseline, {}) if baseline is not None else {}).get(metric, {})
             reference = None
             if ref.get("value") is not None:
                 reference = (f"{baseline} (baseline)", ref["value"], ref.get("ci_low"), ref.get("ci_high"))

@@ -7,7 +7,7 @@ here; the functions return markup that the template inserts as is.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -96,7 +96,7 @@ def robust_range(values: Sequence[float], factor: float = 4.0) -> tuple[float, f
 
 
 def histogram(
-    series: dict[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
     label: str,
     bins: int = 20,
     width: int = 420,
