@@ -138,12 +138,14 @@ class Recording:
         self.delay_s = delay_s
         self.refuse = refuse
         self.starts: list[tuple[float, str]] = []
+        self.prompts: list[str] = []  # the prompt of each start, in the same order
         self.lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any]) -> Reply | str:
         with self.lock:
             refused = len([s for s in self.starts if s[1] == "429"]) < self.refuse
             self.starts.append((time.monotonic(), "429" if refused else "ok"))
+            self.prompts.append(json.dumps(request.get("messages"), sort_keys=True))
         if refused:
             return "429"
         reply = judge_responder(request)
@@ -192,11 +194,18 @@ def test_api_judge_on_ray_honours_retry_after_across_actors(
         assert srv.max_in_flight <= 3
     same_verdicts(local, [dict(r, attempts=1) for r in remote])  # two items needed a second attempt
     assert sorted(r["attempts"] for r in remote)[-2:] == [2, 2]
+    # two scattered 429s are not a rate limit (issue 22, class 11): each refused call's own retry waits its
+    # Retry-After of 1 s, while the other actors' calls go on in that second
     first_429 = next(t for t, what in responder.starts if what == "429")
-    # Retry-After: 1 s pauses every actor: no request starts in that second (after the ones already
-    # granted when the refusal came back)
-    paused = [t - first_429 for t, _ in responder.starts if 0.2 < t - first_429 < 0.9]
-    assert paused == [], paused
+    for k, (t, what) in enumerate(responder.starts):
+        if what == "429":
+            retry = next(
+                u
+                for u, p in zip(responder.starts[k + 1 :], responder.prompts[k + 1 :], strict=True)
+                if p == responder.prompts[k]
+            )
+            assert retry[0] - t >= 0.95, retry[0] - t
+    assert any(0.2 < t - first_429 < 0.9 for t, _ in responder.starts)
 
 
 def test_bad_engine_combinations_exit_2(
