@@ -66,6 +66,9 @@ class ProviderError(JudgeError):
     fatal = False
     #: the response's x-ratelimit-* headers, for the limiter (set by the provider)
     rate_limits: dict[str, str] | None = None
+    #: set by the adaptive limiter: a 429/5xx without Retry-After or rate-limit headers while faults are rare
+    #: (a flaky proxy, not a rate limit or an overload), retried after a short delay (``RetryPolicy.scattered_wait``)
+    scattered = False
 
     def __init__(
         self,

@@ -24,20 +24,30 @@ class RetryPolicy(BaseModel):
     initial_wait: float = Field(0.5, ge=0, description="Seconds; the exponential backoff's multiplier.")
     max_wait: float = Field(30.0, ge=0, description="Cap on one exponential-backoff wait.")
     max_retry_after: float = Field(120.0, ge=0, description="Cap on a wait the server asks for (Retry-After).")
+    scattered_wait: float = Field(
+        0.1,
+        ge=0,
+        description="Seconds; the backoff's multiplier for a scattered fault (a 429/5xx the adaptive limiter found "
+        "rare among recent answers, with no Retry-After): a flaky proxy, not a rate limit, so no long wait.",
+    )
 
 
 class _Wait:
-    """``Retry-After`` when the server sent one (capped), else jittered exponential."""
+    """``Retry-After`` when the server sent one (capped), else jittered exponential: on the short schedule
+    (``scattered_wait``) for a fault the limiter marked scattered, else on the full one (``initial_wait``)."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
         self.backoff = wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
+        self.short = wait_random_exponential(multiplier=policy.scattered_wait, max=policy.max_wait)
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(float(retry_after), self.policy.max_retry_after)
+        if getattr(exc, "scattered", False):
+            return self.short(state)
         return self.backoff(state)
 
 

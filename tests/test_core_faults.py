@@ -234,7 +234,7 @@ def test_adaptive_limiter_paces_calls_after_a_429() -> None:
     lim = AdaptiveLimiter(16)
     _run_calls(lim, [None] * 10)
     assert lim.rate is None  # no pacing until a rate limit is met
-    _run_calls(lim, [RateLimitError("slow down", status=429)] * 8)  # most answers lately refused: a rate limit
+    _run_calls(lim, [RateLimitError("slow down", status=429)] * 10)  # half the answers lately refused: a rate limit
     assert lim.rate is not None and lim.decreases == 1 and lim.limit == 16  # the rate, not the slots
     first = lim.rate
     _run_calls(lim, [None] * 5)
@@ -282,9 +282,9 @@ def test_adaptive_limiter_slow_start_seeds_the_rate_and_recovers_from_a_cascade(
     assert lim.limit == 2
     _run_calls(lim, [None] * 5)
     assert lim.limit == 7  # one slot more per success while nothing pushed back
-    # the first refusal that counts as a rate limit (8 of the last 20 answers refused) seeds the rate from what got
+    # the first refusal that counts as a rate limit (10 of the last 20 answers refused) seeds the rate from what got
     # through in the first second (5 calls: at most 5/s, less if the machine took longer), and ends slow start
-    _run_calls(lim, [RateLimitError("slow down", status=429)] * 8)
+    _run_calls(lim, [RateLimitError("slow down", status=429)] * 10)
     assert lim.rate is not None and 0 < lim.rate <= 0.9 * 5 + 1e-9 and not lim.slow_start
     lim._ceiling = 10 * lim.rate  # as after a cascade of cuts: far below the last refused rate
     before = lim.rate
@@ -300,6 +300,62 @@ def test_scattered_429s_without_headers_slow_nothing_down() -> None:
     assert lim.scattered == 20 and lim.rate is None and lim.decreases == 0
     assert lim.limit == 32 and lim.slow_start  # slow start ran on to the bound
     assert lim._not_before == 0.0  # no pause for everyone: only the refused call's own retry waits
-    # refusals that persist (8 of the last 20 answers): a rate limit met
-    _run_calls(lim, [refusal] * 8)
+    # 8 of 20 answers refused, as a 10 % flaky proxy's random draws sometimes cluster (bench/faults.py --seed 1):
+    # still no rate limit
+    _run_calls(lim, [refusal if i % 5 in (1, 3) else None for i in range(20)])
+    assert lim.rate is None and lim.decreases == 0
+    # refusals that persist (10 of the last 20 answers): a rate limit met
+    _run_calls(lim, [refusal] * 10)
     assert lim.rate is not None and lim.decreases >= 1 and not lim.slow_start and lim._not_before > 0
+
+
+def _failing_thrice(lim: AdaptiveLimiter, fault: Exception, marked: list[bool]):
+    """An attempt through ``lim`` that raises ``fault`` three times, then succeeds; records each fault's mark."""
+    failures = [fault] * 3
+
+    async def call() -> str:
+        await asyncio.sleep(0)
+        if failures:
+            raise failures.pop()
+        return "ok"
+
+    async def attempt() -> str:
+        try:
+            return await lim.run(call)
+        except (ServerError, RateLimitError) as exc:
+            marked.append(exc.scattered)
+            raise
+
+    return attempt
+
+
+def test_scattered_faults_are_retried_after_a_short_delay_not_the_full_backoff() -> None:
+    # issue 22: 429/500 answers with no Retry-After and no rate-limit headers, rare among recent answers (a flaky
+    # proxy), are marked scattered and retried after a short jittered delay, not the full exponential schedule
+    from judge.retry import with_retries
+
+    lim = AdaptiveLimiter(32)
+    _run_calls(lim, [None] * 20)
+    policy = RetryPolicy(max_attempts=4, initial_wait=10.0, max_wait=60.0, scattered_wait=0.01)
+    retryable = (ServerError, RateLimitError)
+    for fault in (ServerError("bug", status=500), RateLimitError("slow down", status=429)):
+        marked: list[bool] = []
+        start = time.perf_counter()
+        out = asyncio.run(with_retries(_failing_thrice(lim, fault, marked), lambda e: isinstance(e, retryable), policy))
+        # the full schedule would wait uniform(0, 10) + uniform(0, 20) + uniform(0, 40) seconds
+        assert out == "ok" and marked == [True] * 3 and time.perf_counter() - start < 2.0
+        _run_calls(lim, [None] * 20)
+    assert lim.rate is None and lim.decreases == 0
+    # not scattered: a 503 (overload), a Retry-After (the server's own wait), and faults once they persist
+    for exc in (ServerError("unavailable", status=503), RateLimitError("slow down", status=429, retry_after=1.0)):
+        _run_calls(lim, [exc])
+        assert exc.scattered is False
+    lim = AdaptiveLimiter(32)
+    _run_calls(lim, [None] * 20)
+    faults = [ServerError("bug", status=500) for _ in range(12)]
+    _run_calls(lim, faults)
+    assert [e.scattered for e in faults] == [True] * 9 + [False] * 3  # from 10 failures of the last 20 on
+    refusals = [RateLimitError("slow down", status=429) for _ in range(12)]
+    lim = AdaptiveLimiter(32)
+    _run_calls(lim, [None] * 20 + refusals)
+    assert [e.scattered for e in refusals] == [True] * 9 + [False] * 3 and lim.rate is not None
