@@ -125,12 +125,17 @@ def _page(tmp: Path, capsys, *, rubric: str = "relevance", blind: bool = False) 
     return page
 
 
+PAGE_HAS_FOCUS = "return document.hasFocus() && !['INPUT', 'TEXTAREA'].includes(document.activeElement.tagName)"
+
+
 def _keys(driver: Any, *keys: str) -> None:
     """Press keys through Chromium's input pipeline (CDP Input.dispatchKeyEvent), as a keyboard does."""
     # a freshly started headless window may not hold the input focus yet: keys would go nowhere
     driver.execute_cdp_cmd("Page.bringToFront", {})
     driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
     driver.find_element("tag name", "header").click()  # the page, not a text field, has the focus
+    # on a loaded machine the focus arrives late: the first keys would go nowhere
+    assert _until(lambda: driver.execute_script(PAGE_HAS_FOCUS))
     named = {"n": "KeyN", "p": "KeyP", "a": "KeyA", "b": "KeyB", "t": "KeyT"}
     for k in keys:
         code = named.get(k, f"Digit{k}")
