@@ -85,6 +85,20 @@ async def generate_reply(
     return out, cached
 
 
+def answer_record(ident: str, out: ModelOutput, cached: bool) -> dict[str, Any]:
+    """One line of ``outputs/<system>.jsonl`` for an answer that came back."""
+    return {
+        "id": ident,
+        "output": out.text,
+        "status": "ok",
+        "error": None,
+        "finish_reason": out.finish_reason,
+        "prompt_tokens": out.usage.prompt_tokens,
+        "completion_tokens": out.usage.completion_tokens,
+        "cached": cached,
+    }
+
+
 async def generate_outputs(
     provider: Provider,
     ids: Sequence[str],
@@ -124,15 +138,7 @@ async def generate_outputs(
                     raise
                 rec |= {"output": None, "status": "error", "error": f"generation failed: {type(exc).__name__}: {exc}"}
             else:
-                rec |= {
-                    "output": out.text,
-                    "status": "ok",
-                    "error": None,
-                    "finish_reason": out.finish_reason,
-                    "prompt_tokens": out.usage.prompt_tokens,
-                    "completion_tokens": out.usage.completion_tokens,
-                    "cached": cached,
-                }
+                rec = answer_record(ids[k], out, cached)
         records[k] = rec
         if progress is not None:
             progress.update(1)
@@ -181,16 +187,7 @@ def generate_on_engine(
     records: list[dict[str, Any] | None] = [None] * len(ids)
 
     def record(k: int, out: ModelOutput, cached: bool) -> None:
-        records[k] = {
-            "id": ids[k],
-            "output": out.text,
-            "status": "ok",
-            "error": None,
-            "finish_reason": out.finish_reason,
-            "prompt_tokens": out.usage.prompt_tokens,
-            "completion_tokens": out.usage.completion_tokens,
-            "cached": cached,
-        }
+        records[k] = answer_record(ids[k], out, cached)
         if progress is not None:
             progress.update(1)
 
