@@ -11,8 +11,8 @@ At every ``every_n_evals``-th evaluation it computes the suite's metrics that ne
 (``loss`` on the suite's items, ``choice_accuracy`` benchmarks) on the model in memory -- no reload,
 ``model.eval()`` and ``torch.no_grad()``, train mode restored after -- logs them as ``judge/<figure>``
 (with ``judge/<figure>_ci_low`` / ``_ci_high``), and at the end of training writes every evaluation's
-values to ``out/judge_history.json``. Importing this module imports ``transformers``; ``import judge``
-does not.
+values to ``out/judge_history.json``. ``transformers`` is imported when ``JudgeCallback`` is first looked
+up (the class subclasses its ``TrainerCallback``), not when this module or ``judge`` is imported.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from judge.eval.suite import Suite, SystemSpec, load_suite, validate_suite
 from judge.generation import GenerateSettings
@@ -75,8 +73,9 @@ def evaluate_model(
     return out
 
 
-class JudgeCallback(TrainerCallback):
-    """Runs a suite's model metrics on the model being trained at each evaluation (see the module)."""
+class _JudgeCallbackBase:
+    """Runs a suite's model metrics on the model being trained at each evaluation (see the module); the
+    ``TrainerCallback`` behaviour comes from :data:`JudgeCallback`, which mixes this in."""
 
     def __init__(
         self,
@@ -93,7 +92,7 @@ class JudgeCallback(TrainerCallback):
         self.trainer: Any = None
         self._evals = 0
 
-    def bind(self, trainer: Any) -> JudgeCallback:
+    def bind(self, trainer: Any) -> _JudgeCallbackBase:
         """Log through ``trainer.log`` (so every reporting integration receives the figures)."""
         self.trainer = trainer
         return self
@@ -127,3 +126,18 @@ class JudgeCallback(TrainerCallback):
 
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "judge_history.json", json.dumps(self.history, indent=2, default=float) + "\n")
+
+
+_CLASS: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``JudgeCallback``: this module's callback as a ``transformers.TrainerCallback``, built on first use."""
+    global _CLASS
+    if name != "JudgeCallback":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _CLASS is None:
+        from transformers import TrainerCallback
+
+        _CLASS = type("JudgeCallback", (_JudgeCallbackBase, TrainerCallback), {"__module__": __name__})
+    return _CLASS

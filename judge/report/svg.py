@@ -45,6 +45,12 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
+def _span(values: Sequence[float]) -> tuple[float, float]:
+    """The range of ``values``, widened by 1 on each side when they are all equal (an axis needs a length)."""
+    lo, hi = min(values), max(values)
+    return (lo - 1, hi + 1) if hi == lo else (lo, hi)
+
+
 def _frame(
     x: tuple[float, float],
     y: tuple[float, float],
@@ -277,12 +283,7 @@ def scatter(
         return _svg(width, 60, [_text(10, 30, "no points")], label)
     xs = [p[0] for p in points] + [p[0] for p in line or []]
     ys = [p[1] for p in points] + [p[1] for p in line or []]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 1, y1 + 1
+    (x0, x1), (y0, y1) = _span(xs), _span(ys)
     # a margin inside the box, so that a dot at the extremes is drawn whole within it
     dx, dy = (x1 - x0) * 0.04, (y1 - y0) * 0.04
     x0, x1, y0, y1 = x0 - dx, x1 + dx, y0 - dy, y1 + dy
@@ -414,12 +415,7 @@ def curves(
     ys = [y for p in pts for y in p[1:] if y is not None]
     if reference is not None:
         ys += [y for y in reference[1:] if y is not None]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 1, y1 + 1
+    (x0, x1), (y0, y1) = _span(xs), _span(ys)
     pad = (y1 - y0) * 0.05
     y0, y1 = y0 - pad, y1 + pad
     pw, ph = width - left - right, height - top - bottom
