@@ -230,10 +230,15 @@ def _plan_model_metric(suite: Suite, data: EvalData, base_dir: Path, entry: Metr
                 f"'{name}' is a file of outputs (give it as model: local/FOLDER, or drop the metric)"
             )
         if not sm.is_local:
-            raise ConfigError(
-                f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given text "
-                f"(prompt logprobs), which judge reads from local models only; system '{name}' is {sm.spec}"
-            )
+            from judge.metrics.modelown import check_served_logprobs
+
+            try:
+                check_served_logprobs(sm)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given "
+                    f"text (prompt logprobs); system '{name}' ({sm.spec}): {exc}"
+                ) from None
     if entry.metric != "choice_accuracy":
         return entry
     from judge.metrics.modelown import benchmark_questions
