@@ -330,7 +330,8 @@ def score_from_logprobs(
     top_logprobs: list[dict[str, float]] | None,
     rubric: Rubric,
 ) -> Parsed:
-    """G-Eval: the probability-weighted mean over the scale's score tokens.
+    """G-Eval: the probability-weighted mean over the scale's score tokens (a pairwise rubric: the label
+    distribution, :func:`_label_from_logprobs`).
 
     Uses exact per-score log-probabilities when the provider computed them (local models), else
     the top alternatives at the first completion position (OpenAI-compatible servers). Raises
