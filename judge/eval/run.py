@@ -22,7 +22,7 @@ from judge.dataset import Item
 from judge.errors import ConfigError, DataError, RubricError
 from judge.eval.labels import apply_labels, load_eval_labels
 from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, validate_suite
-from judge.io import Row, atomic_write_text, package_versions, read_rows, write_jsonl
+from judge.io import Row, atomic_write_text, json_safe, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
 from judge.progress import progress_bar
@@ -399,21 +399,6 @@ def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[s
 # --------------------------------------------------------------------------------------------- results
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 @dataclass
 class EvalResult:
     """Everything ``judge eval`` computed. ``to_dict()`` is the ``results.json`` contract."""
@@ -449,7 +434,7 @@ class EvalResult:
         return small_sample_warnings(self.systems, self.deltas, self.provenance.get("bootstrap") or {}, n)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(
+        return json_safe(
             {
                 "suite": self.suite,
                 "baseline": self.baseline,
@@ -474,8 +459,8 @@ class EvalResult:
         """results.json, scores.jsonl and review.jsonl, each written atomically."""
         out = Path(out_dir)
         atomic_write_text(out / "results.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        write_jsonl(out / "scores.jsonl", (_clean(r) for r in self.scores))
-        write_jsonl(out / "review.jsonl", (_clean(r) for r in self.review))
+        write_jsonl(out / "scores.jsonl", (json_safe(r) for r in self.scores))
+        write_jsonl(out / "review.jsonl", (json_safe(r) for r in self.review))
 
     def table(self) -> str:
         from judge.eval.render import render_table

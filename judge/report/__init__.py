@@ -86,9 +86,10 @@ def load_section(source: Any, *, items: str | Path | None = None) -> Section:
             raise DataError("not a judge eval results.json nor a judge calibrate --json report", path=path)
         return _detect_rows(_jsonl(path), str(path), items)
     if hasattr(source, "deltas") and hasattr(source, "to_dict"):  # judge.eval.run.EvalResult
-        from judge.eval.run import _clean
+        from judge.io import json_safe
 
-        return sections.eval_section(source.to_dict(), _clean(source.scores), _clean(source.review), "judge.evaluate()")
+        scores, review = json_safe(source.scores), json_safe(source.review)
+        return sections.eval_section(source.to_dict(), scores, review, "judge.evaluate()")
     if hasattr(source, "label_type") and hasattr(source, "to_dict"):  # calibration.report.CalibrationReport
         return sections.calibration_section(source.to_dict(), "calibration.calibrate()")
     if isinstance(source, dict):

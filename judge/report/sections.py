@@ -18,7 +18,7 @@ from typing import Any
 
 from judge.report import svg
 from judge.stats import spearman_ci, wilson
-from judge.textfmt import fmt, fmt_ci, fmt_p, ppi_summary
+from judge.textfmt import fmt, fmt_ci, fmt_p, labelled_estimates, ppi_summary
 
 MAX_TEXT = 4000
 """Characters of one text shown in a review row (the rest is cut, with a note): keeps 10k-item reports small."""
@@ -521,8 +521,6 @@ def eval_section(
                 }
             )
     s.tables.append(Table("Metrics: value [95% CI] per system; Δ = system minus baseline (paired)", headers, rows))
-    from judge.eval.labels import labelled_estimates
-
     ppi_rows = []
     for name, ppi in labelled_estimates(systems, deltas):
         how, est, worth = ppi_summary(ppi)
