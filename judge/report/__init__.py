@@ -30,7 +30,7 @@ from judge.errors import DataError
 from judge.io import package_versions, parse_json
 
 if TYPE_CHECKING:
-    from judge.report.sections import Section
+    from judge.report.eval import Section
 
 __all__ = ["build", "load_section", "render_html"]
 
@@ -42,7 +42,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _detect_rows(rows: list[dict[str, Any]], source: str, items: str | Path | None) -> Section:
-    from judge.report import sections
+    from judge.report import eval as sections
 
     if not rows:
         raise DataError("nothing to report: the file holds no records", path=source)
@@ -62,7 +62,7 @@ def _detect_rows(rows: list[dict[str, Any]], source: str, items: str | Path | No
 
 def load_section(source: Any, *, items: str | Path | None = None) -> Section:
     """The report section of one input (a path or a result object); the kind is told by its fields."""
-    from judge.report import sections
+    from judge.report import eval as sections
 
     if isinstance(source, str | Path):
         path = Path(source)
