@@ -80,10 +80,9 @@ def _judge_human_scatter(s: Section, report: dict[str, Any]) -> None:
     s.plots.append((caption, svg.scatter(shown, "judge vs human scatter", xlabel="judge", ylabel="human", line=line)))
 
 
-def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> Section:
-    """A ``judge calibrate --json`` report (CalibrationReport.to_dict())."""
-    s = Section("calibration", f"judge calibrate: {title}", source)
-    s.provenance = [
+def _provenance(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Label type, counts, annotators, bootstrap settings and the human ceiling's method."""
+    return [
         ("label type", str(report.get("label_type"))),
         (
             "items",
@@ -98,6 +97,11 @@ def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> 
         ),
         ("human ceiling", f"{report.get('ceiling_method') or '-'} ({report.get('ceiling_pairs')} pairs)"),
     ]
+
+
+def _agreement(s: Section, report: dict[str, Any]) -> None:
+    """The agreement statistics beside the human ceiling, the prediction-powered estimate, the per-level
+    correlations and the per-class table."""
     ceiling = report.get("human_ceiling") or {}
     s.tables.append(
         Table(
@@ -149,15 +153,10 @@ def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> 
                 ],
             )
         )
-    conf = report.get("confusion")
-    if conf:
-        s.plots.append(
-            (
-                "Confusion matrix (rows: human consensus, columns: judge)",
-                svg.heatmap(conf["labels"], conf["matrix"], "confusion matrix"),
-            )
-        )
-    _judge_human_scatter(s, report)
+
+
+def _fit_notes(s: Section, report: dict[str, Any]) -> None:
+    """The fitted threshold and isotonic map, each with its cross-validated quality."""
     if report.get("threshold"):
         t = report["threshold"]
         s.notes.append(
@@ -169,6 +168,10 @@ def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> 
         s.notes.append(
             f"isotonic map: {i['n_splits']}-fold CV MAE {fmt(i['cv_mae_raw'])} raw -> {fmt(i['cv_mae_mapped'])} mapped"
         )
+
+
+def _reliability(s: Section, report: dict[str, Any]) -> None:
+    """The reliability curve (binned judge score against the share of positive labels), or why it is missing."""
     rel = report.get("reliability")
     if rel and rel.get("bins"):
         what = {"none": "judge score", "scale": "judge score, rescaled from the rubric's scale"}.get(
@@ -184,23 +187,23 @@ def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> 
         s.plots.append((caption, svg.reliability(rel["bins"], "reliability curve", xlabel=f"mean {what} (0–1)")))
     elif report.get("label_type") == "binary":
         s.notes.append("reliability curve: not drawn (needs a continuous judge score, not 0/1 verdicts)")
-    if report.get("tie_rate"):
-        tr = report["tie_rate"]
-        s.notes.append(f"tie rate: judge {fmt(tr.get('judge'))}, human consensus {fmt(tr.get('human'))}")
-    s.warnings = list(report.get("warnings") or [])
+
+
+def _group_table(report: dict[str, Any]) -> Table | None:
+    """Every statistic per group (the report's ``groups``); None without groups."""
     groups = report.get("groups") or {}
-    if groups:
-        stats = list(report.get("metrics") or {})
-        s.tables.append(
-            Table(
-                "Per group",
-                ["group", "compared", *stats],
-                [
-                    [g, str(r.get("n_compared")), *(_stat(r["metrics"].get(k)) for k in stats)]
-                    for g, r in groups.items()
-                ],
-            )
-        )
+    if not groups:
+        return None
+    stats = list(report.get("metrics") or {})
+    return Table(
+        "Per group",
+        ["group", "compared", *stats],
+        [[g, str(r.get("n_compared")), *(_stat(r["metrics"].get(k)) for k in stats)] for g, r in groups.items()],
+    )
+
+
+def _disagreements(report: dict[str, Any]) -> Review | None:
+    """The items where judge and humans differ most, with the annotators' labels and the item's texts."""
     review_rows: list[dict[str, Any]] = []
     for d in report.get("disagreements") or []:
         annot = ", ".join(f"{k}={fmt(v)}" for k, v in (d.get("annotator_labels") or {}).items())
@@ -217,14 +220,41 @@ def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> 
                 "texts": [(k, clip(v)) for k, v in (d.get("texts") or {}).items() if v],
             }
         )
-    if review_rows:
-        s.reviews.append(
-            Review(
-                f"Largest judge–human disagreements ({len(review_rows)})",
-                ["id", "judge", "human", "gap", "annotators"],
-                review_rows,
+    if not review_rows:
+        return None
+    return Review(
+        f"Largest judge–human disagreements ({len(review_rows)})",
+        ["id", "judge", "human", "gap", "annotators"],
+        review_rows,
+    )
+
+
+def html(report: dict[str, Any], source: str, title: str = "judge vs human") -> Section:
+    """A ``judge calibrate --json`` report (CalibrationReport.to_dict())."""
+    s = Section("calibration", f"judge calibrate: {title}", source)
+    s.provenance = _provenance(report)
+    _agreement(s, report)
+    conf = report.get("confusion")
+    if conf:
+        s.plots.append(
+            (
+                "Confusion matrix (rows: human consensus, columns: judge)",
+                svg.heatmap(conf["labels"], conf["matrix"], "confusion matrix"),
             )
         )
+    _judge_human_scatter(s, report)
+    _fit_notes(s, report)
+    _reliability(s, report)
+    if report.get("tie_rate"):
+        tr = report["tie_rate"]
+        s.notes.append(f"tie rate: judge {fmt(tr.get('judge'))}, human consensus {fmt(tr.get('human'))}")
+    s.warnings = list(report.get("warnings") or [])
+    groups = _group_table(report)
+    if groups is not None:
+        s.tables.append(groups)
+    disagreements = _disagreements(report)
+    if disagreements is not None:
+        s.reviews.append(disagreements)
     return s
 
 

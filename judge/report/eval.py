@@ -189,21 +189,14 @@ def _eval_headline(results: dict[str, Any], names: list[str]) -> tuple[Table | N
     return table, f"PASS: all {len(gates)} gates pass.", "pass"
 
 
-def html(
-    results: dict[str, Any], scores: list[dict[str, Any]], review: list[dict[str, Any]], source: str
-) -> Section:
-    """A ``judge eval`` run: results.json, scores.jsonl and review.jsonl."""
+def _provenance(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """Suite, run time, systems, items, bootstrap settings, data files (with hashes), metric settings, versions."""
     suite, prov = results.get("suite", {}), results.get("provenance", {})
-    baseline = results.get("baseline")
-    systems: dict[str, dict[str, Any]] = results.get("systems", {})
-    deltas: dict[str, dict[str, Any]] = results.get("deltas", {})
-    figures: dict[str, Any] = prov.get("figures", {})
-    s = Section("eval", f"judge eval: {suite.get('name') or source}", source)
     boot = prov.get("bootstrap", {})
-    s.provenance = [
+    return [
         ("suite", str(suite.get("name"))),
         ("created", str(prov.get("created"))),
-        ("systems", ", ".join(systems) + f" (baseline: {baseline})"),
+        ("systems", ", ".join(results.get("systems", {})) + f" (baseline: {results.get('baseline')})"),
         ("items", str(prov.get("n_items"))),
         (
             "bootstrap",
@@ -217,9 +210,14 @@ def html(
         *[(f"metric {name}", _settings(v)) for name, v in prov.get("metrics", {}).items() if v],
         ("versions", ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())),
     ]
-    s.fold_provenance = True
-    s.warnings = [str(w) for w in results.get("warnings") or []]
-    names = list(next(iter(systems.values()), {}))
+
+
+def _metrics_table(results: dict[str, Any], names: list[str]) -> tuple[Table, list[dict[str, Any]]]:
+    """Each metric's value per system and delta per system against the baseline, with the forest plot's rows."""
+    baseline = results.get("baseline")
+    systems: dict[str, dict[str, Any]] = results.get("systems", {})
+    deltas: dict[str, dict[str, Any]] = results.get("deltas", {})
+    figures: dict[str, Any] = results.get("provenance", {}).get("figures", {})
     others = [x for x in systems if x != baseline]
     headers = ["metric", "better", *systems, *(f"Δ {o} [95% CI]" for o in others), *(f"p ({o})" for o in others)]
     rows, forest_rows = [], []
@@ -251,32 +249,28 @@ def html(
                     "better": 1 if fig.get("direction", "higher") == "higher" else -1,
                 }
             )
-    s.tables.append(Table("Metrics: value [95% CI] per system; Δ = system minus baseline (paired)", headers, rows))
+    table = Table("Metrics: value [95% CI] per system; Δ = system minus baseline (paired)", headers, rows)
+    return table, forest_rows
+
+
+def _ppi_table(results: dict[str, Any]) -> Table | None:
+    """The human-scale (prediction-powered) estimates of a run with labels; None without any."""
     ppi_rows = []
-    for name, ppi in labelled_estimates(systems, deltas):
+    for name, ppi in labelled_estimates(results.get("systems", {}), results.get("deltas", {})):
         how, est, worth = ppi_summary(ppi)
         ppi_rows.append([name, *(fmt_ci(e["value"], e["ci_low"], e["ci_high"], 3) for _, e in est), f"{how}; {worth}"])
-    if ppi_rows:
-        s.tables.append(
-            Table(
-                "Human-scale estimates from the labels (95% CIs)",
-                ["value", "prediction-powered (PPI++)", "labelled only", "judge only", "how"],
-                ppi_rows,
-            )
-        )
-    if forest_rows:
-        s.plots.append(
-            (
-                f"Deltas vs {baseline} with 95% CIs, drawn so that right is better for every metric: a dot is green "
-                "(better) or red (worse) only when its CI excludes 0, grey otherwise",
-                svg.forest(forest_rows, "forest plot of deltas"),
-            )
-        )
-    s.gates = [
-        {**g, "value_shown": fmt(g.get("value"), 4), "threshold_shown": fmt(g.get("threshold"), 4)}
-        for g in results.get("gates", [])
-    ]
-    s.headline, s.verdict, s.verdict_cls = _eval_headline(results, names)
+    if not ppi_rows:
+        return None
+    return Table(
+        "Human-scale estimates from the labels (95% CIs)",
+        ["value", "prediction-powered (PPI++)", "labelled only", "judge only", "how"],
+        ppi_rows,
+    )
+
+
+def _distributions(s: Section, scores: list[dict[str, Any]]) -> None:
+    """One histogram of per-item scores per metric (systems side by side), and the counts of items not
+    applicable or unscored."""
     per_metric: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     unscored: Counter[tuple[Any, Any]] = Counter()
     not_applicable: Counter[tuple[Any, Any]] = Counter()
@@ -303,6 +297,10 @@ def html(
         )
     if unscored:
         s.notes.append("unscored: " + ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in sorted(unscored.items(), key=str)))
+
+
+def _reviews(s: Section, review: list[dict[str, Any]]) -> None:
+    """The review queues the run wrote: the lowest-scoring items and the largest differences vs the baseline."""
     for kind, title in (("lowest", "Lowest-scoring items"), ("largest_difference", "Largest differences vs baseline")):
         recs = [r for r in review if r.get("kind") == kind]
         if not recs:
@@ -327,6 +325,10 @@ def html(
                 }
             )
         s.reviews.append(Review(f"{title} ({len(out)})", cols, out))
+
+
+def _length_grid(s: Section, results: dict[str, Any], scores: list[dict[str, Any]]) -> None:
+    """Each metric's score against the systems' output lengths (when their files are still on this disk)."""
     lengths = _output_lengths(results)
     if lengths:
         groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -337,6 +339,41 @@ def html(
         add_length_bias(s, groups, "each metric")
     else:
         s.notes.append("length bias: the systems' output files named in the provenance are not on this disk")
+
+
+def html(
+    results: dict[str, Any], scores: list[dict[str, Any]], review: list[dict[str, Any]], source: str
+) -> Section:
+    """A ``judge eval`` run: results.json, scores.jsonl and review.jsonl."""
+    suite = results.get("suite", {})
+    baseline = results.get("baseline")
+    systems: dict[str, dict[str, Any]] = results.get("systems", {})
+    s = Section("eval", f"judge eval: {suite.get('name') or source}", source)
+    s.provenance = _provenance(results)
+    s.fold_provenance = True
+    s.warnings = [str(w) for w in results.get("warnings") or []]
+    names = list(next(iter(systems.values()), {}))
+    table, forest_rows = _metrics_table(results, names)
+    s.tables.append(table)
+    ppi = _ppi_table(results)
+    if ppi is not None:
+        s.tables.append(ppi)
+    if forest_rows:
+        s.plots.append(
+            (
+                f"Deltas vs {baseline} with 95% CIs, drawn so that right is better for every metric: a dot is green "
+                "(better) or red (worse) only when its CI excludes 0, grey otherwise",
+                svg.forest(forest_rows, "forest plot of deltas"),
+            )
+        )
+    s.gates = [
+        {**g, "value_shown": fmt(g.get("value"), 4), "threshold_shown": fmt(g.get("threshold"), 4)}
+        for g in results.get("gates", [])
+    ]
+    s.headline, s.verdict, s.verdict_cls = _eval_headline(results, names)
+    _distributions(s, scores)
+    _reviews(s, review)
+    _length_grid(s, results, scores)
     sweep_plots(s, results)
     return s
 

@@ -61,16 +61,13 @@ def _judgment_texts(r: dict[str, Any], fields: Sequence[str]) -> list[tuple[str,
     return out
 
 
-def html(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], source: str) -> Section:
-    """MT-Bench judgment files (ours or FastChat's): the tables of ``judge mtbench show`` and the radar."""
-    from judge.mtbench.results import pairwise_summary, single_summary
-
+def _provenance(singles: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Judges, prompt hashes, counts and tokens of every judgment."""
     rows = singles + pairs
     judges = sorted(
         {" / ".join(map(str, r["judge"])) if isinstance(r.get("judge"), list) else str(r.get("judge")) for r in rows}
     )
-    s = Section("mtbench", f"MT-Bench judgments: {Path(source).name}", source)
-    s.provenance = [
+    return [
         ("judge", ", ".join(judges)),
         (
             "prompt hashes",
@@ -87,141 +84,173 @@ def html(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], source: str
             f"{sum(r.get('completion_tokens') or 0 for r in rows)} completion",
         ),
     ]
+
+
+def _single_tables(s: Section, single: dict[str, Any]) -> dict[str, str]:
+    """Mean score per turn and per category, and the radar; returns each model's colour (the same in every plot)."""
+    turns = sorted({k for m in single.values() for k in m["turns"]})
+    s.tables.append(
+        Table(
+            "Single-answer grading: mean score (1-10)",
+            ["model", *(f"turn {k}" for k in turns), "overall", "n", "unscored"],
+            [
+                [
+                    m,
+                    *(fmt(v["turns"].get(k), 2) for k in turns),
+                    fmt(v["overall"], 2),
+                    str(v["n"]),
+                    str(v["unscored"]),
+                ]
+                for m, v in single.items()
+            ],
+        )
+    )
+    cats = sorted({c for m in single.values() for c in m["categories"]})
+    s.tables.append(
+        Table(
+            "Mean score per category",
+            ["model", *cats],
+            [[m, *(fmt(v["categories"].get(c), 2) for c in cats)] for m, v in single.items()],
+        )
+    )
+    colors = {str(m): svg.color(i) for i, m in enumerate(single)}  # one colour per model in every plot
+    s.plots.append(
+        (
+            "Mean score (1–10) per category, one polygon per model: further out is better; a dent is a weak "
+            "category",
+            svg.radar(
+                cats,
+                {m: [v["categories"].get(c) for c in cats] for m, v in single.items()},
+                "MT-Bench radar",
+                colors=colors,
+            ),
+        )
+    )
+    return colors
+
+
+def _singles(s: Section, singles: list[dict[str, Any]]) -> None:
+    """Single-answer grading: the tables, the radar, the score histogram and the lowest-scoring judgments."""
+    from judge.mtbench.results import single_summary
+
+    single = single_summary(singles)
+    colors = _single_tables(s, single)
+    scored = [r for r in singles if r.get("status", "ok") == "ok" and num(r.get("score")) not in (None, -1.0)]
+    per_model: dict[str, list[float]] = {str(m): [] for m in single}
+    for r in scored:
+        per_model.setdefault(str(r["model"]), []).append(float(r["score"]))
+    s.plots.append(
+        (
+            "Share of judgments per score on MT-Bench's 1–10 scale, one colour per model (as in the radar)",
+            svg.histogram(
+                {m: v for m, v in per_model.items() if v},
+                "MT-Bench score distribution",
+                domain=(1, 10),
+                colors=colors,
+            ),
+        )
+    )
+    lowest = sorted(scored, key=lambda r: float(r["score"]))[:QUEUE]
+    s.reviews.append(
+        Review(
+            f"Lowest-scoring judgments ({len(lowest)})",
+            ["id", "model", "turn", "category", "score"],
+            [
+                {
+                    "id": f"{r['question_id']}:{r['model']}:t{r.get('turn', 1)}",
+                    "cells": [
+                        (f"{r['question_id']}:{r['model']}:t{r.get('turn', 1)}", ""),
+                        (str(r["model"]), ""),
+                        cell(r.get("turn")),
+                        (str(r.get("category")), ""),
+                        cell(r.get("score")),
+                    ],
+                    "texts": _judgment_texts(r, ("user_prompt", "judgment", "error")),
+                }
+                for r in lowest
+            ],
+        )
+    )
+
+
+def _flips(pairs: list[dict[str, Any]]) -> Review | None:
+    """The pairs whose verdict flips when the answers swap places, or that went unscored; None without any."""
+    flips = [r for r in pairs if r.get("consistent") is False or r.get("status", "ok") != "ok"][:QUEUE]
+    if not flips:
+        return None
+    return Review(
+        f"Pairs whose verdict flips with the order, or unscored ({len(flips)})",
+        ["id", "model 1", "model 2", "g1", "g2"],
+        [
+            {
+                "id": f"{r['question_id']}:{r['model_1']}:{r['model_2']}:t{r.get('turn', 1)}",
+                "cells": [
+                    (f"{r['question_id']}:{r['model_1']}:{r['model_2']}", ""),
+                    (str(r["model_1"]), ""),
+                    (str(r["model_2"]), ""),
+                    (str(r.get("g1_winner")), ""),
+                    (str(r.get("g2_winner")), ""),
+                ],
+                "texts": _judgment_texts(r, ("g1_judgment", "g2_judgment", "error")),
+            }
+            for r in flips
+        ],
+    )
+
+
+def _pairs(s: Section, pairs: list[dict[str, Any]]) -> None:
+    """Pairwise judgments: wins, losses and ties, the judge's position and length statistics, and the flips."""
+    from judge.mtbench.results import pairwise_summary
+
+    pw = pairwise_summary(pairs)
+    s.tables.append(
+        Table(
+            "Pairwise: wins, losses, ties (win rate counts ties half)",
+            ["model", "win", "loss", "tie", "unscored", "win rate"],
+            [
+                [m, str(t["win"]), str(t["loss"]), str(t["tie"]), str(t["unscored"]), fmt(t["win_rate"], 3)]
+                for m, t in pw["models"].items()
+            ],
+        )
+    )
+    st = pw["stats"]
+    s.tables.append(
+        Table(
+            "Judge position and length statistics",
+            ["statistic", "value", "over"],
+            [
+                [
+                    "position consistency",
+                    fmt(st["consistency"], 3),
+                    f"{st['scored_pairs']} pairs judged in both orders",
+                ],
+                [
+                    "P(first position wins)",
+                    fmt(st["p_first_wins"], 3),
+                    f"{st['decisive_verdicts']} decisive verdicts",
+                ],
+                [
+                    "P(longer answer wins)",
+                    fmt(st["p_longer_wins"], 3),
+                    f"{st['length_decisive_verdicts']} verdicts",
+                ],
+            ],
+        )
+    )
+    s.warnings = list(pw["warnings"])
+    flips = _flips(pairs)
+    if flips is not None:
+        s.reviews.append(flips)
+
+
+def html(singles: list[dict[str, Any]], pairs: list[dict[str, Any]], source: str) -> Section:
+    """MT-Bench judgment files (ours or FastChat's): the tables of ``judge mtbench show`` and the radar."""
+    s = Section("mtbench", f"MT-Bench judgments: {Path(source).name}", source)
+    s.provenance = _provenance(singles, pairs)
     if singles:
-        single = single_summary(singles)
-        turns = sorted({k for m in single.values() for k in m["turns"]})
-        s.tables.append(
-            Table(
-                "Single-answer grading: mean score (1-10)",
-                ["model", *(f"turn {k}" for k in turns), "overall", "n", "unscored"],
-                [
-                    [
-                        m,
-                        *(fmt(v["turns"].get(k), 2) for k in turns),
-                        fmt(v["overall"], 2),
-                        str(v["n"]),
-                        str(v["unscored"]),
-                    ]
-                    for m, v in single.items()
-                ],
-            )
-        )
-        cats = sorted({c for m in single.values() for c in m["categories"]})
-        s.tables.append(
-            Table(
-                "Mean score per category",
-                ["model", *cats],
-                [[m, *(fmt(v["categories"].get(c), 2) for c in cats)] for m, v in single.items()],
-            )
-        )
-        colors = {str(m): svg.color(i) for i, m in enumerate(single)}  # one colour per model in every plot
-        s.plots.append(
-            (
-                "Mean score (1–10) per category, one polygon per model: further out is better; a dent is a weak "
-                "category",
-                svg.radar(
-                    cats,
-                    {m: [v["categories"].get(c) for c in cats] for m, v in single.items()},
-                    "MT-Bench radar",
-                    colors=colors,
-                ),
-            )
-        )
-        scored = [r for r in singles if r.get("status", "ok") == "ok" and num(r.get("score")) not in (None, -1.0)]
-        per_model: dict[str, list[float]] = {str(m): [] for m in single}
-        for r in scored:
-            per_model.setdefault(str(r["model"]), []).append(float(r["score"]))
-        s.plots.append(
-            (
-                "Share of judgments per score on MT-Bench's 1–10 scale, one colour per model (as in the radar)",
-                svg.histogram(
-                    {m: v for m, v in per_model.items() if v},
-                    "MT-Bench score distribution",
-                    domain=(1, 10),
-                    colors=colors,
-                ),
-            )
-        )
-        lowest = sorted(scored, key=lambda r: float(r["score"]))[:QUEUE]
-        s.reviews.append(
-            Review(
-                f"Lowest-scoring judgments ({len(lowest)})",
-                ["id", "model", "turn", "category", "score"],
-                [
-                    {
-                        "id": f"{r['question_id']}:{r['model']}:t{r.get('turn', 1)}",
-                        "cells": [
-                            (f"{r['question_id']}:{r['model']}:t{r.get('turn', 1)}", ""),
-                            (str(r["model"]), ""),
-                            cell(r.get("turn")),
-                            (str(r.get("category")), ""),
-                            cell(r.get("score")),
-                        ],
-                        "texts": _judgment_texts(r, ("user_prompt", "judgment", "error")),
-                    }
-                    for r in lowest
-                ],
-            )
-        )
+        _singles(s, singles)
     if pairs:
-        pw = pairwise_summary(pairs)
-        s.tables.append(
-            Table(
-                "Pairwise: wins, losses, ties (win rate counts ties half)",
-                ["model", "win", "loss", "tie", "unscored", "win rate"],
-                [
-                    [m, str(t["win"]), str(t["loss"]), str(t["tie"]), str(t["unscored"]), fmt(t["win_rate"], 3)]
-                    for m, t in pw["models"].items()
-                ],
-            )
-        )
-        st = pw["stats"]
-        s.tables.append(
-            Table(
-                "Judge position and length statistics",
-                ["statistic", "value", "over"],
-                [
-                    [
-                        "position consistency",
-                        fmt(st["consistency"], 3),
-                        f"{st['scored_pairs']} pairs judged in both orders",
-                    ],
-                    [
-                        "P(first position wins)",
-                        fmt(st["p_first_wins"], 3),
-                        f"{st['decisive_verdicts']} decisive verdicts",
-                    ],
-                    [
-                        "P(longer answer wins)",
-                        fmt(st["p_longer_wins"], 3),
-                        f"{st['length_decisive_verdicts']} verdicts",
-                    ],
-                ],
-            )
-        )
-        s.warnings = list(pw["warnings"])
-        flips = [r for r in pairs if r.get("consistent") is False or r.get("status", "ok") != "ok"][:QUEUE]
-        if flips:
-            s.reviews.append(
-                Review(
-                    f"Pairs whose verdict flips with the order, or unscored ({len(flips)})",
-                    ["id", "model 1", "model 2", "g1", "g2"],
-                    [
-                        {
-                            "id": f"{r['question_id']}:{r['model_1']}:{r['model_2']}:t{r.get('turn', 1)}",
-                            "cells": [
-                                (f"{r['question_id']}:{r['model_1']}:{r['model_2']}", ""),
-                                (str(r["model_1"]), ""),
-                                (str(r["model_2"]), ""),
-                                (str(r.get("g1_winner")), ""),
-                                (str(r.get("g2_winner")), ""),
-                            ],
-                            "texts": _judgment_texts(r, ("g1_judgment", "g2_judgment", "error")),
-                        }
-                        for r in flips
-                    ],
-                )
-            )
+        _pairs(s, pairs)
     return s
 
 

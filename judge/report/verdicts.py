@@ -115,18 +115,13 @@ def _position_table(s: Section, rows: list[dict[str, Any]], texts: dict[str, dic
         s.warnings.extend(bias_warnings(stats))
 
 
-def html(rows: list[dict[str, Any]], source: str, items: str | Path | None = None) -> Section:
-    """``judge score`` verdicts (one dict per Verdict), joined by id with the items' texts when given."""
-    texts = item_texts(items)
-    rubrics = sorted({(r.get("rubric"), r.get("rubric_hash")) for r in rows}, key=str)
-    ok: list[dict[str, Any]] = []
-    unscored: list[dict[str, Any]] = []
-    for r in rows:
-        (ok if r.get("status") == "ok" and num(r.get("score")) is not None else unscored).append(r)
+def _provenance(
+    rows: list[dict[str, Any]], rubrics: list[tuple[Any, Any]], ok: list[dict[str, Any]], unscored: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """Rubrics, judge, settings, counts (with the commonest reasons an item went unscored), tokens and cost."""
     reasons = Counter((r.get("error") or "unscored").split(":")[0][:60] for r in unscored)
     costs = [r.get("cost_usd") for r in rows]
-    s = Section("verdicts", f"judge score: {', '.join(str(r[0]) for r in rubrics)}", source)
-    s.provenance = [
+    return [
         ("rubrics", ", ".join(f"{r} ({str(h)[:12]})" for r, h in rubrics)),
         ("judge model", ", ".join(sorted({str(r.get("judge_model")) for r in rows}))),
         ("score mode", ", ".join(sorted({str(r.get("score_mode")) for r in rows}))),
@@ -144,6 +139,10 @@ def html(rows: list[dict[str, Any]], source: str, items: str | Path | None = Non
         ),
         ("cost", "unknown" if any(c is None for c in costs) else f"${sum(c for c in costs if c is not None):.4f}"),
     ]
+
+
+def _scores(s: Section, rows: list[dict[str, Any]], ok: list[dict[str, Any]]) -> None:
+    """The mean score per rubric and judge, and one histogram per rubric on its scale (when known)."""
     per_rubric: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in ok:
         per_rubric[str(r.get("rubric"))][str(r.get("judge_model"))].append(float(r["score"]))
@@ -160,7 +159,12 @@ def html(rows: list[dict[str, Any]], source: str, items: str | Path | None = Non
             )
         )
     s.tables.append(Table("Scores", ["rubric", "judge", "scored", "mean"], stat_rows))
-    _position_table(s, rows, texts)
+
+
+def _reviews(
+    s: Section, ok: list[dict[str, Any]], unscored: list[dict[str, Any]], texts: dict[str, dict[str, Any]]
+) -> None:
+    """The lowest-scoring items and the unscored ones, each row with the item's texts when given."""
 
     def review_row(r: dict[str, Any]) -> dict[str, Any]:
         rec = {**texts.get(str(r.get("id")), {}), **r}
@@ -192,6 +196,21 @@ def html(rows: list[dict[str, Any]], source: str, items: str | Path | None = Non
                 [review_row(r) for r in unscored[:QUEUE]],
             )
         )
+
+
+def html(rows: list[dict[str, Any]], source: str, items: str | Path | None = None) -> Section:
+    """``judge score`` verdicts (one dict per Verdict), joined by id with the items' texts when given."""
+    texts = item_texts(items)
+    rubrics = sorted({(r.get("rubric"), r.get("rubric_hash")) for r in rows}, key=str)
+    ok: list[dict[str, Any]] = []
+    unscored: list[dict[str, Any]] = []
+    for r in rows:
+        (ok if r.get("status") == "ok" and num(r.get("score")) is not None else unscored).append(r)
+    s = Section("verdicts", f"judge score: {', '.join(str(r[0]) for r in rubrics)}", source)
+    s.provenance = _provenance(rows, rubrics, ok, unscored)
+    _scores(s, rows, ok)
+    _position_table(s, rows, texts)
+    _reviews(s, ok, unscored, texts)
     if texts:
         groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for r in ok:
