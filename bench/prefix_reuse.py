@@ -38,8 +38,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from judge.baselines._lm import loglikelihoods, start_token_id
-    from judge.localmodels import load_causal_lm
+    from judge.local.lm import loglikelihoods, start_token_id
+    from judge.local.models import load_causal_lm
 
     by_doc: dict[str, list[dict[str, str]]] = defaultdict(list)
     with open(args.data) as f:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from judge import localmodels as lm
 from judge.errors import ConfigError
+from judge.local import models as lm
 from judge.testing.tiny import causal_lm, nli_model
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -88,7 +88,7 @@ def test_split_prefix_attention_equals_sdpa(tiny_lm: str, monkeypatch: pytest.Mo
     log-sum-exp) gives SDPA's logits; a padded batch, or a short continuation, takes SDPA itself."""
     import torch
 
-    from judge.baselines._lm import cache_tensors, forward_on_prefix, run_prefix
+    from judge.local.lm import cache_tensors, forward_on_prefix, run_prefix
 
     model, _ = lm.load_causal_lm(tiny_lm, "cpu")
     assert model.config._attn_implementation == "judge_split_sdpa"

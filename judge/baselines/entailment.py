@@ -79,8 +79,8 @@ def entailment(
     """
     import torch
 
-    from judge.baselines._lm import model_max_length
-    from judge.localmodels import load_causal_lm, load_sequence_classifier, resolve_model
+    from judge.local.lm import model_max_length
+    from judge.local.models import load_causal_lm, load_sequence_classifier, resolve_model
 
     item_ids, cols = columns(data, [field, premise_field], texts={premise_field: premises}, mapping=mapping, ids=ids)
     hyps, prems = cols[field], cols[premise_field]
@@ -210,7 +210,7 @@ def _is_causal_lm(path: str) -> bool:
     import json
     from pathlib import Path
 
-    from judge.localmodels import _is_causal
+    from judge.local.models import _is_causal
 
     config = Path(path) / "config.json"
     if not config.is_file():
@@ -260,7 +260,7 @@ def _zero_shot(lm: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_len: i
     """
     import torch
 
-    from judge.baselines._lm import shared_prefix_batches
+    from judge.local.lm import shared_prefix_batches
     from judge.providers.local import _candidate_logprobs
 
     single = _single_token_answers(tokenizer)

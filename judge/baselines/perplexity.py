@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from judge.baselines._data import BaselineResult, columns, empty_reason
-from judge.baselines._lm import loglikelihoods, model_max_length, start_token_id
+from judge.local.lm import loglikelihoods, model_max_length, start_token_id
 
 DEFAULT_MODEL = "smollm2"
 _WORD = re.compile(r"\S+")
@@ -57,7 +57,7 @@ def perplexity(
         stride: new tokens per rolling window (default: half the window), so later windows keep
             ``max_length - stride`` tokens of context.
     """
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     item_ids, cols = columns(data, [field], mapping=mapping, ids=ids)
     texts = cols[field]

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from judge.baselines._data import BaselineResult, columns, empty_reason
-from judge.baselines._lm import loglikelihoods, model_max_length, start_token_id
 from judge.errors import ConfigError
+from judge.local.lm import loglikelihoods, model_max_length, start_token_id
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_TEMPLATE = "{source}\n"
@@ -49,7 +49,7 @@ def pmi(
         mapping, ids, device, batch_size, max_length, stride: as for :func:`~judge.baselines.perplexity`.
         share_prefixes: run each source once and reuse its KV cache for all of its outputs (same values).
     """
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     if "{source}" not in template:
         raise ConfigError("--template must contain {source}")

