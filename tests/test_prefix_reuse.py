@@ -76,7 +76,7 @@ def test_packed_rows_equal_their_own_runs(lm_dir: str, attn: str, with_prefix: b
     import torch
     from transformers import AutoModelForCausalLM
 
-    from judge.local.lm import cache_tensors, can_pack, packed_logits, run_prefix
+    from judge.local.kv import cache_tensors, can_pack, packed_logits, run_prefix
 
     model = AutoModelForCausalLM.from_pretrained(lm_dir, attn_implementation=attn).eval()
     assert can_pack(model)
@@ -117,7 +117,7 @@ def test_shared_prefix_without_packing_equals_unshared(lm_dir: str, monkeypatch)
 def test_packs_respect_the_token_limit() -> None:
     from types import SimpleNamespace
 
-    from judge.local.lm import pack_groups
+    from judge.local.kv import pack_groups
 
     model = SimpleNamespace(config=SimpleNamespace(vocab_size=100))
     assert pack_groups([3, 4, 2, 9, 1], model, max_tokens=9) == [[0, 1, 2], [3], [4]]
@@ -127,7 +127,7 @@ def test_packs_respect_the_token_limit() -> None:
 def test_packing_only_where_it_saves_work() -> None:
     from types import SimpleNamespace
 
-    from judge.local.lm import packing_pays
+    from judge.local.kv import packing_pays
 
     model = SimpleNamespace(config=SimpleNamespace(hidden_size=576))
     summaries = [22, 111, 60, 78, 95, 70, 80, 85]  # on a long article: padding costs more than attention

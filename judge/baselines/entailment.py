@@ -80,11 +80,11 @@ def entailment(
     import torch
 
     from judge.local.lm import model_max_length
-    from judge.local.models import load_causal_lm, load_sequence_classifier, resolve_model
+    from judge.local.models import is_causal_lm, load_causal_lm, load_sequence_classifier, resolve_model
 
     item_ids, cols = columns(data, [field, premise_field], texts={premise_field: premises}, mapping=mapping, ids=ids)
     hyps, prems = cols[field], cols[premise_field]
-    zero_shot = _is_causal_lm(resolve_model(model))
+    zero_shot = is_causal_lm(resolve_model(model))
     if zero_shot:
         lm, tokenizer = load_causal_lm(model, device)
         labels: dict[str, int | None] = {"entailment": 0, "neutral": None, "contradiction": None}
@@ -205,23 +205,6 @@ def _classify(
     return out, truncated
 
 
-def _is_causal_lm(path: str) -> bool:
-    """Whether a local model folder holds a causal LM (answered zero-shot) rather than a classifier."""
-    import json
-    from pathlib import Path
-
-    from judge.local.models import _is_causal
-
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False  # a hub id or a broken folder: the classifier loader says what is wrong
-    try:
-        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-    except (json.JSONDecodeError, OSError):
-        return False
-    return _is_causal(archs)
-
-
 def _zero_shot_ids(tokenizer: Any, premise: str, hypothesis: str) -> list[int]:
     """The chat prompt asking whether ``premise`` supports ``hypothesis``, ending where the answer starts."""
     content = ZERO_SHOT_PROMPT.format(premise=premise, hypothesis=hypothesis)
@@ -260,8 +243,8 @@ def _zero_shot(lm: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_len: i
     """
     import torch
 
-    from judge.local.lm import shared_prefix_batches
-    from judge.providers.local import _candidate_logprobs
+    from judge.local.kv import shared_prefix_batches
+    from judge.local.labels import candidate_logprobs
 
     single = _single_token_answers(tokenizer)
     rows = [_zero_shot_ids(tokenizer, p, h)[-max_len:] for p, h in pairs]
@@ -271,7 +254,7 @@ def _zero_shot(lm: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_len: i
         spellings = tuple(w for ws in ANSWERS.values() for w in ws)
         with torch.inference_mode():
             for k, row in enumerate(rows):
-                lp = _candidate_logprobs(lm, tokenizer, row, spellings)
+                lp = candidate_logprobs(lm, tokenizer, row, spellings)
                 mass = torch.tensor([sum(math.exp(lp[w]) for w in ANSWERS[a]) for a in ANSWERS], dtype=torch.float64)
                 out[k] = (mass / mass.sum().clamp(min=1e-300)).float()
         return out
