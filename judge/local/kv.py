@@ -306,7 +306,7 @@ def shared_prefix_groups(prompts: list[list[int]], min_shared: int, max_tokens: 
     return groups
 
 
-@dataclass
+@dataclass(eq=False)
 class PrefixCache:
     """The KV caches of recent prompts, most recently used first, within a memory budget.
 
