@@ -210,11 +210,10 @@ class Planned:
 
 def _rubric_figure(entry: MetricEntry, rubric: Rubric) -> Figure:
     spec = rubric.spec
-    if spec.kind == "pairwise":
+    if spec.kind_info.compares_pair:
         raise ConfigError(f"rubric '{rubric.id}' is pairwise; judge eval scores each system's outputs on their own")
     direction = entry.direction or getattr(spec, "direction", None) or "higher"
-    scale = spec.scale
-    lo, hi = (float(scale.min), float(scale.max)) if scale is not None else (0.0, 1.0)
+    lo, hi = spec.kind_info.score_range(spec)
     return Figure(entry.name or rubric.id, direction, lo, hi, spec.description)
 
 
@@ -230,10 +229,15 @@ def _plan_model_metric(suite: Suite, data: EvalData, base_dir: Path, entry: Metr
                 f"'{name}' is a file of outputs (give it as model: local/FOLDER, or drop the metric)"
             )
         if not sm.is_local:
-            raise ConfigError(
-                f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given text "
-                f"(prompt logprobs), which judge reads from local models only; system '{name}' is {sm.spec}"
-            )
+            from judge.metrics.modelown import check_served_logprobs
+
+            try:
+                check_served_logprobs(sm)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given "
+                    f"text (prompt logprobs); system '{name}' ({sm.spec}): {exc}"
+                ) from None
     if entry.metric != "choice_accuracy":
         return entry
     from judge.metrics.modelown import benchmark_questions
@@ -285,7 +289,7 @@ def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
             except (RubricError, ConfigError) as exc:
                 raise ConfigError(f"{where}: key 'metrics.{i}.rubric': {exc}") from None
             if entry.strict is not None:
-                if rubric.spec.kind != "opinions":
+                if not rubric.kind_info.counts_flags:
                     raise ConfigError(
                         f"{where}: key 'metrics.{i}.strict': rubric '{rubric.id}' is not an opinions rubric"
                     )
@@ -373,7 +377,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
                 errors.append(v.error if v.status != "ok" else None)
                 notes.append({"reasoning": v.reasoning, "raw": v.raw})
             settings = grader.describe() | {"rubric_hash": p.rubric.content_hash}
-            if p.rubric.spec.kind == "opinions":
+            if p.rubric.kind_info.counts_flags:
                 settings["strict"] = p.rubric.spec.strict
             results[system] = MetricResult({fig: scores}, errors, settings=settings, details={"verdicts": notes})
     finally:

@@ -202,8 +202,12 @@ class LoopbackServer:
         rate_limit: RateLimit | None = None,
         batch_seconds: float = 0.2,
         batch_faults: list[str] | None = None,
+        completions: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.responder = responder
+        # legacy /v1/completions (echoed prompt log-probabilities, judge.testing.echo): request -> the JSON
+        # body, or a fault string; None: that route is 404, as on a chat-only server
+        self.completions = completions
         # Files + Batch API (judge.testing.batches): how long a batch takes, and one fault per created batch
         self.batch_seconds = batch_seconds
         self.batch_faults: list[str] = list(batch_faults or [])
@@ -267,6 +271,9 @@ class LoopbackServer:
                 body = self.rfile.read(length) if length else b""
                 if self._batch_route("POST", body):
                     return
+                if server.completions is not None and self.path.rstrip("/").endswith("/v1/completions"):
+                    self._completions(body)
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -289,6 +296,19 @@ class LoopbackServer:
                         server.in_flight -= 1
                 if over:
                     threading.Thread(target=server.stop, daemon=True).start()
+
+            def _completions(self, body: bytes) -> None:
+                assert server.completions is not None
+                request = json.loads(body or b"{}")
+                with server._lock:
+                    server.requests.append(request)
+                answer = server.completions(request)
+                if isinstance(answer, str):
+                    server.statuses.append(answer)
+                    self._fault(answer)
+                else:
+                    server.statuses.append(200)
+                    self._json(200, answer)
 
             def _batch_route(self, method: str, body: bytes) -> bool:
                 answer = server.batch_desk.handle(method, self.path, self.headers, body)
