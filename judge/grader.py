@@ -158,7 +158,7 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     generates it token by token on the CPU (up to ``max_tokens`` per call, re-asked when unreadable) and took
     over 300 s on one item without a usable verdict. The error names the alternatives.
     """
-    from judge.localmodels import SMOLLM2_ALIASES
+    from judge.local.models import SMOLLM2_ALIASES
 
     if not rubric.kind_info.needs_free_text or provider.name != "local":
         return

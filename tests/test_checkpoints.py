@@ -80,7 +80,7 @@ def _transformers_loss(model_dir: Path, prompt: list[dict], answer: str) -> floa
 
 def test_loss_is_transformers_own_masked_loss_and_estimate_loss_weights_tokens(models, tmp_path):
     from judge.eval.run import evaluate
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     _write(tmp_path / "items.jsonl", ITEMS)
     suite = {
@@ -461,7 +461,7 @@ def test_lora_adapter_unmerged_equals_merged_and_another_base_is_refused(models,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from judge.eval.run import evaluate
-    from judge.localmodels import adapter_mismatch
+    from judge.local.models import adapter_mismatch
 
     base = AutoModelForCausalLM.from_pretrained(str(models["base"]))
     config = peft.LoraConfig(

@@ -85,7 +85,7 @@ def _loss_stats(data: EvalInput, inputs: list[str], refs: list[str], options: di
 
 
 def _compute_loss_stats(inputs: list[str], refs: list[str], data: EvalInput, options: dict) -> np.ndarray:
-    from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length
+    from judge.local.lm import answer_requests, loglikelihoods, model_max_length
 
     model, tok = data.model.load()
     settings = data.model.generate
@@ -106,7 +106,7 @@ SERVED_SEPARATOR = "\n\n"
 def served_prompt(data: EvalInput, prompt: str) -> str:
     """The raw text a served model's ``loss`` scores the reference after: the prompt's paragraphs (system
     prompt, then the input) and a blank line. ``/v1/completions`` takes text, so no chat template."""
-    from judge.localmodels import raw_prompt_text
+    from judge.local.prompts import raw_prompt_text
 
     return raw_prompt_text(data.model.generate.messages(prompt)) + SERVED_SEPARATOR
 
@@ -311,7 +311,7 @@ def benchmark_questions(options: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
-    from judge.baselines._lm import choice_requests, loglikelihoods, model_max_length
+    from judge.local.lm import choice_requests, loglikelihoods, model_max_length
 
     if data.model is None:
         raise ConfigError("choice_accuracy needs a system that is a model")
@@ -398,7 +398,7 @@ def estimate_loss(
     """
     import torch
 
-    from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length, text_requests
+    from judge.local.lm import answer_requests, loglikelihoods, model_max_length, text_requests
 
     if prompts is not None:
         if len(prompts) != len(texts):
