@@ -15,7 +15,8 @@ from typing import Any
 
 from judge.local.attention import SPLIT_SDPA
 
-LOGITS_BUDGET = 1 << 26  # float32 logits elements per batch (256 MiB: a batch stays small beside the model)
+LOGITS_BUDGET = 1 << 24  # float32 logits elements per batch (64 MiB: a batch stays small beside the model)
+LSE_CHUNK = 1 << 21  # logits elements whose log-softmax is taken at once (8 MiB of temporaries)
 
 
 def shared_prefix_batches(

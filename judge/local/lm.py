@@ -17,6 +17,7 @@ from typing import Any
 from judge.errors import ConfigError
 from judge.local.kv import (
     LOGITS_BUDGET,
+    LSE_CHUNK,
     cache_tensors,
     can_pack,
     continue_batches,
@@ -174,21 +175,59 @@ def _score_batch(model: Any, batch: list[Window], keep: int, pad_id: int, device
         input_ids[row, width - len(w.ids) :] = torch.tensor(w.ids, dtype=torch.long)
         attention[row, width - len(w.ids) :] = 1
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    kwargs: dict[str, Any] = {"logits_to_keep": keep + 1} if keep_arg else {}
-    out = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention.to(device),
-        position_ids=positions.to(device),
-        use_cache=False,
-        **kwargs,
-    )
-    logits = out.logits[:, -(keep + 1) : -1, :].float()  # predictions of the last `keep` tokens
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+    inputs["position_ids"] = positions.to(device)
     targets = input_ids[:, width - keep :].to(device)
-    token_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    split = head_split(model)
+    if split is not None:
+        # the body's hidden states, then the LM head a few positions at a time: a 2,048-token window's logits
+        # (400 MB for a 49k vocabulary) never exist at once
+        decoder, head = split
+        hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, -(keep + 1) : -1]
+        token_lp = _head_logprobs(head, hidden, targets, vocab_size(model))
+    else:
+        kwargs: dict[str, Any] = {"logits_to_keep": keep + 1} if keep_arg else {}
+        out = model(**inputs, use_cache=False, **kwargs)
+        logits = out.logits[:, -(keep + 1) : -1, :].float()  # predictions of the last `keep` tokens
+        token_lp = _target_logprobs(logits, targets)
     n_scored = torch.tensor([w.n_scored for w in batch], device=device)
     mask = torch.arange(keep, device=device).unsqueeze(0) >= (keep - n_scored).unsqueeze(1)
     sums = torch.where(mask, token_lp.double(), 0.0).sum(-1)  # where, not *: pad rows may hold NaN
     return [float(x) for x in sums.cpu()]
+
+
+#: architectures whose logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no soft-capping or
+#: scaling after the head), so the head can run in pieces; others run whole, their logits within LOGITS_BUDGET
+PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "smollm3"})
+
+
+def head_split(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, LM head) of a model whose head can run position by position, else None. A PEFT model
+    answers with its base's modules, adapters inside them."""
+    if getattr(model.config, "model_type", None) not in PLAIN_HEAD_TYPES:
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def _head_logprobs(head: Any, hidden: Any, targets: Any, vocab: int) -> Any:
+    """``log softmax(head(hidden))[target]`` per position of ``hidden`` (B, T, H), the head applied to a few
+    dozen positions at a time."""
+    import torch
+
+    out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+    step = max(1, LSE_CHUNK // max(1, vocab))
+    for b in range(hidden.shape[0]):
+        for a in range(0, hidden.shape[1], step):
+            logits = head(hidden[b, a : a + step]).float()
+            want = targets[b, a : a + step, None]
+            out[b, a : a + step] = logits.gather(-1, want).squeeze(-1) - torch.logsumexp(logits, -1)
+    return out
 
 
 def _shared_prefix_logprobs(model: Any, prefix: list[int], conts: list[list[int]], batch_size: int) -> list[float]:
@@ -228,10 +267,21 @@ def _shared_prefix_logprobs(model: Any, prefix: list[int], conts: list[list[int]
 
 
 def _target_logprobs(logits: Any, targets: Any) -> Any:
-    """``log softmax(logits)[target]`` per row, without materialising the whole log-softmax."""
+    """``log softmax(logits)[target]`` per position (``logits`` (..., V), ``targets`` (...)), a few thousand
+    positions at a time: ``logsumexp``'s temporaries are as large as its input, so taken over a whole batch
+    they would triple the logits' memory."""
     import torch
 
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    out = torch.empty(targets.shape, dtype=logits.dtype, device=logits.device)
+    step = max(1, LSE_CHUNK // max(1, logits.shape[-1]))
+    rows = logits.reshape(-1, *logits.shape[-2:]) if logits.dim() > 2 else logits.unsqueeze(0)
+    want = targets.reshape(-1, targets.shape[-1]) if targets.dim() > 1 else targets.unsqueeze(0)
+    got = out.view(want.shape)
+    for b in range(rows.shape[0]):
+        for a in range(0, rows.shape[1], step):
+            part = rows[b, a : a + step]
+            got[b, a : a + step] = part.gather(-1, want[b, a : a + step, None]).squeeze(-1) - torch.logsumexp(part, -1)
+    return out
 
 
 def answer_requests(

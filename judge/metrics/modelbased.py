@@ -92,7 +92,7 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         raise ConfigError(f"bertscore: model '{model}' is not a local folder: pass a local model folder or 'minilm'")
     num_layers = int_option(options, "num_layers", None, lo=1) or _num_hidden_layers(path)
     idf = bool_option(options, "idf", False)
-    batch_size = int_option(options, "batch_size", 64, lo=1)
+    batch_size = int_option(options, "batch_size", 16, lo=1)
     if batch_size is None:
         raise ConfigError("option 'batch_size' must be an integer >= 1, not None")
     device = pick_device(options.get("device"))
