@@ -23,6 +23,7 @@ from judge.errors import (
 from judge.limiter import Limiter
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
+from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy, with_retries
 from judge.rubric import Rubric
 from judge.verdict import Parsed, Verdict, parse_verdict, reask_message, score_from_logprobs
@@ -160,7 +161,7 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     """
     from judge.localmodels import SMOLLM2_ALIASES
 
-    if rubric.spec.kind != "opinions" or provider.name != "local":
+    if rubric.spec.kind != "opinions" or not provider_info(provider).local:
         return
     if str(provider.model).lower() not in SMOLLM2_ALIASES:
         return
@@ -203,7 +204,7 @@ class Grader:
         refuse_small_opinions_judge(rubric, provider)
         if mode in ("logprob", "reason") and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
-        if mode == "reason" and not getattr(provider, "supports_prefill", False):
+        if mode == "reason" and not provider.supports_prefill:
             raise ConfigError(
                 f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one"
             )

@@ -34,6 +34,7 @@ from judge.batch import BatchSettings
 from judge.config import ScoreMode
 from judge.errors import ConfigError
 from judge.generation import GenerateSettings
+from judge.providers.registry import provider_info
 
 GATE_RULES = ("min", "max", "delta_min", "delta_max", "delta_ci_low_min", "delta_ci_high_max")
 
@@ -69,9 +70,9 @@ class SystemSpec(BaseModel):
             provider = self.model.partition("/")[0]
             if "/" not in self.model or provider not in ("local", "hf", "openai"):
                 raise ValueError(f"model '{self.model}' must look like local/FOLDER or openai/NAME")
-            if self.adapter is not None and provider not in ("local", "hf"):
+            if self.adapter is not None and not provider_info(provider).local:
                 raise ValueError("an adapter applies to a local model (local/BASE)")
-            if self.base_url is not None and provider != "openai":
+            if self.base_url is not None and "base_url" not in provider_info(provider).options:
                 raise ValueError("base_url is for openai/* models")
         return self
 
