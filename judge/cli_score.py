@@ -18,6 +18,8 @@ from judge.cli import (
     max_unscored_option,
     progress_option,
 )
+from judge.config import PLAIN_SCORE_MODES, SCORE_MODES
+from judge.engines import ENGINES
 from judge.errors import ConfigError, RubricError
 from judge.progress import progress_enabled
 
@@ -83,7 +85,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 )
 @click.option(
     "--score-mode",
-    type=click.Choice(["text", "logprob", "reason"]),
+    type=click.Choice(SCORE_MODES),
     default=None,
     help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval); "
     "reason (local judges): a short greedy reasoning (64 tokens), then the score read as in logprob "
@@ -143,7 +145,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(ENGINES),
     default="local",
     show_default=True,
     help="Where items are judged: in this process, or on a Ray actor pool (one judge per actor; "
@@ -456,7 +458,7 @@ def rubrics_list() -> None:
     "--render",
     "render_mode",
     envvar="JUDGE_RUBRICS_SHOW_RENDER",
-    type=click.Choice(["text", "logprob"]),
+    type=click.Choice(PLAIN_SCORE_MODES),
     default=None,
     help="Also print the messages rendered for a sample item.",
 )

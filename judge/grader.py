@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from judge.cache import Cache, cache_key
-from judge.config import GenerateConfig, Message
+from judge.config import LOGPROB_MODES, SCORE_MODES, GenerateConfig, Message
 from judge.dataset import Item
 from judge.errors import (
     BudgetReached,
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
 
-SCORE_MODES = ("text", "logprob", "reason")
-"""reason: a short greedy reasoning (``reasoning_tokens``), then the verdict read from the label
-probabilities after a forced verdict prefix (local judges, which continue a final assistant message)."""
 REASONING_TOKENS = 64
 REJECTED_STATUSES = (400, 422)
 """Definitive refusals of one request: cached as final, like an ok verdict."""
@@ -199,10 +196,10 @@ class Grader:
         mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
         if mode not in SCORE_MODES:
             raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode in ("logprob", "reason") and rubric.spec.kind == "opinions":
+        if mode in LOGPROB_MODES and rubric.spec.kind == "opinions":
             raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
         refuse_small_opinions_judge(rubric, provider)
-        if mode in ("logprob", "reason") and not provider.supports_logprobs:
+        if mode in LOGPROB_MODES and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
         if mode == "reason" and not provider.supports_prefill:
             raise ConfigError(
@@ -225,7 +222,7 @@ class Grader:
         self.guard: CallGuard | None = None
         #: reason mode: the bounded, greedy reasoning call made before the verdict is read
         self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
-        if mode in ("logprob", "reason"):
+        if mode in LOGPROB_MODES:
             labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
             if labels:
                 candidates = tuple(labels)
@@ -295,7 +292,7 @@ class Grader:
         raw: str | None = None
         parsed: Parsed | None = None
         error: str | None = None
-        reads_logprobs = self.score_mode in ("logprob", "reason")
+        reads_logprobs = self.score_mode in LOGPROB_MODES
         thought: str | None = None
         for round_ in range(self.max_reasks + 1):
             try:

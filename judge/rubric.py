@@ -41,7 +41,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from judge.config import Message
+from judge.config import SCORE_MODES, Message
 from judge.errors import RubricError
 from judge.io import load_yaml
 
@@ -472,7 +472,7 @@ class Rubric:
         undeclared = sorted(self.variables - declared)
         if undeclared:
             problems.append(f"template uses {', '.join(undeclared)} but inputs do not declare them")
-        for mode in ("text", "logprob", "reason") if self.spec.kind != "opinions" else ("text",):
+        for mode in SCORE_MODES if self.spec.kind != "opinions" else ("text",):
             try:
                 self.render(self.sample_values(), mode)
                 # and with optional inputs absent, which is how most items arrive

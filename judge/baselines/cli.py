@@ -15,6 +15,7 @@ import click
 
 from judge.baselines._data import BaselineResult
 from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option, progress_option
+from judge.engines import ENGINES
 
 
 def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -31,7 +32,7 @@ def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callabl
         )(f)
         f = click.option(
             "--engine",
-            type=click.Choice(["local", "ray"]),
+            type=click.Choice(ENGINES),
             default="local",
             show_default=True,
             help="Where the model runs: in this process, or a Ray actor pool (pip install 'judge[scale]').",

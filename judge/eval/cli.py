@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from judge.cli import EXIT_CODES, progress_option
+from judge.engines import ENGINES
 from judge.progress import progress_enabled
 
 
@@ -47,7 +48,7 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(ENGINES),
     default=None,
     help="Where perplexity and BERTScore run: this process or a Ray actor pool (suite key 'engine'; default local).",
 )

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from judge.batch import BatchSettings
 from judge.config import ScoreMode
+from judge.engines import EngineName
 from judge.errors import ConfigError
 from judge.generation import GenerateSettings
 from judge.providers.registry import provider_info
@@ -207,7 +208,7 @@ class Suite(BaseModel):
     labels: LabelsSpec | None = Field(None, description="Human labels that correct a rubric metric (PPI).")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)
-    engine: Literal["local", "ray"] = Field(
+    engine: EngineName = Field(
         "local",
         description="Where local-model work runs (perplexity, BERTScore, generation by local model systems): "
         "in this process, or a Ray actor pool.",

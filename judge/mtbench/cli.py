@@ -18,6 +18,7 @@ from judge.cli import (
     max_unscored_option,
     progress_option,
 )
+from judge.config import PLAIN_SCORE_MODES
 from judge.progress import progress_enabled
 
 ANSWER_EPILOG = """\b
@@ -239,7 +240,7 @@ def answer_cmd(
 )
 @click.option(
     "--score-mode",
-    type=click.Choice(["text", "logprob"]),
+    type=click.Choice(PLAIN_SCORE_MODES),
     default=None,
     help="text: the judge writes its verdict (JSON, or FastChat's [[A]] / [[rating]]); logprob: the verdict is read "
     "from the next-token distribution over the labels (pairwise, both orders' probabilities averaged) or the "
