@@ -232,7 +232,7 @@ def score(
     from judge.dataset import coercion_note, parse_mapping, stream_items
     from judge.io import OutputLock, check_output_path
     from judge.pricing import load_prices
-    from judge.providers.registry import explain_default_judge
+    from judge.providers.registry import resolve_judge
     from judge.retry import RetryPolicy
     from judge.runner import Budget, Tally, build_grader, check_trials, estimate_run, run_items, run_sync, score_stream
 
@@ -245,9 +245,8 @@ def score(
     note = coercion_note(items.coerced)
     if note:
         click.echo(note, err=True)
-    spec = judge_spec
-    if spec is None:
-        spec, why = explain_default_judge(base_url)
+    spec, why = resolve_judge(judge_spec, base_url)
+    if why is not None:
         click.echo(f"judge: {spec} ({why})", err=True)
     structured = False if no_structured_output else None
     grader = build_grader(

@@ -108,6 +108,12 @@ def provider_info(provider: str | Provider) -> ProviderInfo:
     return PROVIDERS.get(name, UNREGISTERED)
 
 
+def resolve_judge(judge: str | None, base_url: str | None = None) -> tuple[str, str | None]:
+    """``(judge, why)``: ``judge`` itself (``why`` None) or, when none is named, the default and the reason
+    it was picked -- the one place a run's judge is chosen."""
+    return (judge, None) if judge else explain_default_judge(base_url)
+
+
 def default_judge(base_url: str | None = None) -> str:
     """The judge used when none is named.
 
@@ -115,7 +121,7 @@ def default_judge(base_url: str | None = None) -> str:
     ``$OPENAI_BASE_URL``) or ``$OPENAI_API_KEY`` is given; otherwise the offline SmolLM2-135M
     (good for smoke runs, not for trustworthy verdicts).
     """
-    return explain_default_judge(base_url)[0]
+    return resolve_judge(None, base_url)[0]
 
 
 def explain_default_judge(base_url: str | None = None) -> tuple[str, str]:
