@@ -156,9 +156,9 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     generates it token by token on the CPU (up to ``max_tokens`` per call, re-asked when unreadable) and took
     over 300 s on one item without a usable verdict. The error names the alternatives.
     """
-    from judge.localmodels import SMOLLM2_ALIASES
+    from judge.local.models import SMOLLM2_ALIASES
 
-    if rubric.spec.kind != "opinions" or not provider_info(provider).local:
+    if not rubric.kind_info.needs_free_text or not provider_info(provider).local:
         return
     if str(provider.model).lower() not in SMOLLM2_ALIASES:
         return
@@ -193,11 +193,14 @@ class Grader:
         reasoning_tokens: int = REASONING_TOKENS,
     ) -> None:
         # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
-        mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
+        mode = score_mode or rubric.kind_info.default_score_mode(provider.default_score_mode)
         if mode not in SCORE_MODES:
             raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode in LOGPROB_MODES and rubric.spec.kind == "opinions":
-            raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
+        if mode not in rubric.kind_info.score_modes:
+            modes, kind = " or ".join(rubric.kind_info.score_modes), rubric.spec.kind
+            raise ConfigError(
+                f"the {mode} score mode reads a score or a label; {kind} rubrics use --score-mode {modes}"
+            )
         refuse_small_opinions_judge(rubric, provider)
         if mode in LOGPROB_MODES and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
@@ -223,13 +226,7 @@ class Grader:
         #: reason mode: the bounded, greedy reasoning call made before the verdict is read
         self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
         if mode in LOGPROB_MODES:
-            labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
-            if labels:
-                candidates = tuple(labels)
-            else:
-                scale = rubric.spec.scale
-                assert scale is not None, "a rubric that is not pairwise has a scale (checked when it loads)"
-                candidates = tuple(str(p) for p in scale.points)
+            candidates = rubric.kind_info.score_candidates(rubric.spec)
             self.config = GenerateConfig(
                 temperature=temperature,
                 seed=seed,
