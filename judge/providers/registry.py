@@ -63,6 +63,8 @@ class ProviderInfo:
     greedy_only: bool = False
     #: the model runs in this process (batched forward passes, no server)
     local: bool = False
+    #: another prefix of a provider listed before it (``hf/`` for ``local/``), left out of messages
+    alias: bool = False
     #: its calls are answered in this process (a model, a script): no server for the adaptive limiter to pace
     in_process: bool = False
 
@@ -80,7 +82,7 @@ class ProviderInfo:
                 continue
             if option in _MISPLACED:
                 flag, instead = _MISPLACED[option]
-                owners = "/".join(f"{p.name}/*" for p in PROVIDERS.values() if option in p.options and p.name != "hf")
+                owners = "/".join(f"{p.name}/*" for p in PROVIDERS.values() if option in p.options and not p.alias)
                 raise ConfigError(f"{flag} is for {owners} judges, not '{spec}' ({instead})")
             raise ConfigError(
                 f"unknown option '{option}' for a {self.name}/* judge '{spec}' "
@@ -94,7 +96,7 @@ _LOCAL = ProviderInfo("local", _local, ("device", "dtype"), free=True, greedy_on
 PROVIDERS: dict[str, ProviderInfo] = {
     "openai": ProviderInfo("openai", _openai, options=_OPENAI_OPTIONS),
     "local": _LOCAL,
-    "hf": replace(_LOCAL, name="hf"),  # the same LocalProvider, by another prefix
+    "hf": replace(_LOCAL, name="hf", alias=True),  # the same LocalProvider, by another prefix
     "fake": ProviderInfo("fake", _fake, options=("script",), free=True, in_process=True),
 }
 #: what a provider not in the registry (a test's own subclass) is taken to be: none of the above
