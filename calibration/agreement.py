@@ -37,6 +37,7 @@ from sklearn.metrics import (
 )
 
 from calibration.labels import PAIRWISE_CLASSES
+from judge.stats import balanced_accuracy, macro_f1
 
 # above this many distinct values on a side, ordinal scores are treated as continuous
 MAX_CATEGORIES = 30
@@ -264,10 +265,7 @@ def _p_macro_f1(s: Sample) -> float:
 
 
 def _t_macro_f1(tb: Tables) -> np.ndarray:
-    diag = np.diagonal(tb.t, axis1=1, axis2=2)
-    present = (tb.rows + tb.cols) > 0
-    f1 = np.where(present, 2 * diag / (tb.rows + tb.cols), 0.0)
-    return f1.sum(axis=1) / present.sum(axis=1)
+    return macro_f1(tb.t)
 
 
 def _p_balanced_accuracy(s: Sample) -> float:
@@ -275,10 +273,7 @@ def _p_balanced_accuracy(s: Sample) -> float:
 
 
 def _t_balanced_accuracy(tb: Tables) -> np.ndarray:
-    diag = np.diagonal(tb.t, axis1=1, axis2=2)
-    present = tb.rows > 0
-    recall = np.where(present, diag / tb.rows, 0.0)
-    return recall.sum(axis=1) / present.sum(axis=1)
+    return balanced_accuracy(tb.t)
 
 
 def _p_roc_auc(s: Sample) -> float:

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from judge.cli import EXIT_CODES, progress_option
+from judge.cli import EXIT_CODES
+from judge.cli_options import map_option, progress_option, report_option, seed_option
 from judge.errors import ConfigError
 
 EPILOG = """\b
@@ -47,9 +48,7 @@ def items_options(purpose: str) -> Any:
     """``--items`` (the data file given to ``judge score``) and ``--map FIELD=COLUMN``: texts joined on by id."""
 
     def decorate(f: Any) -> Any:
-        f = click.option(
-            "--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="With --items: read FIELD from COLUMN."
-        )(f)
+        f = map_option("mapping", "With --items: read FIELD from COLUMN.")(f)
         return click.option(
             "--items",
             "items_path",
@@ -90,7 +89,7 @@ def items_options(purpose: str) -> Any:
     show_default=True,
     help="Bootstrap resamples for the 95% CIs (0 = none).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and CV splits.")
+@seed_option("Seed of the bootstrap and CV splits.")
 @click.option(
     "--json",
     "json_path",
@@ -98,13 +97,7 @@ def items_options(purpose: str) -> Any:
     default=None,
     help="Also write the report as JSON to this file.",
 )
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Also write a self-contained HTML report (heatmap, scatter, statistics, disagreements) to this file.",
-)
+@report_option("heatmap, scatter, statistics, disagreements")
 @click.option("--by", default=None, help="A column of the results (e.g. category): the same report per group.")
 @click.option(
     "--group",

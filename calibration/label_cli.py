@@ -15,6 +15,7 @@ import click
 
 from calibration.cli import items_options
 from judge.cli import EXIT_CODES
+from judge.cli_options import seed_option
 from judge.errors import ConfigError
 
 
@@ -44,7 +45,7 @@ prediction-powered estimate weighs each stratum by its share of the pool.
     show_default=True,
     help="Strata of the judge's score, of its uncertainty (needs score_probs: logprob mode), or none.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draw (the same seed, the same plan).")
+@seed_option("Seed of the draw (the same seed, the same plan).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The plan (JSONL).")
 @click.option("--score-column", default="score", show_default=True, help="Judge column to stratify on.")
 @click.option("--id-column", default="id", show_default=True, help="Item id column.")

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from judge.dataset import id_text
 from judge.errors import ConfigError, DataError
 from judge.io import Row, read_rows
 
@@ -216,11 +217,9 @@ _INTEGER_AS_FLOAT = re.compile(r"^-?\d+\.0+$")
 
 def _id_str(value: Any) -> str:
     """An id as text; integer-valued floats (``0.0`` from a spreadsheet, 3.0 from pandas) read as ``0``, ``3``."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     if _is_missing(value):
         return ""
-    text = str(value).strip()
+    text = id_text(value).strip()
     return text.split(".")[0] if _INTEGER_AS_FLOAT.match(text) else text
 
 

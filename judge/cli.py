@@ -15,6 +15,12 @@ from typing import Any, NoReturn
 
 import click
 
+from judge.cli_options import (  # noqa: F401 - the option decorators' old home
+    MAX_UNSCORED_HELP,
+    local_dtype_option,
+    max_unscored_option,
+    progress_option,
+)
 from judge.errors import JudgeError, ProviderError
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -55,22 +61,6 @@ HELP_LINES = {
     "batches": "List, inspect and cancel the Batch API jobs that `--batch` runs submitted.",
     "label": "Human labels that correct the judge: plan which items to label, and a page to label them in.",
 }
-
-
-def cache_options(command: Any) -> Any:
-    """``--keep-failed`` and ``--cache-namespace``, worded once for every command that calls a judge."""
-    command = click.option(
-        "--cache-namespace",
-        default=None,
-        metavar="NAME",
-        help="Part of the cache key next to provider and model: change it when a different model answers under "
-        "the same name (a new quantisation or checkpoint), so its verdicts are not served from the old one's cache.",
-    )(command)
-    return click.option(
-        "--keep-failed",
-        is_flag=True,
-        help="Keep unreadable or truncated completions in the cache as final (default: they are retried next run).",
-    )(command)
 
 
 class LazyGroup(click.Group):
@@ -148,42 +138,6 @@ def fail(message: str, code: int, debug: bool) -> NoReturn:
         traceback.print_exc()
     click.echo(message, err=True)
     sys.exit(code)
-
-
-MAX_UNSCORED_HELP = (
-    "Largest share (0-1) of items that may end unscored, whatever the cause, before the run counts as "
-    "incomplete (exit 3). Default: an unreadable verdict (parse failure, kept with its raw completion) never "
-    "fails the run, while any item unscored for a transport reason (server error, timeout, refused connection, "
-    "rejected request, after all retries) does. A run that scores nothing is always incomplete."
-)
-
-
-def max_unscored_option(f: Any) -> Any:
-    """The ``--max-unscored FRACTION`` option, worded the same for every command that calls a model."""
-    return click.option(
-        "--max-unscored", type=click.FloatRange(0.0, 1.0), default=None, metavar="FRACTION", help=MAX_UNSCORED_HELP
-    )(f)
-
-
-def progress_option(f: Any) -> Any:
-    """``--progress/--no-progress``, the same on every long command: bars on stderr (items/s, ETA, per stage)
-    when it is a terminal unless forced; the command reads it with :func:`judge.progress.progress_enabled`."""
-    return click.option(
-        "--progress/--no-progress",
-        default=None,
-        help="Progress bars on stderr: items/s and ETA per stage (default: on when stderr is a terminal).",
-    )(f)
-
-
-def local_dtype_option(f: Any) -> Any:
-    """The ``--local-dtype`` option of the commands that can run a local judge."""
-    return click.option(
-        "--local-dtype",
-        type=click.Choice(["float32", "bfloat16", "float16"]),
-        default=None,
-        help="Precision of a local judge (local/*). Default float32, exact; bfloat16 is faster on CPUs with "
-        "AVX512-BF16 (1.3x on MT-Bench) and moves probabilities slightly (BENCHMARKS.md).",
-    )(f)
 
 
 def incomplete_reason(

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from judge.cli import (
-    EXIT_CODES,
-    EXIT_INCOMPLETE,
+from judge.cli import EXIT_CODES, EXIT_INCOMPLETE, exit_if_incomplete
+from judge.cli_options import (
+    SCORE_CACHE_DIR_HELP,
+    BatchArgs,
+    CacheArgs,
+    EngineArgs,
+    batch_options,
     cache_options,
-    exit_if_incomplete,
+    concurrency_option,
+    engine_options,
+    judge_options,
     local_dtype_option,
-    max_unscored_option,
-    progress_option,
+    map_option,
+    run_options,
+    score_mode_option,
+    seed_option,
+    structured_output_option,
 )
+from judge.config import PLAIN_SCORE_MODES, SCORE_MODES
 from judge.errors import ConfigError, RubricError
 from judge.progress import progress_enabled
 
@@ -48,19 +60,12 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
 )
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--rubric", "-r", required=True, help="Built-in rubric id (see `judge rubrics list`) or a .j2 file.")
-@click.option(
-    "--judge",
-    "-j",
-    "judge_spec",
-    envvar="JUDGE_SCORE_JUDGE",  # the parameter is named judge_spec; keep the variable named after the flag
-    default=None,
-    help="PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. Default: $JUDGE_MODEL, else "
+@judge_options(
+    "PROVIDER/MODEL: openai/<model>, local/<alias-or-path>, fake/echo-score. Default: $JUDGE_MODEL, else "
     "openai/gpt-4o-mini if --base-url, OPENAI_BASE_URL or OPENAI_API_KEY is set, else local/smollm2.",
-)
-@click.option(
-    "--base-url",
-    default=None,
-    help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM); for openai/* judges only.",
+    "OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM); for openai/* judges only.",
+    short=True,
+    envvar="JUDGE_SCORE_JUDGE",  # the parameter is named judge_spec; keep the variable named after the flag
 )
 @click.option(
     "--out",
@@ -69,36 +74,17 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     default=None,
     help="Verdict JSONL (default: DATA's name + .<rubric>.verdicts.jsonl next to it).",
 )
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(1, 1024),
-    default=16,
-    show_default=True,
-    help="Judge calls in flight at once.",
-)
-@click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
-@click.option(
-    "--cache-dir", type=click.Path(path_type=Path), default=None, help="Cache folder (default ~/.cache/judge)."
-)
-@click.option(
-    "--score-mode",
-    type=click.Choice(["text", "logprob", "reason"]),
-    default=None,
-    help="text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval); "
+@concurrency_option(16, "Judge calls in flight at once.", short=True)
+@cache_options(SCORE_CACHE_DIR_HELP, path_type=True, collect="cache")
+@score_mode_option(
+    SCORE_MODES,
+    "text: parse the verdict; logprob: probability-weighted mean over score tokens (G-Eval); "
     "reason (local judges): a short greedy reasoning (64 tokens), then the score read as in logprob "
     "after a forced 'Score:'. Default: logprob for local judges, text otherwise.",
 )
 @local_dtype_option
-@click.option(
-    "--map",
-    "mapping",
-    envvar="JUDGE_SCORE_MAP",  # space-separated FIELD=COLUMN pairs
-    multiple=True,
-    metavar="FIELD=COLUMN",
-    help="Read FIELD from COLUMN (repeatable).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed sent with every call.")
+@map_option("mapping", envvar="JUDGE_SCORE_MAP")  # space-separated FIELD=COLUMN pairs
+@seed_option("Seed sent with every call.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -113,47 +99,22 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     show_default=True,
     help="Attempts per call on 429/5xx/timeouts.",
 )
-@click.option(
-    "--no-structured-output",
-    is_flag=True,
-    help="openai judges: do not send a JSON schema (for servers without structured output); "
-    "a server that rejects it is detected and falls back by itself.",
-)
+@structured_output_option()
 @click.option(
     "--prices",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="JSON price table to extend the built-in one: {model: {input: $/1M, output: $/1M}}.",
 )
-@cache_options
-@click.option(
-    "--batch",
-    is_flag=True,
-    help="Send the calls through the provider's Batch API (openai/* judges): half the price, answers within 24 h. "
+@batch_options(
+    "Send the calls through the provider's Batch API (openai/* judges): half the price, answers within 24 h. "
     "Resumable: rerun the same command after a crash or Ctrl-C to collect the batches already submitted "
-    "(see `judge batches list`).",
+    "(see `judge batches list`)."
 )
-@click.option(
-    "--batch-poll",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="With --batch: seconds between two looks at the submitted batches.",
-)
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Where items are judged: in this process, or on a Ray actor pool (one judge per actor; "
+@engine_options(
+    "Where items are judged: in this process, or on a Ray actor pool (one judge per actor; "
     "pip install 'judge[scale]'). With openai/* judges --concurrency bounds the requests of all actors together.",
-)
-@click.option(
-    "--address",
-    default=None,
-    metavar="ADDR",
-    help="Ray cluster for --engine ray: ray://HEAD:10001 or auto (default: $RAY_ADDRESS, else a local Ray).",
+    collect="engines",
 )
 @click.option(
     "--repeats",
@@ -192,8 +153,7 @@ OPENAI_API_KEY / OPENAI_BASE_URL configure openai/* judges; JUDGE_CACHE_DIR move
     "refused only when the spending leaves no room for it; finished items are kept and cached, the rest unscored "
     "('budget reached'); exit 3 with the amount spent. The judge must be in the price table (see --prices).",
 )
-@max_unscored_option
-@progress_option
+@run_options
 def score(
     data: Path,
     rubric: str,
@@ -201,8 +161,7 @@ def score(
     base_url: str | None,
     out: Path | None,
     concurrency: int,
-    no_cache: bool,
-    cache_dir: Path | None,
+    cache: CacheArgs,
     score_mode: str | None,
     local_dtype: str | None,
     mapping: tuple[str, ...],
@@ -211,14 +170,11 @@ def score(
     max_attempts: int,
     no_structured_output: bool,
     prices: str | None,
-    keep_failed: bool,
-    cache_namespace: str | None,
     max_unscored: float | None,
     progress: bool | None,
+    engines: EngineArgs,
     batch: bool = False,
     batch_poll: float = 30.0,
-    engine: str = "local",
-    address: str | None = None,
     repeats: int = 1,
     both_orders: bool = False,
     temperature: float = 0.0,
@@ -226,55 +182,25 @@ def score(
     max_cost: float | None = None,
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
-    from judge.batch import BatchSettings
-    from judge.dataset import coercion_note, parse_mapping, stream_items
     from judge.io import OutputLock, check_output_path
-    from judge.pricing import load_prices
-    from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
-    from judge.runner import Budget, Tally, build_grader, check_trials, estimate_run, run_items, run_sync, score_stream
+    from judge.runner import Tally, build_grader, run_items, run_sync, score_stream
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
     check_output_path(target, inputs=[data, rubric if Path(rubric).is_file() else None, prices])
-    eng = check_engine(engine, address, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
-    load_prices(prices)
-    items = stream_items(data, parse_mapping(mapping))  # checked now, read again as the run goes: never all held
-    note = coercion_note(items.coerced)
-    if note:
-        click.echo(note, err=True)
-    spec = judge_spec
-    if spec is None:
-        spec, why = explain_default_judge(base_url)
-        click.echo(f"judge: {spec} ({why})", err=True)
-    structured = False if no_structured_output else None
+    eng = check_engine(engines, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
+    items = _read_items(data, mapping, prices)
+    spec = _judge_named(judge_spec, base_url)
+    structured = False if no_structured_output else None  # None: the provider's default (get_provider drops None)
     grader = build_grader(
-        rubric,
-        spec,
-        score_mode=score_mode,
-        cache=False if no_cache else (cache_dir or True),
-        base_url=base_url,
-        timeout=timeout,
-        dtype=local_dtype,
-        seed=seed,
-        temperature=temperature,
-        retry=RetryPolicy(max_attempts=max_attempts),
-        prices=prices,
-        keep_failed=keep_failed,
-        cache_namespace=cache_namespace or "",
-        batch=BatchSettings(poll_interval=batch_poll) if batch else None,
-        structured_output=structured,  # None: the provider's default (get_provider drops None options)
-    )
+        rubric, spec, score_mode=score_mode, base_url=base_url, timeout=timeout, dtype=local_dtype, seed=seed,
+        temperature=temperature, retry=RetryPolicy(max_attempts=max_attempts), prices=prices,
+        batch=BatchArgs(batch, batch_poll).settings(), structured_output=structured, **cache.grader_kwargs(),
+    )  # fmt: skip
     show = progress_enabled(progress)
-    try:
-        check_trials(grader, repeats, both_orders)
-        budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None
-        estimate = estimate_run(grader, items, calls_per_item=repeats * (2 if both_orders else 1)) if dry_run else None
-    except BaseException:
-        run_sync(grader.provider.aclose())
-        raise
+    budget, estimate = _plan(grader, items, repeats, both_orders, max_cost, dry_run)
     if estimate is not None:
-        run_sync(grader.provider.aclose())
         click.echo(render_estimate(estimate, grader.describe(), len(items)))
         return
 
@@ -301,9 +227,58 @@ def score(
         finally:
             await grader.provider.aclose()
 
+    with _interrupt_notes(target, batch=batch), OutputLock(target):  # the lock is let go first
+        results = run_sync(go())
+    tally = results if isinstance(results, Tally) else Tally.of(results)
+    _finish(results, tally, grader, target, items, budget, max_unscored)
+
+
+def _read_items(data: Path, mapping: tuple[str, ...], prices: str | None) -> Any:
+    """The items of DATA, checked now and read again as the run goes (never all held); the price table
+    checked too, and a note on values read as text."""
+    from judge.dataset import coercion_note, parse_mapping, stream_items
+    from judge.pricing import load_prices
+
+    load_prices(prices)
+    items = stream_items(data, parse_mapping(mapping))
+    note = coercion_note(items.coerced)
+    if note:
+        click.echo(note, err=True)
+    return items
+
+
+def _judge_named(judge_spec: str | None, base_url: str | None) -> str:
+    """The judge: ``--judge``, or the default with a one-line notice of why it was picked."""
+    from judge.providers.registry import resolve_judge
+
+    spec, why = resolve_judge(judge_spec, base_url)
+    if why is not None:
+        click.echo(f"judge: {spec} ({why})", err=True)
+    return spec
+
+
+def _plan(grader: Any, items: Any, repeats: int, both_orders: bool, max_cost: float | None, dry_run: bool) -> Any:
+    """``(budget, estimate)``: the ``--max-cost`` budget and the ``--dry-run`` estimate (None when not asked);
+    the provider is closed when a check fails and after an estimate (nothing more is sent)."""
+    from judge.runner import Budget, check_trials, estimate_run, run_sync
+
     try:
-        with OutputLock(target):
-            results = run_sync(go())
+        check_trials(grader, repeats, both_orders)
+        budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None
+        estimate = estimate_run(grader, items, calls_per_item=repeats * (2 if both_orders else 1)) if dry_run else None
+    except BaseException:
+        run_sync(grader.provider.aclose())
+        raise
+    if estimate is not None:
+        run_sync(grader.provider.aclose())
+    return budget, estimate
+
+
+@contextlib.contextmanager
+def _interrupt_notes(target: Path, *, batch: bool) -> Iterator[None]:
+    """On Ctrl-C, say where the finished verdicts are and that submitted batches keep running."""
+    try:
+        yield
     except KeyboardInterrupt:
         partial = target.with_name(target.name + ".partial")
         if partial.exists():
@@ -311,7 +286,12 @@ def score(
         if batch:
             click.echo("submitted batches keep running on the server: rerun the same command to collect them", err=True)
         raise
-    tally = results if isinstance(results, Tally) else Tally.of(results)
+
+
+def _finish(
+    results: Any, tally: Any, grader: Any, target: Path, items: Any, budget: Any, max_unscored: float | None
+) -> None:
+    """The run's summary; exit 3 when the budget ran out or the run is incomplete."""
     click.echo(render_summary(tally, grader.describe(), target, lengths=length_summary(target, items)))
     batch_report = getattr(results, "batch_report", None)
     if batch_report is not None:
@@ -328,11 +308,11 @@ def score(
     exit_if_incomplete("items", tally.n_items, causes[None], causes["transport"], causes["parse"], max_unscored)
 
 
-def check_engine(
-    engine: str, address: str | None, *, batch: bool, repeats: int, both_orders: bool, max_cost: float | None
-):
+def check_engine(engines: EngineArgs, *, batch: bool, repeats: int, both_orders: bool, max_cost: float | None):
     """The engine ``--engine`` names (None: the local path, unchanged), after the checks that need no data."""
     from judge.engines import get_engine
+
+    engine, address = engines.engine or "local", engines.address
 
     if engine == "local":
         get_engine(engine, address)  # --address without --engine ray is an error
@@ -453,7 +433,7 @@ def rubrics_list() -> None:
     "--render",
     "render_mode",
     envvar="JUDGE_RUBRICS_SHOW_RENDER",
-    type=click.Choice(["text", "logprob"]),
+    type=click.Choice(PLAIN_SCORE_MODES),
     default=None,
     help="Also print the messages rendered for a sample item.",
 )

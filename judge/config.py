@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,14 @@ Message = dict[str, str]
 """A chat message: ``{"role": "system"|"user"|"assistant", "content": "..."}``."""
 
 ScoreMode = Literal["text", "logprob", "reason"]
+SCORE_MODES: tuple[ScoreMode, ...] = get_args(ScoreMode)
+"""Every score mode (CLI choices and checks derive from it). reason: a short greedy reasoning, then the verdict
+read from the label probabilities after a forced verdict prefix (local judges, which continue a final
+assistant message)."""
+LOGPROB_MODES: tuple[ScoreMode, ...] = ("logprob", "reason")
+"""The modes that read the verdict from the next-token distribution (the provider must return logprobs)."""
+PLAIN_SCORE_MODES: tuple[ScoreMode, ...] = tuple(m for m in SCORE_MODES if m != "reason")
+"""The modes without a reasoning step (MT-Bench judging, ``judge rubrics show --render``)."""
 
 
 class GenerateConfig(BaseModel):

@@ -69,6 +69,14 @@ def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
+def id_text(value: Any) -> str:
+    """An id as text, the same wherever ids are read (items, eval rows and groups, labels): a whole-number
+    float (3.0, from a spreadsheet, Parquet or pandas) is the integer's text, "3"; anything else ``str(value)``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 Coerced = dict[str, list[str]]
 """What :func:`item_from_record` read as text that was not text: ``"FIELD: KIND"`` -> the ``file:line`` of each."""
 
@@ -87,8 +95,8 @@ def _text(value: Any, row: Row | None, field: str, coerced: Coerced | None = Non
     if noted and coerced is not None:  # integer ids are ordinary; a float id (1.0) is worth a word
         kind = {dict: "JSON objects", list: "JSON lists", bool: "true/false"}.get(type(value), "numbers")
         coerced.setdefault(f"{field}: {kind}", []).append(f"{row.path}:{row.line}" if row else "?")
-    if field == "id" and isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if field == "id" and isinstance(value, float):
+        return id_text(value)
     if isinstance(value, int | float | bool):
         return str(value)
     if isinstance(value, list | dict):

@@ -23,6 +23,7 @@ from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ProviderError
 from judge.limiter import Limiter
 from judge.providers._base import ModelOutput, Provider
+from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy
 
 #: local generation: prompts per left-padded ``generate`` call (bench/generation.py)
@@ -119,7 +120,7 @@ async def generate_outputs(
 
     config = settings.config()
     sem = asyncio.Semaphore(max(1, concurrency))
-    limiter = None if provider.name in ("local", "hf", "fake") else AdaptiveLimiter(concurrency, slow_start=SLOW_START)
+    limiter = None if provider_info(provider).in_process else AdaptiveLimiter(concurrency, slow_start=SLOW_START)
     records: list[dict[str, Any] | None] = [None] * len(ids)
 
     async def one(k: int) -> None:

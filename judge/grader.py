@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from judge.cache import Cache, cache_key
-from judge.config import GenerateConfig, Message
+from judge.config import LOGPROB_MODES, SCORE_MODES, GenerateConfig, Message
 from judge.dataset import Item
 from judge.errors import (
     BudgetReached,
@@ -23,6 +23,7 @@ from judge.errors import (
 from judge.limiter import Limiter
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
+from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy, with_retries
 from judge.rubric import Rubric
 from judge.verdict import Parsed, Verdict, parse_verdict, reask_message, score_from_logprobs
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
 FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
 
-SCORE_MODES = ("text", "logprob", "reason")
-"""reason: a short greedy reasoning (``reasoning_tokens``), then the verdict read from the label
-probabilities after a forced verdict prefix (local judges, which continue a final assistant message)."""
 REASONING_TOKENS = 64
 REJECTED_STATUSES = (400, 422)
 """Definitive refusals of one request: cached as final, like an ok verdict."""
@@ -160,7 +158,7 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     """
     from judge.local.models import SMOLLM2_ALIASES
 
-    if not rubric.kind_info.needs_free_text or provider.name != "local":
+    if not rubric.kind_info.needs_free_text or not provider_info(provider).local:
         return
     if str(provider.model).lower() not in SMOLLM2_ALIASES:
         return
@@ -204,9 +202,9 @@ class Grader:
                 f"the {mode} score mode reads a score or a label; {kind} rubrics use --score-mode {modes}"
             )
         refuse_small_opinions_judge(rubric, provider)
-        if mode in ("logprob", "reason") and not provider.supports_logprobs:
+        if mode in LOGPROB_MODES and not provider.supports_logprobs:
             raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
-        if mode == "reason" and not getattr(provider, "supports_prefill", False):
+        if mode == "reason" and not provider.supports_prefill:
             raise ConfigError(
                 f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one"
             )
@@ -227,7 +225,7 @@ class Grader:
         self.guard: CallGuard | None = None
         #: reason mode: the bounded, greedy reasoning call made before the verdict is read
         self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
-        if mode in ("logprob", "reason"):
+        if mode in LOGPROB_MODES:
             candidates = rubric.kind_info.score_candidates(rubric.spec)
             self.config = GenerateConfig(
                 temperature=temperature,
@@ -291,7 +289,7 @@ class Grader:
         raw: str | None = None
         parsed: Parsed | None = None
         error: str | None = None
-        reads_logprobs = self.score_mode in ("logprob", "reason")
+        reads_logprobs = self.score_mode in LOGPROB_MODES
         thought: str | None = None
         for round_ in range(self.max_reasks + 1):
             try:

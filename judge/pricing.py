@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from judge.errors import ConfigError
+from judge.providers.registry import provider_info
 
-FREE_PROVIDERS = ("local", "hf", "fake")
 BUILTIN = Path(__file__).parent / "prices.json"
 
 
@@ -86,7 +86,7 @@ def cost_usd(
     ``batch``: the calls went through the provider's Batch API, at its batch price where the table has one
     (otherwise the synchronous price, an upper bound)."""
     provider, _, model = judge_model.partition("/")
-    if provider in FREE_PROVIDERS:
+    if provider_info(provider).free:
         return 0.0
     table = load_prices(prices)
     entry = table.get(model) or table.get(judge_model)

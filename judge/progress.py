@@ -2,7 +2,7 @@
 
 A bar goes to stderr (stdout stays for results), shows items/s and the ETA, and is shown only where
 someone watches: by default when stderr is a terminal; ``--progress/--no-progress``
-(:func:`judge.cli.progress_option`) force either. When it is off nothing is written and tqdm is not
+(:func:`judge.cli_options.progress_option`) force either. When it is off nothing is written and tqdm is not
 imported::
 
     with progress_bar(len(items), "perplexity base", enabled) as bar:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from judge.config import SCORE_MODES
+
 if TYPE_CHECKING:
     from judge.rubric import RubricSpec
 
@@ -104,7 +106,7 @@ class SingleKind(RubricKind):
 
     name = "single"
     answer = "score"
-    score_modes = ("text", "logprob", "reason")
+    score_modes = SCORE_MODES
     compares_pair = False
     counts_flags = False
     verdict_prefix = "Score:"
@@ -149,7 +151,7 @@ class PairwiseKind(RubricKind):
 
     name = "pairwise"
     answer = "label"
-    score_modes = ("text", "logprob", "reason")
+    score_modes = SCORE_MODES
     compares_pair = True
     counts_flags = False
     verdict_prefix = "Verdict:"

@@ -133,6 +133,37 @@ def bca_ci(
     return float(lo), float(hi)
 
 
+def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise, 0 where ``den`` is 0."""
+    out = np.zeros(np.broadcast(num, den).shape, dtype=float)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def macro_f1(cm: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+    """Macro-averaged F1 of a (C, C) confusion matrix or a (B, C, C) batch (gold in rows, prediction in
+    columns): the mean of 2 TP / (gold + predicted) over the classes that occur as gold or prediction and
+    are among ``classes`` (a (C,) mask; default all), the classes sklearn's ``f1_score(average="macro")``
+    averages over. NaN where no class occurs."""
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    occurs = cm.sum(axis=-1) + cm.sum(axis=-2)
+    present = (occurs > 0) if classes is None else (occurs > 0) & classes
+    n_present = present.sum(axis=-1)
+    return safe_div((safe_div(2 * tp, occurs) * present).sum(axis=-1), n_present) + np.where(n_present > 0, 0.0, np.nan)
+
+
+def balanced_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of a (C, C) confusion matrix or a (B, C, C) batch (gold in rows): the mean recall
+    over the classes that occur as gold. NaN where none does."""
+    cm = np.asarray(cm, dtype=float)
+    support = cm.sum(axis=-1)
+    has_support = support > 0
+    recall = safe_div(np.diagonal(cm, axis1=-2, axis2=-1), support)
+    n_support = has_support.sum(axis=-1)
+    return safe_div((recall * has_support).sum(axis=-1), n_support) + np.where(n_support > 0, 0.0, np.nan)
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman's ρ (average ranks for ties); None with fewer than 3 pairs or a constant side."""
     if len(x) < 3:

@@ -117,6 +117,26 @@ def test_base_url_for_a_non_openai_judge_is_refused(tmp_path: Path) -> None:
     assert isinstance(res.exception, ConfigError)
 
 
+def test_an_unknown_provider_option_is_refused_naming_it_and_the_accepted_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown option 'devcie' for a fake/\* judge .*accepted: script, api_key"):
+        get_provider("fake/echo-score", devcie="cpu")
+    with pytest.raises(ConfigError, match=r"unknown option 'script'.*accepted: device, dtype"):
+        get_provider("local/smollm2", script=["x"])
+    # what callers pass to whichever judge is named (the CLI's --timeout has a default) is not refused
+    assert get_provider("fake/echo-score", timeout=60.0, structured_output=False).id == "fake/echo-score"
+
+
+def test_the_registry_says_what_each_provider_is() -> None:
+    from judge.providers.registry import PROVIDERS, provider_info
+
+    assert [p for p, info in PROVIDERS.items() if info.free] == ["local", "hf", "fake"]
+    assert [p for p, info in PROVIDERS.items() if info.greedy_only] == ["local", "hf"]
+    assert provider_info("hf/x").load() is provider_info("local").load()
+    assert provider_info("local").load().supports_prefill and not provider_info("openai").load().supports_prefill
+    assert provider_info(get_provider("fake/echo-score")).in_process
+    assert provider_info("elsewhere/x").name == ""  # unregistered: none of the above
+
+
 # --- 9. environment variables -------------------------------------------------------------------
 
 

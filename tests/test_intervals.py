@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,19 @@ from scipy import stats
 
 from calibration import calibrate
 from judge.cli import main
+from judge.dataset import id_text
 from judge.eval.run import evaluate
 from judge.eval.stats import Resampling, paired_delta, system_value
-from judge.stats import bca_ci, leave_one_out_sums, resample_weights, resolve_ci_method, spearman_ci, wilson
+from judge.stats import (
+    balanced_accuracy,
+    bca_ci,
+    leave_one_out_sums,
+    macro_f1,
+    resample_weights,
+    resolve_ci_method,
+    spearman_ci,
+    wilson,
+)
 
 
 def _kappa(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -70,6 +81,30 @@ def test_bca_of_kappa_through_calibrate_matches_scipy() -> None:
     width = r_hi - r_lo
     assert kappa.ci_low == pytest.approx(r_lo, abs=0.04 * width)
     assert kappa.ci_high == pytest.approx(r_hi, abs=0.04 * width)
+
+
+def test_macro_f1_and_balanced_accuracy_of_confusion_matrices_match_sklearn() -> None:
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    gold, pred = rng.integers(0, 4, 60), rng.integers(0, 5, 60)  # class 4 is predicted, never gold
+    cm = np.zeros((5, 5))
+    np.add.at(cm, (gold, pred), 1)
+    assert macro_f1(cm) == pytest.approx(f1_score(gold, pred, average="macro", zero_division=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn: y_pred has a class y_true lacks
+        expected = balanced_accuracy_score(gold, pred)
+    assert balanced_accuracy(cm) == pytest.approx(expected)
+    batch = np.stack([cm, np.zeros((5, 5))])  # an empty table: NaN, not 0
+    assert macro_f1(batch)[0] == pytest.approx(macro_f1(cm)) and np.isnan(macro_f1(batch)[1])
+    assert np.isnan(balanced_accuracy(batch)[1])
+    assert macro_f1(cm, classes=np.arange(5) < 4) == pytest.approx(  # the last column is no class
+        f1_score(gold, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0)
+    )
+
+
+def test_ids_read_the_same_everywhere() -> None:
+    assert [id_text(v) for v in (3.0, 3, "3", 2.5, "03")] == ["3", "3", "3", "2.5", "03"]
 
 
 def test_auto_method_rule() -> None:

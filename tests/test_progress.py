@@ -53,6 +53,25 @@ def test_every_long_command_takes_the_same_progress_flags() -> None:
     assert len(helps) == 1  # worded once
 
 
+def test_shared_options_mean_the_same_on_every_command() -> None:
+    """The option groups of judge.cli_options: an option several commands take is worded and typed once, and
+    the engine choices are judge.engines.ENGINES."""
+    from judge.engines import ENGINES
+
+    seen: dict[str, set[tuple[object, ...]]] = {}
+    for path in [*LONG_COMMANDS, ("calibrate",), ("label", "plan")]:
+        for p in command(path).params:
+            if isinstance(p, click.Option) and p.name in SHARED_OPTIONS:
+                seen.setdefault(p.name, set()).add((tuple(p.opts), p.help, p.type.name, p.metavar))
+                if p.name == "engine":
+                    assert isinstance(p.type, click.Choice) and tuple(p.type.choices) == ENGINES, path
+    assert {name: len(kinds) for name, kinds in seen.items()} == {name: 1 for name in SHARED_OPTIONS}
+
+
+SHARED_OPTIONS = ("max_unscored", "progress", "batch_poll", "cache_namespace", "keep_failed", "no_cache",
+                  "api_key", "local_dtype")  # fmt: skip
+
+
 def bar_lines(stderr: str) -> list[str]:
     """The states a tqdm bar drew (it rewrites its line with carriage returns)."""
     return [s for s in re.split(r"[\r\n]", stderr) if "|" in s and "/s" in s]

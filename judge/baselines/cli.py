@@ -9,54 +9,66 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from judge.baselines._data import BaselineResult
-from judge.cli import EXIT_CODES, exit_if_incomplete, max_unscored_option, progress_option
+from judge.cli import EXIT_CODES, exit_if_incomplete
+from judge.cli_options import collected, engine_options, map_option, options, run_options
+
+
+@dataclass(frozen=True)
+class BaselineArgs:
+    """The arguments every baseline command takes, as given."""
+
+    data: str
+    model: str
+    maps: tuple[str, ...]
+    out: str | None
+    device: str | None
+    batch_size: int | None
+    engine: str
+    address: str | None
+    progress: bool | None
+    max_unscored: float | None
+
+    def run(self, name: str, **kwargs: Any) -> None:
+        """Run baseline ``name`` (with its own ``kwargs``), then report and exit as every baseline does."""
+        _check_out(self.out, self.data)
+        kwargs.update(model=self.model, **_kwargs(self.batch_size, self.device, self.maps))
+        result = _run(name, self.data, self.out, self.engine, self.address, self.progress, **kwargs)
+        _emit(result, self.out, self.max_unscored)
+
+
+_SCORED_FIELD = click.option("--field", default="output", show_default=True, help="Item field to score.")
+_WINDOW = click.option(
+    "--max-length", type=click.IntRange(min=2), default=None, help="Window in tokens (default: model's, ≤2048)."
+)
 
 
 def _common(default_model: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Options every baseline command shares."""
-
-    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        f = max_unscored_option(f)
-        f = progress_option(f)
-        f = click.option(
-            "--address",
-            default=None,
-            metavar="ADDR",
-            help="Ray cluster for --engine ray: ray://HEAD:10001 or auto (default: $RAY_ADDRESS, else a local Ray).",
-        )(f)
-        f = click.option(
-            "--engine",
-            type=click.Choice(["local", "ray"]),
-            default="local",
-            show_default=True,
-            help="Where the model runs: in this process, or a Ray actor pool (pip install 'judge[scale]').",
-        )(f)
-        f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per forward pass.")(f)
-        f = click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available).")(f)
-        f = click.option(
+    """Options every baseline command shares, handed to the command as one ``common`` argument."""
+    if default_model is None:
+        model = click.option("--model", required=True, help="Local model folder or hub id.")
+    else:
+        model = click.option(
+            "--model", default=default_model, show_default=True, help="Alias, local model folder or hub id."
+        )
+    return options(
+        collected("common", BaselineArgs),
+        click.argument("data", type=click.Path(exists=True, dir_okay=False)),
+        model,
+        map_option("maps"),
+        click.option(
             "--out", "-o", type=click.Path(dir_okay=False), default=None, help="Output JSONL (default: stdout)."
-        )(f)
-        f = click.option(
-            "--map",
-            "maps",
-            multiple=True,
-            metavar="FIELD=COLUMN",
-            help="Read FIELD from COLUMN (repeatable).",
-        )(f)
-        if default_model is None:
-            f = click.option("--model", required=True, help="Local model folder or hub id.")(f)
-        else:
-            f = click.option(
-                "--model", default=default_model, show_default=True, help="Alias, local model folder or hub id."
-            )(f)
-        return click.argument("data", type=click.Path(exists=True, dir_okay=False))(f)
-
-    return decorate
+        ),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Texts per forward pass."),
+        engine_options("Where the model runs: in this process, or a Ray actor pool (pip install 'judge[scale]')."),
+        run_options,
+    )
 
 
 def _run(
@@ -132,45 +144,21 @@ def baseline() -> None:
 
 @baseline.command(epilog="\b\nExample:\n  judge baseline perplexity items.jsonl --out ppl.jsonl\n\n" + EXIT_CODES)
 @_common("smollm2")
-@click.option("--field", default="output", show_default=True, help="Item field to score.")
-@click.option(
-    "--max-length", type=click.IntRange(min=2), default=None, help="Window in tokens (default: model's, ≤2048)."
-)
+@_SCORED_FIELD
+@_WINDOW
 @click.option("--stride", type=click.IntRange(min=1), default=None, help="New tokens per window (default: half).")
 def perplexity(
-    data: str,
-    model: str,
-    maps: tuple[str, ...],
-    out: str | None,
-    device: str | None,
-    batch_size: int | None,
-    max_unscored: float | None,
-    progress: bool | None,
-    engine: str,
-    address: str | None,
+    common: BaselineArgs,
     field: str,
     max_length: int | None,
     stride: int | None,
 ) -> None:
     """Perplexity, NLL per token, bits per byte and word perplexity of each output under a causal LM."""
-    _check_out(out, data)
-
-    _emit(
-        _run(
-            "perplexity",
-            data,
-            out,
-            engine,
-            address,
-            progress,
-            model=model,
-            field=field,
-            max_length=max_length,
-            stride=stride,
-            **_kwargs(batch_size, device, maps),
-        ),
-        out,
-        max_unscored,
+    common.run(
+        "perplexity",
+        field=field,
+        max_length=max_length,
+        stride=stride,
     )
 
 
@@ -183,16 +171,7 @@ def perplexity(
 @click.option("--hypothesis", default="output", show_default=True, help="Item field entailed by the premise.")
 @click.option("--max-length", type=click.IntRange(min=16), default=None, help="Tokens per pair (default: ≤512).")
 def entailment(
-    data: str,
-    model: str,
-    maps: tuple[str, ...],
-    out: str | None,
-    device: str | None,
-    batch_size: int | None,
-    max_unscored: float | None,
-    progress: bool | None,
-    engine: str,
-    address: str | None,
+    common: BaselineArgs,
     premise: str,
     hypothesis: str,
     max_length: int | None,
@@ -201,24 +180,11 @@ def entailment(
 
     The default, smollm2, answers zero-shot (no NLI weights ship in any package this machine reaches).
     """
-    _check_out(out, data)
-
-    _emit(
-        _run(
-            "entailment",
-            data,
-            out,
-            engine,
-            address,
-            progress,
-            model=model,
-            premise_field=premise,
-            field=hypothesis,
-            max_length=max_length,
-            **_kwargs(batch_size, device, maps),
-        ),
-        out,
-        max_unscored,
+    common.run(
+        "entailment",
+        premise_field=premise,
+        field=hypothesis,
+        max_length=max_length,
     )
 
 
@@ -233,52 +199,28 @@ def entailment(
     show_default=True,
     help="Field the output is conditioned on.",
 )
-@click.option("--field", default="output", show_default=True, help="Item field to score.")
+@_SCORED_FIELD
 @click.option(
     "--template",
     default="{source}\n",
     help="Text before the output, with {source}; \\n is a newline.",
     show_default="'{source}\\n'",
 )
-@click.option(
-    "--max-length", type=click.IntRange(min=2), default=None, help="Window in tokens (default: model's, ≤2048)."
-)
+@_WINDOW
 def pmi(
-    data: str,
-    model: str,
-    maps: tuple[str, ...],
-    out: str | None,
-    device: str | None,
-    batch_size: int | None,
-    max_unscored: float | None,
-    progress: bool | None,
-    engine: str,
-    address: str | None,
+    common: BaselineArgs,
     source: str,
     field: str,
     template: str,
     max_length: int | None,
 ) -> None:
     """log p(output | source) - log p(output) per output token, under a causal LM."""
-    _check_out(out, data)
-
-    _emit(
-        _run(
-            "pmi",
-            data,
-            out,
-            engine,
-            address,
-            progress,
-            model=model,
-            source_field=source,
-            field=field,
-            template=template.replace("\\n", "\n"),
-            max_length=max_length,
-            **_kwargs(batch_size, device, maps),
-        ),
-        out,
-        max_unscored,
+    common.run(
+        "pmi",
+        source_field=source,
+        field=field,
+        template=template.replace("\\n", "\n"),
+        max_length=max_length,
     )
 
 
@@ -293,35 +235,13 @@ def pmi(
 )
 @click.option("--field", default="output", show_default=True, help="Item field to compare.")
 def similarity(
-    data: str,
-    model: str,
-    maps: tuple[str, ...],
-    out: str | None,
-    device: str | None,
-    batch_size: int | None,
-    max_unscored: float | None,
-    progress: bool | None,
-    engine: str,
-    address: str | None,
+    common: BaselineArgs,
     against: str,
     field: str,
 ) -> None:
     """Cosine similarity of sentence embeddings between each output and its reference or input."""
-    _check_out(out, data)
-
-    _emit(
-        _run(
-            "similarity",
-            data,
-            out,
-            engine,
-            address,
-            progress,
-            model=model,
-            against_field=against,
-            field=field,
-            **_kwargs(batch_size, device, maps),
-        ),
-        out,
-        max_unscored,
+    common.run(
+        "similarity",
+        against_field=against,
+        field=field,
     )

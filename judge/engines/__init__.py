@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 from judge.errors import ConfigError
 
@@ -73,7 +73,9 @@ def _checked(fn: BatchFn, batch: list[Any]) -> Sequence[Any]:
     return results
 
 
-ENGINES = ("local", "ray")
+EngineName = Literal["local", "ray"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
+"""Every engine (CLI choices and the suite's ``engine:`` derive from it)."""
 
 
 def get_engine(name: str = "local", address: str | None = None, *, workers: int | None = None) -> Engine:
@@ -107,4 +109,4 @@ def using(engine: Engine) -> Iterator[Engine]:
         _CURRENT.reset(token)
 
 
-__all__ = ["ENGINES", "BatchFn", "Engine", "LocalEngine", "current", "get_engine", "using"]
+__all__ = ["ENGINES", "BatchFn", "EngineName", "Engine", "LocalEngine", "current", "get_engine", "using"]

@@ -40,6 +40,7 @@ from judge.dataset import Item
 from judge.errors import ConfigError, ProviderError, RateLimitError, RubricError
 from judge.limiter import is_overload
 from judge.pricing import cost_usd
+from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy
 from judge.verdict import Verdict
 
@@ -78,7 +79,7 @@ class GraderRecipe:
     @classmethod
     def of(cls, grader: Grader, judge: str, **provider_options: Any) -> GraderRecipe:
         """The recipe of ``grader``, whose provider was built from ``judge`` and ``provider_options``."""
-        if grader.provider.name == "openai" and provider_options.get("base_url") is None:
+        if "base_url" in provider_info(grader.provider).options and provider_options.get("base_url") is None:
             # the driver's $OPENAI_BASE_URL, resolved here so a worker without it calls the same server
             provider_options["base_url"] = getattr(grader.provider, "base_url", None)
         return cls(
@@ -316,7 +317,7 @@ async def run_items_on(
     permits: Any = None
     if todo:
         engine.start()
-        local = grader.provider.name in ("local", "hf")
+        local = provider_info(grader.provider).local
         if not local and engine.name == "ray":
             import ray
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from judge.cli import EXIT_CODES, progress_option
+from judge.cli import EXIT_CODES
+from judge.cli_options import engine_options, judge_options, progress_option, report_option, seed_option
 from judge.progress import progress_enabled
 
 
@@ -33,25 +35,18 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
     default=None,
     help="Folder for results.json, scores.jsonl and review.jsonl (default: SUITE's folder / eval-<suite name>).",
 )
-@click.option("--judge", "judge_spec", default=None, help="Judge for rubric metrics that name none (PROVIDER/MODEL).")
-@click.option("--base-url", default=None, help="OpenAI-compatible server for openai/* judges.")
+@judge_options(
+    "Judge for rubric metrics that name none (PROVIDER/MODEL).", "OpenAI-compatible server for openai/* judges."
+)
 @click.option("--bootstrap", type=click.IntRange(100, 1_000_000), default=None, help="Resamples per CI (suite: 2000).")
-@click.option("--seed", type=int, default=None, help="Seed for resampling (suite: 0).")
+@seed_option("Seed for resampling (suite: 0).", default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout instead of the table.")
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+@report_option("forest plot, gates, distributions, review queue", path_type=True)
+@engine_options(
+    "Where perplexity and BERTScore run: this process or a Ray actor pool (suite key 'engine'; default local).",
+    "Ray cluster for --engine ray (ray://HEAD:10001, auto).",
     default=None,
-    help="Also write a self-contained HTML report (forest plot, gates, distributions, review queue) to this file.",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default=None,
-    help="Where perplexity and BERTScore run: this process or a Ray actor pool (suite key 'engine'; default local).",
-)
-@click.option("--address", default=None, metavar="ADDR", help="Ray cluster for --engine ray (ray://HEAD:10001, auto).")
 @click.option(
     "--limit-per-subject",
     type=click.IntRange(1, None),
@@ -79,27 +74,35 @@ def eval_command(
     with bootstrap CIs and p-values, gates, and a review queue of the worst and most-changed items."""
     from judge.eval.run import run_suite, with_limit_per_subject
     from judge.eval.suite import load_suite
-    from judge.io import check_output_path
 
     spec, root = load_suite(suite)
-    updates = {
-        k: v
-        for k, v in {
-            "judge": judge_spec,
-            "base_url": base_url,
-            "bootstrap": bootstrap,
-            "seed": seed,
-            "engine": engine,
-            "address": address,
-        }.items()
-        if v is not None
-    }
+    overrides = {"judge": judge_spec, "base_url": base_url, "bootstrap": bootstrap, "seed": seed}
+    updates = {k: v for k, v in {**overrides, "engine": engine, "address": address}.items() if v is not None}
     if updates:
         spec = spec.model_copy(update=updates)  # keeps the file and key lines for later messages
     spec = with_limit_per_subject(spec, limit_per_subject)
     target = out if out is not None else suite.parent / f"eval-{suite.stem}"
     if target.exists() and not target.is_dir():
         raise click.UsageError(f"--out {target} exists and is not a folder")
+    _warn_shared_outputs(spec, root)
+    _check_outputs(suite, spec, root, target, report_path)
+    result = run_suite(spec, root, progress=progress_enabled(progress), out_dir=target)
+    result.write(target)
+    if report_path is not None:
+        from judge.report import build
+
+        build(result, out=report_path)
+        click.echo(f"wrote {report_path}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(result.table())
+        click.echo(f"\nwrote {target}/results.json, scores.jsonl, review.jsonl", err=True)
+    _exit_on_failure(result)
+
+
+def _warn_shared_outputs(spec: Any, root: Path) -> None:
+    """Warn of systems that read the same outputs: their deltas are 0 by construction."""
     same: dict[tuple[str, str, str], list[str]] = {}  # where a system's outputs come from -> the systems reading it
     for name, s in spec.systems.items():
         if s.model is not None or s.sweep is not None:
@@ -113,24 +116,22 @@ def eval_command(
                 "their deltas are 0 by construction",
                 err=True,
             )
+
+
+def _check_outputs(suite: Path, spec: Any, root: Path, target: Path, report_path: Path | None) -> None:
+    """Every file the run writes can be written and overwrites none of its inputs (checked before any work)."""
+    from judge.io import check_output_path
+
     inputs = [suite, root / spec.data, *(root / s.file for s in spec.systems.values() if s.file)]
     inputs += [root / m.rubric for m in spec.metrics if m.rubric and (root / m.rubric).is_file()]
     for name in ("results.json", "scores.jsonl", "review.jsonl"):  # what result.write puts there
         check_output_path(target / name, "--out", inputs)
     if report_path is not None:
         check_output_path(report_path, "--report", [*inputs, *(target / n for n in ("results.json", "scores.jsonl"))])
-    result = run_suite(spec, root, progress=progress_enabled(progress), out_dir=target)
-    result.write(target)
-    if report_path is not None:
-        from judge.report import build
 
-        build(result, out=report_path)
-        click.echo(f"wrote {report_path}", err=True)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(result.table())
-        click.echo(f"\nwrote {target}/results.json, scores.jsonl, review.jsonl", err=True)
+
+def _exit_on_failure(result: Any) -> None:
+    """Say the run's warnings; exit 3 when a metric scored nothing, 1 when a gate failed."""
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if result.incomplete:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from judge.dataset import id_text
 from judge.errors import DataError
 from judge.io import read_rows
 from judge.ppi import MIN_LABELS, PPIResult, ppi_delta, ppi_mean
@@ -74,7 +75,7 @@ def load_eval_labels(suite: Suite, base_dir: Path, ids: list[str], figures: set[
             if col not in data:
                 raise DataError(f"no '{col}' column in the labels file", path=src, line=row.line, field=col)
         item, system, raw = (
-            str(data[spec.id_column]).strip(),
+            id_text(data[spec.id_column]).strip(),
             str(data[spec.system_column]).strip(),
             data[spec.label_column],
         )

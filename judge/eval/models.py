@@ -20,6 +20,7 @@ from typing import Any
 from judge.errors import ConfigError
 from judge.eval.suite import Gate, Suite, SystemSpec, locate
 from judge.generation import GenerateSettings
+from judge.providers.registry import provider_info
 
 
 @dataclass
@@ -141,7 +142,7 @@ def resolve_system(name: str, spec: SystemSpec, suite: Suite, base_dir: Path, st
     where = locate(suite, "systems", name.split("@")[0], "model")
     provider, _, rest = spec.model.partition("/")
     settings = GenerateSettings.merged(suite.generate, spec.generate)
-    if provider in ("local", "hf"):
+    if provider_info(provider).local:
         path = _local_path(rest, base_dir, where)
         adapter = _check_adapter(spec.adapter, path, base_dir, where) if spec.adapter else None
         return SystemModel(name, spec.model, "local", path, settings, adapter=adapter, step=step)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from judge.dataset import Item
+from judge.dataset import Item, id_text
 from judge.errors import ConfigError, DataError, RubricError
 from judge.eval.labels import apply_labels, load_eval_labels
 from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, validate_suite
@@ -92,9 +92,7 @@ def _row_id(row: Row, column: str) -> str:
     value = row.data.get(column)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise row.error(f"missing '{column}': every row needs an id to pair the systems' outputs", column)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 3.0 from a spreadsheet means item 3
-    return str(value)
+    return id_text(value)  # 3.0 from a spreadsheet means item 3
 
 
 def _list_ids(ids: list[str], limit: int = 10) -> str:
@@ -106,9 +104,7 @@ def _group_of(row: Row, column: str) -> str:
     value = row.data.get(column)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise row.error(f"missing '{column}', the suite's group column: every item needs a group", column)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
+    return id_text(value)
 
 
 def _train_split(path: Path) -> tuple[list[str], list[str]]:

@@ -32,8 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from judge.batch import BatchSettings
 from judge.config import ScoreMode
+from judge.engines import EngineName
 from judge.errors import ConfigError
 from judge.generation import GenerateSettings
+from judge.providers.registry import provider_info
 
 GATE_RULES = ("min", "max", "delta_min", "delta_max", "delta_ci_low_min", "delta_ci_high_max")
 
@@ -69,9 +71,9 @@ class SystemSpec(BaseModel):
             provider = self.model.partition("/")[0]
             if "/" not in self.model or provider not in ("local", "hf", "openai"):
                 raise ValueError(f"model '{self.model}' must look like local/FOLDER or openai/NAME")
-            if self.adapter is not None and provider not in ("local", "hf"):
+            if self.adapter is not None and not provider_info(provider).local:
                 raise ValueError("an adapter applies to a local model (local/BASE)")
-            if self.base_url is not None and provider != "openai":
+            if self.base_url is not None and "base_url" not in provider_info(provider).options:
                 raise ValueError("base_url is for openai/* models")
         return self
 
@@ -206,7 +208,7 @@ class Suite(BaseModel):
     labels: LabelsSpec | None = Field(None, description="Human labels that correct a rubric metric (PPI).")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)
-    engine: Literal["local", "ray"] = Field(
+    engine: EngineName = Field(
         "local",
         description="Where local-model work runs (perplexity, BERTScore, generation by local model systems): "
         "in this process, or a Ray actor pool.",

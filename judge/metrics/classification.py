@@ -41,6 +41,7 @@ import numpy as np
 from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, MetricResult
 from judge.metrics.reference import prepare, scored_text
+from judge.stats import balanced_accuracy, macro_f1, safe_div
 
 CORPUS_FIGURES = ("macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "macro_specificity", "mcc")
 SCREENING_FIGURES = ("sensitivity", "specificity")
@@ -48,12 +49,6 @@ SCREENING_FIGURES = ("sensitivity", "specificity")
 
 def normalize_label(label: str) -> str:
     return label.strip().casefold()
-
-
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.zeros(np.broadcast(num, den).shape, dtype=float)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
 
 
 def confusion_figures(cm: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,31 +59,28 @@ def confusion_figures(cm: np.ndarray) -> dict[str, np.ndarray]:
     predicted = cm.sum(axis=-2)
     present = (support + predicted) > 0
     present[..., -1] = False  # the "(other)" column of non-gold predictions is not a class
-    precision = _safe_div(tp, predicted)
-    recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * tp, support + predicted)  # = 2PR/(P+R), and 0 where tp = 0
+    precision = safe_div(tp, predicted)
+    recall = safe_div(tp, support)
     n_present = present.sum(axis=-1)
-    has_support = support > 0
-    n_support = has_support.sum(axis=-1)
 
     def mean_over(values: np.ndarray, mask: np.ndarray, count: np.ndarray) -> np.ndarray:
-        return _safe_div((values * mask).sum(axis=-1), count)
+        return safe_div((values * mask).sum(axis=-1), count)
 
     total = support.sum(axis=-1)
     negatives = total[..., None] - support  # per class: the items whose gold label is another class
-    specificity = _safe_div(negatives - (predicted - tp), negatives)  # TN / (TN + FP), one-vs-rest
+    specificity = safe_div(negatives - (predicted - tp), negatives)  # TN / (TN + FP), one-vs-rest
     # Matthews correlation, sklearn's multiclass form: (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))
     cov_tp = tp.sum(axis=-1) * total - (support * predicted).sum(axis=-1)
     cov_pp = total**2 - (predicted**2).sum(axis=-1)
     cov_tt = total**2 - (support**2).sum(axis=-1)
-    mcc = _safe_div(cov_tp, np.sqrt(cov_pp * cov_tt))
+    mcc = safe_div(cov_tp, np.sqrt(cov_pp * cov_tt))
 
     nan_if_empty = np.where(n_present > 0, 0.0, np.nan)
     return {
         "macro_precision": mean_over(precision, present, n_present) + nan_if_empty,
         "macro_recall": mean_over(recall, present, n_present) + nan_if_empty,
-        "macro_f1": mean_over(f1, present, n_present) + nan_if_empty,
-        "balanced_accuracy": mean_over(recall, has_support, n_support) + np.where(n_support > 0, 0.0, np.nan),
+        "macro_f1": macro_f1(cm, classes=np.arange(cm.shape[-1]) < cm.shape[-1] - 1),  # not the "(other)" column
+        "balanced_accuracy": balanced_accuracy(cm),
         "macro_specificity": mean_over(specificity, present, n_present) + nan_if_empty,
         "mcc": mcc + np.where(total > 0, 0.0, np.nan),
         "recall": recall,  # per class, (..., C): the screening figures pick the positive class

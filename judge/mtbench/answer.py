@@ -22,6 +22,7 @@ from judge.generation import generate_reply
 from judge.grader import is_fatal
 from judge.mtbench.formats import Question, answer_record
 from judge.providers._base import Provider
+from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy
 from judge.runner import gather_streamed
 
@@ -38,7 +39,6 @@ TEMPERATURES: dict[str, float] = {
 """FastChat's per-category sampling temperatures for answer generation."""
 DEFAULT_TEMPERATURE = 0.7
 """Categories FastChat's table does not name are sampled at 0.7, as in FastChat."""
-GREEDY_ONLY = ("local", "hf")
 
 
 def parse_temperatures(specs: Sequence[str]) -> dict[str, float]:
@@ -80,7 +80,7 @@ async def answer_question(
 ) -> dict[str, Any]:
     """All turns of one question, each answered with the conversation so far: a FastChat answer record."""
     requested = temperature_for(question.category, temperatures)
-    greedy = provider.name in GREEDY_ONLY and requested > 0
+    greedy = provider_info(provider).greedy_only and requested > 0
     config = GenerateConfig(temperature=0.0 if greedy else requested, seed=seed, max_tokens=max_tokens)
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
     turns: list[str] = []

@@ -5,19 +5,31 @@ Module-level imports stay light: pandas/matplotlib/providers load only inside th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from judge.cli import (
-    EXIT_CODES,
+from judge.cli import EXIT_CODES, exit_if_incomplete
+from judge.cli_options import (
+    NO_STRUCTURED_OUTPUT_HELP,
+    BatchArgs,
+    CacheArgs,
+    batch_options,
     cache_options,
-    exit_if_incomplete,
+    collected,
+    concurrency_option,
+    judge_options,
     local_dtype_option,
-    max_unscored_option,
-    progress_option,
+    options,
+    run_options,
+    score_mode_option,
+    seed_option,
+    server_options,
+    structured_output_option,
 )
+from judge.config import PLAIN_SCORE_MODES
 from judge.progress import progress_enabled
 
 ANSWER_EPILOG = """\b
@@ -53,14 +65,6 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def _cache(no_cache: bool, cache_dir: str | None) -> Any:
-    if no_cache:
-        return None
-    from judge.cache import Cache
-
-    return Cache.in_dir(cache_dir)
-
-
 def _select_questions(questions: list[Any], ids: str | None, first_n: int | None) -> list[Any]:
     from judge.errors import ConfigError
 
@@ -74,10 +78,69 @@ def _select_questions(questions: list[Any], ids: str | None, first_n: int | None
     return questions[:first_n] if first_n else questions
 
 
-API_KEY_HELP = (
-    "API key (default: $OPENAI_API_KEY). Prefer the environment variable: a key given here shows in the process "
-    "list and the shell history."
-)
+def _question_options(verb: str) -> Any:
+    """``--question-ids`` and ``--first-n``: which questions to ``verb``."""
+    return options(
+        click.option("--question-ids", default=None, help=f"Comma-separated question ids to {verb} (default: all)."),
+        click.option(
+            "--first-n",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"{verb.capitalize()} only the first N (selected) questions.",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class MatchSelection:
+    """What ``judge mtbench judge`` judges: the options that pick questions, answers and pairs, as given."""
+
+    questions_path: str
+    answer_paths: tuple[str, ...]
+    mode: str
+    baseline: str | None
+    reference_paths: tuple[str, ...]
+    ref_categories: str
+    models: str | None
+    question_ids: str | None
+    first_n: int | None
+    pairs: str | None
+
+    def inputs(self) -> list[str | None]:
+        """The question, answer and reference files (an output must not overwrite one)."""
+        return [self.questions_path, *self.answer_paths, *self.reference_paths]
+
+    def matches(self) -> list[Any]:
+        """The matches to judge: the selected questions and models' answers, planned for the mode (warnings said)."""
+        from judge.errors import ConfigError
+        from judge.mtbench import formats
+        from judge.mtbench.judging import plan_matches
+
+        questions = formats.read_questions(self.questions_path)
+        answers = formats.read_answers(self.answer_paths)
+        formats.check_answers(questions, answers)
+        questions = _select_questions(questions, self.question_ids, self.first_n)
+        wanted = _split(self.models)
+        if wanted:
+            unknown = [m for m in wanted if m not in answers]
+            if unknown:
+                raise ConfigError(f"--models: no answers for {', '.join(unknown)} (have: {', '.join(sorted(answers))})")
+            answers = {m: answers[m] for m in wanted}
+        if self.pairs and self.mode == "single":
+            raise ConfigError("--pairs needs a pairwise mode")
+        references = formats.read_references(self.reference_paths) if self.reference_paths else None
+        matches, warnings = plan_matches(
+            questions,
+            answers,
+            self.mode,
+            references=references,
+            ref_categories=_split(self.ref_categories),
+            baseline=self.baseline,
+            pairs=self.pairs,
+        )
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+        return matches
 
 
 @click.group("mtbench")
@@ -102,8 +165,7 @@ def mtbench() -> None:
 )
 @click.option("--model", required=True, help="Model under test, PROVIDER/MODEL (openai/..., local/smollm2, fake/...).")
 @click.option("--model-id", default=None, help="Name recorded as model_id (default: the MODEL part of --model).")
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, Ollama, llama.cpp...).")
-@click.option("--api-key", default=None, help=API_KEY_HELP)
+@server_options("OpenAI-compatible server URL (vLLM, Ollama, llama.cpp...).", api_key=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the model_answer JSONL.")
 @click.option(
     "--temperature",
@@ -114,19 +176,12 @@ def mtbench() -> None:
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True, help="Completion tokens per turn."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed sent with every call.")
+@seed_option("Seed sent with every call.")
 @click.option("--system", default=None, help="Optional system prompt for the model under test.")
-@click.option("--question-ids", default=None, help="Comma-separated question ids to answer (default: all).")
-@click.option(
-    "--first-n", type=click.IntRange(min=1), default=None, help="Answer only the first N (selected) questions."
-)
-@click.option(
-    "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True, help="Questions answered in parallel."
-)
-@max_unscored_option
-@progress_option
-@click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
-@click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
+@_question_options("answer")
+@concurrency_option(4, "Questions answered in parallel.")
+@run_options
+@cache_options(judge=False, collect="cache")
 def answer_cmd(
     questions_path: str,
     model: str,
@@ -143,8 +198,7 @@ def answer_cmd(
     concurrency: int,
     max_unscored: float | None,
     progress: bool | None,
-    no_cache: bool,
-    cache_dir: str | None,
+    cache: CacheArgs,
 ) -> None:
     """Generate the model under test's answers to every turn, FastChat's model_answer format."""
     from judge.io import OutputLock, check_output_path
@@ -169,7 +223,7 @@ def answer_cmd(
                 max_tokens=max_tokens,
                 seed=seed,
                 system=system,
-                cache=_cache(no_cache, cache_dir),
+                cache=cache.open(),
                 progress=progress_enabled(progress),
             )
         finally:
@@ -186,6 +240,7 @@ def answer_cmd(
 
 
 @mtbench.command("judge", epilog=JUDGE_EPILOG + "\n" + EXIT_CODES)
+@collected("selection", MatchSelection)
 @click.option(
     "--questions", "questions_path", required=True, type=click.Path(dir_okay=False), help="FastChat question.jsonl."
 )
@@ -212,14 +267,12 @@ def answer_cmd(
     show_default=True,
     help="Comma-separated categories judged against a reference answer.",
 )
-@click.option(
-    "--judge",
-    "judge_model",
-    default=None,
-    help="Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).",
+@judge_options(
+    "Judge PROVIDER/MODEL (default: $JUDGE_MODEL, else openai when configured, else local/smollm2).",
+    "OpenAI-compatible server URL for the judge.",
+    param="judge_model",
+    api_key=True,
 )
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL for the judge.")
-@click.option("--api-key", default=None, help=API_KEY_HELP)
 @click.option(
     "--judge-prompts",
     default=None,
@@ -227,21 +280,16 @@ def answer_cmd(
     help="FastChat judge_prompts.jsonl to use instead of the built-in mt_bench_* rubrics (two turns at most).",
 )
 @click.option("--models", default=None, help="Comma-separated models to judge (default: every model in --answers).")
-@click.option("--question-ids", default=None, help="Comma-separated question ids to judge (default: all).")
-@click.option(
-    "--first-n", type=click.IntRange(min=1), default=None, help="Judge only the first N (selected) questions."
-)
+@_question_options("judge")
 @click.option(
     "--pairs",
     default=None,
     type=click.Path(dir_okay=False),
     help="Judge exactly these pairs: a JSONL with question_id, model_1, model_2 (and turn), e.g. labels.",
 )
-@click.option(
-    "--score-mode",
-    type=click.Choice(["text", "logprob"]),
-    default=None,
-    help="text: the judge writes its verdict (JSON, or FastChat's [[A]] / [[rating]]); logprob: the verdict is read "
+@score_mode_option(
+    PLAIN_SCORE_MODES,
+    "text: the judge writes its verdict (JSON, or FastChat's [[A]] / [[rating]]); logprob: the verdict is read "
     "from the next-token distribution over the labels (pairwise, both orders' probabilities averaged) or the "
     "scores (single). Default: the judge's own (logprob for local models, text for servers); text with "
     "--judge-prompts.",
@@ -254,116 +302,54 @@ def answer_cmd(
     show_default=True,
     help="Completion tokens per judge call (text score mode).",
 )
-@click.option(
-    "--concurrency", type=click.IntRange(1, 1024), default=8, show_default=True, help="Judge calls in flight."
+@concurrency_option(8, "Judge calls in flight.")
+@run_options
+@cache_options(collect="cache")
+@structured_output_option(
+    NO_STRUCTURED_OUTPUT_HELP + " Always off with --judge-prompts (FastChat asks for [[rating]])."
 )
-@max_unscored_option
-@progress_option
-@click.option("--no-cache", is_flag=True, help="Do not read or write the call cache.")
-@click.option("--cache-dir", default=None, help="Cache directory (default: $JUDGE_CACHE_DIR or ~/.cache/judge).")
-@click.option(
-    "--no-structured-output",
-    is_flag=True,
-    help="openai judges: do not send a JSON schema (for servers without structured output); a server that rejects "
-    "it is detected and falls back by itself. Always off with --judge-prompts (FastChat asks for [[rating]]).",
-)
-@cache_options
-@click.option(
-    "--batch",
-    is_flag=True,
-    help="Send the judge calls through the provider's Batch API (openai/* judges), as `judge score --batch`: half "
+@batch_options(
+    "Send the judge calls through the provider's Batch API (openai/* judges), as `judge score --batch`: half "
     "the price, answers within 24 h. Resumable: rerun the same command to collect the batches already submitted.",
-)
-@click.option(
-    "--batch-poll",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="With --batch: seconds between two looks at the submitted batches.",
+    collect="batching",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the judgments JSONL.")
 def judge_cmd(
-    questions_path: str,
-    answer_paths: tuple[str, ...],
-    mode: str,
-    baseline: str | None,
-    reference_paths: tuple[str, ...],
-    ref_categories: str,
+    selection: MatchSelection,
     judge_model: str | None,
     base_url: str | None,
     api_key: str | None,
     judge_prompts: str | None,
-    models: str | None,
-    question_ids: str | None,
-    first_n: int | None,
-    pairs: str | None,
     score_mode: str | None,
     local_dtype: str | None,
     max_tokens: int,
     concurrency: int,
     max_unscored: float | None,
     progress: bool | None,
-    no_cache: bool,
-    cache_dir: str | None,
+    cache: CacheArgs,
+    batching: BatchArgs,
     out: str,
     no_structured_output: bool = False,
-    keep_failed: bool = False,
-    cache_namespace: str | None = None,
-    batch: bool = False,
-    batch_poll: float = 30.0,
 ) -> None:
     """Judge every turn of every answer; stream FastChat-style judgment lines to --out."""
-    from judge.batch import BatchSettings
-    from judge.errors import ConfigError
     from judge.io import OutputLock, check_output_path
     from judge.mtbench import formats
-    from judge.mtbench.judging import PromptBuilder, judge_matches, judge_matches_batched, plan_matches
-    from judge.mtbench.results import pairwise_summary, render, single_summary
+    from judge.mtbench.judging import PromptBuilder, judge_matches, judge_matches_batched
     from judge.rubric import load_rubric
     from judge.runner import build_grader, run_sync
 
-    check_output_path(out, inputs=[questions_path, *answer_paths, *reference_paths, judge_prompts, pairs])
-    questions = formats.read_questions(questions_path)
-    answers = formats.read_answers(answer_paths)
-    formats.check_answers(questions, answers)
-    questions = _select_questions(questions, question_ids, first_n)
-    wanted = _split(models)
-    if wanted:
-        unknown = [m for m in wanted if m not in answers]
-        if unknown:
-            raise ConfigError(f"--models: no answers for {', '.join(unknown)} (have: {', '.join(sorted(answers))})")
-        answers = {m: answers[m] for m in wanted}
-    if pairs and mode == "single":
-        raise ConfigError("--pairs needs a pairwise mode")
-    references = formats.read_references(reference_paths) if reference_paths else None
-    matches, warnings = plan_matches(
-        questions,
-        answers,
-        mode,
-        references=references,
-        ref_categories=_split(ref_categories),
-        baseline=baseline,
-        pairs=pairs,
-    )
-    for w in warnings:
-        click.echo(f"warning: {w}", err=True)
+    check_output_path(out, inputs=[*selection.inputs(), judge_prompts, selection.pairs])
+    matches = selection.matches()
     prompts = formats.read_judge_prompts(judge_prompts) if judge_prompts else None
-    if prompts is not None and score_mode == "logprob":
-        raise ConfigError(
-            "--score-mode logprob reads the verdict from the first token, but FastChat's judge prompts ask for an "
-            "explanation first; use the built-in rubrics (omit --judge-prompts) or --score-mode text"
-        )
+    _check_score_mode(prompts, score_mode)
     single_rubric, pair_rubric = load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise")
     # one provider and one cache for both graders, built where every grader is (judge.runner.build_grader);
     # the score mode defaults to the provider's (logprob for local models), text for FastChat's prompts
     settings: dict[str, Any] = {
         "score_mode": "text" if prompts is not None else score_mode,
-        "cache": False if no_cache else (cache_dir or True),
         "max_tokens": max_tokens,
-        "keep_failed": keep_failed,
-        "cache_namespace": cache_namespace or "",
-        "batch": BatchSettings(poll_interval=batch_poll) if batch else None,
+        "batch": batching.settings(),
+        **cache.grader_kwargs(),
     }
     single = build_grader(
         single_rubric,
@@ -380,6 +366,7 @@ def judge_cmd(
     builder = PromptBuilder(single_rubric, pair_rubric, prompts, score_mode=single.score_mode)
 
     show = progress_enabled(progress)
+    batch = batching.batch
 
     async def go() -> tuple[list[dict[str, Any]], Any]:
         try:
@@ -393,10 +380,35 @@ def judge_cmd(
 
     with OutputLock(out):
         records, batch_report = run_sync(go())
+    _judged(records, batch_report, provider.id, single.score_mode, selection.mode, out, max_unscored)
+
+
+def _check_score_mode(prompts: Any, score_mode: str | None) -> None:
+    from judge.errors import ConfigError
+
+    if prompts is not None and score_mode == "logprob":
+        raise ConfigError(
+            "--score-mode logprob reads the verdict from the first token, but FastChat's judge prompts ask for an "
+            "explanation first; use the built-in rubrics (omit --judge-prompts) or --score-mode text"
+        )
+
+
+def _judged(
+    records: list[dict[str, Any]],
+    batch_report: Any,
+    judge_id: str,
+    score_mode: str,
+    mode: str,
+    out: str,
+    max_unscored: float | None,
+) -> None:
+    """What the judging run did, its summary table, and exit 3 when it is incomplete."""
+    from judge.mtbench.results import pairwise_summary, render, single_summary
+
     n_cached = sum(bool(r["cached"]) for r in records)
     n_unscored = sum(r["status"] != "ok" for r in records)
     click.echo(
-        f"{len(records)} judgment(s) by {provider.id}, score mode {single.score_mode} ({n_cached} from cache, "
+        f"{len(records)} judgment(s) by {judge_id}, score mode {score_mode} ({n_cached} from cache, "
         f"{n_unscored} unscored) -> {out}"
     )
     if batch_report is not None:

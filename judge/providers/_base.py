@@ -53,6 +53,8 @@ class Provider(abc.ABC):
     supports_json_schema: bool = False
     #: whether ``score_candidates`` / ``logprobs`` can be answered
     supports_logprobs: bool = False
+    #: whether a final assistant message is continued (prefilled), so a verdict prefix can be forced
+    supports_prefill: bool = False
     #: whether the provider offers an asynchronous batch API (``batch_body``, ``batch_upload``... see judge.batch)
     supports_batch: bool = False
     #: default for the score mode when the user names none

@@ -49,8 +49,7 @@ class LocalProvider(Provider):
     name = "local"
     supports_json_schema = False
     supports_logprobs = True
-    #: a final assistant message is continued (prefilled), so a verdict prefix can be forced after reasoning
-    supports_prefill = True
+    supports_prefill = True  # a verdict prefix is forced after reasoning
     default_score_mode = "logprob"
 
     #: shortest common beginning (tokens) worth reusing from a kept KV cache

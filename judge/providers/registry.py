@@ -1,8 +1,16 @@
-"""``provider/model`` strings to provider objects."""
+"""``provider/model`` strings to provider objects, and what each provider is (:class:`ProviderInfo`).
+
+What a provider *can do* (structured output, logprobs, prefill, a Batch API) is declared on its class
+(:class:`~judge.providers._base.Provider`'s ``supports_*`` attributes); what it *is* -- the options its
+constructor takes, whether it costs nothing, samples greedily only, loads a model here, answers without a
+server -- is its :class:`ProviderInfo` here, one per prefix.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from judge.errors import ConfigError
@@ -10,7 +18,102 @@ from judge.providers._base import Provider
 
 DEFAULT_LOCAL_JUDGE = "local/smollm2"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-PROVIDERS = ("openai", "local", "hf", "fake")
+
+#: options callers pass to whichever judge is named (the CLI's --timeout has a default, --api-key and
+#: --no-structured-output apply to servers); a provider that makes no such call drops them
+CALL_OPTIONS = ("api_key", "timeout", "structured_output")
+
+#: for options given to the wrong kind of judge: the CLI flag and what to do instead
+_MISPLACED = {
+    "base_url": ("--base-url/base_url", "use -j openai/MODEL to call that server"),
+    "dtype": ("--local-dtype/dtype", "a server picks its own precision"),
+}
+
+
+def _openai() -> type[Provider]:
+    from judge.providers.openai import OpenAIProvider
+
+    return OpenAIProvider
+
+
+def _local() -> type[Provider]:
+    from judge.providers.local import LocalProvider
+
+    return LocalProvider
+
+
+def _fake() -> type[Provider]:
+    from judge.providers.fake import FakeProvider
+
+    return FakeProvider
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """One provider prefix: how to build it and what it is."""
+
+    name: str
+    #: the provider class (imported when first needed: a local model's module is heavy)
+    loader: Callable[[], type[Provider]]
+    #: keyword options its constructor accepts through :func:`get_provider`
+    options: tuple[str, ...] = ()
+    #: its calls cost nothing (no price lookup)
+    free: bool = False
+    #: it samples greedily only (a temperature above 0 is run at 0)
+    greedy_only: bool = False
+    #: the model runs in this process (batched forward passes, no server)
+    local: bool = False
+    #: another prefix of a provider listed before it (``hf/`` for ``local/``), left out of messages
+    alias: bool = False
+    #: its calls are answered in this process (a model, a script): no server for the adaptive limiter to pace
+    in_process: bool = False
+
+    def load(self) -> type[Provider]:
+        return self.loader()
+
+    def accepted(self, option: str) -> bool:
+        """Whether ``option`` may be given for this provider (used, or one of the :data:`CALL_OPTIONS` it drops)."""
+        return option in self.options or option in CALL_OPTIONS
+
+    def check_options(self, spec: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The options this provider's constructor takes; a :class:`ConfigError` for any it does not know."""
+        for option in options:
+            if self.accepted(option):
+                continue
+            if option in _MISPLACED:
+                flag, instead = _MISPLACED[option]
+                owners = "/".join(f"{p.name}/*" for p in PROVIDERS.values() if option in p.options and not p.alias)
+                raise ConfigError(f"{flag} is for {owners} judges, not '{spec}' ({instead})")
+            raise ConfigError(
+                f"unknown option '{option}' for a {self.name}/* judge '{spec}' "
+                f"(accepted: {', '.join(self.options + CALL_OPTIONS)})"
+            )
+        return {k: v for k, v in options.items() if k in self.options}
+
+
+_OPENAI_OPTIONS = ("base_url", "api_key", "timeout", "structured_output", "http_client")
+_LOCAL = ProviderInfo("local", _local, ("device", "dtype"), free=True, greedy_only=True, local=True, in_process=True)
+PROVIDERS: dict[str, ProviderInfo] = {
+    "openai": ProviderInfo("openai", _openai, options=_OPENAI_OPTIONS),
+    "local": _LOCAL,
+    "hf": replace(_LOCAL, name="hf", alias=True),  # the same LocalProvider, by another prefix
+    "fake": ProviderInfo("fake", _fake, options=("script",), free=True, in_process=True),
+}
+#: what a provider not in the registry (a test's own subclass) is taken to be: none of the above
+UNREGISTERED = ProviderInfo("", lambda: Provider)
+
+
+def provider_info(provider: str | Provider) -> ProviderInfo:
+    """The registry entry of a prefix (``"openai"``, ``"local/smollm2"``) or a provider object;
+    :data:`UNREGISTERED` for one not registered."""
+    name = provider.name if isinstance(provider, Provider) else provider.partition("/")[0]
+    return PROVIDERS.get(name, UNREGISTERED)
+
+
+def resolve_judge(judge: str | None, base_url: str | None = None) -> tuple[str, str | None]:
+    """``(judge, why)``: ``judge`` itself (``why`` None) or, when none is named, the default and the reason
+    it was picked -- the one place a run's judge is chosen."""
+    return (judge, None) if judge else explain_default_judge(base_url)
 
 
 def default_judge(base_url: str | None = None) -> str:
@@ -20,7 +123,7 @@ def default_judge(base_url: str | None = None) -> str:
     ``$OPENAI_BASE_URL``) or ``$OPENAI_API_KEY`` is given; otherwise the offline SmolLM2-135M
     (good for smoke runs, not for trustworthy verdicts).
     """
-    return explain_default_judge(base_url)[0]
+    return resolve_judge(None, base_url)[0]
 
 
 def explain_default_judge(base_url: str | None = None) -> tuple[str, str]:
@@ -44,37 +147,16 @@ def get_provider(spec: str | Provider, **options: Any) -> Provider:
     """Build a provider from ``provider/model`` (``openai/gpt-4o``, ``local/smollm2``, ``fake/echo-score``).
 
     ``options`` go to the provider's constructor (``base_url``, ``api_key``, ``timeout``, ``device``...);
-    ``None`` values are ignored.
+    ``None`` values are ignored, an option the provider does not accept is a :class:`ConfigError`.
     """
     if isinstance(spec, Provider):
         return spec
     options = {k: v for k, v in options.items() if v is not None}
     prefix, sep, model = spec.partition("/")
+    known = ", ".join(PROVIDERS)
     if not sep or not model:
-        raise ConfigError(f"judge '{spec}' must look like PROVIDER/MODEL, with PROVIDER one of {', '.join(PROVIDERS)}")
-    if "base_url" in options and prefix != "openai":
-        # a base URL only means something to an OpenAI-compatible server; ignoring it would hide a mistake
-        raise ConfigError(
-            f"--base-url/base_url is for openai/* judges, not '{spec}' (use -j openai/MODEL to call that server)"
-        )
-    if "dtype" in options and prefix not in ("local", "hf"):
-        raise ConfigError(f"--local-dtype/dtype is for local/* judges, not '{spec}' (a server picks its own precision)")
-    if prefix == "openai":
-        from judge.providers.openai import OpenAIProvider
-
-        return OpenAIProvider(
-            model, **_only(options, "base_url", "api_key", "timeout", "structured_output", "http_client")
-        )
-    if prefix in ("local", "hf"):
-        from judge.providers.local import LocalProvider
-
-        return LocalProvider(model, **_only(options, "device", "dtype"))
-    if prefix == "fake":
-        from judge.providers.fake import FakeProvider
-
-        return FakeProvider(model, **_only(options, "script"))
-    raise ConfigError(f"unknown provider '{prefix}' in '{spec}' (known: {', '.join(PROVIDERS)})")
-
-
-def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: options[k] for k in names if k in options}
+        raise ConfigError(f"judge '{spec}' must look like PROVIDER/MODEL, with PROVIDER one of {known}")
+    info = PROVIDERS.get(prefix)
+    if info is None:
+        raise ConfigError(f"unknown provider '{prefix}' in '{spec}' (known: {known})")
+    return info.load()(model, **info.check_options(spec, options))
