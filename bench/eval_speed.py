@@ -246,6 +246,30 @@ def bench_bertscore(items: list[dict[str, str]], n_pairs: int) -> None:
         f"[3] BERTScore, MiniLM (last layer), CPU, {torch.get_num_threads()} torch threads, {len(sub)} pairs"
         f" (model load + first call {load:.1f} s)"
     )
+    # inside judge eval vs bert-score's own BERTScorer on the same pairs: CPU seconds (all threads), best of 2
+    # alternated runs, after both loaded their model; equal F1 expected
+    from bert_score import BERTScorer
+
+    from judge.local.models import resolve_model
+    from judge.metrics.modelbased import DEFAULT_BERTSCORE_MODEL, _num_hidden_layers
+
+    path = resolve_model(DEFAULT_BERTSCORE_MODEL)
+    scorer = BERTScorer(model_type=path, num_layers=_num_hidden_layers(path), nthreads=0)
+    cands, refs = [it["a"].strip() for it in sub], [[it["reference"].strip()] for it in sub]
+    scorer.score(cands[:4], refs[:4])
+    ours_cpu, direct_cpu = [], []
+    for _ in range(2):
+        c0 = time.process_time()
+        res = spec.fn(data, {"batch_size": 16})
+        ours_cpu.append(time.process_time() - c0)
+        c0 = time.process_time()
+        _, _, f_direct = scorer.score(cands, refs, batch_size=16)
+        direct_cpu.append(time.process_time() - c0)
+    diff = float(np.nanmax(np.abs(res.scores["bertscore"] - f_direct.numpy())))
+    print(
+        f"  judge eval's bertscore {min(ours_cpu):.1f} CPU s, BERTScorer.score {min(direct_cpu):.1f} CPU s on the same"
+        f" {len(sub)} pairs (batch 16): ratio {min(ours_cpu) / min(direct_cpu):.2f}; max |F1 difference| {diff:.2e}"
+    )
     base = None
     for bs in (16, 64, 128):
         secs, res = timed(lambda bs=bs: spec.fn(data, {"batch_size": bs}))
