@@ -1,7 +1,7 @@
 """Judge calls through a provider's Batch API: half the price, no rate limits, answers within 24 h.
 
 The grader stays the one place that turns completions into verdicts. A batch run grades every item
-in rounds with a stand-in provider (:class:`_Collector`) that answers from what the batches brought
+in rounds with a caller (:class:`BatchCollector`) that answers from what the batches brought
 back and records every other call: round 1 records the first call of every item not already final
 in the cache, the next rounds the re-asks of unparseable answers and the lines worth resubmitting.
 Each round's calls go out as JSONL input files (``custom_id`` = the call's cache key), split within
@@ -28,7 +28,6 @@ How each way a batch can end is handled (never an item lost):
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 import sqlite3
@@ -42,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from judge.cache import Cache
+from judge.calls import REJECTED_STATUSES, CachedCaller, CallResult
 from judge.config import GenerateConfig, Message
 from judge.errors import ConfigError, ProviderError
-from judge.grader import REJECTED_STATUSES
 from judge.io import JsonlAppender, write_jsonl
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
@@ -188,51 +187,43 @@ class BatchStore:
         self._conn.close()
 
 
-class _Collector(Provider):
-    """Stands in for the judge's provider during a batch run: answers from what batches brought back
-    (this run, or an interrupted earlier one) and records every other call for the next batch."""
+class BatchCollector(CachedCaller):
+    """The :class:`~judge.calls.Caller` of a batch run: serves what the cache holds and what batches brought
+    back (this run, or an interrupted earlier one), and records every other call for the next batch."""
 
-    def __init__(self, inner: Provider, cache: Cache) -> None:
-        super().__init__(inner.model)
-        self.inner = inner
-        self.name = inner.name
-        self.supports_json_schema = inner.supports_json_schema
-        self.supports_logprobs = inner.supports_logprobs
-        self.default_score_mode = inner.default_score_mode
-        self.cache = cache
-        self.key_of: Callable[[list[Message]], str] = lambda m: ""  # set by run_batched
+    def __init__(self, cache: Cache, *, keep_failed: bool = False) -> None:
+        super().__init__(cache, keep_failed=keep_failed)
         self.answered: set[str] = set()  # keys whose completion came back in this run
         self.failed: dict[str, str] = {}  # key -> why the Batch API gave no completion
         self.pending: dict[str, bytes] = {}  # key -> its batch input line
         self.misses = 0
 
-    def cache_identity(self) -> dict[str, Any]:
-        return self.inner.cache_identity()
-
-    def request_identity(self, config: GenerateConfig) -> dict[str, Any]:
-        return self.inner.request_identity(config)
-
-    def should_retry(self, exc: BaseException) -> bool:
-        return False  # nothing here talks to a server
-
-    @property
-    def notices(self) -> list[str]:
-        return list(getattr(self.inner, "notices", []))
-
-    async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        key = self.key_of(messages)
+    async def send(
+        self,
+        provider: Provider,
+        messages: list[Message],
+        config: GenerateConfig,
+        key: str,
+        limiter: Any,
+        key_parts: dict[str, Any],
+    ) -> CallResult:
         if key in self.failed:
-            raise BatchLineError(self.failed[key])
+            exc = BatchLineError(self.failed[key])
+            exc.attempts = 1
+            raise exc
+        assert self.cache is not None
         entry = self.cache.get(key)
         if entry is not None and "rejected" not in entry and (key in self.answered or "batch" in entry):
             self.answered.add(key)
-            return ModelOutput.model_validate(entry)
+            return CallResult(ModelOutput.model_validate(entry), False, 1, key, None)
         if key not in self.pending:
-            body = self.inner.batch_body(messages, config)  # type: ignore[attr-defined]
+            body = provider.batch_body(messages, config)  # type: ignore[attr-defined]
             line = {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
             self.pending[key] = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         self.misses += 1
-        raise _Pending("waiting for a batch")
+        waiting = _Pending("waiting for a batch")
+        waiting.attempts = 1
+        raise waiting
 
 
 def check_batch_support(provider: Provider, cache: Cache | None) -> None:
@@ -285,7 +276,8 @@ async def grade_batched(
     with ``grader``'s calls going through the Batch API, in rounds; verdicts in job order and the report.
 
     The one seam every batch run goes through (``judge score --batch``, ``judge mtbench judge --batch``):
-    a job is run on a stand-in grader whose provider answers from the batches' results; a job that
+    a job is run on the grader with a :class:`BatchCollector` for its caller, which answers from the batches'
+    results; a job that
     needed a call not answered yet is run again after the next round. ``on_verdict(index, verdict)``
     is called as each job finishes.
     """
@@ -293,10 +285,8 @@ async def grade_batched(
     check_batch_support(grader.provider, grader.cache)
     assert grader.cache is not None
     cache = grader.cache
-    collector = _Collector(grader.provider, cache)
-    stand_in = copy.copy(grader)
-    stand_in.provider = collector
-    collector.key_of = stand_in.call_key
+    collector = BatchCollector(cache, keep_failed=grader.keep_failed)
+    stand_in = grader.with_caller(collector)
     store = BatchStore(cache)
     driver = _Driver(grader.provider, grader.config, cache, store, collector, settings, progress)
     verdicts: list[Any] = [None] * len(jobs)
@@ -343,7 +333,7 @@ class _Driver:
         config: GenerateConfig,
         cache: Cache,
         store: BatchStore,
-        collector: _Collector,
+        collector: BatchCollector,
         settings: BatchSettings,
         progress: bool,
     ) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
-from judge.cache import Cache, cache_key
+from judge.cache import Cache
+from judge.calls import (
+    REJECTED_STATUSES,
+    Caller,
+    CallGuard,
+    CallResult,
+    DirectCaller,
+    cached_call,
+    call_key,
+    call_through_cache,
+)
 from judge.config import GenerateConfig, Message
 from judge.dataset import Item
 from judge.errors import (
@@ -22,13 +30,27 @@ from judge.errors import (
 )
 from judge.limiter import Limiter
 from judge.pricing import cost_usd
-from judge.providers._base import ModelOutput, Provider
-from judge.retry import RetryPolicy, with_retries
+from judge.providers._base import Provider
+from judge.retry import RetryPolicy
 from judge.rubric import Rubric
 from judge.verdict import Parsed, Verdict, parse_verdict, reask_message, score_from_logprobs
 
 if TYPE_CHECKING:
     from judge.batch import BatchSettings
+
+__all__ = [
+    "FATAL_STATUSES",
+    "REJECTED_STATUSES",
+    "SCORE_MODES",
+    "CallGuard",
+    "CallResult",
+    "Caller",
+    "Grader",
+    "cached_call",
+    "call_key",
+    "call_through_cache",
+    "is_fatal",
+]
 
 FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
@@ -37,118 +59,11 @@ SCORE_MODES = ("text", "logprob", "reason")
 """reason: a short greedy reasoning (``reasoning_tokens``), then the verdict read from the label
 probabilities after a forced verdict prefix (local judges, which continue a final assistant message)."""
 REASONING_TOKENS = 64
-REJECTED_STATUSES = (400, 422)
-"""Definitive refusals of one request: cached as final, like an ok verdict."""
 
 
 def is_fatal(exc: ProviderError) -> bool:
     """Whether ``exc`` stops the whole run (a dead endpoint, a bad key, an unknown model)."""
     return exc.fatal or (isinstance(exc, ClientRequestError) and exc.status in FATAL_STATUSES)
-
-
-class CallGuard(Protocol):
-    """Wraps each call sent to the server (not one served from the cache), inside its call slot: the
-    ``--max-cost`` budget (:class:`judge.runner.Budget`) reserves, waits, refuses and counts there."""
-
-    async def __call__(
-        self, messages: list[Message], config: GenerateConfig, generate: Callable[[], Awaitable[ModelOutput]]
-    ) -> ModelOutput: ...
-
-
-class CallResult(NamedTuple):
-    """One judge call as the grader sees it."""
-
-    output: ModelOutput
-    cached: bool
-    attempts: int  # HTTP attempts made now (0 when served from the cache)
-    key: str
-    final: bool | None  # a cache hit's mark (None: not from the cache)
-
-
-def call_key(provider: Provider, messages: list[Message], config: GenerateConfig, **key_parts: Any) -> str:
-    """The cache key of a call: the model's identity (not the server's URL), everything that changes
-    the request (messages, config, structured-output form) and ``key_parts`` (rubric hash, score
-    mode, the user's cache namespace)."""
-    return cache_key(
-        **provider.cache_identity(),
-        **provider.request_identity(config),
-        messages=messages,
-        config=config.cache_dict(),
-        **key_parts,
-    )
-
-
-async def call_through_cache(
-    provider: Provider,
-    messages: list[Message],
-    config: GenerateConfig,
-    cache: Cache | None,
-    retry: RetryPolicy,
-    *,
-    limiter: Limiter | None = None,
-    keep_failed: bool = False,
-    guard: CallGuard | None = None,
-    **key_parts: Any,
-) -> CallResult:
-    """One call through the cache, the limiter and the retry layer; stores nothing but rejections.
-
-    A cached entry marked not final (an unparseable or truncated completion) is called again
-    unless ``keep_failed``. A :class:`ProviderError` that ends the retries carries ``attempts``.
-    A definitive refusal (HTTP 400/422) is cached as final and raised again on the next hit.
-    """
-    key = call_key(provider, messages, config, **key_parts)
-    if cache is not None:
-        hit = cache.get(key)
-        if hit is not None and (hit.get("final", True) or keep_failed):
-            if "rejected" in hit:
-                rejection = ClientRequestError(hit["rejected"], status=hit.get("status"))
-                rejection.attempts = 0  # served from the cache: no request made
-                raise rejection
-            return CallResult(ModelOutput.model_validate(hit), True, 0, key, bool(hit.get("final", True)))
-    attempts = 0
-
-    def count(n: int) -> None:
-        nonlocal attempts
-        attempts = n
-
-    def send() -> Awaitable[ModelOutput]:
-        if guard is None:
-            return provider.generate(messages, config)
-        return guard(messages, config, lambda: provider.generate(messages, config))
-
-    def once() -> Awaitable[ModelOutput]:
-        return send() if limiter is None else limiter.run(send)
-
-    try:
-        out = await with_retries(once, provider.should_retry, retry, count)
-    except ProviderError as exc:
-        exc.attempts = max(attempts, 1)
-        if cache is not None and isinstance(exc, ClientRequestError) and exc.status in REJECTED_STATUSES:
-            cache.put(call_key(provider, messages, config, **key_parts), {"rejected": str(exc), "status": exc.status})
-        raise
-    # stored under what was actually sent (a structured-output fallback changes the request)
-    return CallResult(out, False, attempts, call_key(provider, messages, config, **key_parts), None)
-
-
-async def cached_call(
-    provider: Provider,
-    messages: list[Message],
-    config: GenerateConfig,
-    cache: Cache | None,
-    retry: RetryPolicy,
-    *,
-    limiter: Limiter | None = None,
-    **key_parts: Any,
-) -> tuple[ModelOutput, bool, int]:
-    """One provider call through the cache, the limiter and the retry layer, stored as final:
-    (output, cached, attempts).
-
-    For callers that take any completion (answer generation); the grader marks its own entries.
-    """
-    res = await call_through_cache(provider, messages, config, cache, retry, limiter=limiter, **key_parts)
-    if cache is not None and not res.cached:
-        cache.put(res.key, {**res.output.to_cache(), "final": True})
-    return res.output, res.cached, res.attempts
 
 
 def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
@@ -193,7 +108,26 @@ class Grader:
         keep_failed: bool = False,
         batch: BatchSettings | None = None,
         reasoning_tokens: int = REASONING_TOKENS,
+        reasoning_seed: int | None = None,
+        caller: Caller | None = None,
     ) -> None:
+        #: what this grader was built with: :meth:`with_caller` / :meth:`with_seed` build another from it
+        self._settings: dict[str, Any] = {
+            "score_mode": score_mode,
+            "seed": seed,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "max_reasks": max_reasks,
+            "retry": retry,
+            "cache": cache,
+            "prices": prices,
+            "cache_namespace": cache_namespace,
+            "keep_failed": keep_failed,
+            "batch": batch,
+            "reasoning_tokens": reasoning_tokens,
+            "reasoning_seed": reasoning_seed,
+            "caller": caller,
+        }
         # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
         mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
         if mode not in SCORE_MODES:
@@ -220,10 +154,15 @@ class Grader:
         self.keep_failed = keep_failed
         #: judge through the provider's Batch API (judge.batch), priced at its batch price; None: synchronously
         self.batch = batch
-        #: wraps each call sent (``--max-cost``: :meth:`with_guard`); None: calls go out as they come
-        self.guard: CallGuard | None = None
-        #: reason mode: the bounded, greedy reasoning call made before the verdict is read
-        self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
+        #: makes every call and keeps what the grader stores (default: the cache, then the server)
+        self.caller: Caller = caller or DirectCaller(cache, self.retry, keep_failed=keep_failed)
+        #: reason mode: the bounded, greedy reasoning call made before the verdict is read (a repeat keeps the
+        #: first repeat's seed for it: :meth:`with_seed`)
+        self.reason_config = GenerateConfig(
+            temperature=temperature,
+            seed=seed if reasoning_seed is None else reasoning_seed,
+            max_tokens=reasoning_tokens,
+        )
         if mode in ("logprob", "reason"):
             labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
             if labels:
@@ -245,6 +184,11 @@ class Grader:
             self.config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments this grader was built with (its rubric and provider aside)."""
+        return dict(self._settings)
+
+    @property
     def notices(self) -> list[str]:
         """What the user should hear once about this run's server (e.g. a structured-output fallback)."""
         return list(getattr(self.provider, "notices", []))
@@ -263,16 +207,12 @@ class Grader:
     async def call(
         self, messages: list[Message], limiter: Limiter | None = None, config: GenerateConfig | None = None
     ) -> CallResult:
-        """One judge call through the cache, the limiter and the retry layer (nothing stored yet)."""
-        return await call_through_cache(
+        """One judge call through this grader's caller (nothing stored yet)."""
+        return await self.caller.call(
             self.provider,
             messages,
             config or self.config,
-            self.cache,
-            self.retry,
             limiter=limiter,
-            keep_failed=self.keep_failed,
-            guard=self.guard,
             rubric_hash=self.rubric.content_hash,
             score_mode=self.score_mode,
             namespace=self.cache_namespace,
@@ -403,26 +343,31 @@ class Grader:
     def _store(self, calls: list[CallResult], *, final: bool) -> None:
         """Cache this item's completions, marked final only when they made an ok verdict: an
         unparseable or truncated completion is kept as what it is and called again next run."""
-        if self.cache is None:
-            return
         for res in calls:
             if not res.cached or res.final != final:
-                self.cache.put(res.key, {**res.output.to_cache(), "final": final})
+                self.caller.store(res.key, {**res.output.to_cache(), "final": final})
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices, batch=self.batch is not None)
 
+    def _rebuilt(self, **changes: Any) -> Grader:
+        """A grader built from this one's rubric, provider and settings, with ``changes``."""
+        return Grader(self.rubric, self.provider, **{**self._settings, **changes})
+
+    def with_caller(self, caller: Caller) -> Grader:
+        """This grader with its calls made by ``caller`` (same rubric, provider and settings)."""
+        return self._rebuilt(caller=caller)
+
     def with_seed(self, seed: int) -> Grader:
-        """This grader with another seed (a repeat): same provider, cache and settings, another cache entry."""
-        other = copy.copy(self)
-        other.config = self.config.model_copy(update={"seed": seed})
-        return other
+        """This grader with another seed (a repeat): same provider, caller and settings, another cache entry.
+        Reason mode's reasoning call keeps this grader's seed."""
+        return self._rebuilt(seed=seed, reasoning_seed=self.reason_config.seed, caller=self.caller)
 
     def with_guard(self, guard: CallGuard | None) -> Grader:
         """This grader with every call it sends wrapped by ``guard`` (same provider, cache and settings)."""
-        other = copy.copy(self)
-        other.guard = guard
-        return other
+        if not isinstance(self.caller, DirectCaller):
+            raise ConfigError("--max-cost guards calls sent to the server as they go; this run does not send them")
+        return self.with_caller(self.caller.derive(guard=guard))
 
     def describe(self) -> dict[str, Any]:
         return {"rubric": self.rubric.id, "judge": self.provider.id, "score_mode": self.score_mode}

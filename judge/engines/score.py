@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from judge.calls import CacheOnlyCaller, NotCached, RecordingCaller
 from judge.config import GenerateConfig
 from judge.dataset import Item
 from judge.errors import ConfigError, ProviderError, RateLimitError, RubricError
@@ -66,12 +66,9 @@ class GraderRecipe:
     rubric_text: str
     rubric_source: str
     rubric_hash: str
-    score_mode: str
     config: GenerateConfig
-    max_reasks: int
-    retry: RetryPolicy
-    cache_namespace: str
-    keep_failed: bool
+    settings: dict[str, Any]
+    """The driver's grader settings (:attr:`judge.grader.Grader.settings`), cache and batch left out."""
     cache_identity: dict[str, Any]
     provider_options: dict[str, Any] = field(default_factory=dict)
 
@@ -81,59 +78,43 @@ class GraderRecipe:
         if grader.provider.name == "openai" and provider_options.get("base_url") is None:
             # the driver's $OPENAI_BASE_URL, resolved here so a worker without it calls the same server
             provider_options["base_url"] = getattr(grader.provider, "base_url", None)
+        settings = {k: v for k, v in grader.settings.items() if k not in ("cache", "caller", "batch")}
         return cls(
             judge=judge,
             rubric_text=grader.rubric.text,
             rubric_source=str(grader.rubric.source),
             rubric_hash=grader.rubric.content_hash,
-            score_mode=grader.score_mode,
             config=grader.config,
-            max_reasks=grader.max_reasks,
-            retry=grader.retry,
-            cache_namespace=grader.cache_namespace,
-            keep_failed=grader.keep_failed,
+            settings=settings,
             cache_identity=grader.provider.cache_identity(),
             provider_options={k: v for k, v in provider_options.items() if v is not None},
         )
 
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.settings.get("retry") or RetryPolicy()
+
     def build(self) -> Grader:
-        """The grader, in a worker: no cache (the driver's), the driver's config and cache identity."""
+        """The grader, in a worker: built with the driver's settings, no cache (the driver's)."""
+        from judge.grader import Grader
+        from judge.providers.registry import get_provider
         from judge.rubric import parse_rubric
-        from judge.runner import build_grader
 
         rubric = parse_rubric(self.rubric_text, self.rubric_source)
         if rubric.content_hash != self.rubric_hash:
             raise RubricError("the rubric parsed on a worker differs from the driver's", path=self.rubric_source)
-        grader = build_grader(
-            rubric,
-            self.judge,
-            score_mode=self.score_mode,
-            cache=False,
-            max_reasks=self.max_reasks,
-            retry=self.retry,
-            cache_namespace=self.cache_namespace,
-            keep_failed=self.keep_failed,
-            **self.provider_options,
-        )
-        grader.config = self.config
-        identity = dict(self.cache_identity)
-        # the driver's identity (e.g. its path of a local model), so the keys a worker reports are the driver's
-        grader.provider.cache_identity = lambda: identity  # type: ignore[method-assign]
+        grader = Grader(rubric, get_provider(self.judge, **self.provider_options), **self.settings)
+        if grader.config != self.config:
+            raise ConfigError(
+                f"the judge built on a worker sends {grader.config.cache_dict()}, "
+                f"the driver's {self.config.cache_dict()}"
+            )
         return grader
 
-
-class _Recorder:
-    """A worker's stand-in for the cache: serves nothing (the driver served what it could) and
-    records what the grader stores, for the driver to write."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, dict[str, Any]]] = []
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return None
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        self.writes.append((key, value))
+    def caller(self, limiter: Any = None) -> RecordingCaller:
+        """A worker's caller for one item: the server, no cache, the writes recorded; keys made with the driver's
+        identity (e.g. its path of a local model), so the keys a worker reports are the driver's."""
+        return RecordingCaller(self.retry, limiter=limiter, identity=dict(self.cache_identity))
 
 
 Graded = tuple[Verdict, list[tuple[str, dict[str, Any]]]]
@@ -151,10 +132,8 @@ def grading_batch(recipe: GraderRecipe, permits: Any = None) -> BatchFn:
     loop = asyncio.new_event_loop()  # one loop per worker: an HTTP client's connections belong to it
 
     async def one(item: Item) -> Graded:
-        g = copy.copy(grader)
-        recorder = _Recorder()
-        g.cache = recorder  # type: ignore[assignment]
-        return await g.grade(item, limiter=limiter), recorder.writes
+        caller = recipe.caller(limiter)
+        return await grader.with_caller(caller).grade(item), caller.writes
 
     async def grade(items: list[Item]) -> list[Graded]:
         if limiter is None:
@@ -242,37 +221,13 @@ class SharedLimiter:
         return result
 
 
-class _NotCached(ProviderError):
-    """Raised by :class:`_CacheOnly` for a call the cache cannot serve (fatal: stops that item's grading)."""
-
-    fatal = True
-
-
-class _CacheOnly:
-    """The driver's provider for the cache pass: everything but ``generate``, which raises :class:`_NotCached`."""
-
-    def __init__(self, provider: Any) -> None:
-        self._provider = provider
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._provider, name)
-
-    async def generate(self, messages: Any, config: Any) -> Any:
-        raise _NotCached("not in the cache")
-
-    def should_retry(self, exc: BaseException) -> bool:
-        return False
-
-
 async def from_cache(grader: Grader, item: Item) -> Verdict | None:
     """``item``'s verdict if every call it needs is in the cache (as the local engine would serve it), else None."""
     if grader.cache is None:
         return None
-    g = copy.copy(grader)
-    g.provider = _CacheOnly(grader.provider)  # type: ignore[assignment]
     try:
-        return await g.grade(item)
-    except _NotCached:
+        return await grader.with_caller(CacheOnlyCaller(grader.cache, keep_failed=grader.keep_failed)).grade(item)
+    except NotCached:
         return None
 
 
