@@ -232,7 +232,8 @@ def score(
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
-    from judge.runner import Budget, Tally, build_grader, check_trials, estimate_run, run_items, run_sync, score_stream
+    from judge.runner import Budget, Tally, check_trials, estimate_run, run_items, run_sync, score_stream
+    from judge.spec import JudgeSpec
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
@@ -248,8 +249,7 @@ def score(
         spec, why = explain_default_judge(base_url)
         click.echo(f"judge: {spec} ({why})", err=True)
     structured = False if no_structured_output else None
-    grader = build_grader(
-        rubric,
+    judge = JudgeSpec.of(
         spec,
         score_mode=score_mode,
         cache=False if no_cache else (cache_dir or True),
@@ -265,6 +265,7 @@ def score(
         batch=BatchSettings(poll_interval=batch_poll) if batch else None,
         structured_output=structured,  # None: the provider's default (get_provider drops None options)
     )
+    grader = judge.grader(rubric)
     show = progress_enabled(progress)
     try:
         check_trials(grader, repeats, both_orders)

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from judge.batch import BatchSettings, check_batch_support
+from judge.batch import BatchSettings
 from judge.cache import Cache
 from judge.config import GenerateConfig, Message
 from judge.dataset import Item, coerce_items
@@ -25,9 +25,8 @@ from judge.limiter import AdaptiveLimiter, Limiter
 from judge.pricing import cost_usd
 from judge.progress import progress_bar
 from judge.providers._base import ModelOutput, Provider
-from judge.providers.registry import default_judge, get_provider
-from judge.retry import RetryPolicy
-from judge.rubric import Rubric, load_rubric
+from judge.rubric import Rubric
+from judge.spec import JudgeSpec
 from judge.trials import TrialStats, TrialTally, combine_order_verdicts, combine_repeats, swapped_values
 from judge.verdict import Verdict
 
@@ -219,61 +218,28 @@ def build_grader(
     rubric: str | Path | Rubric = "factuality",
     judge: str | Provider | None = None,
     *,
-    score_mode: str | None = None,
-    cache: bool | str | Path | Cache = True,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    timeout: float | None = None,
-    seed: int = 0,
-    temperature: float = 0.0,
-    max_reasks: int = 2,
-    max_tokens: int = 512,
-    retry: RetryPolicy | None = None,
-    prices: str | None = None,
-    cache_namespace: str = "",
-    keep_failed: bool = False,
+    cache: bool | str | Path | Cache | None = True,
     batch: bool | dict[str, Any] | BatchSettings | None = None,
-    **provider_options: Any,
+    **options: Any,
 ) -> Grader:
-    """Resolve names into a :class:`Grader` (rubric, provider, cache, settings).
+    """Resolve names into a :class:`Grader` (rubric, provider, cache, settings): a :class:`JudgeSpec` of
+    ``judge`` and ``options`` (its fields -- ``score_mode``, ``base_url``, ``seed``, ``max_tokens``... --
+    and any other as a provider option), built for ``rubric``.
 
     ``cache_namespace`` is part of every cache key: set it when the same model name means another
     model (two servers both calling theirs "local"), or to judge again without clearing the cache.
     ``keep_failed`` serves cached unparseable or truncated completions instead of asking again.
     ``batch`` (True or :class:`~judge.batch.BatchSettings`) sends the calls through the provider's Batch API.
     """
-    rub = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
-    provider = get_provider(
-        judge or default_judge(base_url), base_url=base_url, api_key=api_key, timeout=timeout, **provider_options
+    provider = judge if isinstance(judge, Provider) else None
+    opened = cache if isinstance(cache, Cache) else None
+    spec = JudgeSpec.of(
+        None if provider is not None else judge,  # type: ignore[arg-type]
+        cache=True if opened is not None else (cache or False),
+        batch=batch,
+        **options,
     )
-    store: Cache | None
-    if cache is True:
-        store = Cache.in_dir()
-    elif cache is False or cache is None:
-        store = None
-    elif isinstance(cache, Cache):
-        store = cache
-    else:
-        store = Cache.in_dir(cache)
-    # True, a BatchSettings, or its fields as a dict (a `judge eval` suite entry: {metric: factuality, batch: true})
-    settings = BatchSettings.model_validate({} if batch is True else batch) if batch else None
-    if settings is not None:
-        check_batch_support(provider, store)
-    return Grader(
-        rub,
-        provider,
-        score_mode=score_mode,
-        seed=seed,
-        temperature=temperature,
-        cache=store,
-        retry=retry,
-        prices=prices,
-        max_reasks=max_reasks,
-        max_tokens=max_tokens,
-        cache_namespace=cache_namespace,
-        keep_failed=keep_failed,
-        batch=settings,
-    )
+    return spec.grader(rubric, provider=provider, cache=opened if opened is not None else True)
 
 
 def check_items(items: Iterable[Item], rubric: Rubric) -> None:

@@ -321,7 +321,8 @@ def judge_cmd(
     from judge.mtbench.judging import PromptBuilder, judge_matches, judge_matches_batched, plan_matches
     from judge.mtbench.results import pairwise_summary, render, single_summary
     from judge.rubric import load_rubric
-    from judge.runner import build_grader, run_sync
+    from judge.runner import run_sync
+    from judge.spec import JudgeSpec
 
     check_output_path(out, inputs=[questions_path, *answer_paths, *reference_paths, judge_prompts, pairs])
     questions = formats.read_questions(questions_path)
@@ -355,28 +356,25 @@ def judge_cmd(
             "explanation first; use the built-in rubrics (omit --judge-prompts) or --score-mode text"
         )
     single_rubric, pair_rubric = load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise")
-    # one provider and one cache for both graders, built where every grader is (judge.runner.build_grader);
-    # the score mode defaults to the provider's (logprob for local models), text for FastChat's prompts
-    settings: dict[str, Any] = {
-        "score_mode": "text" if prompts is not None else score_mode,
-        "cache": False if no_cache else (cache_dir or True),
-        "max_tokens": max_tokens,
-        "keep_failed": keep_failed,
-        "cache_namespace": cache_namespace or "",
-        "batch": BatchSettings(poll_interval=batch_poll) if batch else None,
-    }
-    single = build_grader(
-        single_rubric,
+    # one judge spec, one provider and one cache for both graders; the score mode defaults to the provider's
+    # (logprob for local models), text for FastChat's prompts
+    spec = JudgeSpec.of(
         judge_model,
+        score_mode="text" if prompts is not None else score_mode,
+        cache=False if no_cache else (cache_dir or True),
+        max_tokens=max_tokens,
+        keep_failed=keep_failed,
+        cache_namespace=cache_namespace or "",
+        batch=BatchSettings(poll_interval=batch_poll) if batch else None,
         base_url=base_url,
         api_key=api_key,
         # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
         structured_output=False if (prompts or no_structured_output) else None,
         dtype=local_dtype,
-        **settings,
     )
+    single = spec.grader(single_rubric)
     provider = single.provider
-    graders = [single, build_grader(pair_rubric, provider, **settings)]
+    graders = [single, spec.grader(pair_rubric, provider=provider, cache=single.cache)]
     builder = PromptBuilder(single_rubric, pair_rubric, prompts, score_mode=single.score_mode)
 
     show = progress_enabled(progress)
