@@ -229,16 +229,17 @@ def score(
     from judge.batch import BatchSettings
     from judge.dataset import coercion_note, parse_mapping, stream_items
     from judge.io import OutputLock, check_output_path
+    from judge.pipeline import run
     from judge.pricing import load_prices
     from judge.providers.registry import explain_default_judge
     from judge.retry import RetryPolicy
-    from judge.runner import Budget, Tally, check_trials, estimate_run, run_items, run_sync, score_stream
+    from judge.runner import Budget, check_trials, estimate_run, run_sync
     from judge.spec import JudgeSpec
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
     check_output_path(target, inputs=[data, rubric if Path(rubric).is_file() else None, prices])
-    eng = check_engine(engine, address, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
+    eng = check_engine(engine, address, batch=batch)
     load_prices(prices)
     items = stream_items(data, parse_mapping(mapping))  # checked now, read again as the run goes: never all held
     note = coercion_note(items.coerced)
@@ -270,6 +271,8 @@ def score(
     try:
         check_trials(grader, repeats, both_orders)
         budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None
+        executor = make_executor(eng, grader, concurrency, spec, base_url, timeout, structured, local_dtype)
+        executor.check(grader, budget=budget)  # what it cannot do, said before any work
         estimate = estimate_run(grader, items, calls_per_item=repeats * (2 if both_orders else 1)) if dry_run else None
     except BaseException:
         run_sync(grader.provider.aclose())
@@ -280,23 +283,9 @@ def score(
         return
 
     async def go():
-        try:
-            if eng is not None:
-                from judge.engines.score import GraderRecipe, run_items_on
-
-                recipe = GraderRecipe.of(
-                    grader, spec, base_url=base_url, timeout=timeout, structured_output=structured, dtype=local_dtype
-                )
-                return await run_items_on(
-                    eng, grader, list(items), recipe, concurrency=concurrency, out=target, progress=show
-                )
-            if batch:  # rounds over the item list
-                return await run_items(
-                    grader, list(items), concurrency=concurrency, out=target, progress=show, repeats=repeats,
-                    both_orders=both_orders, budget=budget,
-                )  # fmt: skip
-            return await score_stream(  # the verdicts go to the file and the totals, none is kept: flat memory
-                grader, items, n=len(items), concurrency=concurrency, out=target, progress=show, repeats=repeats,
+        try:  # in process the verdicts go to the file and the totals, none is kept: flat memory
+            return await run(
+                grader, items, executor, n=len(items), out=target, progress=show, repeats=repeats,
                 both_orders=both_orders, budget=budget,
             )  # fmt: skip
         finally:
@@ -312,9 +301,9 @@ def score(
         if batch:
             click.echo("submitted batches keep running on the server: rerun the same command to collect them", err=True)
         raise
-    tally = results if isinstance(results, Tally) else Tally.of(results)
+    tally = results
     click.echo(render_summary(tally, grader.describe(), target, lengths=length_summary(target, items)))
-    batch_report = getattr(results, "batch_report", None)
+    batch_report = tally.report
     if batch_report is not None:
         click.echo(batch_report.line())
     if budget is not None and budget.reached:
@@ -329,9 +318,7 @@ def score(
     exit_if_incomplete("items", tally.n_items, causes[None], causes["transport"], causes["parse"], max_unscored)
 
 
-def check_engine(
-    engine: str, address: str | None, *, batch: bool, repeats: int, both_orders: bool, max_cost: float | None
-):
+def check_engine(engine: str, address: str | None, *, batch: bool):
     """The engine ``--engine`` names (None: the local path, unchanged), after the checks that need no data."""
     from judge.engines import get_engine
 
@@ -342,9 +329,21 @@ def check_engine(
         raise ConfigError(
             f"--engine {engine} judges items on workers; --batch sends them to the provider's Batch API: choose one"
         )
-    if repeats > 1 or both_orders or max_cost is not None:
-        raise ConfigError(f"--repeats, --both-orders and --max-cost are not available with --engine {engine} yet")
     return get_engine(engine, address)
+
+
+def make_executor(eng, grader, concurrency: int, judge: str, base_url, timeout, structured, dtype):
+    """How ``judge score`` makes its calls (:mod:`judge.pipeline`): on an engine's workers, through the Batch
+    API (a grader built with batch settings), or in this process."""
+    from judge.runner import executor_for
+
+    if eng is None:
+        return executor_for(grader, concurrency=concurrency)
+    from judge.engines.score import GraderRecipe, OnEngine
+
+    options = {"base_url": base_url, "timeout": timeout, "structured_output": structured, "dtype": dtype}
+    recipe = GraderRecipe.of(grader, judge, **options)
+    return OnEngine(eng, recipe, concurrency=concurrency)
 
 
 def length_summary(target: Path, items: Any) -> Any:

@@ -354,9 +354,10 @@ class Grader:
         """A grader built from this one's rubric, provider and settings, with ``changes``."""
         return Grader(self.rubric, self.provider, **{**self._settings, **changes})
 
-    def with_caller(self, caller: Caller) -> Grader:
-        """This grader with its calls made by ``caller`` (same rubric, provider and settings)."""
-        return self._rebuilt(caller=caller)
+    def with_caller(self, caller: Caller, *, batch: BatchSettings | None = None) -> Grader:
+        """This grader with its calls made by ``caller`` (same rubric, provider and settings); ``batch``: the
+        settings of the Batch API run ``caller`` belongs to (its verdicts are priced at the batch price)."""
+        return self._rebuilt(caller=caller, batch=batch or self.batch)
 
     def with_seed(self, seed: int) -> Grader:
         """This grader with another seed (a repeat): same provider, caller and settings, another cache entry.

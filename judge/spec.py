@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from judge.batch import BatchSettings, check_batch_support
 from judge.cache import Cache
+from judge.providers.registry import default_judge, get_provider
 from judge.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ class JudgeSpec(BaseModel):
 
     def provider(self) -> Provider:
         """The judge's provider (its default when :attr:`judge` is None)."""
-        from judge.providers.registry import default_judge, get_provider
-
         return get_provider(
             self.judge or default_judge(self.base_url),
             base_url=self.base_url,

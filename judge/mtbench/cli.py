@@ -381,7 +381,7 @@ def judge_cmd(
 
     async def go() -> tuple[list[dict[str, Any]], Any]:
         try:
-            if batch:  # the calls go through judge score --batch's seam (judge.batch.grade_batched)
+            if batch:  # the calls go through judge score --batch's seam (judge.batch.BatchAPI)
                 return await judge_matches_batched(matches, builder, *graders, out=out, progress=show)
             return await judge_matches(
                 matches, builder, *graders, concurrency=concurrency, out=out, progress=show
