@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from judge.cache import Cache
@@ -30,7 +31,7 @@ from judge.errors import (
 )
 from judge.limiter import Limiter
 from judge.pricing import cost_usd
-from judge.providers._base import Provider
+from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy
 from judge.rubric import Rubric
 from judge.verdict import Parsed, Verdict, parse_verdict, reask_message, score_from_logprobs
@@ -88,6 +89,71 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     )
 
 
+def check_score_mode(rubric: Rubric, provider: Provider, score_mode: str | None) -> str:
+    """The score mode a grader of ``rubric`` by ``provider`` reads (``score_mode``, else the provider's default;
+    text for an opinions rubric); a :class:`ConfigError` when they cannot go together."""
+    # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
+    mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
+    if mode not in SCORE_MODES:
+        raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
+    if mode in ("logprob", "reason") and rubric.spec.kind == "opinions":
+        raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
+    refuse_small_opinions_judge(rubric, provider)
+    if mode in ("logprob", "reason") and not provider.supports_logprobs:
+        raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
+    if mode == "reason" and not getattr(provider, "supports_prefill", False):
+        raise ConfigError(f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one")
+    return mode
+
+
+def judge_config(
+    rubric: Rubric, provider: Provider, mode: str, *, seed: int, temperature: float, max_tokens: int
+) -> GenerateConfig:
+    """The verdict call's settings: two tokens and the label or score candidates' logprobs (logprob, reason),
+    or up to ``max_tokens`` of text, in the rubric's JSON schema where the provider takes one (text)."""
+    if mode in ("logprob", "reason"):
+        labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
+        if labels:
+            candidates = tuple(labels)
+        else:
+            scale = rubric.spec.scale
+            assert scale is not None, "a rubric that is not pairwise has a scale (checked when it loads)"
+            candidates = tuple(str(p) for p in scale.points)
+        return GenerateConfig(
+            temperature=temperature,
+            seed=seed,
+            max_tokens=2,
+            logprobs=True,
+            top_logprobs=20,
+            score_candidates=candidates,
+        )
+    schema = rubric.json_schema() if provider.supports_json_schema else None
+    return GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)
+
+
+@dataclass
+class _Calls:
+    """What one item's calls came to: the calls made, HTTP attempts (retries and re-asks included; a cached call
+    counts once), whether all came from the cache, and the tokens."""
+
+    calls: list[CallResult] = field(default_factory=list)
+    attempts: int = 0
+    all_cached: bool = True
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, res: CallResult) -> None:
+        self.calls.append(res)
+        self.attempts += res.attempts or 1
+        self.all_cached = self.all_cached and res.cached
+        self.prompt_tokens += res.output.usage.prompt_tokens
+        self.completion_tokens += res.output.usage.completion_tokens
+
+    def failed(self, attempts: int, *, cached: bool) -> None:
+        self.attempts += attempts
+        self.all_cached = self.all_cached and cached
+
+
 class Grader:
     """Judges items with one rubric and one provider. Stateless per item; safe to share across tasks."""
 
@@ -128,19 +194,7 @@ class Grader:
             "reasoning_seed": reasoning_seed,
             "caller": caller,
         }
-        # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
-        mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
-        if mode not in SCORE_MODES:
-            raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode in ("logprob", "reason") and rubric.spec.kind == "opinions":
-            raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
-        refuse_small_opinions_judge(rubric, provider)
-        if mode in ("logprob", "reason") and not provider.supports_logprobs:
-            raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
-        if mode == "reason" and not getattr(provider, "supports_prefill", False):
-            raise ConfigError(
-                f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one"
-            )
+        mode = check_score_mode(rubric, provider, score_mode)
         self.rubric = rubric
         self.provider = provider
         self.score_mode = mode
@@ -163,25 +217,8 @@ class Grader:
             seed=seed if reasoning_seed is None else reasoning_seed,
             max_tokens=reasoning_tokens,
         )
-        if mode in ("logprob", "reason"):
-            labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
-            if labels:
-                candidates = tuple(labels)
-            else:
-                scale = rubric.spec.scale
-                assert scale is not None, "a rubric that is not pairwise has a scale (checked when it loads)"
-                candidates = tuple(str(p) for p in scale.points)
-            self.config = GenerateConfig(
-                temperature=temperature,
-                seed=seed,
-                max_tokens=2,
-                logprobs=True,
-                top_logprobs=20,
-                score_candidates=candidates,
-            )
-        else:
-            schema = rubric.json_schema() if provider.supports_json_schema else None
-            self.config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)
+        #: the verdict call
+        self.config = judge_config(rubric, provider, mode, seed=seed, temperature=temperature, max_tokens=max_tokens)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -227,94 +264,93 @@ class Grader:
         """Judge pre-rendered ``messages`` (e.g. a FastChat judge prompt) with this grader's parsing,
         re-asks, cache and unscored semantics; the rubric supplies the scale or choices."""
         start = time.perf_counter()
-        prompt_tokens = completion_tokens = 0
-        all_cached = True
-        attempts = 0  # HTTP attempts, retries and re-asks included; a cached call counts once
-        calls: list[CallResult] = []
+        tally = _Calls()
         raw: str | None = None
         parsed: Parsed | None = None
         error: str | None = None
-        reads_logprobs = self.score_mode in ("logprob", "reason")
-        thought: str | None = None
         for round_ in range(self.max_reasks + 1):
             try:
-                if self.score_mode == "reason":  # reason briefly, then read the verdict after a forced prefix
-                    first = await self.call(messages, limiter, self.reason_config)
-                    calls.append(first)
-                    attempts += first.attempts or 1
-                    all_cached = all_cached and first.cached
-                    prompt_tokens += first.output.usage.prompt_tokens
-                    completion_tokens += first.output.usage.completion_tokens
-                    thought = self.rubric.cut_reasoning(first.output.text)
-                    forced = {"role": "assistant", "content": f"{thought}\n{self.rubric.verdict_prefix} ".lstrip()}
-                    res = await self.call([*messages, forced], limiter)
-                else:
-                    res = await self.call(messages, limiter)
-            except ContextLengthError as exc:
-                attempts += exc.attempts
-                error = f"context length exceeded: the prompt plus max_tokens does not fit the model ({exc})"
-                all_cached = False
+                res, thought = await self._ask(messages, limiter, tally)
+            except Exception as exc:  # noqa: BLE001 - each failure becomes a reason; what stops the run is raised
+                error = self._failed(exc, tally)
                 break
-            except ClientRequestError as exc:
-                if is_fatal(exc):
-                    raise
-                attempts += exc.attempts or 1
-                error = f"request rejected: {exc}"
-                all_cached = all_cached and exc.attempts == 0  # 0: the rejection was served from the cache
-                break
-            except ProviderError as exc:
-                if is_fatal(exc):
-                    raise
-                attempts += exc.attempts
-                error = f"{type(exc).__name__} after {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}: {exc}"
-                all_cached = False
-                break
-            except (ConfigError, RubricError, DataError, BudgetReached):
-                raise  # the user's setup is wrong for every item (or the budget is spent): the caller says so
-            except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure must not sink the run
-                attempts += 1
-                error = f"internal error: {type(exc).__name__}: {exc}"
-                all_cached = False
-                break
-            calls.append(res)
+            tally.add(res)
             out = res.output
-            attempts += res.attempts or 1
-            all_cached = all_cached and res.cached
-            prompt_tokens += out.usage.prompt_tokens
-            completion_tokens += out.usage.completion_tokens
-            raw = out.text if thought is None else calls[-2].output.text  # reason mode: the reasoning as generated
-            try:
-                if reads_logprobs:
-                    parsed = score_from_logprobs(out.score_logprobs, out.top_logprobs, self.rubric)
-                    if thought is not None:
-                        parsed.reasoning = thought
-                else:
-                    parsed = parse_verdict(out.text, self.rubric)
-                error = None
+            raw = out.text if thought is None else tally.calls[-2].output.text  # reason mode: the reasoning
+            parsed, error, reask = self._read(out, thought)
+            if reask is None:
                 break
-            except VerdictParseError as exc:
-                parsed = None
-                if out.finish_reason == "length" and not reads_logprobs:
-                    # the same max_tokens would cut the answer again: re-asking cannot help
-                    error = f"truncated at max_tokens ({self.config.max_tokens}): raise max_tokens ({exc})"
-                    break
-                error = f"unparseable verdict: {exc}"
-                if reads_logprobs:
-                    break  # the same call would give the same logprobs: re-asking cannot help
-                if round_ < self.max_reasks:
-                    messages = [
-                        *messages,
-                        {"role": "assistant", "content": out.text},
-                        {"role": "user", "content": reask_message(str(exc), self.rubric, self.score_mode)},
-                    ]
-            except Exception as exc:  # noqa: BLE001 - a parser bug costs one item, with the completion kept
-                parsed = None
-                error = f"internal error while reading the verdict: {type(exc).__name__}: {exc}"
-                break
-        if error is not None and len(calls) > 1:
-            error += f" (after {len(calls) - 1} re-ask{'s' if len(calls) > 2 else ''})"
-        self._store(calls, final=parsed is not None)
-        cached = all_cached  # every call (or the rejection) came from the cache
+            if round_ < self.max_reasks:
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": out.text},
+                    {"role": "user", "content": reask_message(reask, self.rubric, self.score_mode)},
+                ]
+        if error is not None and len(tally.calls) > 1:
+            n = len(tally.calls) - 1
+            error += f" (after {n} re-ask{'s' if n > 1 else ''})"
+        self._store(tally.calls, final=parsed is not None)
+        return self._verdict(item_id, parsed, error, raw, tally, start)
+
+    async def _ask(
+        self, messages: list[Message], limiter: Limiter | None, tally: _Calls
+    ) -> tuple[CallResult, str | None]:
+        """The verdict call, and in reason mode the reasoning kept from the call made before it (counted in
+        ``tally``), which the verdict call continues after the rubric's verdict prefix."""
+        if self.score_mode != "reason":
+            return await self.call(messages, limiter), None
+        first = await self.call(messages, limiter, self.reason_config)
+        tally.add(first)
+        thought = self.rubric.cut_reasoning(first.output.text)
+        forced = {"role": "assistant", "content": f"{thought}\n{self.rubric.verdict_prefix} ".lstrip()}
+        return await self.call([*messages, forced], limiter), thought
+
+    def _failed(self, exc: Exception, tally: _Calls) -> str:
+        """Why a call that raised ``exc`` leaves the item unscored (counted in ``tally``); raised again when it
+        stops the whole run (a fatal server error, the user's setup, the budget)."""
+        if isinstance(exc, ContextLengthError):
+            tally.failed(exc.attempts, cached=False)
+            return f"context length exceeded: the prompt plus max_tokens does not fit the model ({exc})"
+        if isinstance(exc, ClientRequestError):
+            if is_fatal(exc):
+                raise exc
+            tally.failed(exc.attempts or 1, cached=exc.attempts == 0)  # 0: the rejection was served from the cache
+            return f"request rejected: {exc}"
+        if isinstance(exc, ProviderError):
+            if is_fatal(exc):
+                raise exc
+            tally.failed(exc.attempts, cached=False)
+            return f"{type(exc).__name__} after {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}: {exc}"
+        if isinstance(exc, ConfigError | RubricError | DataError | BudgetReached):
+            raise exc  # the user's setup is wrong for every item (or the budget is spent): the caller says so
+        # a bug or an unforeseen failure must not sink the run
+        tally.failed(1, cached=False)
+        return f"internal error: {type(exc).__name__}: {exc}"
+
+    def _read(self, out: ModelOutput, thought: str | None) -> tuple[Parsed | None, str | None, str | None]:
+        """(the verdict read from ``out``, else None; why not; what a re-ask should tell the judge, None when
+        re-asking cannot help)."""
+        reads_logprobs = self.score_mode in ("logprob", "reason")
+        try:
+            if not reads_logprobs:
+                return parse_verdict(out.text, self.rubric), None, None
+            parsed = score_from_logprobs(out.score_logprobs, out.top_logprobs, self.rubric)
+            if thought is not None:
+                parsed.reasoning = thought
+            return parsed, None, None
+        except VerdictParseError as exc:
+            if out.finish_reason == "length" and not reads_logprobs:
+                # the same max_tokens would cut the answer again: re-asking cannot help
+                return None, f"truncated at max_tokens ({self.config.max_tokens}): raise max_tokens ({exc})", None
+            # logprobs: the same call would give the same logprobs, re-asking cannot help
+            return None, f"unparseable verdict: {exc}", None if reads_logprobs else str(exc)
+        except Exception as exc:  # noqa: BLE001 - a parser bug costs one item, with the completion kept
+            return None, f"internal error while reading the verdict: {type(exc).__name__}: {exc}", None
+
+    def _verdict(
+        self, item_id: str, parsed: Parsed | None, error: str | None, raw: str | None, tally: _Calls, start: float
+    ) -> Verdict:
+        cached = tally.all_cached  # every call (or the rejection) came from the cache
         return Verdict(
             id=item_id,
             rubric=self.rubric.id,
@@ -326,10 +362,10 @@ class Grader:
             reasoning=parsed.reasoning if parsed else None,
             error=error,
             raw=raw,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            prompt_tokens=tally.prompt_tokens,
+            completion_tokens=tally.completion_tokens,
             # a verdict served from the cache cost nothing this time
-            cost_usd=0.0 if cached else self._cost(prompt_tokens, completion_tokens),
+            cost_usd=0.0 if cached else self._cost(tally.prompt_tokens, tally.completion_tokens),
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
             cached=cached,
             temperature=self.config.temperature,
@@ -337,7 +373,7 @@ class Grader:
             label=parsed.label if parsed else None,
             score_probs=parsed.score_probs if parsed else None,
             details=parsed.details if parsed else None,
-            attempts=max(attempts, 1),
+            attempts=max(tally.attempts, 1),
         )
 
     def _store(self, calls: list[CallResult], *, final: bool) -> None:

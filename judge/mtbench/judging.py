@@ -119,36 +119,13 @@ def plan_matches(
             )
         return turns
 
-    matches: list[Match] = []
     models = sorted(answers)
     if mode == "single":
-        for model in models:
-            missing = [q.question_id for q in questions if q.question_id not in answers[model]]
-            if missing:
-                warnings.append(
-                    f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped"
-                )
-        for q in questions:
-            ref = reference_for(q)
-            for model in models:
-                ans = answers[model].get(q.question_id)
-                if ans is not None:
-                    matches.extend(SingleMatch(q, ans, k, ref) for k in range(1, q.n_turns + 1))
-        return matches, warnings
-
+        return _single_matches(questions, answers, models, reference_for, warnings), warnings
     if pairs is not None:
         return _pairs_from_file(pairs, questions, answers, reference_for), warnings
-    if mode == "pairwise-baseline":
-        base = baseline or DEFAULT_BASELINE
-        if base not in answers:
-            raise ConfigError(f"baseline model '{base}' has no answers (models: {', '.join(models)}); use --baseline")
-        model_pairs = [(m, base) for m in models if m != base]
-    else:
-        if baseline:
-            warnings.append("--baseline is ignored in pairwise-all mode")
-        model_pairs = list(combinations(models, 2))
-    if not model_pairs:
-        raise ConfigError(f"pairwise modes need at least two models (got {', '.join(models)})")
+    model_pairs = _model_pairs(mode, answers, models, baseline, warnings)
+    matches: list[Match] = []
     skipped = 0
     for q in questions:
         ref = reference_for(q)
@@ -161,6 +138,52 @@ def plan_matches(
     if skipped:
         warnings.append(f"{skipped} (question, pair) combination(s) skipped: one of the models has no answer")
     return matches, warnings
+
+
+def _single_matches(
+    questions: Sequence[Question],
+    answers: dict[str, dict[QuestionId, Answer]],
+    models: list[str],
+    reference_for: Callable[[Question], list[str] | None],
+    warnings: list[str],
+) -> list[Match]:
+    """Every turn of every model's answer to every question (a model without an answer is skipped, with a warning)."""
+    for model in models:
+        missing = [q.question_id for q in questions if q.question_id not in answers[model]]
+        if missing:
+            warnings.append(
+                f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped"
+            )
+    matches: list[Match] = []
+    for q in questions:
+        ref = reference_for(q)
+        for model in models:
+            ans = answers[model].get(q.question_id)
+            if ans is not None:
+                matches.extend(SingleMatch(q, ans, k, ref) for k in range(1, q.n_turns + 1))
+    return matches
+
+
+def _model_pairs(
+    mode: str,
+    answers: dict[str, dict[QuestionId, Answer]],
+    models: list[str],
+    baseline: str | None,
+    warnings: list[str],
+) -> list[tuple[str, str]]:
+    """The (model_1, model_2) pairs of a pairwise mode: each model against the baseline, or every two models."""
+    if mode == "pairwise-baseline":
+        base = baseline or DEFAULT_BASELINE
+        if base not in answers:
+            raise ConfigError(f"baseline model '{base}' has no answers (models: {', '.join(models)}); use --baseline")
+        model_pairs = [(m, base) for m in models if m != base]
+    else:
+        if baseline:
+            warnings.append("--baseline is ignored in pairwise-all mode")
+        model_pairs = list(combinations(models, 2))
+    if not model_pairs:
+        raise ConfigError(f"pairwise modes need at least two models (got {', '.join(models)})")
+    return model_pairs
 
 
 def _line(source: str) -> int | None:
