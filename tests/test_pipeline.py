@@ -150,3 +150,35 @@ def test_mtbench_judging_is_paced_by_the_adaptive_limiter(
         n_calls = len(srv.requests)
     assert n_calls > 0 and len(paced) == n_calls  # every judge call took a slot of the run's limiter
     assert all(r["status"] == "ok" for r in rows(out))
+
+
+def test_an_engine_runs_the_same_item_work_and_resumes_from_the_cache(tmp_path: Path) -> None:
+    from judge.engines import LocalEngine
+    from judge.engines.score import GraderRecipe, run_items_on
+    from judge.runner import run_items
+
+    class Counting(LocalEngine):
+        maps = 0
+
+        def map(self, factory, items, *, batch_size):  # type: ignore[no-untyped-def]
+            Counting.maps += 1
+            return super().map(factory, items, batch_size=batch_size)
+
+    items = [Item(id=f"i{k}", input=f"What is {k} + {k}?", output=str(2 * k)) for k in range(5)]
+    fields = ("id", "status", "score", "repeat_scores", "spread", "prompt_tokens", "attempts")
+    here = build_grader("factuality", "fake/echo-score", cache=tmp_path / "here")
+    local = run_sync(run_items(here, items, repeats=2))
+    grader = build_grader("factuality", "fake/echo-score", cache=tmp_path / "there")
+    recipe = GraderRecipe.of(grader, "fake/echo-score")
+    first = run_sync(run_items_on(Counting(), grader, items, recipe, repeats=2, out=tmp_path / "v.jsonl"))
+    assert Counting.maps == 1 and not any(v.cached for v in first)
+    def same(verdicts: Any) -> list[tuple[Any, ...]]:
+        return [tuple(getattr(v, k) for k in fields) for v in verdicts]
+
+    assert same(first) == same(local)
+    written = [json.loads(line)["id"] for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert written == [i.id for i in items]
+    assert here.cache is not None and grader.cache is not None
+    assert len(grader.cache) == len(here.cache) == len(items) * 2  # the workers' entries, written by the driver
+    again = run_sync(run_items_on(Counting(), grader, items, recipe, repeats=2))
+    assert Counting.maps == 1 and all(v.cached for v in again)  # every item served from the cache: no engine work

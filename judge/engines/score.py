@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,7 @@ class GraderRecipe:
     rubric_hash: str
     config: GenerateConfig
     settings: dict[str, Any]
-    """The driver's grader settings (:attr:`judge.grader.Grader.settings`), cache and batch left out."""
+    """The driver's grader settings (:attr:`judge.grader.Grader.settings`), cache, batch and prices left out."""
     cache_identity: dict[str, Any]
     provider_options: dict[str, Any] = field(default_factory=dict)
 
@@ -81,7 +82,8 @@ class GraderRecipe:
         if grader.provider.name == "openai" and provider_options.get("base_url") is None:
             # the driver's $OPENAI_BASE_URL, resolved here so a worker without it calls the same server
             provider_options["base_url"] = getattr(grader.provider, "base_url", None)
-        settings = {k: v for k, v in grader.settings.items() if k not in ("cache", "caller", "batch")}
+        # no cache, caller or batch (the driver's), no price table (a path the worker may not have: the driver prices)
+        settings = {k: v for k, v in grader.settings.items() if k not in ("cache", "caller", "batch", "prices")}
         return cls(
             judge=judge,
             rubric_text=grader.rubric.text,
@@ -149,6 +151,7 @@ def grading_batch(recipe: GraderRecipe, permits: Any = None, work: Work | None =
     def run(items: list[Item]) -> list[Graded]:
         return loop.run_until_complete(grade(items))
 
+    weakref.finalize(run, loop.close)  # the worker's loop goes with its batch function (an in-process engine's)
     return run
 
 
