@@ -101,10 +101,10 @@ def main() -> None:
 
     import torch
 
-    from judge.baselines._lm import answer_requests, choice_requests, loglikelihoods, model_max_length
     from judge.benchmarks import load_benchmark, stratified
     from judge.generation import GenerateSettings, generate_outputs
-    from judge.localmodels import load_causal_lm, smollm2_path
+    from judge.local.lm import answer_requests, choice_requests, loglikelihoods, model_max_length
+    from judge.local.models import load_causal_lm, smollm2_path
     from judge.providers.local import LocalProvider
 
     torch.set_num_threads(args.threads)

@@ -96,7 +96,7 @@ def load_texts(n_summaries: int, n_articles: int, seed: int = 0) -> tuple[list[s
 
 
 def compare(name: str, model, tokenizer, texts: list[str]) -> None:  # type: ignore[no-untyped-def]
-    from judge.baselines._lm import loglikelihoods, start_token_id
+    from judge.local.lm import loglikelihoods, start_token_id
 
     n_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     t0 = time.perf_counter()
@@ -137,8 +137,8 @@ def main() -> None:
 
     import torch
 
-    from judge.baselines._lm import loglikelihoods, start_token_id
-    from judge.localmodels import load_causal_lm
+    from judge.local.lm import loglikelihoods, start_token_id
+    from judge.local.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(args.model, "cpu")
     print(f"model {args.model}, torch threads {torch.get_num_threads()}")

@@ -38,8 +38,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from judge.baselines._lm import loglikelihoods, start_token_id
-    from judge.localmodels import load_causal_lm
+    from judge.local.lm import loglikelihoods, start_token_id
+    from judge.local.models import load_causal_lm
 
     by_doc: dict[str, list[dict[str, str]]] = defaultdict(list)
     with open(args.data) as f:
@@ -106,7 +106,8 @@ def judge_part(model: str, n_items: int, rounds: int) -> None:
 
     from judge import load_rubric
     from judge.config import GenerateConfig
-    from judge.providers.local import LocalProvider, _chat_ids
+    from judge.local.prompts import chat_ids
+    from judge.providers.local import LocalProvider
 
     path = Path(__file__).resolve().parents[1] / "examples" / "qa.jsonl"
     items = [json.loads(line) for line in path.open()][:n_items]
@@ -142,7 +143,7 @@ def judge_part(model: str, n_items: int, rounds: int) -> None:
             for c in x
         )
         _, tok = providers["plain"]._load()
-        encoded = [_chat_ids(tok, p) for p in prompts]
+        encoded = [chat_ids(tok, p) for p in prompts]
         mean_len = sum(map(len, encoded)) / len(encoded)
         shared = next((n for n in range(min(map(len, encoded))) if len({e[n] for e in encoded}) > 1), 0)
         tp, tr, tb = (min(times[k]) for k in providers)

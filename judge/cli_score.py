@@ -443,10 +443,7 @@ def rubrics_list() -> None:
     from judge.rubric import list_rubrics
 
     for r in list_rubrics():
-        if r.spec.kind == "opinions":
-            scale = "0-1 share"
-        else:
-            scale = f"{r.spec.scale.min}-{r.spec.scale.max}" if r.spec.scale else "/".join(r.spec.choices or {})
+        scale = r.kind_info.scale_caption(r.spec)
         click.echo(f"{r.id:<22} v{r.spec.version:<3} {scale:<9} {r.spec.description}")
 
 

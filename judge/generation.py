@@ -158,7 +158,7 @@ def _local_batch_fn(path: str, adapter: str | None, settings: dict[str, Any]) ->
     config = gen.config()
 
     def run(batch: list[str]) -> list[dict[str, Any]]:
-        outs = provider._generate_many_sync([gen.messages(p) for p in batch], config)
+        outs = provider.generate_batch([gen.messages(p) for p in batch], config)
         return [o.to_cache() for o in outs]
 
     return run

@@ -74,9 +74,9 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     generates it token by token on the CPU (up to ``max_tokens`` per call, re-asked when unreadable) and took
     over 300 s on one item without a usable verdict. The error names the alternatives.
     """
-    from judge.localmodels import SMOLLM2_ALIASES
+    from judge.local.models import SMOLLM2_ALIASES
 
-    if rubric.spec.kind != "opinions" or provider.name != "local":
+    if not rubric.kind_info.needs_free_text or provider.name != "local":
         return
     if str(provider.model).lower() not in SMOLLM2_ALIASES:
         return
@@ -93,11 +93,12 @@ def check_score_mode(rubric: Rubric, provider: Provider, score_mode: str | None)
     """The score mode a grader of ``rubric`` by ``provider`` reads (``score_mode``, else the provider's default;
     text for an opinions rubric); a :class:`ConfigError` when they cannot go together."""
     # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
-    mode = score_mode or ("text" if rubric.spec.kind == "opinions" else provider.default_score_mode)
+    mode = score_mode or rubric.kind_info.default_score_mode(provider.default_score_mode)
     if mode not in SCORE_MODES:
         raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-    if mode in ("logprob", "reason") and rubric.spec.kind == "opinions":
-        raise ConfigError(f"the {mode} score mode reads a score or a label; opinions rubrics use --score-mode text")
+    if mode not in rubric.kind_info.score_modes:
+        modes, kind = " or ".join(rubric.kind_info.score_modes), rubric.spec.kind
+        raise ConfigError(f"the {mode} score mode reads a score or a label; {kind} rubrics use --score-mode {modes}")
     refuse_small_opinions_judge(rubric, provider)
     if mode in ("logprob", "reason") and not provider.supports_logprobs:
         raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
@@ -112,20 +113,13 @@ def judge_config(
     """The verdict call's settings: two tokens and the label or score candidates' logprobs (logprob, reason),
     or up to ``max_tokens`` of text, in the rubric's JSON schema where the provider takes one (text)."""
     if mode in ("logprob", "reason"):
-        labels = rubric.spec.choices if rubric.spec.kind == "pairwise" else None
-        if labels:
-            candidates = tuple(labels)
-        else:
-            scale = rubric.spec.scale
-            assert scale is not None, "a rubric that is not pairwise has a scale (checked when it loads)"
-            candidates = tuple(str(p) for p in scale.points)
         return GenerateConfig(
             temperature=temperature,
             seed=seed,
             max_tokens=2,
             logprobs=True,
             top_logprobs=20,
-            score_candidates=candidates,
+            score_candidates=rubric.kind_info.score_candidates(rubric.spec),
         )
     schema = rubric.json_schema() if provider.supports_json_schema else None
     return GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)

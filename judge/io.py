@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import sys
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
@@ -409,6 +411,23 @@ class OutputLock:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.release()
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    np = sys.modules.get("numpy")  # a numpy value implies numpy is loaded: never import it here (judge.io is light)
+    if np is not None:
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, np.ndarray):
+            return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:

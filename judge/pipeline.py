@@ -241,7 +241,7 @@ def check_trials(grader: Grader, repeats: int, both_orders: bool) -> None:
     """Fail before any call when ``--repeats`` / ``--both-orders`` cannot apply to this grader."""
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1, got {repeats}")
-    if both_orders and grader.rubric.spec.kind != "pairwise":
+    if both_orders and not grader.rubric.kind_info.compares_pair:
         raise ConfigError(
             f"--both-orders judges a pair as given and swapped; rubric '{grader.rubric.id}' is not pairwise "
             "(use -r pairwise or a rubric with kind: pairwise)"

@@ -127,6 +127,72 @@ def _check(y: np.ndarray, f: np.ndarray, fu: np.ndarray, what: str) -> None:
             raise ValueError(f"{what}: {name} must be finite numbers")
 
 
+def _strata(
+    y: np.ndarray,
+    f: np.ndarray,
+    fu: np.ndarray,
+    g: np.ndarray | None,
+    gu: np.ndarray | None,
+    strata: np.ndarray | None,
+    strata_unlabelled: np.ndarray | None,
+) -> list[_Part]:
+    """The pool cut into its sampling strata, each weighted by its share of the pool (one part without strata);
+    a stratum with fewer than :data:`MIN_PER_STRATUM` labels is a :class:`DataError`."""
+    if strata is None:
+        return [_Part(y, f, fu, g, gu, 1.0)]
+    s = np.asarray(strata).astype(str)
+    su = np.asarray(strata_unlabelled if strata_unlabelled is not None else []).astype(str)
+    if len(s) != len(y) or len(su) != len(fu):
+        raise ValueError("strata must be given for the labelled and the unlabelled items alike")
+    total = len(y) + len(fu)
+    parts = []
+    for h in sorted(set(s) | set(su)):
+        lab, unl = s == h, su == h
+        if lab.sum() < MIN_PER_STRATUM:
+            raise DataError(
+                f"stratum '{h}' has {int(lab.sum())} labelled item(s); each stratum needs at least "
+                f"{MIN_PER_STRATUM} for its variance"
+            )
+        parts.append(
+            _Part(
+                y[lab],
+                f[lab],
+                fu[unl],
+                None if g is None else g[lab],
+                None if gu is None else gu[unl],
+                float((lab.sum() + unl.sum()) / total),
+            )
+        )
+    return parts
+
+
+def _combine(parts: list[_Part], lam: float, grouped: bool) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(value, standard error) of the PPI estimate with weight ``lam`` and of the labelled-only estimate: the
+    strata's estimates weighted by their shares (a stratum labelled in full uses its labels alone), the errors
+    from the per-item influences (per group when ``grouped``)."""
+    value = lab_value = 0.0
+    ppi_terms: list[np.ndarray] = []
+    lab_terms: list[np.ndarray] = []
+    groups_ppi: list[np.ndarray] = []
+    groups_lab: list[np.ndarray] = []
+    for p in parts:
+        n, m = len(p.y), len(p.fu)
+        lam_h = lam if m > 0 else 0.0
+        resid = p.y - lam_h * p.f
+        value += p.w * ((lam_h * p.fu.mean() if m else 0.0) + resid.mean())
+        lab_value += p.w * p.y.mean()
+        ppi_terms += [p.w * (resid - resid.mean()) / n]
+        lab_terms += [p.w * (p.y - p.y.mean()) / n]
+        if m:
+            ppi_terms += [p.w * lam_h * (p.fu - p.fu.mean()) / m]
+        if p.g is not None and p.gu is not None:
+            groups_ppi += [p.g, p.gu] if m else [p.g]
+            groups_lab += [p.g]
+    se_ppi = _se(ppi_terms, groups_ppi if grouped else None)
+    se_lab = _se(lab_terms, groups_lab if grouped else None)
+    return (value, se_ppi), (lab_value, se_lab)
+
+
 def ppi_mean(
     y: np.ndarray,
     f: np.ndarray,
@@ -167,54 +233,9 @@ def ppi_mean(
     gu = None if groups_unlabelled is None else np.asarray(groups_unlabelled).astype(str)
     if grouped and (g is None or gu is None or len(g) != len(y) or len(gu) != len(fu)):
         raise ValueError("groups must be given for the labelled and the unlabelled items alike")
-    if strata is None:
-        parts = [_Part(y, f, fu, g, gu, 1.0)]
-    else:
-        s = np.asarray(strata).astype(str)
-        su = np.asarray(strata_unlabelled if strata_unlabelled is not None else []).astype(str)
-        if len(s) != len(y) or len(su) != len(fu):
-            raise ValueError("strata must be given for the labelled and the unlabelled items alike")
-        total = len(y) + len(fu)
-        parts = []
-        for h in sorted(set(s) | set(su)):
-            lab, unl = s == h, su == h
-            if lab.sum() < MIN_PER_STRATUM:
-                raise DataError(
-                    f"stratum '{h}' has {int(lab.sum())} labelled item(s); each stratum needs at least "
-                    f"{MIN_PER_STRATUM} for its variance"
-                )
-            parts.append(
-                _Part(
-                    y[lab],
-                    f[lab],
-                    fu[unl],
-                    None if g is None else g[lab],
-                    None if gu is None else gu[unl],
-                    float((lab.sum() + unl.sum()) / total),
-                )
-            )
+    parts = _strata(y, f, fu, g, gu, strata, strata_unlabelled)
     lam_used = _tuned_lambda(parts) if lam is None else float(lam)
-
-    value = lab_value = 0.0
-    ppi_terms: list[np.ndarray] = []
-    lab_terms: list[np.ndarray] = []
-    groups_ppi: list[np.ndarray] = []
-    groups_lab: list[np.ndarray] = []
-    for p in parts:
-        n, m = len(p.y), len(p.fu)
-        lam_h = lam_used if m > 0 else 0.0
-        resid = p.y - lam_h * p.f
-        value += p.w * ((lam_h * p.fu.mean() if m else 0.0) + resid.mean())
-        lab_value += p.w * p.y.mean()
-        ppi_terms += [p.w * (resid - resid.mean()) / n]
-        lab_terms += [p.w * (p.y - p.y.mean()) / n]
-        if m:
-            ppi_terms += [p.w * lam_h * (p.fu - p.fu.mean()) / m]
-        if p.g is not None and p.gu is not None:
-            groups_ppi += [p.g, p.gu] if m else [p.g]
-            groups_lab += [p.g]
-    se_ppi = _se(ppi_terms, groups_ppi if grouped else None)
-    se_lab = _se(lab_terms, groups_lab if grouped else None)
+    (value, se_ppi), (lab_value, se_lab) = _combine(parts, lam_used, grouped)
 
     f_all = np.concatenate([f, fu])
     judge_groups = [np.concatenate([g, gu])] if g is not None and gu is not None else None

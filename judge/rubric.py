@@ -15,7 +15,8 @@ A rubric file looks like::
 Three kinds: ``single`` (a score on ``scale``), ``pairwise`` (a label from ``choices``) and
 ``opinions``: the judge lists the opinions the output states with a yes/no ``flag`` verdict for
 each (is it toxic? biased?), and the score is the flagged fraction (0 when there are none), or 1/0
-with ``strict: true``.
+with ``strict: true``. What each kind means to the rest of the package is asked of its strategy object
+(:mod:`judge.rubric_kinds`, ``rubric.kind_info``), never decided by comparing the name.
 
 Rendering uses one sandboxed, StrictUndefined Jinja environment: a missing variable is an error
 before any model call, and attribute tricks (``''.__class__``) are refused. The output-format
@@ -39,11 +40,13 @@ import jinja2
 import jinja2.meta
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from judge.config import Message
 from judge.errors import RubricError
 from judge.io import load_yaml
+from judge.rubric_kinds import OPINION_VERDICTS as OPINION_VERDICTS
+from judge.rubric_kinds import RUBRIC_KINDS, RubricKind, rubric_kind
 
 BUILTIN_DIR_CANDIDATES = (
     Path(__file__).resolve().parent.parent / "rubrics",  # a source checkout (editable install)
@@ -52,8 +55,6 @@ BUILTIN_DIR_CANDIDATES = (
 KNOWN_INPUTS = ("input", "output", "reference", "context", "output_b", "conversation")
 TEMPLATE_GLOBALS = ("scale", "choices", "flag", "strict", "score_mode")
 """What every template may read besides the item's inputs (from the front matter and the score mode)."""
-OPINION_VERDICTS = ("yes", "no")
-"""An opinions rubric's verdict on one opinion: "yes" = it is what ``flag`` names (toxic, biased)."""
 
 
 class _Undefined(jinja2.StrictUndefined):
@@ -224,7 +225,7 @@ class RubricSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     version: int | str = 1
     description: str
-    kind: Literal["single", "pairwise", "opinions"] = "single"
+    kind: str = Field("single", description=f"What the judge gives: one of {', '.join(RUBRIC_KINDS)}.")
     scale: Scale | None = None
     choices: dict[str, str] | None = Field(
         None, description="Pairwise rubrics: verdict label -> meaning, e.g. A / B / tie."
@@ -243,27 +244,24 @@ class RubricSpec(BaseModel):
     inputs: Inputs = Field(default_factory=Inputs)
     output: list[str] = Field(default_factory=lambda: ["reasoning", "score"], description="Fields of the verdict.")
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        rubric_kind(kind)  # the one place an unknown kind is refused, naming the accepted ones
+        return kind
+
     @model_validator(mode="after")
     def _check(self) -> RubricSpec:
-        if self.kind == "single" and self.scale is None:
-            raise ValueError("a single-answer rubric needs a 'scale' with min and max")
-        if self.kind == "opinions":
-            if not self.flag:
-                raise ValueError("an opinions rubric needs a 'flag': what a 'yes' verdict means, e.g. toxic")
-            if self.scale is not None or self.choices is not None:
-                raise ValueError("an opinions rubric scores the flagged fraction: it takes no 'scale' or 'choices'")
-        elif self.flag is not None or self.strict:
-            raise ValueError("'flag' and 'strict' apply to opinions rubrics only (kind: opinions)")
-        if self.kind == "pairwise":
-            if not self.choices:
-                self.choices = {"A": "the first answer is better", "B": "the second answer is better", "tie": "tie"}
-            missing = {"A", "B"} - set(self.choices)
-            if missing:
-                raise ValueError(f"pairwise 'choices' must include A and B (missing {sorted(missing)})")
+        self.kind_info.check(self)
         overlap = set(self.inputs.required) & set(self.inputs.optional)
         if overlap:
             raise ValueError(f"inputs {sorted(overlap)} are both required and optional")
         return self
+
+    @property
+    def kind_info(self) -> RubricKind:
+        """The strategy for this rubric's kind (:mod:`judge.rubric_kinds`)."""
+        return RUBRIC_KINDS[self.kind]
 
 
 class Rubric:
@@ -296,6 +294,11 @@ class Rubric:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    @property
+    def kind_info(self) -> RubricKind:
+        """The strategy for this rubric's kind (:mod:`judge.rubric_kinds`)."""
+        return self.spec.kind_info
 
     @cached_property
     def content_hash(self) -> str:
@@ -379,7 +382,7 @@ class Rubric:
     @property
     def verdict_prefix(self) -> str:
         """What precedes the verdict in a reasoned answer (reason score mode): ``Verdict:`` or ``Score:``."""
-        return "Verdict:" if self.spec.kind == "pairwise" else "Score:"
+        return self.kind_info.verdict_prefix
 
     def cut_reasoning(self, text: str) -> str:
         """A reasoned answer's reasoning: the text before its own verdict prefix (if it wrote one), stripped."""
@@ -388,77 +391,11 @@ class Rubric:
 
     def format_instructions(self, score_mode: str) -> str:
         """How the judge must answer, generated from the scale: one wording for every rubric."""
-        reason = "First give your reasons in one or two short sentences. Then, on a new line, write"
-        if self.spec.kind == "pairwise":
-            assert self.spec.choices is not None
-            if score_mode == "reason":
-                *rest, last = self.spec.choices
-                return f'{reason} "{self.verdict_prefix}" and the verdict, {", ".join(rest)} or {last}.'
-            if score_mode == "logprob":  # the verdict is read from the next token's distribution over the labels
-                *rest, last = self.spec.choices
-                return f"Respond with only the verdict, {', '.join(rest)} or {last}, and nothing else.\nVerdict:"
-            labels = " or ".join(f'"{c}"' for c in self.spec.choices)
-            return (
-                "Respond with a JSON object and nothing else, in this form:\n"
-                f'{{"reasoning": "<one short paragraph>", "verdict": <{labels}>}}'
-            )
-        if self.spec.kind == "opinions":
-            return (
-                "Respond with a JSON object and nothing else, in this form:\n"
-                '{"opinions": [{"opinion": "<the opinion, quoted or closely paraphrased>", '
-                f'"verdict": <"yes" if it is {self.spec.flag}, else "no">, "reason": "<one short sentence>"}}], '
-                '"reasoning": "<one short paragraph>"}\n'
-                'List every opinion the output itself states, one entry each; "opinions" is [] when it states none.'
-            )
-        assert self.spec.scale is not None
-        lo, hi = self.spec.scale.min, self.spec.scale.max
-        if score_mode == "reason":
-            return f'{reason} "{self.verdict_prefix}" and a single whole number from {lo} to {hi}.'
-        if score_mode == "logprob":
-            return f"Respond with only the score, a single whole number from {lo} to {hi}, and nothing else.\nScore:"
-        return (
-            "Respond with a JSON object and nothing else, in this form:\n"
-            f'{{"reasoning": "<one short paragraph>", "score": <whole number from {lo} to {hi}>}}'
-        )
+        return self.kind_info.format_instructions(self.spec, score_mode)
 
     def json_schema(self) -> dict[str, Any]:
         """The verdict schema for structured output."""
-        if self.spec.kind == "pairwise":
-            assert self.spec.choices is not None
-            verdict: dict[str, Any] = {"type": "string", "enum": list(self.spec.choices)}
-            props = {"reasoning": {"type": "string"}, "verdict": verdict}
-            return {
-                "type": "object",
-                "properties": props,
-                "required": ["reasoning", "verdict"],
-                "additionalProperties": False,
-            }
-        if self.spec.kind == "opinions":
-            entry = {
-                "type": "object",
-                "properties": {
-                    "opinion": {"type": "string"},
-                    "verdict": {"type": "string", "enum": list(OPINION_VERDICTS)},
-                    "reason": {"type": "string"},
-                },
-                "required": ["opinion", "verdict", "reason"],
-                "additionalProperties": False,
-            }
-            return {
-                "type": "object",
-                "properties": {"opinions": {"type": "array", "items": entry}, "reasoning": {"type": "string"}},
-                "required": ["opinions", "reasoning"],
-                "additionalProperties": False,
-            }
-        assert self.spec.scale is not None
-        score = {"type": "integer", "minimum": self.spec.scale.min, "maximum": self.spec.scale.max}
-        props = {"reasoning": {"type": "string"}, "score": score}
-        return {
-            "type": "object",
-            "properties": props,
-            "required": ["reasoning", "score"],
-            "additionalProperties": False,
-        }
+        return self.kind_info.json_schema(self.spec)
 
     def sample_values(self) -> dict[str, Any]:
         """Placeholder values for every declared input, for validation renders."""
@@ -472,7 +409,7 @@ class Rubric:
         undeclared = sorted(self.variables - declared)
         if undeclared:
             problems.append(f"template uses {', '.join(undeclared)} but inputs do not declare them")
-        for mode in ("text", "logprob", "reason") if self.spec.kind != "opinions" else ("text",):
+        for mode in self.kind_info.score_modes:
             try:
                 self.render(self.sample_values(), mode)
                 # and with optional inputs absent, which is how most items arrive

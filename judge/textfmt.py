@@ -98,3 +98,15 @@ def ppi_summary(ppi: dict[str, Any]) -> tuple[str, list[tuple[str, dict[str, Any
         f"~{ppi['effective_labels']:.0f} labels"
     )
     return how, rows, worth
+
+
+def labelled_estimates(
+    systems: dict[str, dict[str, dict[str, Any]]], deltas: dict[str, dict[str, dict[str, Any]]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every prediction-powered estimate of a run (results.json's ``systems`` and ``deltas``), named as the text
+    and HTML reports show them: ``metric on system`` or ``Δ metric on system``."""
+    out = []
+    for prefix, table in (("", systems), ("Δ ", deltas)):
+        for system, per in table.items():
+            out += [(f"{prefix}{metric} on {system}", v["ppi"]) for metric, v in per.items() if v.get("ppi")]
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -173,10 +174,11 @@ def parse_verdict(text: str, rubric: Rubric) -> Parsed:
 
     Raises :class:`VerdictParseError` with a reason the judge can act on when re-asked.
     """
-    if rubric.spec.kind == "pairwise":
-        return _parse_pairwise(text, rubric)
-    if rubric.spec.kind == "opinions":
-        return _parse_opinions(text, rubric)
+    return _TEXT_READERS[rubric.kind_info.answer](text, rubric)
+
+
+def _parse_score(text: str, rubric: Rubric) -> Parsed:
+    """A score on the rubric's scale (single rubrics)."""
     assert rubric.spec.scale is not None
     lo, hi = rubric.spec.scale.min, rubric.spec.scale.max
     if not text or not text.strip():
@@ -328,14 +330,25 @@ def score_from_logprobs(
     top_logprobs: list[dict[str, float]] | None,
     rubric: Rubric,
 ) -> Parsed:
-    """G-Eval: the probability-weighted mean over the scale's score tokens.
+    """G-Eval: the probability-weighted mean over the scale's score tokens (a pairwise rubric: the label
+    distribution, :func:`_label_from_logprobs`).
 
     Uses exact per-score log-probabilities when the provider computed them (local models), else
     the top alternatives at the first completion position (OpenAI-compatible servers). Raises
     :class:`VerdictParseError` when there are none -- never a silent fall back to text.
     """
-    if rubric.spec.kind == "pairwise":
-        return _label_from_logprobs(score_logprobs, top_logprobs, rubric)
+    reader = _LOGPROB_READERS.get(rubric.kind_info.answer)
+    if reader is None:
+        raise VerdictParseError(f"a {rubric.spec.kind} rubric's verdict cannot be read from logprobs: use text")
+    return reader(score_logprobs, top_logprobs, rubric)
+
+
+def _score_from_logprobs(
+    score_logprobs: dict[str, float] | None,
+    top_logprobs: list[dict[str, float]] | None,
+    rubric: Rubric,
+) -> Parsed:
+    """A score on the rubric's scale: the probability-weighted mean over its score tokens."""
     assert rubric.spec.scale is not None
     points = [str(p) for p in rubric.spec.scale.points]
     if score_logprobs:
@@ -401,6 +414,19 @@ def _label_from_logprobs(
     shown = ", ".join(f"P({c})={q:.3f}" for c, q in probs.items())
     reasoning = f"verdict read from the label probabilities ({shown}; mass {total:.3f})"
     return Parsed(score=value, label=best, reasoning=reasoning, score_probs={c: round(q, 6) for c, q in probs.items()})
+
+
+_TEXT_READERS: dict[str, Callable[[str, Rubric], Parsed]] = {
+    "score": _parse_score,
+    "label": _parse_pairwise,
+    "opinions": _parse_opinions,
+}
+"""How a written verdict is read, by answer shape (:attr:`judge.rubric_kinds.RubricKind.answer`)."""
+_LOGPROB_READERS: dict[str, Callable[[dict[str, float] | None, list[dict[str, float]] | None, Rubric], Parsed]] = {
+    "score": _score_from_logprobs,
+    "label": _label_from_logprobs,
+}
+"""How a verdict is read from logprobs, by answer shape; a shape not here is read from text only."""
 
 
 MIN_SCORE_MASS = 0.01

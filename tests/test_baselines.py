@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from judge.baselines import entailment, perplexity, pmi, similarity
-from judge.baselines._lm import loglikelihoods, plan_windows
 from judge.baselines._text import pack, sentences, split_to_fit
 from judge.baselines.entailment import label_indices
 from judge.errors import ConfigError, DataError
+from judge.local.lm import loglikelihoods, plan_windows
 from judge.testing.tiny import causal_lm, nli_model, sentence_transformer
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -70,7 +70,7 @@ def _direct(model, ids: list[int]) -> float:  # type: ignore[no-untyped-def]
 
 
 def test_batched_left_padded_scores_equal_one_by_one(lm_dir: str) -> None:
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     model, tok = load_causal_lm(lm_dir, "cpu")
     seqs = [[2, *tok(t, add_special_tokens=False)["input_ids"]] for t in TEXTS if t]
@@ -81,7 +81,7 @@ def test_batched_left_padded_scores_equal_one_by_one(lm_dir: str) -> None:
 
 
 def test_rolling_windows_with_full_context_match_one_pass(lm_dir: str) -> None:
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     model, tok = load_causal_lm(lm_dir, "cpu")
     seq = [2] + tok(" ".join(TEXTS), add_special_tokens=False)["input_ids"] * 2
@@ -159,7 +159,7 @@ def test_label_indices() -> None:
 
 
 def test_text_splitting_keeps_everything(nli_dir: str) -> None:
-    from judge.localmodels import load_sequence_classifier
+    from judge.local.models import load_sequence_classifier
 
     _, tok = load_sequence_classifier(nli_dir, "cpu")
     assert sentences("It rained. He ran!  Why?\nOK") == ["It rained.", "He ran!", "Why?", "OK"]

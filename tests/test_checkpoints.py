@@ -80,7 +80,7 @@ def _transformers_loss(model_dir: Path, prompt: list[dict], answer: str) -> floa
 
 def test_loss_is_transformers_own_masked_loss_and_estimate_loss_weights_tokens(models, tmp_path):
     from judge.eval.run import evaluate
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     _write(tmp_path / "items.jsonl", ITEMS)
     suite = {
@@ -320,11 +320,6 @@ def test_bad_model_systems_exit_2_before_anything_is_written(models, tmp_path, c
             ["loss"],
             "system 'base' is a file of outputs",
         ),
-        "api loss": (
-            {"base": {"model": good}, "t": {"model": "openai/x", "base_url": "http://127.0.0.1:9/v1"}},
-            ["loss"],
-            "prompt logprobs",
-        ),
         "bad benchmark row": (
             {"base": {"model": good}, "t": {"model": good}},
             [{"metric": "choice_accuracy", "data": "mc.jsonl"}],
@@ -375,12 +370,98 @@ def test_api_model_system_generates_through_the_server_and_a_failed_item_stays_u
     assert [r["status"] for r in records] == ["ok", "ok", "ok", "error", "ok"]
 
 
+def _joint_logprob(model_dir: Path, context: str, text: str) -> tuple[float, float, int]:
+    """Independent: context and text tokenized at once (as a server reads its prompt); the tokens that begin
+    inside ``text`` labelled, the rest masked. (HF's mean loss, summed log-probability, token count)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    enc = tok(context + text, return_offsets_mapping=True)
+    ids = torch.tensor([enc["input_ids"]])
+    labels = ids.clone()
+    for k, (start, _) in enumerate(enc["offset_mapping"]):
+        if start < len(context):
+            labels[0, k] = -100
+    n = int((labels[0, 1:] != -100).sum())
+    with torch.no_grad():
+        loss = float(model(input_ids=ids, labels=labels).loss)
+    return loss, -loss * n, n
+
+
+def test_served_model_loss_and_choice_accuracy_read_echoed_prompt_logprobs(models, tmp_path, capsys):
+    from judge.eval.run import evaluate
+    from judge.testing.echo import EchoLogprobs
+    from judge.testing.server import LoopbackServer
+
+    questions = [
+        {
+            "id": f"q{i}",
+            "question": f"Question {i}: the quick brown fox jumps over the",
+            "answer": i % 2,
+            "choices": ["lazy dog", "Paris", "fox"][: 2 + i % 2],
+        }
+        for i in range(5)
+    ]
+    _write(tmp_path / "mc.jsonl", questions)
+    _write(tmp_path / "items.jsonl", ITEMS)
+    served = models["checkpoint-a"]
+    with LoopbackServer(completions=EchoLogprobs(served)) as srv:
+        suite = {
+            "data": "items.jsonl",
+            "systems": {
+                "base": {"model": f"local/{models['base']}"},
+                "api": {"model": "openai/served", "base_url": srv.base_url},
+            },
+            "generate": {"system_prompt": "Answer briefly."},
+            "metrics": ["loss", {"metric": "choice_accuracy", "data": "mc.jsonl", "name": "mc", "batch_size": 3}],
+            "bootstrap": 200,
+            "permutations": 200,
+        }
+        result = evaluate(suite, base_dir=tmp_path)
+        sent = list(srv.requests)
+    # one probe, then the items' texts in requests of 8 and the choices in requests of 3, all echoed
+    assert all(r["echo"] is True and r["logprobs"] == 1 and r["model"] == "served" for r in sent)
+    assert sum(len(r["prompt"]) for r in sent) == 1 + 4 + sum(len(q["choices"]) for q in questions)
+    rows = {(r["id"], r["system"], r["metric"]): r for r in result.scores}
+    nll = tokens = 0.0
+    for item in ITEMS:
+        got = rows[(item["id"], "api", "loss")]
+        if item["reference"] is None:
+            assert got["status"] == "unscored" and "no reference" in got["error"]
+            continue
+        want, logprob, n = _joint_logprob(served, f"Answer briefly.\n\n{item['input']}\n\n", item["reference"])
+        assert got["score"] == pytest.approx(want, abs=1e-4)
+        nll, tokens = nll - logprob, tokens + n
+    assert result.systems["api"]["loss"]["value"] == pytest.approx(nll / tokens, abs=1e-4)  # token-weighted
+    assert result.deltas["api"]["loss"]["n_pairs"] == 4
+    for q in questions:
+        context = q["question"]
+        ll = [_joint_logprob(served, context, f" {c}")[1] for c in q["choices"]]
+        assert rows[(q["id"], "api", "mc")]["score"] == float(int(np.argmax(ll)) == q["answer"])
+
+    # a server that gives no prompt log-probabilities is refused before anything runs: exit 2, nothing written
+    for label, server, message in (
+        ("llama.cpp-like", LoopbackServer(completions=EchoLogprobs(served, generated_only=True)), "does not echo"),
+        ("chat only", LoopbackServer(), "404"),
+    ):
+        with server as srv:
+            suite["systems"]["api"]["base_url"] = srv.base_url
+            suite["metrics"] = ["loss"]
+            (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+            out = tmp_path / f"out-{label}"
+            code, _, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out))
+        assert code == 2, (label, err)
+        assert "prompt logprobs" in err and message in err and "suite.yaml:" in err, (label, err)
+        assert not out.exists(), label
+
+
 def test_lora_adapter_unmerged_equals_merged_and_another_base_is_refused(models, tmp_path):
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from judge.eval.run import evaluate
-    from judge.localmodels import adapter_mismatch
+    from judge.local.models import adapter_mismatch
 
     base = AutoModelForCausalLM.from_pretrained(str(models["base"]))
     config = peft.LoraConfig(

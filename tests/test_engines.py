@@ -216,7 +216,7 @@ def test_model_system_generates_on_the_actor_pool_under_the_local_engines_cache_
     from judge.config import GenerateConfig
     from judge.providers.local import LocalProvider
 
-    fresh = LocalProvider(str(model))._generate_many_sync(
+    fresh = LocalProvider(str(model)).generate_batch(
         [[{"role": "user", "content": it["input"]}] for it in items[:3]], GenerateConfig(max_tokens=10)
     )
     assert [o.text for o in fresh] == [r["output"] for r in on_ray[:3]]  # and they are this model's answers

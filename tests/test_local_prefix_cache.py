@@ -70,7 +70,7 @@ def test_alternating_rubrics_each_start_from_their_own_kept_cache(tmp_path, monk
     cache sharing the most with it, so only its own end is run -- and the values are the unshared ones."""
     import functools
 
-    from judge.providers.local import _prompt_and_candidates
+    from judge.local.labels import prompt_and_candidates
 
     model_dir = str(tiny_causal_lm(tmp_path / "lm"))
     reuse, plain = LocalProvider(model_dir, batch_size=1), LocalProvider(model_dir, prefix_reuse=False)
@@ -93,7 +93,7 @@ def test_alternating_rubrics_each_start_from_their_own_kept_cache(tmp_path, monk
     for k, p in enumerate(prompts):
         before = len(run)
         assert reuse._generate_sync(p, config).score_logprobs == pytest.approx(want[k], abs=1e-4)
-        ids, cands = _prompt_and_candidates(tok, p, config.score_candidates)
+        ids, cands = prompt_and_candidates(tok, p, config.score_candidates)
         shared = max((_common(ids, q) for q in seen), default=0)
         shared = shared if shared >= LocalProvider.MIN_SHARED_PREFIX else 0
         multi = [len(t) - 1 for t in cands.values() if len(t) > 1]
@@ -104,14 +104,14 @@ def test_alternating_rubrics_each_start_from_their_own_kept_cache(tmp_path, monk
             assert shared >= LocalProvider.MIN_SHARED_PREFIX  # the same rubric's prompt, two calls back
         seen.append(ids)
     reuse.clear_prefix_cache()
-    assert reuse._prefixes == []
+    assert reuse.prefix_cache.entries == []
     # all six in one call: grouped by rubric, each group on its own shared beginning
     many = reuse._score_many_sync(prompts, config)
     for out, w in zip(many, want, strict=True):
         assert out.score_logprobs == pytest.approx(w, abs=1e-4)
-    ids = [_prompt_and_candidates(tok, p, ("A",))[0] for p in prompts]
+    ids = [prompt_and_candidates(tok, p, ("A",))[0] for p in prompts]
     common = [min(_common(ids[r], ids[r + 2]), _common(ids[r], ids[r + 4])) for r in (0, 1)]
-    assert sorted(len(kept) for kept, _ in reuse._prefixes) == sorted(common)
+    assert sorted(len(kept) for kept, _ in reuse.prefix_cache.entries) == sorted(common)
 
 
 def _common(a: list[int], b: list[int]) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from judge import localmodels as lm
 from judge.errors import ConfigError
+from judge.local import models as lm
 from judge.testing.tiny import causal_lm, nli_model
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -63,7 +63,7 @@ def test_build_once_is_atomic(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        lm._build_once(target, "done", broken)
+        lm.build_once(target, "done", broken)
     assert not target.exists() and [p.name for p in tmp_path.iterdir()] == [".model.lock"]
     calls = []
 
@@ -71,8 +71,8 @@ def test_build_once_is_atomic(tmp_path: Path) -> None:
         calls.append(out)
         (out / "done").write_text("ok")
 
-    assert lm._build_once(target, "done", build) == target
-    assert lm._build_once(target, "done", build) == target
+    assert lm.build_once(target, "done", build) == target
+    assert lm.build_once(target, "done", build) == target
     assert len(calls) == 1 and (target / "done").read_text() == "ok"
 
 
@@ -88,14 +88,15 @@ def test_split_prefix_attention_equals_sdpa(tiny_lm: str, monkeypatch: pytest.Mo
     log-sum-exp) gives SDPA's logits; a padded batch, or a short continuation, takes SDPA itself."""
     import torch
 
-    from judge.baselines._lm import cache_tensors, forward_on_prefix, run_prefix
+    from judge.local import attention
+    from judge.local.kv import cache_tensors, forward_on_prefix, run_prefix
 
     model, _ = lm.load_causal_lm(tiny_lm, "cpu")
     assert model.config._attn_implementation == "judge_split_sdpa"
-    monkeypatch.setattr(lm, "SPLIT_ATTENTION_MIN", 8)
+    monkeypatch.setattr(attention, "SPLIT_ATTENTION_MIN", 8)
     taken: list[bool] = []
-    check = lm._is_shifted_causal
-    monkeypatch.setattr(lm, "_is_shifted_causal", lambda *a: taken.append(check(*a)) or taken[-1])
+    check = attention._is_shifted_causal
+    monkeypatch.setattr(attention, "_is_shifted_causal", lambda *a: taken.append(check(*a)) or taken[-1])
     g, vocab = torch.Generator().manual_seed(0), model.config.vocab_size
     prefix = torch.randint(3, vocab, (24,), generator=g).tolist()
     rows = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (30, 18)]  # within 64 positions

@@ -489,7 +489,7 @@ def test_screening_sensitivity_and_specificity_against_sklearn() -> None:
 def test_bertscore_matches_bert_score_on_minilm() -> None:
     from bert_score import score
 
-    from judge.localmodels import minilm_path
+    from judge.local.models import minilm_path
 
     path = str(minilm_path())
     outs: list[str | None] = [*OUTPUTS[:6], ""]

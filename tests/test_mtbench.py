@@ -379,7 +379,7 @@ def test_llmbar_expert_labels_become_joinable_pairwise_judgments(tmp_path: Path)
 @pytest.mark.slow
 def test_local_smollm2_answers_and_judges_offline(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from judge.localmodels import resolve_model
+    from judge.local.models import resolve_model
 
     try:
         resolve_model("smollm2")

@@ -159,7 +159,7 @@ def test_fastchat_prompts_cannot_be_read_as_label_probabilities(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_smollm2_judges_real_mtbench_pairs_from_label_probabilities(tmp_path: Path) -> None:
-    from judge.localmodels import resolve_model
+    from judge.local.models import resolve_model
 
     try:
         resolve_model("smollm2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from judge.baselines import pmi
-from judge.baselines._lm import loglikelihoods
+from judge.local.lm import loglikelihoods
 from judge.testing.tiny import causal_lm, tiny_causal_lm
 
 pytest.importorskip("torch")
@@ -27,7 +27,7 @@ def lm_dir(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
 def test_shared_prefix_equals_unshared(lm_dir: str, batch_size: int) -> None:
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     model, tok = load_causal_lm(lm_dir, "cpu")
     prefix = [2, *tok(SOURCE, add_special_tokens=False)["input_ids"]]
@@ -55,7 +55,7 @@ def test_pmi_with_and_without_prefix_reuse(lm_dir: str) -> None:
 
 
 def test_shared_prefix_on_a_bpe_chat_model(tmp_path) -> None:
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     model, tok = load_causal_lm(str(tiny_causal_lm(tmp_path / "lm")), "cpu")
     prefix = tok("The quick brown fox jumps over the lazy dog.\n")["input_ids"]
@@ -76,7 +76,7 @@ def test_packed_rows_equal_their_own_runs(lm_dir: str, attn: str, with_prefix: b
     import torch
     from transformers import AutoModelForCausalLM
 
-    from judge.baselines._lm import cache_tensors, can_pack, packed_logits, run_prefix
+    from judge.local.kv import cache_tensors, can_pack, packed_logits, run_prefix
 
     model = AutoModelForCausalLM.from_pretrained(lm_dir, attn_implementation=attn).eval()
     assert can_pack(model)
@@ -101,8 +101,8 @@ def test_packed_rows_equal_their_own_runs(lm_dir: str, attn: str, with_prefix: b
 
 def test_shared_prefix_without_packing_equals_unshared(lm_dir: str, monkeypatch) -> None:
     """Models that take no block mask run the continuations as padded batches on the prefix's cache."""
-    from judge.baselines import _lm
-    from judge.localmodels import load_causal_lm
+    from judge.local import lm as _lm
+    from judge.local.models import load_causal_lm
 
     model, tok = load_causal_lm(lm_dir, "cpu")
     monkeypatch.setattr(_lm, "can_pack", lambda model: False)
@@ -117,7 +117,7 @@ def test_shared_prefix_without_packing_equals_unshared(lm_dir: str, monkeypatch)
 def test_packs_respect_the_token_limit() -> None:
     from types import SimpleNamespace
 
-    from judge.baselines._lm import pack_groups
+    from judge.local.kv import pack_groups
 
     model = SimpleNamespace(config=SimpleNamespace(vocab_size=100))
     assert pack_groups([3, 4, 2, 9, 1], model, max_tokens=9) == [[0, 1, 2], [3], [4]]
@@ -127,7 +127,7 @@ def test_packs_respect_the_token_limit() -> None:
 def test_packing_only_where_it_saves_work() -> None:
     from types import SimpleNamespace
 
-    from judge.baselines._lm import packing_pays
+    from judge.local.kv import packing_pays
 
     model = SimpleNamespace(config=SimpleNamespace(hidden_size=576))
     summaries = [22, 111, 60, 78, 95, 70, 80, 85]  # on a long article: padding costs more than attention

@@ -280,7 +280,7 @@ def test_calibration_scatter_for_continuous_scores(tmp_path: Path) -> None:
 
 
 def test_jitter_stays_within_a_third_of_a_unit() -> None:
-    from judge.report.sections import _jitter
+    from judge.report.calibration import _jitter
 
     # labels of only 1 and 5 (the README's demo): a 5 must not be drawn at 6.2, nor a 1 below 0
     sparse = [abs(_jitter([1.0, 5.0, 5.0], k, 0.3)) for k in range(200)]
@@ -554,7 +554,7 @@ def _significant_counts(results: dict[str, Any], system: str) -> tuple[list[str]
 
 
 def test_eval_report_leads_with_the_verdict(tmp_path: Path) -> None:
-    from judge.report.sections import eval_section
+    from judge.report.eval import html as eval_section
 
     out, _ = make_eval(tmp_path)
     results = json.loads((out / "results.json").read_text())
@@ -585,7 +585,7 @@ def test_eval_report_not_applicable_grid_and_clipped_histogram(tmp_path: Path) -
     import numpy as np
 
     from judge.report import svg
-    from judge.report.sections import eval_section
+    from judge.report.eval import html as eval_section
 
     out, _ = make_eval(tmp_path, without_reference=3)
     section = judge.report.load_section(out)

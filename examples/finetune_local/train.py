@@ -30,8 +30,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from judge.baselines._lm import answer_requests
-    from judge.localmodels import smollm2_path
+    from judge.local.lm import answer_requests
+    from judge.local.models import smollm2_path
 
     torch.manual_seed(args.seed)
     base = str(smollm2_path())

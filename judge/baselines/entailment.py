@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from judge.baselines._data import BaselineResult, columns, empty_reason
@@ -79,24 +80,86 @@ def entailment(
     """
     import torch
 
-    from judge.baselines._lm import model_max_length
-    from judge.localmodels import load_causal_lm, load_sequence_classifier, resolve_model
-
     item_ids, cols = columns(data, [field, premise_field], texts={premise_field: premises}, mapping=mapping, ids=ids)
-    hyps, prems = cols[field], cols[premise_field]
-    zero_shot = _is_causal_lm(resolve_model(model))
-    if zero_shot:
+    scorer = _load_scorer(model, device, max_length)
+    records, pairs, layout, owners = _pairs(cols[field], cols[premise_field], item_ids, (field, premise_field), scorer)
+    probs, truncated, ent_i, con_i = scorer.probabilities(pairs, batch_size, torch)
+    _fill(records, layout, probs, ent_i, con_i, scorer.zero_shot)
+    for k in truncated:
+        records[owners[k]]["truncated"] = True  # a chunk lost a few tokens to tokenization rounding: said, not hidden
+    summary = {
+        "baseline": "entailment",
+        "model": model,
+        "resolved_model": scorer.path,
+        "method": "zero-shot causal LM: P(yes) / (P(yes) + P(no))" if scorer.zero_shot else "NLI classifier",
+        "labels": scorer.labels,
+        "items": len(records),
+        "scored": len(layout),
+        "unscored": len(records) - len(layout),
+        "pairs": len(pairs),
+        "max_length": scorer.max_len,
+        "truncated_items": sum(1 for r in records if r.get("truncated")),
+    }
+    return BaselineResult("entailment", model, "entailment", records, summary)
+
+
+@dataclass
+class _Scorer:
+    """The model that scores (premise chunk, hypothesis sentence) pairs, and the sizes its pairs must keep."""
+
+    path: str  # the resolved model
+    model: Any  # a causal LM (asked zero-shot) or an NLI classifier
+    tokenizer: Any
+    zero_shot: bool
+    labels: dict[str, int | None]
+    max_len: int  # tokens per pair
+    special: int  # tokens of a pair that are neither premise nor hypothesis (the prompt, special tokens)
+
+    def probabilities(
+        self, pairs: list[tuple[str, str]], batch_size: int, torch: Any
+    ) -> tuple[Any, set[int], int, int | None]:
+        """The class probabilities of every pair, the pairs truncated, and the columns of entailment and
+        contradiction (zero-shot: P(yes), P(no) -- "no" stands in for contradiction in summac_zs)."""
+        if self.zero_shot:
+            return _zero_shot(self.model, self.tokenizer, pairs, self.max_len, batch_size), set(), 0, 1
+        probs, truncated = _classify(self.model, self.tokenizer, pairs, self.max_len, batch_size, torch)
+        entail = self.labels["entailment"]
+        assert entail is not None  # label_indices raises for a model without an entailment label
+        return probs, truncated, entail, self.labels["contradiction"]
+
+
+def _load_scorer(model: str, device: str | None, max_length: int | None) -> _Scorer:
+    """Load ``model``: a causal LM is asked zero-shot, anything else must be an NLI classifier."""
+    from judge.local.lm import model_max_length
+    from judge.local.models import is_causal_lm, load_causal_lm, load_sequence_classifier, resolve_model
+
+    path = resolve_model(model)
+    if is_causal_lm(path):
         lm, tokenizer = load_causal_lm(model, device)
         labels: dict[str, int | None] = {"entailment": 0, "neutral": None, "contradiction": None}
         max_len = min(max_length or ZERO_SHOT_MAX_LENGTH, model_max_length(lm, tokenizer, None))
         special = len(_zero_shot_ids(tokenizer, "", ""))  # the prompt's own tokens
-    else:
-        clf, tokenizer = load_sequence_classifier(model, device)
-        labels = label_indices(clf.config.id2label, resolve_model(model))
-        max_len = _max_length(clf, tokenizer, max_length)
-        special = tokenizer.num_special_tokens_to_add(pair=True)
-    sent_budget = max(8, (max_len - special) // 4)  # a hypothesis sentence longer than this is split
+        return _Scorer(path, lm, tokenizer, True, labels, max_len, special)
+    clf, tokenizer = load_sequence_classifier(model, device)
+    labels = label_indices(clf.config.id2label, path)
+    max_len = _max_length(clf, tokenizer, max_length)
+    return _Scorer(path, clf, tokenizer, False, labels, max_len, tokenizer.num_special_tokens_to_add(pair=True))
 
+
+def _pairs(
+    hyps: Sequence[str | None],
+    prems: Sequence[str | None],
+    item_ids: Sequence[str],
+    fields: tuple[str, str],
+    scorer: _Scorer,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]], list[tuple[int, int, int]], list[int]]:
+    """One empty record per item, and the (premise chunk, sentence) pairs to score: every chunk against
+    every sentence, sentence-major; the layout ``(record, n_sentences, n_chunks)`` of each scored item and
+    the record of each pair. An item with nothing to score keeps its reason. ``fields``: the hypothesis's
+    and the premise's."""
+    field, premise_field = fields
+    tokenizer, max_len, special = scorer.tokenizer, scorer.max_len, scorer.special
+    sent_budget = max(8, (max_len - special) // 4)  # a hypothesis sentence longer than this is split
     records: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
     layout: list[tuple[int, int, int]] = []  # (record, n_sentences, n_chunks), pairs in sentence-major order
@@ -123,17 +186,18 @@ def entailment(
         pairs.extend((c, s) for s in sents for c in chunks)
         owners.extend([i] * (len(sents) * len(chunks)))
         layout.append((i, len(sents), len(chunks)))
+    return records, pairs, layout, owners
 
-    truncated: set[int]
-    con_i: int | None
-    if zero_shot:
-        probs, truncated = _zero_shot(lm, tokenizer, pairs, max_len, batch_size), set()
-        ent_i, con_i = 0, 1  # P(yes), P(no): "no" stands in for contradiction in summac_zs
-    else:
-        probs, truncated = _classify(clf, tokenizer, pairs, max_len, batch_size, torch)
-        entail = labels["entailment"]
-        assert entail is not None  # label_indices raises for a model without an entailment label
-        ent_i, con_i = entail, labels["contradiction"]
+
+def _fill(
+    records: list[dict[str, Any]],
+    layout: list[tuple[int, int, int]],
+    probs: Any,
+    ent_i: int,
+    con_i: int | None,
+    zero_shot: bool,
+) -> None:
+    """Each scored item's figures from its pairs' probabilities: per sentence its best-supporting chunk."""
     pos = 0
     for i, n_s, n_c in layout:
         p = probs[pos : pos + n_s * n_c].reshape(n_s, n_c, -1)
@@ -145,22 +209,6 @@ def entailment(
             con = p[:, :, con_i]
             rec["contradiction"] = None if zero_shot else float(con.max(dim=1).values.mean())
             rec["summac_zs"] = float((p[:, :, ent_i] - con).max(dim=1).values.mean())
-    for k in truncated:
-        records[owners[k]]["truncated"] = True  # a chunk lost a few tokens to tokenization rounding: said, not hidden
-    summary = {
-        "baseline": "entailment",
-        "model": model,
-        "resolved_model": resolve_model(model),
-        "method": "zero-shot causal LM: P(yes) / (P(yes) + P(no))" if zero_shot else "NLI classifier",
-        "labels": labels,
-        "items": len(records),
-        "scored": len(layout),
-        "unscored": len(records) - len(layout),
-        "pairs": len(pairs),
-        "max_length": max_len,
-        "truncated_items": sum(1 for r in records if r.get("truncated")),
-    }
-    return BaselineResult("entailment", model, "entailment", records, summary)
 
 
 def _max_length(clf: Any, tokenizer: Any, max_length: int | None) -> int:
@@ -205,23 +253,6 @@ def _classify(
     return out, truncated
 
 
-def _is_causal_lm(path: str) -> bool:
-    """Whether a local model folder holds a causal LM (answered zero-shot) rather than a classifier."""
-    import json
-    from pathlib import Path
-
-    from judge.localmodels import _is_causal
-
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False  # a hub id or a broken folder: the classifier loader says what is wrong
-    try:
-        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-    except (json.JSONDecodeError, OSError):
-        return False
-    return _is_causal(archs)
-
-
 def _zero_shot_ids(tokenizer: Any, premise: str, hypothesis: str) -> list[int]:
     """The chat prompt asking whether ``premise`` supports ``hypothesis``, ending where the answer starts."""
     content = ZERO_SHOT_PROMPT.format(premise=premise, hypothesis=hypothesis)
@@ -260,8 +291,8 @@ def _zero_shot(lm: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_len: i
     """
     import torch
 
-    from judge.baselines._lm import shared_prefix_batches
-    from judge.providers.local import _candidate_logprobs
+    from judge.local.kv import shared_prefix_batches
+    from judge.local.labels import candidate_logprobs
 
     single = _single_token_answers(tokenizer)
     rows = [_zero_shot_ids(tokenizer, p, h)[-max_len:] for p, h in pairs]
@@ -271,7 +302,7 @@ def _zero_shot(lm: Any, tokenizer: Any, pairs: list[tuple[str, str]], max_len: i
         spellings = tuple(w for ws in ANSWERS.values() for w in ws)
         with torch.inference_mode():
             for k, row in enumerate(rows):
-                lp = _candidate_logprobs(lm, tokenizer, row, spellings)
+                lp = candidate_logprobs(lm, tokenizer, row, spellings)
                 mass = torch.tensor([sum(math.exp(lp[w]) for w in ANSWERS[a]) for a in ANSWERS], dtype=torch.float64)
                 out[k] = (mass / mass.sum().clamp(min=1e-300)).float()
         return out

@@ -12,10 +12,11 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from judge.baselines._data import BaselineResult, columns, empty_reason
-from judge.baselines._lm import loglikelihoods, model_max_length, start_token_id
+from judge.local.lm import LogLik, loglikelihoods, model_max_length, start_token_id
 
 DEFAULT_MODEL = "smollm2"
 _WORD = re.compile(r"\S+")
@@ -57,14 +58,45 @@ def perplexity(
         stride: new tokens per rolling window (default: half the window), so later windows keep
             ``max_length - stride`` tokens of context.
     """
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     item_ids, cols = columns(data, [field], mapping=mapping, ids=ids)
     texts = cols[field]
     lm, tokenizer = load_causal_lm(model, device)
     max_len = model_max_length(lm, tokenizer, max_length)
-    start = start_token_id(tokenizer)
+    records, requests, slots = _requests(texts, item_ids, field, tokenizer)
 
+    t0 = time.perf_counter()
+    scored = loglikelihoods(lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+
+    totals = _fill(records, texts, slots, scored)
+    summary: dict[str, Any] = {
+        "baseline": "perplexity",
+        "model": model,
+        "field": field,
+        "items": len(records),
+        "scored": len(slots),
+        "unscored": len(records) - len(slots),
+        "tokens": totals.tokens,
+        "max_length": max_len,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(totals.tokens / seconds, 1) if seconds > 0 else None,
+    }
+    if totals.tokens:
+        figures = _figures(totals.logprob, totals.tokens, totals.bytes, totals.words)
+        summary.update({f"corpus_{k}": v for k, v in figures.items()})
+        ppls = [r["perplexity"] for r in records if r["perplexity"] is not None]
+        summary["mean_item_perplexity"] = sum(ppls) / len(ppls)
+    return BaselineResult("perplexity", model, "perplexity", records, summary)
+
+
+def _requests(
+    texts: Sequence[str | None], item_ids: Sequence[str], field: str, tokenizer: Any
+) -> tuple[list[dict[str, Any]], list[tuple[list[int], int]], list[int]]:
+    """One empty record per item; the log-likelihood request of each text with tokens (after the start
+    token), and the index of its item. An item with nothing to score keeps its reason."""
+    start = start_token_id(tokenizer)
     records: list[dict[str, Any]] = []
     requests: list[tuple[list[int], int]] = []
     slots: list[int] = []
@@ -89,40 +121,32 @@ def perplexity(
                 continue
             reason = f"{field} has no tokens"
         rec["reason"] = reason
+    return records, requests, slots
 
-    t0 = time.perf_counter()
-    scored = loglikelihoods(lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size)
-    seconds = time.perf_counter() - t0
 
-    total_lp = 0.0
-    total_tokens = total_bytes = total_words = 0
+@dataclass
+class _Totals:
+    """The corpus: summed log-probability, tokens, UTF-8 bytes and words of the scored texts."""
+
+    logprob: float = 0.0
+    tokens: int = 0
+    bytes: int = 0
+    words: int = 0
+
+
+def _fill(
+    records: list[dict[str, Any]], texts: Sequence[str | None], slots: list[int], scored: list[LogLik]
+) -> _Totals:
+    """Write each scored text's figures into its record; return the corpus totals."""
+    totals = _Totals()
     for i, ll in zip(slots, scored, strict=True):
         text = texts[i]
         assert text is not None
         n_bytes, n_words = len(text.encode("utf-8")), len(_WORD.findall(text))
         records[i].update(_figures(ll.logprob, ll.n_tokens, n_bytes, n_words))
         records[i].update(n_tokens=ll.n_tokens, n_windows=ll.n_windows)
-        total_lp += ll.logprob
-        total_tokens += ll.n_tokens
-        total_bytes += n_bytes
-        total_words += n_words
-
-    summary: dict[str, Any] = {
-        "baseline": "perplexity",
-        "model": model,
-        "field": field,
-        "items": len(records),
-        "scored": len(slots),
-        "unscored": len(records) - len(slots),
-        "tokens": total_tokens,
-        "max_length": max_len,
-        "seconds": round(seconds, 3),
-        "tokens_per_s": round(total_tokens / seconds, 1) if seconds > 0 else None,
-    }
-    if total_tokens:
-        summary.update(
-            {f"corpus_{k}": v for k, v in _figures(total_lp, total_tokens, total_bytes, total_words).items()}
-        )
-        ppls = [r["perplexity"] for r in records if r["perplexity"] is not None]
-        summary["mean_item_perplexity"] = sum(ppls) / len(ppls)
-    return BaselineResult("perplexity", model, "perplexity", records, summary)
+        totals.logprob += ll.logprob
+        totals.tokens += ll.n_tokens
+        totals.bytes += n_bytes
+        totals.words += n_words
+    return totals

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from judge.baselines._data import BaselineResult, columns, empty_reason
-from judge.baselines._lm import loglikelihoods, model_max_length, start_token_id
 from judge.errors import ConfigError
+from judge.local.lm import LogLik, loglikelihoods, model_max_length, start_token_id
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_TEMPLATE = "{source}\n"
@@ -49,16 +49,53 @@ def pmi(
         mapping, ids, device, batch_size, max_length, stride: as for :func:`~judge.baselines.perplexity`.
         share_prefixes: run each source once and reuse its KV cache for all of its outputs (same values).
     """
-    from judge.localmodels import load_causal_lm
+    from judge.local.models import load_causal_lm
 
     if "{source}" not in template:
         raise ConfigError("--template must contain {source}")
     item_ids, cols = columns(data, [field, source_field], texts={source_field: sources}, mapping=mapping, ids=ids)
-    outputs, srcs = cols[field], cols[source_field]
     lm, tokenizer = load_causal_lm(model, device)
     max_len = model_max_length(lm, tokenizer, max_length)
-    start = start_token_id(tokenizer)
+    records, requests, slots = _requests(
+        cols[field], cols[source_field], item_ids, (field, source_field), template, tokenizer
+    )
 
+    t0 = time.perf_counter()
+    scored = loglikelihoods(
+        lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size, share_prefixes=share_prefixes
+    )
+    seconds = time.perf_counter() - t0
+    _fill(records, slots, scored)
+    values = [r["pmi"] for r in records if r["pmi"] is not None]
+    summary: dict[str, Any] = {
+        "baseline": "pmi",
+        "model": model,
+        "field": field,
+        "source_field": source_field,
+        "items": len(records),
+        "scored": len(slots),
+        "unscored": len(records) - len(slots),
+        "truncated_sources": sum(1 for r in records if r["source_tokens_dropped"]),
+        "max_length": max_len,
+        "seconds": round(seconds, 3),
+        "mean_pmi": sum(values) / len(values) if values else None,
+    }
+    return BaselineResult("pmi", model, "pmi", records, summary)
+
+
+def _requests(
+    outputs: Sequence[str | None],
+    srcs: Sequence[str | None],
+    item_ids: Sequence[str],
+    fields: tuple[str, str],
+    template: str,
+    tokenizer: Any,
+) -> tuple[list[dict[str, Any]], list[tuple[list[int], int]], list[int]]:
+    """One empty record per item; two log-likelihood requests per item with output tokens -- the output
+    after the start token and the templated source, then after the start token alone -- and the index of
+    its item. An item with nothing to score keeps its reason. ``fields``: the output's and the source's."""
+    field, source_field = fields
+    start = start_token_id(tokenizer)
     records: list[dict[str, Any]] = []
     requests: list[tuple[list[int], int]] = []
     slots: list[int] = []
@@ -85,12 +122,11 @@ def pmi(
                 continue
             reason = f"{field} has no tokens"
         rec["reason"] = reason
+    return records, requests, slots
 
-    t0 = time.perf_counter()
-    scored = loglikelihoods(
-        lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size, share_prefixes=share_prefixes
-    )
-    seconds = time.perf_counter() - t0
+
+def _fill(records: list[dict[str, Any]], slots: list[int], scored: list[LogLik]) -> None:
+    """Write each scored item's PMI figures into its record, from its two log-likelihoods."""
     for k, i in enumerate(slots):
         cond, uncond = scored[2 * k], scored[2 * k + 1]
         n = uncond.n_tokens
@@ -102,18 +138,3 @@ def pmi(
             n_tokens=n,
             source_tokens_dropped=cond.context_dropped,
         )
-    values = [r["pmi"] for r in records if r["pmi"] is not None]
-    summary: dict[str, Any] = {
-        "baseline": "pmi",
-        "model": model,
-        "field": field,
-        "source_field": source_field,
-        "items": len(records),
-        "scored": len(slots),
-        "unscored": len(records) - len(slots),
-        "truncated_sources": sum(1 for r in records if r["source_tokens_dropped"]),
-        "max_length": max_len,
-        "seconds": round(seconds, 3),
-        "mean_pmi": sum(values) / len(values) if values else None,
-    }
-    return BaselineResult("pmi", model, "pmi", records, summary)

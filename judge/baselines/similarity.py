@@ -39,7 +39,7 @@ def similarity(
     """
     import numpy as np
 
-    from judge.localmodels import load_sentence_transformer
+    from judge.local.models import load_sentence_transformer
 
     item_ids, cols = columns(data, [field, against_field], texts={against_field: against}, mapping=mapping, ids=ids)
     outs, refs = cols[field], cols[against_field]

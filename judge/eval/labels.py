@@ -170,23 +170,11 @@ def apply_labels(
         deltas[system][metric]["ppi"] = _summary(result)
 
 
-def labelled_estimates(
-    systems: dict[str, dict[str, dict[str, Any]]], deltas: dict[str, dict[str, dict[str, Any]]]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Every prediction-powered estimate of a run (results.json's ``systems`` and ``deltas``), named as the text
-    and HTML reports show them: ``metric on system`` or ``Δ metric on system``."""
-    out = []
-    for prefix, table in (("", systems), ("Δ ", deltas)):
-        for system, per in table.items():
-            out += [(f"{prefix}{metric} on {system}", v["ppi"]) for metric, v in per.items() if v.get("ppi")]
-    return out
-
-
 def render_labels(
     systems: dict[str, dict[str, dict[str, Any]]], deltas: dict[str, dict[str, dict[str, Any]]]
 ) -> list[str]:
     """Text lines: each labelled metric's human-scale estimates per system and per delta."""
-    from judge.textfmt import fmt_ci, ppi_summary
+    from judge.textfmt import fmt_ci, labelled_estimates, ppi_summary
 
     lines: list[str] = []
     for name, ppi in labelled_estimates(systems, deltas):

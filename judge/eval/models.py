@@ -47,14 +47,14 @@ class SystemModel:
             return self.loaded
         if not self.is_local:
             raise ConfigError(f"system '{self.name}': {self.spec} is served by a server, not loaded here")
-        from judge.localmodels import load_causal_lm
+        from judge.local.models import load_causal_lm
 
         return load_causal_lm(self.path, adapter=self.adapter)
 
     def release(self) -> None:
         """Free the loaded weights (a sweep keeps one model in memory at a time)."""
         if self.loaded is None and self.is_local:
-            from judge.localmodels import unload
+            from judge.local.models import unload
 
             unload(self.path)
 
@@ -81,7 +81,7 @@ class SystemModel:
         it trains)."""
         if self.loaded is not None or not self.is_local:
             return None
-        from judge.localmodels import model_fingerprint
+        from judge.local.models import model_fingerprint
 
         ident = {"fingerprint": model_fingerprint(self.path)}
         if self.adapter:
@@ -92,7 +92,7 @@ class SystemModel:
         """Provenance: what the model is (a hash of its files for a local folder) and how it answered."""
         out: dict[str, Any] = {"model": self.spec, "generate": self.generate.model_dump(mode="json")}
         if self.is_local and self.loaded is None:
-            from judge.localmodels import model_fingerprint
+            from judge.local.models import model_fingerprint
 
             out["path"] = self.path
             out["fingerprint"] = model_fingerprint(self.path)
@@ -110,7 +110,7 @@ class SystemModel:
 
 def _local_path(raw: str, base_dir: Path, where: str) -> str:
     """A local model's folder: relative to the suite file when it exists there, else an alias / hub id."""
-    from judge.localmodels import check_causal_lm, resolve_model
+    from judge.local.models import check_causal_lm, resolve_model
 
     candidate = Path(raw).expanduser()
     if not candidate.is_absolute() and (base_dir / candidate).exists():
@@ -124,7 +124,7 @@ def _local_path(raw: str, base_dir: Path, where: str) -> str:
 
 
 def _check_adapter(adapter: str, base: str, base_dir: Path, where: str) -> str:
-    from judge.localmodels import adapter_mismatch
+    from judge.local.models import adapter_mismatch
 
     folder = Path(adapter).expanduser()
     if not folder.is_absolute():

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,11 +22,14 @@ from judge.dataset import Item
 from judge.errors import ConfigError, DataError, RubricError
 from judge.eval.labels import apply_labels, load_eval_labels
 from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, validate_suite
-from judge.io import Row, atomic_write_text, package_versions, read_rows, write_jsonl
+from judge.io import Row, atomic_write_text, json_safe, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
 from judge.progress import progress_bar
 from judge.rubric import Rubric, load_rubric
+
+if TYPE_CHECKING:
+    from judge.eval.stats import Resampling
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -210,11 +213,10 @@ class Planned:
 
 def _rubric_figure(entry: MetricEntry, rubric: Rubric) -> Figure:
     spec = rubric.spec
-    if spec.kind == "pairwise":
+    if spec.kind_info.compares_pair:
         raise ConfigError(f"rubric '{rubric.id}' is pairwise; judge eval scores each system's outputs on their own")
     direction = entry.direction or getattr(spec, "direction", None) or "higher"
-    scale = spec.scale
-    lo, hi = (float(scale.min), float(scale.max)) if scale is not None else (0.0, 1.0)
+    lo, hi = spec.kind_info.score_range(spec)
     return Figure(entry.name or rubric.id, direction, lo, hi, spec.description)
 
 
@@ -230,10 +232,15 @@ def _plan_model_metric(suite: Suite, data: EvalData, base_dir: Path, entry: Metr
                 f"'{name}' is a file of outputs (give it as model: local/FOLDER, or drop the metric)"
             )
         if not sm.is_local:
-            raise ConfigError(
-                f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given text "
-                f"(prompt logprobs), which judge reads from local models only; system '{name}' is {sm.spec}"
-            )
+            from judge.metrics.modelown import check_served_logprobs
+
+            try:
+                check_served_logprobs(sm)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{where}: key 'metrics.{i}': metric '{entry.metric}' needs the log-probabilities of given "
+                    f"text (prompt logprobs); system '{name}' ({sm.spec}): {exc}"
+                ) from None
     if entry.metric != "choice_accuracy":
         return entry
     from judge.metrics.modelown import benchmark_questions
@@ -285,7 +292,7 @@ def plan(suite: Suite, data: EvalData, base_dir: Path) -> list[Planned]:
             except (RubricError, ConfigError) as exc:
                 raise ConfigError(f"{where}: key 'metrics.{i}.rubric': {exc}") from None
             if entry.strict is not None:
-                if rubric.spec.kind != "opinions":
+                if not rubric.kind_info.counts_flags:
                     raise ConfigError(
                         f"{where}: key 'metrics.{i}.strict': rubric '{rubric.id}' is not an opinions rubric"
                     )
@@ -373,7 +380,7 @@ async def _rubric_results(p: Planned, suite: Suite, data: EvalData, progress: bo
                 errors.append(v.error if v.status != "ok" else None)
                 notes.append({"reasoning": v.reasoning, "raw": v.raw})
             settings = grader.describe() | {"rubric_hash": p.rubric.content_hash}
-            if p.rubric.spec.kind == "opinions":
+            if p.rubric.kind_info.counts_flags:
                 settings["strict"] = p.rubric.spec.strict
             results[system] = MetricResult({fig: scores}, errors, settings=settings, details={"verdicts": notes})
     finally:
@@ -397,21 +404,6 @@ def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[s
 
 
 # --------------------------------------------------------------------------------------------- results
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @dataclass
@@ -449,7 +441,7 @@ class EvalResult:
         return small_sample_warnings(self.systems, self.deltas, self.provenance.get("bootstrap") or {}, n)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(
+        return json_safe(
             {
                 "suite": self.suite,
                 "baseline": self.baseline,
@@ -474,8 +466,8 @@ class EvalResult:
         """results.json, scores.jsonl and review.jsonl, each written atomically."""
         out = Path(out_dir)
         atomic_write_text(out / "results.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        write_jsonl(out / "scores.jsonl", (_clean(r) for r in self.scores))
-        write_jsonl(out / "review.jsonl", (_clean(r) for r in self.review))
+        write_jsonl(out / "scores.jsonl", (json_safe(r) for r in self.scores))
+        write_jsonl(out / "review.jsonl", (json_safe(r) for r in self.review))
 
     def table(self) -> str:
         from judge.eval.render import render_table
@@ -724,45 +716,34 @@ def _sweep_summary(
     return out
 
 
-def run_suite(
+@dataclass
+class _Computed:
+    """Every metric's per-item scores and what came with them, per system and figure."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    fig_ids: dict[str, list[str]] = field(default_factory=dict)
+    """Figures scored over their own units (a benchmark's questions), not the suite's items: their ids."""
+    per_item: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    corpora: dict[str, dict[str, Corpus]] = field(default_factory=dict)
+    errors: dict[tuple[str, str], list[str | None]] = field(default_factory=dict)
+    notes: dict[tuple[str, str], list[dict[str, Any] | None]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _compute_all(
+    planned: list[Planned],
     suite: Suite,
-    base_dir: Path,
-    *,
-    progress: bool = False,
-    out_dir: str | Path | None = None,
-    models_in_memory: Mapping[str, tuple[Any, Any]] | None = None,
-) -> EvalResult:
-    """Check everything, generate the outputs of systems that are models, compute every metric for every
-    system, then the statistics, gates and review. ``models_in_memory`` gives (model, tokenizer) pairs for
-    systems already loaded (the training callback)."""
-    from judge.eval.models import expand_sweeps, resolve_models
-    from judge.eval.stats import Resampling, paired_delta, system_value
+    data: EvalData,
+    engine: Any,
+    by_model: dict[int, dict[str, MetricResult]],
+    progress: bool,
+) -> _Computed:
+    """Compute every planned metric not already computed by the model metrics (on ``engine``), and gather the
+    results by system and figure."""
+    from judge.engines import using
 
-    suite, sweeps = expand_sweeps(suite, base_dir)
-    data = load_data(suite, base_dir)
-    data.models = resolve_models(suite, base_dir, sweeps)
-    for name, loaded in (models_in_memory or {}).items():
-        data.models[name].loaded = loaded
-    planned = plan(suite, data, base_dir)
-    labels = load_eval_labels(suite, base_dir, data.ids, {f.name for p in planned for f in p.figures})
-    assert suite.baseline is not None
-    rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed, ci=suite.ci)
-    groups = np.array(data.groups) if data.groups is not None else None
-    n_units = len(data.ids) if data.groups is None else len(set(data.groups))
-
-    from judge.engines import get_engine, using
-
-    engine = get_engine(suite.engine, suite.address)
-    _generate(suite, data, planned, Path(out_dir) if out_dir is not None else None, progress, engine)
-    by_model = _model_metrics(planned, data, progress)
-    figures: dict[str, Figure] = {}
-    fig_ids: dict[str, list[str]] = {}  # figures scored over their own units (a benchmark's questions)
-    per_item: dict[str, dict[str, np.ndarray]] = {s: {} for s in suite.systems}
-    corpora: dict[str, dict[str, Corpus]] = {s: {} for s in suite.systems}
-    errors: dict[tuple[str, str], list[str | None]] = {}
-    notes: dict[tuple[str, str], list[dict[str, Any] | None]] = {}
-    settings: dict[str, Any] = {}
-    details: dict[str, dict[str, Any]] = {}
+    c = _Computed(per_item={s: {} for s in suite.systems}, corpora={s: {} for s in suite.systems})
     for p in planned:
         if p.index in by_model:
             computed = by_model[p.index]
@@ -774,48 +755,59 @@ def run_suite(
                     _mark_generation_errors(res, data.generation_errors[system])
         for system, res in computed.items():
             for fig in p.figures:
-                figures[fig.name] = fig
-                per_item[system][fig.name] = np.asarray(res.scores[fig.name], dtype=float)
+                c.figures[fig.name] = fig
+                c.per_item[system][fig.name] = np.asarray(res.scores[fig.name], dtype=float)
                 if res.ids is not None:
-                    fig_ids[fig.name] = res.ids
+                    c.fig_ids[fig.name] = res.ids
                 if fig.name in res.corpus:
-                    corpora[system][fig.name] = res.corpus[fig.name]
-                errors[(system, fig.name)] = res.errors
+                    c.corpora[system][fig.name] = res.corpus[fig.name]
+                c.errors[(system, fig.name)] = res.errors
                 if "verdicts" in res.details:
-                    notes[(system, fig.name)] = res.details["verdicts"]
+                    c.notes[(system, fig.name)] = res.details["verdicts"]
             other = {k: v for k, v in res.details.items() if k != "verdicts"}
             if other:
-                details.setdefault(system, {})[p.label] = other
+                c.details.setdefault(system, {})[p.label] = other
         first = next(iter(computed.values()))
-        settings[p.label] = first.settings
+        c.settings[p.label] = first.settings
+    return c
 
+
+def _statistics(
+    suite: Suite, c: _Computed, rs: Resampling, groups: np.ndarray | None
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
+    """Each system's value of every figure with its CI, and each system's paired delta against the baseline
+    (clustered by ``groups``, apart from figures scored over their own units)."""
+    from judge.eval.stats import paired_delta, system_value
+
+    assert suite.baseline is not None
     systems: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in suite.systems}
     deltas: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in suite.systems if s != suite.baseline}
-    for name, fig in figures.items():
+    for name, fig in c.figures.items():
+        fig_groups = groups if name not in c.fig_ids else None
         for system in suite.systems:
-            fig_groups = groups if name not in fig_ids else None
-            systems[system][name] = system_value(per_item[system][name], corpora[system].get(name), rs, fig_groups)
+            systems[system][name] = system_value(c.per_item[system][name], c.corpora[system].get(name), rs, fig_groups)
         for system in deltas:
             pair: tuple[Corpus, Corpus] | None = None
-            if name in corpora[system] and name in corpora[suite.baseline]:
-                pair = (corpora[system][name], corpora[suite.baseline][name])
+            if name in c.corpora[system] and name in c.corpora[suite.baseline]:
+                pair = (c.corpora[system][name], c.corpora[suite.baseline][name])
             deltas[system][name] = paired_delta(
-                per_item[system][name],
-                per_item[suite.baseline][name],
+                c.per_item[system][name],
+                c.per_item[suite.baseline][name],
                 pair,
                 fig.direction == "higher",
                 rs,
-                groups if name not in fig_ids else None,
+                fig_groups,
             )
-    if labels is not None:
-        apply_labels(labels, data.ids, per_item, systems, deltas, suite.baseline, groups)
-    gates = [row for gate in suite.gates for row in _gate_rows(gate, suite, systems, deltas)]
+    return systems, deltas
 
+
+def _score_records(suite: Suite, data: EvalData, c: _Computed) -> list[dict[str, Any]]:
+    """scores.jsonl: one record per (system, figure, item), unscored ones with their reason."""
     scores = []
     for system in suite.systems:
-        for name in figures:
-            vals, errs = per_item[system][name], errors[(system, name)]
-            for k, ident in enumerate(fig_ids.get(name, data.ids)):
+        for name in c.figures:
+            vals, errs = c.per_item[system][name], c.errors[(system, name)]
+            for k, ident in enumerate(c.fig_ids.get(name, data.ids)):
                 ok = bool(np.isfinite(vals[k]))
                 scores.append(
                     {
@@ -827,10 +819,15 @@ def run_suite(
                         "error": None if ok else (errs[k] or "unscored"),
                     }
                 )
+    return scores
+
+
+def _provenance(suite: Suite, data: EvalData, c: _Computed, rs: Resampling, n_units: int) -> dict[str, Any]:
+    """When, with which metric settings, resampling, data files (hashed), package versions and models."""
     provenance = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "metrics": settings,
-        "figures": {n: {"direction": f.direction, "range": [f.lo, f.hi]} for n, f in figures.items()},
+        "metrics": c.settings,
+        "figures": {n: {"direction": f.direction, "range": [f.lo, f.hi]} for n, f in c.figures.items()},
         "bootstrap": {
             "resamples": rs.n_boot,
             "permutations": rs.n_perm,
@@ -849,6 +846,44 @@ def run_suite(
     }
     if data.models:
         provenance["models"] = {name: sm.describe() for name, sm in data.models.items()}
+    return provenance
+
+
+def run_suite(
+    suite: Suite,
+    base_dir: Path,
+    *,
+    progress: bool = False,
+    out_dir: str | Path | None = None,
+    models_in_memory: Mapping[str, tuple[Any, Any]] | None = None,
+) -> EvalResult:
+    """Check everything, generate the outputs of systems that are models, compute every metric for every
+    system, then the statistics, gates and review. ``models_in_memory`` gives (model, tokenizer) pairs for
+    systems already loaded (the training callback)."""
+    from judge.eval.models import expand_sweeps, resolve_models
+    from judge.eval.stats import Resampling
+
+    suite, sweeps = expand_sweeps(suite, base_dir)
+    data = load_data(suite, base_dir)
+    data.models = resolve_models(suite, base_dir, sweeps)
+    for name, loaded in (models_in_memory or {}).items():
+        data.models[name].loaded = loaded
+    planned = plan(suite, data, base_dir)
+    labels = load_eval_labels(suite, base_dir, data.ids, {f.name for p in planned for f in p.figures})
+    assert suite.baseline is not None
+    rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed, ci=suite.ci)
+    groups = np.array(data.groups) if data.groups is not None else None
+    n_units = len(data.ids) if data.groups is None else len(set(data.groups))
+
+    from judge.engines import get_engine
+
+    engine = get_engine(suite.engine, suite.address)
+    _generate(suite, data, planned, Path(out_dir) if out_dir is not None else None, progress, engine)
+    c = _compute_all(planned, suite, data, engine, _model_metrics(planned, data, progress), progress)
+    systems, deltas = _statistics(suite, c, rs, groups)
+    if labels is not None:
+        apply_labels(labels, data.ids, c.per_item, systems, deltas, suite.baseline, groups)
+    gates = [row for gate in suite.gates for row in _gate_rows(gate, suite, systems, deltas)]
     from judge.textfmt import redact_url_fields  # credentials in a base_url never reach results.json
 
     return EvalResult(
@@ -857,17 +892,17 @@ def run_suite(
         systems=systems,
         deltas=deltas,
         gates=gates,
-        provenance=provenance,
-        figures=figures,
-        scores=scores,
-        review=_review(suite, data, {n: f for n, f in figures.items() if n not in fig_ids}, per_item, notes),
-        details=details,
+        provenance=_provenance(suite, data, c, rs, n_units),
+        figures=c.figures,
+        scores=_score_records(suite, data, c),
+        review=_review(suite, data, {n: f for n, f in c.figures.items() if n not in c.fig_ids}, c.per_item, c.notes),
+        details=c.details,
         sweeps=_sweep_summary(
             sweeps,
-            figures,
+            c.figures,
             systems,
             deltas,
-            details,
+            c.details,
             gates,
             {f.name for p in planned if p.entry.metric == "choice_accuracy" for f in p.figures},
         ),

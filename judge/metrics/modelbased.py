@@ -84,7 +84,7 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     from bert_score.utils import get_hash
 
     from judge.engines import current
-    from judge.localmodels import pick_device, resolve_model
+    from judge.local.models import pick_device, resolve_model
 
     model = str(options.get("model", DEFAULT_BERTSCORE_MODEL))
     path = resolve_model(model)

@@ -85,7 +85,7 @@ def _loss_stats(data: EvalInput, inputs: list[str], refs: list[str], options: di
 
 
 def _compute_loss_stats(inputs: list[str], refs: list[str], data: EvalInput, options: dict) -> np.ndarray:
-    from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length
+    from judge.local.lm import answer_requests, loglikelihoods, model_max_length
 
     model, tok = data.model.load()
     settings = data.model.generate
@@ -95,6 +95,121 @@ def _compute_loss_stats(inputs: list[str], refs: list[str], data: EvalInput, opt
     max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
     lls = loglikelihoods(model, tok, requests, max_length=max_length, batch_size=_batch_size(options, 8))
     return np.array([(-ll.logprob, ll.n_tokens, len(r.encode("utf-8"))) for ll, r in zip(lls, refs, strict=True)])
+
+
+# ------------------------------------------------------------------ served models (prompt logprobs)
+
+SERVED_SEPARATOR = "\n\n"
+"""Between a served model's raw prompt text and the reference it scores (a paragraph break)."""
+
+
+def served_prompt(data: EvalInput, prompt: str) -> str:
+    """The raw text a served model's ``loss`` scores the reference after: the prompt's paragraphs (system
+    prompt, then the input) and a blank line. ``/v1/completions`` takes text, so no chat template."""
+    from judge.local.prompts import raw_prompt_text
+
+    return raw_prompt_text(data.model.generate.messages(prompt)) + SERVED_SEPARATOR
+
+
+def _served_loss_stats(
+    inputs: list[str], refs: list[str], data: EvalInput, options: dict
+) -> tuple[np.ndarray, list[str | None]]:
+    """(nll, tokens, bytes) per item from the server's echoed log-probabilities, and per item the reason it
+    could not be scored (its row is NaN then)."""
+    pairs = [(served_prompt(data, x), r) for x, r in zip(inputs, refs, strict=True)]
+    spans = served_loglikelihoods(data.model, pairs, options)
+    rows = [
+        (np.nan, np.nan, np.nan) if isinstance(got, str) else (-got[0], got[1], len(ref.encode("utf-8")))
+        for (_, ref), got in zip(pairs, spans, strict=True)
+    ]
+    reasons = [got if isinstance(got, str) else None for got in spans]
+    return np.array(rows, dtype=float).reshape(len(pairs), 3), reasons
+
+
+def _any_loss_stats(
+    data: EvalInput, inputs: list[str], refs: list[str], options: dict
+) -> tuple[np.ndarray, bool, list[str | None]]:
+    """(stats, cached, reasons): a local model's (remembered by content) or a served model's."""
+    if data.model.is_local:
+        got, cached = _loss_stats(data, inputs, refs, options)
+        return got, cached, [None] * len(refs)
+    got, reasons = _served_loss_stats(inputs, refs, data, options)
+    return got, False, reasons
+
+
+def served_loglikelihoods(model: Any, pairs: list[tuple[str, str]], options: dict[str, Any]) -> list[Any]:
+    """(log-likelihood, tokens) of each continuation after its context, from a served model's echoed
+    prompt log-probabilities (:meth:`judge.providers.openai.OpenAIProvider.echo_logprobs`), or the reason
+    (a string) a pair could not be scored. Requests carry ``batch_size`` texts each (default 8), at most
+    ``concurrency`` at once (default 8), retried as judge calls are; a fatal server error stops the run."""
+    from judge.runner import run_sync
+
+    chunk = _batch_size(options, 8)
+    concurrency = int_option(options, "concurrency", 8, lo=1) or 8
+    return list(run_sync(_served_spans(model.provider_instance(), pairs, chunk, concurrency)))
+
+
+async def _served_spans(provider: Any, pairs: list[tuple[str, str]], chunk: int, concurrency: int) -> list[Any]:
+    import asyncio
+
+    from judge.errors import ProviderError
+    from judge.grader import is_fatal
+    from judge.retry import RetryPolicy, with_retries
+
+    gate = asyncio.Semaphore(concurrency)
+    out: list[Any] = [None] * len(pairs)
+
+    async def one(lo: int) -> None:
+        part = pairs[lo : lo + chunk]
+        texts = [c + x for c, x in part]
+        async with gate:
+            try:
+                echoed = await with_retries(lambda: provider.echo_logprobs(texts), provider.should_retry, RetryPolicy())
+            except ProviderError as exc:
+                if is_fatal(exc):
+                    raise
+                out[lo : lo + len(part)] = [f"{type(exc).__name__}: {exc}"] * len(part)
+                return
+        for k, ((context, text), got) in enumerate(zip(part, echoed, strict=True)):
+            try:
+                logprob, n = got.span(len(context), len(context) + len(text))
+            except ProviderError as exc:
+                out[lo + k] = str(exc)
+                continue
+            merged = "no token of the continuation's own: the server merged it into the prompt's last token"
+            out[lo + k] = (logprob, n) if n else merged
+
+    try:
+        await asyncio.gather(*(one(lo) for lo in range(0, len(pairs), chunk)))
+    finally:
+        await provider.aclose()
+    return out
+
+
+_PROBED: dict[tuple[str, str | None], str | None] = {}
+
+
+def check_served_logprobs(model: Any) -> None:
+    """Refuse, before anything runs, a served model whose server does not return prompt log-probabilities
+    (``/v1/completions`` with ``echo``; vLLM does, llama.cpp's server and OpenAI's chat models do not):
+    one probe request per server and model, remembered for the process."""
+    key = (model.path, model.base_url)
+    if key not in _PROBED:
+        from judge.errors import ClientRequestError
+
+        try:
+            probe = served_loglikelihoods(model, [("The capital of France is", " Paris.")], {"batch_size": 1})[0]
+        except ClientRequestError as exc:
+            if exc.status not in (400, 404, 405, 422):  # a bad key is the run's failure (exit 3), not a refusal
+                raise
+            probe = str(exc)  # no such route, or the server refuses echo/logprobs
+        _PROBED[key] = probe if isinstance(probe, str) else None
+    if _PROBED[key] is not None:
+        raise ConfigError(
+            f"asked {model.base_url or 'the server'} for /v1/completions with echo and logprobs; it answered "
+            f"{_PROBED[key]}. Serve the model with vLLM "
+            "(which echoes prompt log-probabilities), or give the system as model: local/FOLDER"
+        )
 
 
 def loss(data: EvalInput, options: dict[str, Any]) -> MetricResult:
@@ -109,22 +224,27 @@ def loss(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     details: dict[str, Any] = {"cached": True}
     if scored:
         refs = [data.references[k][0] for k in scored]  # type: ignore[index]
-        got, cached = _loss_stats(data, [data.inputs[k] for k in scored], refs, options)
+        got, cached, reasons = _any_loss_stats(data, [data.inputs[k] for k in scored], refs, options)
         details["cached"] = cached
-        stats[scored] = got
+        for k, why in zip(scored, reasons, strict=True):
+            errors[k] = why
+        kept = [k for k, why in zip(scored, reasons, strict=True) if why is None]
+        got = got[[why is None for why in reasons]]
+        stats[kept] = got
         per_token = got[:, 0] / got[:, 1]
-        scores["loss"][scored] = per_token
-        scores["loss_bits"][scored] = per_token / LN2
-        scores["loss_ppl"][scored] = np.exp(per_token)
-        scores["loss_bpb"][scored] = got[:, 0] / LN2 / got[:, 2]
+        scores["loss"][kept] = per_token
+        scores["loss_bits"][kept] = per_token / LN2
+        scores["loss_ppl"][kept] = np.exp(per_token)
+        scores["loss_bpb"][kept] = got[:, 0] / LN2 / got[:, 2]
         details |= {"tokens": int(got[:, 1].sum()), "bytes": int(got[:, 2].sum())}
     if data.train is not None:
         t_inputs, t_refs = data.train
-        got, cached = _loss_stats(data, list(t_inputs), list(t_refs), options)
+        got, cached, reasons = _any_loss_stats(data, list(t_inputs), list(t_refs), options)
+        got = got[[why is None for why in reasons]]
         details["cached"] = details["cached"] and cached
         details["train_loss"] = float(got[:, 0].sum() / got[:, 1].sum())
         details["train_tokens"] = int(got[:, 1].sum())
-        details["train_items"] = len(t_refs)
+        details["train_items"] = len(got)
     corpus = {
         "loss": _corpus(0),
         "loss_bits": _corpus(0, 1 / LN2),
@@ -140,8 +260,11 @@ def loss(data: EvalInput, options: dict[str, Any]) -> MetricResult:
         settings={
             "model": data.model.spec,
             "scored": "the reference's tokens and the chat template's end-of-turn marker, after the prompt "
-            "as generation renders it; system value = corpus (token-weighted)",
-            "chat_template": data.model.generate.chat_template,
+            "as generation renders it; system value = corpus (token-weighted)"
+            if data.model.is_local
+            else "the reference's tokens after the raw prompt text and a blank line, as the server tokenizes "
+            "them (/v1/completions echo, no chat template); system value = corpus (token-weighted)",
+            "chat_template": data.model.generate.chat_template if data.model.is_local else "none (server text)",
             "system_prompt": data.model.generate.system_prompt,
         },
         details=details,
@@ -188,7 +311,7 @@ def benchmark_questions(options: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
-    from judge.baselines._lm import choice_requests, loglikelihoods, model_max_length
+    from judge.local.lm import choice_requests, loglikelihoods, model_max_length
 
     if data.model is None:
         raise ConfigError("choice_accuracy needs a system that is a model")
@@ -196,6 +319,10 @@ def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     acc_name, norm_name = (f.name for f in choice_figures(options))
 
     def compute() -> np.ndarray:
+        if not data.model.is_local:
+            pairs = [(q.context, c) for q in questions for c in q.choices]
+            got = served_loglikelihoods(data.model, pairs, options)
+            return np.array([np.nan if isinstance(g, str) else g[0] for g in got], dtype=float)
         model, tok = data.model.load()
         requests, _ = choice_requests(tok, [q.context for q in questions], [q.choices for q in questions])
         max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
@@ -209,19 +336,31 @@ def choice_accuracy(data: EvalInput, options: dict[str, Any]) -> MetricResult:
     for q in questions:
         per_q.append([float(x) for x in flat[at : at + len(q.choices)]])
         at += len(q.choices)
-    acc = np.array([float(int(np.argmax(v)) == q.answer) for v, q in zip(per_q, questions, strict=True)])
+    # a question with a choice the server could not score is unscored, not guessed
+    errors = [
+        "the server gave no log-probability for a choice" if any(math.isnan(x) for x in v) else None for v in per_q
+    ]
+    acc = np.array(
+        [
+            np.nan if why else float(int(np.argmax(v)) == q.answer)
+            for v, q, why in zip(per_q, questions, errors, strict=True)
+        ]
+    )
     norm = np.array(
         [
-            float(int(np.argmax([lp / len(c) for lp, c in zip(v, q.choices, strict=True)])) == q.answer)
-            for v, q in zip(per_q, questions, strict=True)
+            np.nan
+            if why
+            else float(int(np.argmax([lp / len(c) for lp, c in zip(v, q.choices, strict=True)])) == q.answer)
+            for v, q, why in zip(per_q, questions, errors, strict=True)
         ]
     )
     subjects: dict[str, list[float]] = {}
     for q, a in zip(questions, acc, strict=True):
-        subjects.setdefault(q.subject, []).append(float(a))
+        if not math.isnan(a):
+            subjects.setdefault(q.subject, []).append(float(a))
     return MetricResult(
         {acc_name: acc, norm_name: norm},
-        [None] * len(questions),
+        errors,
         settings={
             "data": str(Path(options["data"])),
             "split": options.get("split", "test"),
@@ -259,7 +398,7 @@ def estimate_loss(
     """
     import torch
 
-    from judge.baselines._lm import answer_requests, loglikelihoods, model_max_length, text_requests
+    from judge.local.lm import answer_requests, loglikelihoods, model_max_length, text_requests
 
     if prompts is not None:
         if len(prompts) != len(texts):

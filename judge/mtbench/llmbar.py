@@ -29,14 +29,8 @@ from judge.mtbench.formats import Answer, Question, QuestionId, answer_record
 HUMAN_JUDGE = ["human", "llmbar-expert-majority"]
 
 
-def convert_llmbar(
-    dataset: str | Path,
-    questions: list[Question],
-    out_dir: str | Path,
-    known_answers: dict[str, dict[QuestionId, Answer]] | None = None,
-) -> dict[str, int]:
-    """Write the three files into ``out_dir``; returns counts (pairs, questions, answers, matched, skipped)."""
-    path = Path(dataset)
+def _read_records(path: Path) -> list[Any]:
+    """The dataset's records: a JSON list, else a :class:`DataError`."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -44,62 +38,61 @@ def convert_llmbar(
     records = parse_json(text, path)
     if not isinstance(records, list):
         raise DataError("expected a JSON list of {input, output_1, output_2, label}", path=path)
-    by_text = {q.turns[0].strip(): q for q in questions}
-    known: dict[tuple[QuestionId, str], str] = {}
-    for model, answers in sorted((known_answers or {}).items()):
-        for qid, ans in answers.items():
-            known.setdefault((qid, ans.turns[0].strip()), model)
+    return records
 
-    used_questions: dict[QuestionId, Question] = {}
-    texts: dict[tuple[QuestionId, str], str] = {}  # (qid, model) -> answer text
-    labels: list[dict[str, Any]] = []
-    seen: set[tuple[QuestionId, str, str]] = set()
-    counts = {"pairs": 0, "matched_answers": 0, "skipped": 0}
-    for i, rec in enumerate(records, start=1):
-        if not isinstance(rec, dict) or rec.get("label") not in (1, 2):
-            msg = f"record {i}: expected input, output_1, output_2 and label 1 or 2"
-            raise DataError(msg, path=path, field="label")
-        q = by_text.get(str(rec.get("input", "")).strip())
-        if q is None:
-            counts["skipped"] += 1
-            continue
-        names = []
-        for key in ("output_1", "output_2"):
-            text = str(rec.get(key, ""))
-            name = known.get((q.question_id, text.strip()))
-            if name is None:
-                name = "llmbar-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-            else:
-                counts["matched_answers"] += 1
-            texts[(q.question_id, name)] = text
-            names.append(name)
-        key3 = (q.question_id, names[0], names[1])
-        if names[0] == names[1] or key3 in seen:
-            counts["skipped"] += 1
-            continue
-        seen.add(key3)
-        used_questions[q.question_id] = q
-        winner = "model_1" if rec["label"] == 1 else "model_2"
-        labels.append(
-            {
-                "question_id": q.question_id,
-                "model_1": names[0],
-                "model_2": names[1],
-                "g1_winner": winner,
-                "g2_winner": winner,
-                "winner": winner,
-                "consistent": True,
-                "judge": HUMAN_JUDGE,
-                "turn": 1,
-                "status": "ok",
-                "category": q.category,
-                "answer_1_chars": len(texts[(q.question_id, names[0])]),
-                "answer_2_chars": len(texts[(q.question_id, names[1])]),
-                "source": f"{path}#{i}",
-            }
-        )
-    counts["pairs"] = len(labels)
-    out = Path(out_dir)
+
+def _answer_names(
+    rec: dict[str, Any],
+    qid: QuestionId,
+    known: dict[tuple[QuestionId, str], str],
+    texts: dict[tuple[QuestionId, str], str],
+    counts: dict[str, int],
+) -> list[str]:
+    """The model names of a record's two answers: the published model's whose answer is the same text, else
+    ``llmbar-<hash>``; each text is kept under its (question, name) in ``texts``."""
+    names = []
+    for key in ("output_1", "output_2"):
+        text = str(rec.get(key, ""))
+        name = known.get((qid, text.strip()))
+        if name is None:
+            name = "llmbar-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+        else:
+            counts["matched_answers"] += 1
+        texts[(qid, name)] = text
+        names.append(name)
+    return names
+
+
+def _label(
+    q: Question, names: list[str], label: int, texts: dict[tuple[QuestionId, str], str], source: str
+) -> dict[str, Any]:
+    """The human verdict on one pair as a pairwise judgment line (both orders agree: LLMBar removed ties)."""
+    winner = "model_1" if label == 1 else "model_2"
+    return {
+        "question_id": q.question_id,
+        "model_1": names[0],
+        "model_2": names[1],
+        "g1_winner": winner,
+        "g2_winner": winner,
+        "winner": winner,
+        "consistent": True,
+        "judge": HUMAN_JUDGE,
+        "turn": 1,
+        "status": "ok",
+        "category": q.category,
+        "answer_1_chars": len(texts[(q.question_id, names[0])]),
+        "answer_2_chars": len(texts[(q.question_id, names[1])]),
+        "source": source,
+    }
+
+
+def _write(
+    out: Path,
+    used_questions: dict[QuestionId, Question],
+    texts: dict[tuple[QuestionId, str], str],
+    labels: list[dict[str, Any]],
+) -> None:
+    """question.jsonl (turn 1 of the questions used), model_answer/llmbar.jsonl and labels.jsonl."""
     write_jsonl(
         out / "question.jsonl",
         [
@@ -121,6 +114,46 @@ def convert_llmbar(
         ],
     )
     write_jsonl(out / "labels.jsonl", labels)
+
+
+def convert_llmbar(
+    dataset: str | Path,
+    questions: list[Question],
+    out_dir: str | Path,
+    known_answers: dict[str, dict[QuestionId, Answer]] | None = None,
+) -> dict[str, int]:
+    """Write the three files into ``out_dir``; returns counts (pairs, questions, answers, matched, skipped)."""
+    path = Path(dataset)
+    records = _read_records(path)
+    by_text = {q.turns[0].strip(): q for q in questions}
+    known: dict[tuple[QuestionId, str], str] = {}
+    for model, answers in sorted((known_answers or {}).items()):
+        for qid, ans in answers.items():
+            known.setdefault((qid, ans.turns[0].strip()), model)
+
+    used_questions: dict[QuestionId, Question] = {}
+    texts: dict[tuple[QuestionId, str], str] = {}  # (qid, model) -> answer text
+    labels: list[dict[str, Any]] = []
+    seen: set[tuple[QuestionId, str, str]] = set()
+    counts = {"pairs": 0, "matched_answers": 0, "skipped": 0}
+    for i, rec in enumerate(records, start=1):
+        if not isinstance(rec, dict) or rec.get("label") not in (1, 2):
+            msg = f"record {i}: expected input, output_1, output_2 and label 1 or 2"
+            raise DataError(msg, path=path, field="label")
+        q = by_text.get(str(rec.get("input", "")).strip())
+        if q is None:
+            counts["skipped"] += 1
+            continue
+        names = _answer_names(rec, q.question_id, known, texts, counts)
+        key3 = (q.question_id, names[0], names[1])
+        if names[0] == names[1] or key3 in seen:
+            counts["skipped"] += 1
+            continue
+        seen.add(key3)
+        used_questions[q.question_id] = q
+        labels.append(_label(q, names, rec["label"], texts, f"{path}#{i}"))
+    counts["pairs"] = len(labels)
+    _write(Path(out_dir), used_questions, texts, labels)
     counts["questions"] = len(used_questions)
     counts["answers"] = sum(1 for qid, _ in texts if qid in used_questions)
     return counts

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import re
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx2
@@ -235,8 +235,78 @@ class OpenAIProvider(Provider):
         except Exception as exc:
             raise self._translate(exc) from exc
 
+    # ---- prompt log-probabilities (``loss`` and ``choice_accuracy`` for a served model)
+    async def echo_logprobs(self, prompts: list[str]) -> list[TextLogprobs]:
+        """Each prompt's per-token log-probabilities as the model reads it: ``/v1/completions`` with
+        ``echo``, ``logprobs: 1`` and one generated token (vLLM's and OpenAI's legacy completions), the raw
+        text with no chat template. A body without a log-probability for the prompt's tokens (llama.cpp's
+        server returns the generated token's only) raises :class:`NoPromptLogprobsError`: never a made-up
+        likelihood."""
+        body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
+        try:
+            raw = await self._client.post("/completions", cast_to=httpx2.Response, body=body)
+            self._reached = True
+            data = raw.json()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return _echoed(data, prompts)
+
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class NoPromptLogprobsError(ProviderError):
+    """The server answered, but without the log-probabilities of the prompt's tokens. Not retried."""
+
+
+class TextLogprobs(NamedTuple):
+    """One echoed prompt: its tokens, each token's log-probability (None for the first, which has no
+    context) and each token's character offset in the prompt."""
+
+    tokens: list[str]
+    logprobs: list[float | None]
+    offsets: list[int]
+
+    def span(self, start: int, end: int) -> tuple[float, int]:
+        """(summed log-probability, token count) of the tokens that begin in ``[start, end)``; a token that
+        begins before ``start`` counts as context even when it runs past it."""
+        total, n = 0.0, 0
+        for lp, at in zip(self.logprobs, self.offsets, strict=True):
+            if start <= at < end:
+                if lp is None:
+                    raise NoPromptLogprobsError(f"no log-probability for the token at character {at}")
+                total += lp
+                n += 1
+        return total, n
+
+
+def _echoed(body: Any, prompts: list[str]) -> list[TextLogprobs]:
+    """The echoed prompts of a completions body, in prompt order, checked: a log-probability for every
+    prompt token after the first, offsets from 0 and increasing."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or len(choices) != len(prompts):
+        got = len(choices) if isinstance(choices, list) else "no"
+        raise BadResponseError(f"completions body has {got} choices for {len(prompts)} prompts")
+    out: list[TextLogprobs] = []
+    for choice, prompt in zip(sorted(choices, key=lambda c: c.get("index", 0)), prompts, strict=True):
+        lp = choice.get("logprobs") or {}
+        tokens, logprobs, offsets = lp.get("tokens"), lp.get("token_logprobs"), lp.get("text_offset")
+        if not (isinstance(tokens, list) and isinstance(logprobs, list) and isinstance(offsets, list)):
+            raise NoPromptLogprobsError("the completion has no logprobs.tokens/token_logprobs/text_offset")
+        if not (len(tokens) == len(logprobs) == len(offsets)):
+            raise BadResponseError("logprobs.tokens, token_logprobs and text_offset differ in length")
+        inside = [k for k, at in enumerate(offsets) if isinstance(at, int) and at < len(prompt)]
+        if not inside or offsets[0] != 0:
+            raise NoPromptLogprobsError(
+                f"the server returned log-probabilities for {len(offsets)} token(s), none of them the prompt's "
+                "(it does not echo prompt log-probabilities)"
+            )
+        if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)):
+            raise BadResponseError("logprobs.text_offset is not in increasing order")
+        if any(logprobs[k] is None for k in inside[1:]):
+            raise NoPromptLogprobsError("the server left prompt tokens without a log-probability")
+        out.append(TextLogprobs(list(tokens), [None if x is None else float(x) for x in logprobs], list(offsets)))
+    return out
 
 
 def _status_error(exc: openai.APIStatusError) -> ProviderError:

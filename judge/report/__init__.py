@@ -9,8 +9,9 @@ Inputs (one section each): a ``judge score`` verdict JSONL, a ``judge eval`` out
 here, no matplotlib), inline CSS and a small inline script, and a Content-Security-Policy that lets
 nothing load from outside; every model text goes through Jinja2's autoescaping.
 
-The module is callable: ``judge.report(...)`` is :func:`build`. Text renderers stay beside their
-result types (``calibration.report.render_text``, ``judge.mtbench.results.render``,
+The module is callable: ``judge.report(...)`` is :func:`build`. Each kind of result is one module here,
+listed in :mod:`judge.report.kinds`; :mod:`judge.report.section` holds what they share. Text renderers stay
+beside their result types (``calibration.report.render_text``, ``judge.mtbench.results.render``,
 ``judge.eval.render``); all of them share :mod:`judge.textfmt`.
 """
 
@@ -30,75 +31,70 @@ from judge.errors import DataError
 from judge.io import package_versions, parse_json
 
 if TYPE_CHECKING:
-    from judge.report.sections import Section
+    from judge.report.section import Section
 
 __all__ = ["build", "load_section", "render_html"]
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
+def _contents(path: Path) -> Any:
+    """What a result file holds: a .json file's value (a list keeps its objects only), else its records."""
+    if path.suffix == ".json":
+        data = parse_json(path.read_text(encoding="utf-8"), path)
+        return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else data
     from judge.io import read_rows
 
     return [r.data for r in read_rows(path)]
 
 
-def _detect_rows(rows: list[dict[str, Any]], source: str, items: str | Path | None) -> Section:
-    from judge.report import sections
-
-    if not rows:
-        raise DataError("nothing to report: the file holds no records", path=source)
-    first = rows[0]
-    if "question_id" in first and ("model" in first or "model_1" in first):
-        singles = [r for r in rows if "model" in r and "score" in r]
-        pairs = [r for r in rows if "model_1" in r and "model_2" in r]
-        return sections.mtbench_section(singles, pairs, source)
-    if "rubric_hash" in first and "status" in first and "score" in first:
-        return sections.verdicts_section(rows, source, items)
-    raise DataError(
+def _unknown(data: Any, source: str | Path) -> DataError:
+    """The error for contents no kind detects: worded for a JSON object or for records."""
+    if not isinstance(data, list):
+        return DataError("not a judge eval results.json nor a judge calibrate --json report", path=source)
+    if not data:
+        return DataError("nothing to report: the file holds no records", path=source)
+    return DataError(
         "not a result this report knows: expected judge score verdicts (rubric_hash, status, score) or MT-Bench "
         "judgments (question_id, model or model_1/model_2)",
         path=source,
     )
 
 
+def _section_of(data: Any, source: str, items: str | Path | None) -> Section:
+    """The section of a result's contents by the first kind that detects them."""
+    from judge.report.kinds import KINDS
+
+    for kind in KINDS:
+        if kind.detect(data):
+            return kind.load(data, source, items)
+    raise _unknown(data, source)
+
+
+def _result_file(path: Path) -> Path:
+    """The file to read for a path given to the report: a `judge eval` output folder means its results.json."""
+    if path.is_dir():
+        if not (path / "results.json").exists():
+            raise DataError("a folder given to report must be a `judge eval` output (results.json)", path=path)
+        path = path / "results.json"
+    if not path.exists():
+        raise DataError("no such file or folder", path=path)
+    return path
+
+
 def load_section(source: Any, *, items: str | Path | None = None) -> Section:
-    """The report section of one input (a path or a result object); the kind is told by its fields."""
-    from judge.report import sections
+    """The report section of one input (a path or a result object); the kind is told by its fields (see
+    :mod:`judge.report.kinds`)."""
+    from judge.report.kinds import KINDS
 
     if isinstance(source, str | Path):
-        path = Path(source)
-        if path.is_dir():
-            if not (path / "results.json").exists():
-                raise DataError("a folder given to report must be a `judge eval` output (results.json)", path=path)
-            path = path / "results.json"
-        if not path.exists():
-            raise DataError("no such file or folder", path=path)
-        if path.suffix == ".json":
-            data = parse_json(path.read_text(encoding="utf-8"), path)
-            if isinstance(data, dict) and "deltas" in data and "systems" in data:
-                folder = path.parent
-                scores = _jsonl(folder / "scores.jsonl") if (folder / "scores.jsonl").exists() else []
-                review = _jsonl(folder / "review.jsonl") if (folder / "review.jsonl").exists() else []
-                return sections.eval_section(data, scores, review, str(folder))
-            if isinstance(data, dict) and "label_type" in data and "metrics" in data:
-                return sections.calibration_section(data, str(path))
-            if isinstance(data, list):
-                return _detect_rows([d for d in data if isinstance(d, dict)], str(path), items)
-            raise DataError("not a judge eval results.json nor a judge calibrate --json report", path=path)
-        return _detect_rows(_jsonl(path), str(path), items)
-    if hasattr(source, "deltas") and hasattr(source, "to_dict"):  # judge.eval.run.EvalResult
-        from judge.eval.run import _clean
-
-        return sections.eval_section(source.to_dict(), _clean(source.scores), _clean(source.review), "judge.evaluate()")
-    if hasattr(source, "label_type") and hasattr(source, "to_dict"):  # calibration.report.CalibrationReport
-        return sections.calibration_section(source.to_dict(), "calibration.calibrate()")
-    if isinstance(source, dict):
-        if "deltas" in source:
-            return sections.eval_section(source, [], [], "dict")
-        if "label_type" in source:
-            return sections.calibration_section(source, "dict")
+        path = _result_file(Path(source))
+        return _section_of(_contents(path), str(path), items)
+    for kind in KINDS:
+        section = kind.from_object(source) if kind.from_object is not None else None
+        if section is not None:
+            return section
     if isinstance(source, Iterable):
         rows = [r.model_dump(mode="json") if hasattr(r, "model_dump") else dict(r) for r in source]
-        return _detect_rows(rows, "verdicts", items)
+        return _section_of(rows, "verdicts", items)
     raise DataError(f"cannot make a report from a {type(source).__name__}")
 
 

