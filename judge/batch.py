@@ -1,7 +1,8 @@
 """Judge calls through a provider's Batch API: half the price, no rate limits, answers within 24 h.
 
-The grader stays the one place that turns completions into verdicts. A batch run grades every item
-in rounds with a stand-in provider (:class:`_Collector`) that answers from what the batches brought
+The grader stays the one place that turns completions into verdicts. :class:`BatchAPI`, an executor of
+:func:`judge.pipeline.run` (so ``--repeats`` and ``--both-orders`` work as in process), grades every item
+in rounds with a caller (:class:`BatchCollector`) that answers from what the batches brought
 back and records every other call: round 1 records the first call of every item not already final
 in the cache, the next rounds the re-asks of unparseable answers and the lines worth resubmitting.
 Each round's calls go out as JSONL input files (``custom_id`` = the call's cache key), split within
@@ -28,34 +29,28 @@ How each way a batch can end is handled (never an item lost):
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from judge.cache import Cache
+from judge.calls import REJECTED_STATUSES, CachedCaller, CallResult
 from judge.config import GenerateConfig, Message
 from judge.errors import ConfigError, ProviderError
-from judge.grader import REJECTED_STATUSES
-from judge.io import JsonlAppender, write_jsonl
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
 from judge.retry import RetryPolicy, with_retries
 from judge.textfmt import redact_url
 
 if TYPE_CHECKING:
-    from judge.dataset import Item
     from judge.grader import Grader
-    from judge.runner import Results
-    from judge.verdict import Verdict
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 MAX_LINES = 50_000
@@ -188,51 +183,50 @@ class BatchStore:
         self._conn.close()
 
 
-class _Collector(Provider):
-    """Stands in for the judge's provider during a batch run: answers from what batches brought back
-    (this run, or an interrupted earlier one) and records every other call for the next batch."""
+class BatchCollector(CachedCaller):
+    """The :class:`~judge.calls.Caller` of a batch run: serves what the cache holds and what batches brought
+    back (this run, or an interrupted earlier one), and records every other call for the next batch."""
 
-    def __init__(self, inner: Provider, cache: Cache) -> None:
-        super().__init__(inner.model)
-        self.inner = inner
-        self.name = inner.name
-        self.supports_json_schema = inner.supports_json_schema
-        self.supports_logprobs = inner.supports_logprobs
-        self.default_score_mode = inner.default_score_mode
-        self.cache = cache
-        self.key_of: Callable[[list[Message]], str] = lambda m: ""  # set by run_batched
+    def __init__(self, cache: Cache, *, keep_failed: bool = False) -> None:
+        super().__init__(cache, keep_failed=keep_failed)
         self.answered: set[str] = set()  # keys whose completion came back in this run
         self.failed: dict[str, str] = {}  # key -> why the Batch API gave no completion
         self.pending: dict[str, bytes] = {}  # key -> its batch input line
         self.misses = 0
+        self.used: dict[str, tuple[int, int]] = {}  # key -> (prompt, completion) tokens of a batch answer served
 
-    def cache_identity(self) -> dict[str, Any]:
-        return self.inner.cache_identity()
+    def tokens(self) -> tuple[int, int]:
+        """Prompt and completion tokens of the batch answers this run used (each line once)."""
+        return sum(p for p, _ in self.used.values()), sum(c for _, c in self.used.values())
 
-    def request_identity(self, config: GenerateConfig) -> dict[str, Any]:
-        return self.inner.request_identity(config)
-
-    def should_retry(self, exc: BaseException) -> bool:
-        return False  # nothing here talks to a server
-
-    @property
-    def notices(self) -> list[str]:
-        return list(getattr(self.inner, "notices", []))
-
-    async def generate(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        key = self.key_of(messages)
+    async def send(
+        self,
+        provider: Provider,
+        messages: list[Message],
+        config: GenerateConfig,
+        key: str,
+        limiter: Any,
+        key_parts: dict[str, Any],
+    ) -> CallResult:
         if key in self.failed:
-            raise BatchLineError(self.failed[key])
+            exc = BatchLineError(self.failed[key])
+            exc.attempts = 1
+            raise exc
+        assert self.cache is not None
         entry = self.cache.get(key)
         if entry is not None and "rejected" not in entry and (key in self.answered or "batch" in entry):
             self.answered.add(key)
-            return ModelOutput.model_validate(entry)
+            out = ModelOutput.model_validate(entry)
+            self.used[key] = (out.usage.prompt_tokens, out.usage.completion_tokens)
+            return CallResult(out, False, 1, key, None)
         if key not in self.pending:
-            body = self.inner.batch_body(messages, config)  # type: ignore[attr-defined]
+            body = provider.batch_body(messages, config)  # type: ignore[attr-defined]
             line = {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
             self.pending[key] = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         self.misses += 1
-        raise _Pending("waiting for a batch")
+        waiting = _Pending("waiting for a batch")
+        waiting.attempts = 1
+        raise waiting
 
 
 def check_batch_support(provider: Provider, cache: Cache | None) -> None:
@@ -243,95 +237,73 @@ def check_batch_support(provider: Provider, cache: Cache | None) -> None:
         raise ConfigError("--batch keeps the batches' answers and ids in the cache; drop --no-cache")
 
 
-async def run_batched(
-    grader: Grader,
-    items: list[Item],
-    *,
-    out: str | Path | None = None,
-    progress: bool = False,
-) -> Results:
-    """Judge ``items`` through the provider's Batch API (see the module docstring); verdicts in input order."""
-    from judge.runner import Results
+class BatchAPI:
+    """The :class:`~judge.pipeline.Executor` of a batch run (see the module docstring): the run's units are
+    worked on graders whose caller is a :class:`BatchCollector`, in rounds; a unit that needed a call not
+    answered yet is worked again after the next round, so verdicts are exactly the synchronous path's.
+    Reports a :class:`BatchReport`."""
 
-    writer = JsonlAppender(out) if out is not None else None
-    jobs = [lambda g, item=item: g.grade(item) for item in items]
-    try:
-        verdicts, report = await grade_batched(
-            grader,
-            jobs,
-            on_verdict=None if writer is None else lambda _, v: writer.write(v.model_dump(mode="json")),
-            progress=progress,
-        )
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    results = Results(verdicts)
-    if writer is not None:
-        writer.close()
-        write_jsonl(writer.path, results.to_records())
-    results.batch_report = report
-    return results
+    name = "batch"
+    shows_progress = True
 
+    def __init__(self, settings: BatchSettings | None = None) -> None:
+        self.settings = settings or BatchSettings()
 
-async def grade_batched(
-    grader: Grader,
-    jobs: Sequence[Callable[[Grader], Awaitable[Verdict]]],
-    *,
-    on_verdict: Callable[[int, Verdict], None] | None = None,
-    progress: bool = False,
-) -> tuple[list[Verdict], BatchReport]:
-    """Run ``jobs`` (each one verdict from the grader it is given: ``g.grade(item)``, ``g.grade_messages(...)``)
-    with ``grader``'s calls going through the Batch API, in rounds; verdicts in job order and the report.
+    def check(self, grader: Grader, *, budget: Any = None) -> None:
+        check_batch_support(grader.provider, grader.cache)
+        if budget is not None:
+            raise ConfigError(
+                "--max-cost cannot be enforced with --batch: the budget checks each call before it is sent, but a "
+                "batch's calls are all submitted at once and what each cost is known only when the batch has run; "
+                "estimate the cost with --dry-run instead"
+            )
 
-    The one seam every batch run goes through (``judge score --batch``, ``judge mtbench judge --batch``):
-    a job is run on a stand-in grader whose provider answers from the batches' results; a job that
-    needed a call not answered yet is run again after the next round. ``on_verdict(index, verdict)``
-    is called as each job finishes.
-    """
-    settings: BatchSettings = grader.batch or BatchSettings()
-    check_batch_support(grader.provider, grader.cache)
-    assert grader.cache is not None
-    cache = grader.cache
-    collector = _Collector(grader.provider, cache)
-    stand_in = copy.copy(grader)
-    stand_in.provider = collector
-    collector.key_of = stand_in.call_key
-    store = BatchStore(cache)
-    driver = _Driver(grader.provider, grader.config, cache, store, collector, settings, progress)
-    verdicts: list[Any] = [None] * len(jobs)
-    todo = list(range(len(jobs)))
-    try:
-        while todo:
-            collector.pending = {}
-            waiting = []
-            for i in todo:
-                before = collector.misses
-                v = await jobs[i](stand_in)
-                if collector.misses > before:
-                    waiting.append(i)
-                    continue
-                verdicts[i] = v
-                if on_verdict is not None:
-                    on_verdict(i, v)
-            todo = waiting
-            if todo:
-                await driver.round(collector.pending)
-    finally:
-        store.close()
-    report = driver.report
-    report.lines_unanswered = len(collector.failed)
-    fresh = [v for v in verdicts if not v.cached]
-    report.cost_usd = _total(v.cost_usd for v in fresh)
-    report.sync_cost_usd = _total(
-        cost_usd(grader.provider.id, v.prompt_tokens, v.completion_tokens, grader.prices) for v in fresh
-    )
-    return verdicts, report
+    async def map(
+        self,
+        graders: Sequence[Grader],
+        work: Callable[[Sequence[Grader]], Callable[[Any], Awaitable[Any]]],
+        units: Iterable[Any],
+        done: Callable[[int, Any], None],
+        *,
+        progress: bool = False,
+    ) -> BatchReport:
+        grader = graders[0]
+        self.check(grader)
+        assert grader.cache is not None
+        cache = grader.cache
+        collector = BatchCollector(cache, keep_failed=grader.keep_failed)
+        settings = grader.batch or self.settings
+        # priced at the batch price: the graders carry the batch settings
+        fn = work([g.with_caller(collector, batch=g.batch or settings) for g in graders])
+        store = BatchStore(cache)
+        driver = _Driver(grader.provider, grader.config, cache, store, collector, settings, progress)
+        todo = list(enumerate(units))
+        try:
+            while todo:
+                collector.pending = {}
+                waiting = []
+                for i, unit in todo:
+                    before = collector.misses
+                    result = await fn(unit)
+                    if collector.misses > before:
+                        waiting.append((i, unit))
+                        continue
+                    done(i, result)
+                todo = waiting
+                if todo:
+                    await driver.round(collector.pending)
+        finally:
+            store.close()
+        report = driver.report
+        report.lines_unanswered = len(collector.failed)
+        prompt, completion = collector.tokens()
+        report.cost_usd = _cost(cost_usd(grader.provider.id, prompt, completion, grader.prices, batch=True))
+        report.sync_cost_usd = _cost(cost_usd(grader.provider.id, prompt, completion, grader.prices))
+        return report
 
 
-def _total(costs: Any) -> float | None:
-    values = list(costs)
-    return None if any(c is None for c in values) else round(sum(values), 9)
+def _cost(value: float | None) -> float | None:
+    return None if value is None else round(value, 9)
 
 
 class _Driver:
@@ -343,7 +315,7 @@ class _Driver:
         config: GenerateConfig,
         cache: Cache,
         store: BatchStore,
-        collector: _Collector,
+        collector: BatchCollector,
         settings: BatchSettings,
         progress: bool,
     ) -> None:

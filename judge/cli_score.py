@@ -183,54 +183,42 @@ def score(
 ) -> None:
     """Score every row of DATA (JSONL, CSV or Parquet) and write one JSON verdict per item."""
     from judge.io import OutputLock, check_output_path
+    from judge.pipeline import run
     from judge.retry import RetryPolicy
-    from judge.runner import Tally, build_grader, run_items, run_sync, score_stream
+    from judge.runner import run_sync
+    from judge.spec import JudgeSpec
 
     # every check that can fail on the user's input runs before the first call
     target = out or default_out(data, rubric)
     check_output_path(target, inputs=[data, rubric if Path(rubric).is_file() else None, prices])
-    eng = check_engine(engines, batch=batch, repeats=repeats, both_orders=both_orders, max_cost=max_cost)
+    eng = check_engine(engines, batch=batch)
     items = _read_items(data, mapping, prices)
     spec = _judge_named(judge_spec, base_url)
     structured = False if no_structured_output else None  # None: the provider's default (get_provider drops None)
-    grader = build_grader(
-        rubric, spec, score_mode=score_mode, base_url=base_url, timeout=timeout, dtype=local_dtype, seed=seed,
+    judge = JudgeSpec.of(
+        spec, score_mode=score_mode, base_url=base_url, timeout=timeout, dtype=local_dtype, seed=seed,
         temperature=temperature, retry=RetryPolicy(max_attempts=max_attempts), prices=prices,
         batch=BatchArgs(batch, batch_poll).settings(), structured_output=structured, **cache.grader_kwargs(),
     )  # fmt: skip
+    grader = judge.grader(rubric)
     show = progress_enabled(progress)
-    budget, estimate = _plan(grader, items, repeats, both_orders, max_cost, dry_run)
+    executor, budget, estimate = _plan(grader, items, eng, repeats, both_orders, max_cost, dry_run, concurrency, judge)
     if estimate is not None:
         click.echo(render_estimate(estimate, grader.describe(), len(items)))
         return
 
     async def go():
-        try:
-            if eng is not None:
-                from judge.engines.score import GraderRecipe, run_items_on
-
-                recipe = GraderRecipe.of(
-                    grader, spec, base_url=base_url, timeout=timeout, structured_output=structured, dtype=local_dtype
-                )
-                return await run_items_on(
-                    eng, grader, list(items), recipe, concurrency=concurrency, out=target, progress=show
-                )
-            if batch:  # rounds over the item list
-                return await run_items(
-                    grader, list(items), concurrency=concurrency, out=target, progress=show, repeats=repeats,
-                    both_orders=both_orders, budget=budget,
-                )  # fmt: skip
-            return await score_stream(  # the verdicts go to the file and the totals, none is kept: flat memory
-                grader, items, n=len(items), concurrency=concurrency, out=target, progress=show, repeats=repeats,
+        try:  # in process the verdicts go to the file and the totals, none is kept: flat memory
+            return await run(
+                grader, items, executor, n=len(items), out=target, progress=show, repeats=repeats,
                 both_orders=both_orders, budget=budget,
             )  # fmt: skip
         finally:
             await grader.provider.aclose()
 
     with _interrupt_notes(target, batch=batch), OutputLock(target):  # the lock is let go first
-        results = run_sync(go())
-    tally = results if isinstance(results, Tally) else Tally.of(results)
-    _finish(results, tally, grader, target, items, budget, max_unscored)
+        tally = run_sync(go())
+    _finish(tally, grader, target, items, budget, max_unscored)
 
 
 def _read_items(data: Path, mapping: tuple[str, ...], prices: str | None) -> Any:
@@ -257,21 +245,27 @@ def _judge_named(judge_spec: str | None, base_url: str | None) -> str:
     return spec
 
 
-def _plan(grader: Any, items: Any, repeats: int, both_orders: bool, max_cost: float | None, dry_run: bool) -> Any:
-    """``(budget, estimate)``: the ``--max-cost`` budget and the ``--dry-run`` estimate (None when not asked);
-    the provider is closed when a check fails and after an estimate (nothing more is sent)."""
+def _plan(
+    grader: Any, items: Any, eng: Any, repeats: int, both_orders: bool, max_cost: float | None, dry_run: bool,
+    concurrency: int, judge: Any,
+) -> Any:  # fmt: skip
+    """``(executor, budget, estimate)``: how the calls are made (:func:`make_executor`), the ``--max-cost``
+    budget and the ``--dry-run`` estimate (None when not asked), each checked before any call; the provider is
+    closed when a check fails and after an estimate (nothing more is sent)."""
     from judge.runner import Budget, check_trials, estimate_run, run_sync
 
     try:
         check_trials(grader, repeats, both_orders)
         budget = Budget.for_grader(max_cost, grader) if max_cost is not None else None
+        executor = make_executor(eng, grader, concurrency, judge)
+        executor.check(grader, budget=budget)  # what it cannot do, said before any work
         estimate = estimate_run(grader, items, calls_per_item=repeats * (2 if both_orders else 1)) if dry_run else None
     except BaseException:
         run_sync(grader.provider.aclose())
         raise
     if estimate is not None:
         run_sync(grader.provider.aclose())
-    return budget, estimate
+    return executor, budget, estimate
 
 
 @contextlib.contextmanager
@@ -288,12 +282,10 @@ def _interrupt_notes(target: Path, *, batch: bool) -> Iterator[None]:
         raise
 
 
-def _finish(
-    results: Any, tally: Any, grader: Any, target: Path, items: Any, budget: Any, max_unscored: float | None
-) -> None:
+def _finish(tally: Any, grader: Any, target: Path, items: Any, budget: Any, max_unscored: float | None) -> None:
     """The run's summary; exit 3 when the budget ran out or the run is incomplete."""
     click.echo(render_summary(tally, grader.describe(), target, lengths=length_summary(target, items)))
-    batch_report = getattr(results, "batch_report", None)
+    batch_report = tally.report
     if batch_report is not None:
         click.echo(batch_report.line())
     if budget is not None and budget.reached:
@@ -308,7 +300,7 @@ def _finish(
     exit_if_incomplete("items", tally.n_items, causes[None], causes["transport"], causes["parse"], max_unscored)
 
 
-def check_engine(engines: EngineArgs, *, batch: bool, repeats: int, both_orders: bool, max_cost: float | None):
+def check_engine(engines: EngineArgs, *, batch: bool):
     """The engine ``--engine`` names (None: the local path, unchanged), after the checks that need no data."""
     from judge.engines import get_engine
 
@@ -321,9 +313,22 @@ def check_engine(engines: EngineArgs, *, batch: bool, repeats: int, both_orders:
         raise ConfigError(
             f"--engine {engine} judges items on workers; --batch sends them to the provider's Batch API: choose one"
         )
-    if repeats > 1 or both_orders or max_cost is not None:
-        raise ConfigError(f"--repeats, --both-orders and --max-cost are not available with --engine {engine} yet")
     return get_engine(engine, address)
+
+
+def make_executor(eng: Any, grader: Any, concurrency: int, judge: Any) -> Any:
+    """How ``judge score`` makes its calls (:mod:`judge.pipeline`): on an engine's workers (a recipe from the
+    :class:`~judge.spec.JudgeSpec` ``judge``), through the Batch API (a grader built with batch settings), or in
+    this process."""
+    from judge.runner import executor_for
+
+    if eng is None:
+        return executor_for(grader, concurrency=concurrency)
+    from judge.engines.score import GraderRecipe, OnEngine
+
+    options = {"base_url": judge.base_url, "timeout": judge.timeout, **judge.provider_options}
+    recipe = GraderRecipe.of(grader, judge.judge, **options)
+    return OnEngine(eng, recipe, concurrency=concurrency)
 
 
 def length_summary(target: Path, items: Any) -> Any:

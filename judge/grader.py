@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from judge.cache import Cache, cache_key
+from judge.cache import Cache
+from judge.calls import (
+    REJECTED_STATUSES,
+    Caller,
+    CallGuard,
+    CallResult,
+    DirectCaller,
+    cached_call,
+    call_key,
+    call_through_cache,
+)
 from judge.config import LOGPROB_MODES, SCORE_MODES, GenerateConfig, Message
 from judge.dataset import Item
 from judge.errors import (
@@ -24,129 +33,36 @@ from judge.limiter import Limiter
 from judge.pricing import cost_usd
 from judge.providers._base import ModelOutput, Provider
 from judge.providers.registry import provider_info
-from judge.retry import RetryPolicy, with_retries
+from judge.retry import RetryPolicy
 from judge.rubric import Rubric
 from judge.verdict import Parsed, Verdict, parse_verdict, reask_message, score_from_logprobs
 
 if TYPE_CHECKING:
     from judge.batch import BatchSettings
 
+__all__ = [
+    "FATAL_STATUSES",
+    "REJECTED_STATUSES",
+    "SCORE_MODES",
+    "CallGuard",
+    "CallResult",
+    "Caller",
+    "Grader",
+    "cached_call",
+    "call_key",
+    "call_through_cache",
+    "is_fatal",
+]
+
 FATAL_STATUSES = (401, 403, 404)
 """Client errors that no item can get past (bad key, no access, unknown model): they stop the run."""
 
 REASONING_TOKENS = 64
-REJECTED_STATUSES = (400, 422)
-"""Definitive refusals of one request: cached as final, like an ok verdict."""
 
 
 def is_fatal(exc: ProviderError) -> bool:
     """Whether ``exc`` stops the whole run (a dead endpoint, a bad key, an unknown model)."""
     return exc.fatal or (isinstance(exc, ClientRequestError) and exc.status in FATAL_STATUSES)
-
-
-class CallGuard(Protocol):
-    """Wraps each call sent to the server (not one served from the cache), inside its call slot: the
-    ``--max-cost`` budget (:class:`judge.runner.Budget`) reserves, waits, refuses and counts there."""
-
-    async def __call__(
-        self, messages: list[Message], config: GenerateConfig, generate: Callable[[], Awaitable[ModelOutput]]
-    ) -> ModelOutput: ...
-
-
-class CallResult(NamedTuple):
-    """One judge call as the grader sees it."""
-
-    output: ModelOutput
-    cached: bool
-    attempts: int  # HTTP attempts made now (0 when served from the cache)
-    key: str
-    final: bool | None  # a cache hit's mark (None: not from the cache)
-
-
-def call_key(provider: Provider, messages: list[Message], config: GenerateConfig, **key_parts: Any) -> str:
-    """The cache key of a call: the model's identity (not the server's URL), everything that changes
-    the request (messages, config, structured-output form) and ``key_parts`` (rubric hash, score
-    mode, the user's cache namespace)."""
-    return cache_key(
-        **provider.cache_identity(),
-        **provider.request_identity(config),
-        messages=messages,
-        config=config.cache_dict(),
-        **key_parts,
-    )
-
-
-async def call_through_cache(
-    provider: Provider,
-    messages: list[Message],
-    config: GenerateConfig,
-    cache: Cache | None,
-    retry: RetryPolicy,
-    *,
-    limiter: Limiter | None = None,
-    keep_failed: bool = False,
-    guard: CallGuard | None = None,
-    **key_parts: Any,
-) -> CallResult:
-    """One call through the cache, the limiter and the retry layer; stores nothing but rejections.
-
-    A cached entry marked not final (an unparseable or truncated completion) is called again
-    unless ``keep_failed``. A :class:`ProviderError` that ends the retries carries ``attempts``.
-    A definitive refusal (HTTP 400/422) is cached as final and raised again on the next hit.
-    """
-    key = call_key(provider, messages, config, **key_parts)
-    if cache is not None:
-        hit = cache.get(key)
-        if hit is not None and (hit.get("final", True) or keep_failed):
-            if "rejected" in hit:
-                rejection = ClientRequestError(hit["rejected"], status=hit.get("status"))
-                rejection.attempts = 0  # served from the cache: no request made
-                raise rejection
-            return CallResult(ModelOutput.model_validate(hit), True, 0, key, bool(hit.get("final", True)))
-    attempts = 0
-
-    def count(n: int) -> None:
-        nonlocal attempts
-        attempts = n
-
-    def send() -> Awaitable[ModelOutput]:
-        if guard is None:
-            return provider.generate(messages, config)
-        return guard(messages, config, lambda: provider.generate(messages, config))
-
-    def once() -> Awaitable[ModelOutput]:
-        return send() if limiter is None else limiter.run(send)
-
-    try:
-        out = await with_retries(once, provider.should_retry, retry, count)
-    except ProviderError as exc:
-        exc.attempts = max(attempts, 1)
-        if cache is not None and isinstance(exc, ClientRequestError) and exc.status in REJECTED_STATUSES:
-            cache.put(call_key(provider, messages, config, **key_parts), {"rejected": str(exc), "status": exc.status})
-        raise
-    # stored under what was actually sent (a structured-output fallback changes the request)
-    return CallResult(out, False, attempts, call_key(provider, messages, config, **key_parts), None)
-
-
-async def cached_call(
-    provider: Provider,
-    messages: list[Message],
-    config: GenerateConfig,
-    cache: Cache | None,
-    retry: RetryPolicy,
-    *,
-    limiter: Limiter | None = None,
-    **key_parts: Any,
-) -> tuple[ModelOutput, bool, int]:
-    """One provider call through the cache, the limiter and the retry layer, stored as final:
-    (output, cached, attempts).
-
-    For callers that take any completion (answer generation); the grader marks its own entries.
-    """
-    res = await call_through_cache(provider, messages, config, cache, retry, limiter=limiter, **key_parts)
-    if cache is not None and not res.cached:
-        cache.put(res.key, {**res.output.to_cache(), "final": True})
-    return res.output, res.cached, res.attempts
 
 
 def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
@@ -171,6 +87,65 @@ def refuse_small_opinions_judge(rubric: Rubric, provider: Provider) -> None:
     )
 
 
+def check_score_mode(rubric: Rubric, provider: Provider, score_mode: str | None) -> str:
+    """The score mode a grader of ``rubric`` by ``provider`` reads (``score_mode``, else the provider's default;
+    text for an opinions rubric); a :class:`ConfigError` when they cannot go together."""
+    # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
+    mode = score_mode or rubric.kind_info.default_score_mode(provider.default_score_mode)
+    if mode not in SCORE_MODES:
+        raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
+    if mode not in rubric.kind_info.score_modes:
+        modes, kind = " or ".join(rubric.kind_info.score_modes), rubric.spec.kind
+        raise ConfigError(f"the {mode} score mode reads a score or a label; {kind} rubrics use --score-mode {modes}")
+    refuse_small_opinions_judge(rubric, provider)
+    if mode in LOGPROB_MODES and not provider.supports_logprobs:
+        raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
+    if mode == "reason" and not provider.supports_prefill:
+        raise ConfigError(f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one")
+    return mode
+
+
+def judge_config(
+    rubric: Rubric, provider: Provider, mode: str, *, seed: int, temperature: float, max_tokens: int
+) -> GenerateConfig:
+    """The verdict call's settings: two tokens and the label or score candidates' logprobs (logprob, reason),
+    or up to ``max_tokens`` of text, in the rubric's JSON schema where the provider takes one (text)."""
+    if mode in LOGPROB_MODES:
+        return GenerateConfig(
+            temperature=temperature,
+            seed=seed,
+            max_tokens=2,
+            logprobs=True,
+            top_logprobs=20,
+            score_candidates=rubric.kind_info.score_candidates(rubric.spec),
+        )
+    schema = rubric.json_schema() if provider.supports_json_schema else None
+    return GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)
+
+
+@dataclass
+class _Calls:
+    """What one item's calls came to: the calls made, HTTP attempts (retries and re-asks included; a cached call
+    counts once), whether all came from the cache, and the tokens."""
+
+    calls: list[CallResult] = field(default_factory=list)
+    attempts: int = 0
+    all_cached: bool = True
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, res: CallResult) -> None:
+        self.calls.append(res)
+        self.attempts += res.attempts or 1
+        self.all_cached = self.all_cached and res.cached
+        self.prompt_tokens += res.output.usage.prompt_tokens
+        self.completion_tokens += res.output.usage.completion_tokens
+
+    def failed(self, attempts: int, *, cached: bool) -> None:
+        self.attempts += attempts
+        self.all_cached = self.all_cached and cached
+
+
 class Grader:
     """Judges items with one rubric and one provider. Stateless per item; safe to share across tasks."""
 
@@ -191,23 +166,27 @@ class Grader:
         keep_failed: bool = False,
         batch: BatchSettings | None = None,
         reasoning_tokens: int = REASONING_TOKENS,
+        reasoning_seed: int | None = None,
+        caller: Caller | None = None,
     ) -> None:
-        # logprob reads a score or a label from the next-token distribution; opinions rubrics need text
-        mode = score_mode or rubric.kind_info.default_score_mode(provider.default_score_mode)
-        if mode not in SCORE_MODES:
-            raise ConfigError(f"unknown score mode '{mode}' (choose from {', '.join(SCORE_MODES)})")
-        if mode not in rubric.kind_info.score_modes:
-            modes, kind = " or ".join(rubric.kind_info.score_modes), rubric.spec.kind
-            raise ConfigError(
-                f"the {mode} score mode reads a score or a label; {kind} rubrics use --score-mode {modes}"
-            )
-        refuse_small_opinions_judge(rubric, provider)
-        if mode in LOGPROB_MODES and not provider.supports_logprobs:
-            raise ConfigError(f"provider '{provider.name}' cannot return logprobs; use --score-mode text")
-        if mode == "reason" and not provider.supports_prefill:
-            raise ConfigError(
-                f"the reason score mode needs a local judge; provider '{provider.name}' cannot continue one"
-            )
+        #: what this grader was built with: :meth:`with_caller` / :meth:`with_seed` build another from it
+        self._settings: dict[str, Any] = {
+            "score_mode": score_mode,
+            "seed": seed,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "max_reasks": max_reasks,
+            "retry": retry,
+            "cache": cache,
+            "prices": prices,
+            "cache_namespace": cache_namespace,
+            "keep_failed": keep_failed,
+            "batch": batch,
+            "reasoning_tokens": reasoning_tokens,
+            "reasoning_seed": reasoning_seed,
+            "caller": caller,
+        }
+        mode = check_score_mode(rubric, provider, score_mode)
         self.rubric = rubric
         self.provider = provider
         self.score_mode = mode
@@ -221,23 +200,22 @@ class Grader:
         self.keep_failed = keep_failed
         #: judge through the provider's Batch API (judge.batch), priced at its batch price; None: synchronously
         self.batch = batch
-        #: wraps each call sent (``--max-cost``: :meth:`with_guard`); None: calls go out as they come
-        self.guard: CallGuard | None = None
-        #: reason mode: the bounded, greedy reasoning call made before the verdict is read
-        self.reason_config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=reasoning_tokens)
-        if mode in LOGPROB_MODES:
-            candidates = rubric.kind_info.score_candidates(rubric.spec)
-            self.config = GenerateConfig(
-                temperature=temperature,
-                seed=seed,
-                max_tokens=2,
-                logprobs=True,
-                top_logprobs=20,
-                score_candidates=candidates,
-            )
-        else:
-            schema = rubric.json_schema() if provider.supports_json_schema else None
-            self.config = GenerateConfig(temperature=temperature, seed=seed, max_tokens=max_tokens, json_schema=schema)
+        #: makes every call and keeps what the grader stores (default: the cache, then the server)
+        self.caller: Caller = caller or DirectCaller(cache, self.retry, keep_failed=keep_failed)
+        #: reason mode: the bounded, greedy reasoning call made before the verdict is read (a repeat keeps the
+        #: first repeat's seed for it: :meth:`with_seed`)
+        self.reason_config = GenerateConfig(
+            temperature=temperature,
+            seed=seed if reasoning_seed is None else reasoning_seed,
+            max_tokens=reasoning_tokens,
+        )
+        #: the verdict call
+        self.config = judge_config(rubric, provider, mode, seed=seed, temperature=temperature, max_tokens=max_tokens)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments this grader was built with (its rubric and provider aside)."""
+        return dict(self._settings)
 
     @property
     def notices(self) -> list[str]:
@@ -258,16 +236,12 @@ class Grader:
     async def call(
         self, messages: list[Message], limiter: Limiter | None = None, config: GenerateConfig | None = None
     ) -> CallResult:
-        """One judge call through the cache, the limiter and the retry layer (nothing stored yet)."""
-        return await call_through_cache(
+        """One judge call through this grader's caller (nothing stored yet)."""
+        return await self.caller.call(
             self.provider,
             messages,
             config or self.config,
-            self.cache,
-            self.retry,
             limiter=limiter,
-            keep_failed=self.keep_failed,
-            guard=self.guard,
             rubric_hash=self.rubric.content_hash,
             score_mode=self.score_mode,
             namespace=self.cache_namespace,
@@ -282,94 +256,93 @@ class Grader:
         """Judge pre-rendered ``messages`` (e.g. a FastChat judge prompt) with this grader's parsing,
         re-asks, cache and unscored semantics; the rubric supplies the scale or choices."""
         start = time.perf_counter()
-        prompt_tokens = completion_tokens = 0
-        all_cached = True
-        attempts = 0  # HTTP attempts, retries and re-asks included; a cached call counts once
-        calls: list[CallResult] = []
+        tally = _Calls()
         raw: str | None = None
         parsed: Parsed | None = None
         error: str | None = None
-        reads_logprobs = self.score_mode in LOGPROB_MODES
-        thought: str | None = None
         for round_ in range(self.max_reasks + 1):
             try:
-                if self.score_mode == "reason":  # reason briefly, then read the verdict after a forced prefix
-                    first = await self.call(messages, limiter, self.reason_config)
-                    calls.append(first)
-                    attempts += first.attempts or 1
-                    all_cached = all_cached and first.cached
-                    prompt_tokens += first.output.usage.prompt_tokens
-                    completion_tokens += first.output.usage.completion_tokens
-                    thought = self.rubric.cut_reasoning(first.output.text)
-                    forced = {"role": "assistant", "content": f"{thought}\n{self.rubric.verdict_prefix} ".lstrip()}
-                    res = await self.call([*messages, forced], limiter)
-                else:
-                    res = await self.call(messages, limiter)
-            except ContextLengthError as exc:
-                attempts += exc.attempts
-                error = f"context length exceeded: the prompt plus max_tokens does not fit the model ({exc})"
-                all_cached = False
+                res, thought = await self._ask(messages, limiter, tally)
+            except Exception as exc:  # noqa: BLE001 - each failure becomes a reason; what stops the run is raised
+                error = self._failed(exc, tally)
                 break
-            except ClientRequestError as exc:
-                if is_fatal(exc):
-                    raise
-                attempts += exc.attempts or 1
-                error = f"request rejected: {exc}"
-                all_cached = all_cached and exc.attempts == 0  # 0: the rejection was served from the cache
-                break
-            except ProviderError as exc:
-                if is_fatal(exc):
-                    raise
-                attempts += exc.attempts
-                error = f"{type(exc).__name__} after {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}: {exc}"
-                all_cached = False
-                break
-            except (ConfigError, RubricError, DataError, BudgetReached):
-                raise  # the user's setup is wrong for every item (or the budget is spent): the caller says so
-            except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure must not sink the run
-                attempts += 1
-                error = f"internal error: {type(exc).__name__}: {exc}"
-                all_cached = False
-                break
-            calls.append(res)
+            tally.add(res)
             out = res.output
-            attempts += res.attempts or 1
-            all_cached = all_cached and res.cached
-            prompt_tokens += out.usage.prompt_tokens
-            completion_tokens += out.usage.completion_tokens
-            raw = out.text if thought is None else calls[-2].output.text  # reason mode: the reasoning as generated
-            try:
-                if reads_logprobs:
-                    parsed = score_from_logprobs(out.score_logprobs, out.top_logprobs, self.rubric)
-                    if thought is not None:
-                        parsed.reasoning = thought
-                else:
-                    parsed = parse_verdict(out.text, self.rubric)
-                error = None
+            raw = out.text if thought is None else tally.calls[-2].output.text  # reason mode: the reasoning
+            parsed, error, reask = self._read(out, thought)
+            if reask is None:
                 break
-            except VerdictParseError as exc:
-                parsed = None
-                if out.finish_reason == "length" and not reads_logprobs:
-                    # the same max_tokens would cut the answer again: re-asking cannot help
-                    error = f"truncated at max_tokens ({self.config.max_tokens}): raise max_tokens ({exc})"
-                    break
-                error = f"unparseable verdict: {exc}"
-                if reads_logprobs:
-                    break  # the same call would give the same logprobs: re-asking cannot help
-                if round_ < self.max_reasks:
-                    messages = [
-                        *messages,
-                        {"role": "assistant", "content": out.text},
-                        {"role": "user", "content": reask_message(str(exc), self.rubric, self.score_mode)},
-                    ]
-            except Exception as exc:  # noqa: BLE001 - a parser bug costs one item, with the completion kept
-                parsed = None
-                error = f"internal error while reading the verdict: {type(exc).__name__}: {exc}"
-                break
-        if error is not None and len(calls) > 1:
-            error += f" (after {len(calls) - 1} re-ask{'s' if len(calls) > 2 else ''})"
-        self._store(calls, final=parsed is not None)
-        cached = all_cached  # every call (or the rejection) came from the cache
+            if round_ < self.max_reasks:
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": out.text},
+                    {"role": "user", "content": reask_message(reask, self.rubric, self.score_mode)},
+                ]
+        if error is not None and len(tally.calls) > 1:
+            n = len(tally.calls) - 1
+            error += f" (after {n} re-ask{'s' if n > 1 else ''})"
+        self._store(tally.calls, final=parsed is not None)
+        return self._verdict(item_id, parsed, error, raw, tally, start)
+
+    async def _ask(
+        self, messages: list[Message], limiter: Limiter | None, tally: _Calls
+    ) -> tuple[CallResult, str | None]:
+        """The verdict call, and in reason mode the reasoning kept from the call made before it (counted in
+        ``tally``), which the verdict call continues after the rubric's verdict prefix."""
+        if self.score_mode != "reason":
+            return await self.call(messages, limiter), None
+        first = await self.call(messages, limiter, self.reason_config)
+        tally.add(first)
+        thought = self.rubric.cut_reasoning(first.output.text)
+        forced = {"role": "assistant", "content": f"{thought}\n{self.rubric.verdict_prefix} ".lstrip()}
+        return await self.call([*messages, forced], limiter), thought
+
+    def _failed(self, exc: Exception, tally: _Calls) -> str:
+        """Why a call that raised ``exc`` leaves the item unscored (counted in ``tally``); raised again when it
+        stops the whole run (a fatal server error, the user's setup, the budget)."""
+        if isinstance(exc, ContextLengthError):
+            tally.failed(exc.attempts, cached=False)
+            return f"context length exceeded: the prompt plus max_tokens does not fit the model ({exc})"
+        if isinstance(exc, ClientRequestError):
+            if is_fatal(exc):
+                raise exc
+            tally.failed(exc.attempts or 1, cached=exc.attempts == 0)  # 0: the rejection was served from the cache
+            return f"request rejected: {exc}"
+        if isinstance(exc, ProviderError):
+            if is_fatal(exc):
+                raise exc
+            tally.failed(exc.attempts, cached=False)
+            return f"{type(exc).__name__} after {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}: {exc}"
+        if isinstance(exc, ConfigError | RubricError | DataError | BudgetReached):
+            raise exc  # the user's setup is wrong for every item (or the budget is spent): the caller says so
+        # a bug or an unforeseen failure must not sink the run
+        tally.failed(1, cached=False)
+        return f"internal error: {type(exc).__name__}: {exc}"
+
+    def _read(self, out: ModelOutput, thought: str | None) -> tuple[Parsed | None, str | None, str | None]:
+        """(the verdict read from ``out``, else None; why not; what a re-ask should tell the judge, None when
+        re-asking cannot help)."""
+        reads_logprobs = self.score_mode in LOGPROB_MODES
+        try:
+            if not reads_logprobs:
+                return parse_verdict(out.text, self.rubric), None, None
+            parsed = score_from_logprobs(out.score_logprobs, out.top_logprobs, self.rubric)
+            if thought is not None:
+                parsed.reasoning = thought
+            return parsed, None, None
+        except VerdictParseError as exc:
+            if out.finish_reason == "length" and not reads_logprobs:
+                # the same max_tokens would cut the answer again: re-asking cannot help
+                return None, f"truncated at max_tokens ({self.config.max_tokens}): raise max_tokens ({exc})", None
+            # logprobs: the same call would give the same logprobs, re-asking cannot help
+            return None, f"unparseable verdict: {exc}", None if reads_logprobs else str(exc)
+        except Exception as exc:  # noqa: BLE001 - a parser bug costs one item, with the completion kept
+            return None, f"internal error while reading the verdict: {type(exc).__name__}: {exc}", None
+
+    def _verdict(
+        self, item_id: str, parsed: Parsed | None, error: str | None, raw: str | None, tally: _Calls, start: float
+    ) -> Verdict:
+        cached = tally.all_cached  # every call (or the rejection) came from the cache
         return Verdict(
             id=item_id,
             rubric=self.rubric.id,
@@ -381,10 +354,10 @@ class Grader:
             reasoning=parsed.reasoning if parsed else None,
             error=error,
             raw=raw,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            prompt_tokens=tally.prompt_tokens,
+            completion_tokens=tally.completion_tokens,
             # a verdict served from the cache cost nothing this time
-            cost_usd=0.0 if cached else self._cost(prompt_tokens, completion_tokens),
+            cost_usd=0.0 if cached else self._cost(tally.prompt_tokens, tally.completion_tokens),
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
             cached=cached,
             temperature=self.config.temperature,
@@ -392,32 +365,38 @@ class Grader:
             label=parsed.label if parsed else None,
             score_probs=parsed.score_probs if parsed else None,
             details=parsed.details if parsed else None,
-            attempts=max(attempts, 1),
+            attempts=max(tally.attempts, 1),
         )
 
     def _store(self, calls: list[CallResult], *, final: bool) -> None:
         """Cache this item's completions, marked final only when they made an ok verdict: an
         unparseable or truncated completion is kept as what it is and called again next run."""
-        if self.cache is None:
-            return
         for res in calls:
             if not res.cached or res.final != final:
-                self.cache.put(res.key, {**res.output.to_cache(), "final": final})
+                self.caller.store(res.key, {**res.output.to_cache(), "final": final})
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return cost_usd(self.provider.id, prompt_tokens, completion_tokens, self.prices, batch=self.batch is not None)
 
+    def _rebuilt(self, **changes: Any) -> Grader:
+        """A grader built from this one's rubric, provider and settings, with ``changes``."""
+        return Grader(self.rubric, self.provider, **{**self._settings, **changes})
+
+    def with_caller(self, caller: Caller, *, batch: BatchSettings | None = None) -> Grader:
+        """This grader with its calls made by ``caller`` (same rubric, provider and settings); ``batch``: the
+        settings of the Batch API run ``caller`` belongs to (its verdicts are priced at the batch price)."""
+        return self._rebuilt(caller=caller, batch=batch or self.batch)
+
     def with_seed(self, seed: int) -> Grader:
-        """This grader with another seed (a repeat): same provider, cache and settings, another cache entry."""
-        other = copy.copy(self)
-        other.config = self.config.model_copy(update={"seed": seed})
-        return other
+        """This grader with another seed (a repeat): same provider, caller and settings, another cache entry.
+        Reason mode's reasoning call keeps this grader's seed."""
+        return self._rebuilt(seed=seed, reasoning_seed=self.reason_config.seed, caller=self.caller)
 
     def with_guard(self, guard: CallGuard | None) -> Grader:
         """This grader with every call it sends wrapped by ``guard`` (same provider, cache and settings)."""
-        other = copy.copy(self)
-        other.guard = guard
-        return other
+        if not isinstance(self.caller, DirectCaller):
+            raise ConfigError("--max-cost guards calls sent to the server as they go; this run does not send them")
+        return self.with_caller(self.caller.derive(guard=guard))
 
     def describe(self) -> dict[str, Any]:
         return {"rubric": self.rubric.id, "judge": self.provider.id, "score_mode": self.score_mode}

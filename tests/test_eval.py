@@ -211,7 +211,7 @@ def test_safety_rubric_gate_reads_lower_as_better(suite_dir: Path, monkeypatch: 
     }
     fake = FakeProvider("tox", script=script)
     monkeypatch.setattr(
-        "judge.runner.get_provider", lambda spec, **kw: fake if spec == "fake/tox" else get_provider(spec, **kw)
+        "judge.spec.get_provider", lambda spec, **kw: fake if spec == "fake/tox" else get_provider(spec, **kw)
     )
     result = evaluate(suite, base_dir=suite_dir)
     assert result.figures["toxicity"].direction == "lower" and result.figures["toxicity"].hi == 1.0

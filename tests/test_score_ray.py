@@ -215,11 +215,45 @@ def test_bad_engine_combinations_exit_2(
     base = ["score", str(data), "-r", "factuality", "-j", "openai/gpt-4o-mini", "--base-url", "http://127.0.0.1:9/v1"]
     code, output = cli([*base, "--engine", "ray", "--batch"], capsys)
     assert code == 2 and "--batch" in output and "Traceback" not in output
-    code, output = cli([*base, "--engine", "ray", "--repeats", "2"], capsys)
-    assert code == 2 and "--repeats" in output
+    # --repeats and --both-orders run on an engine (test_repeats_and_both_orders_on_ray_equal_local); a budget
+    # cannot be kept by workers that send their calls on their own, and the error says so
+    code, output = cli([*base, "--engine", "ray", "--max-cost", "1"], capsys)
+    assert code == 2 and "--max-cost cannot be enforced with --engine ray" in output and "Traceback" not in output
     code, output = cli([*base, "--address", "ray://head:10001"], capsys)
     assert code == 2 and "--address is for --engine ray" in output
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the 'scale' extra were not installed
     code, output = cli([*base, "--engine", "ray"], capsys)
     assert code == 2 and "pip install 'judge[scale]'" in output
     assert not list(tmp_path.glob("*.verdicts.jsonl*"))
+
+
+def seeded_pairs(request: dict[str, Any]) -> Reply | str:
+    """A pairwise judge whose pick follows the seed and the order shown (so repeats and orders both matter)."""
+    seed = int(request.get("seed", 0))
+    text = json.dumps(request.get("messages"))
+    verdict = "A" if (seed + len(text)) % 3 else ("B" if seed % 2 else "tie")
+    return Reply(content=json.dumps({"reasoning": "r", "verdict": verdict}))
+
+
+def test_repeats_and_both_orders_on_ray_equal_local(
+    ray_instance: None,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pairs = [{"id": f"p{k}", "input": f"q{k}", "output": f"a{k}" * (k + 1), "output_b": f"b{k}"} for k in range(6)]
+    data = write(tmp_path / "pairs.jsonl", pairs)
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.jsonl"
+        with LoopbackServer(seeded_pairs) as srv:
+            argv = ["score", str(data), "-r", "pairwise", "-j", "openai/loopback-judge", "--base-url", srv.base_url]
+            argv += ["--repeats", "2", "--both-orders", "--cache-dir", str(tmp_path / engine), "--no-progress"]
+            code, output = cli([*argv, "-o", str(out), "--engine", engine], capsys)
+            assert code == 0, output
+            assert len(srv.requests) == len(pairs) * 2 * 2
+            assert "repeats    2" in output and "position consistency" in output
+        runs[engine] = records(out)
+    same_verdicts(runs["local"], runs["ray"])
+    for a, b in zip(runs["local"], runs["ray"], strict=True):
+        assert (b["orders"], b["repeat_scores"], b["consistent"]) == (a["orders"], a["repeat_scores"], a["consistent"])
+    assert cache_rows(tmp_path / "local") == cache_rows(tmp_path / "ray")  # the workers' entries, written here

@@ -1,17 +1,20 @@
-"""``judge score`` on an engine: the items go through :meth:`Engine.map`, one grader per worker.
+"""``judge score`` on an engine (:class:`OnEngine`, an executor of :func:`judge.pipeline.run`): the items go
+through :meth:`Engine.map`, one grader per worker.
 
 Who does what:
 
-* **The driver** (this process) validates the rubric and the items, serves every item whose calls
-  are all in the cache (that is how a rerun resumes: finished items are never sent again), sends the
-  rest to the engine, writes each returned item's cache entries itself (workers never touch the
-  SQLite file, which may not even be on their machine) and streams the verdicts to ``--out`` through
-  :func:`judge.runner.gather_streamed`, as the local path does, so the output file, its ``.partial``
-  on an interrupt, the progress bar and the summary are the same.
+* **The driver** (this process) runs :func:`judge.pipeline.run` as the local path does -- the checks,
+  the verdicts streamed to ``--out`` (its ``.partial`` on an interrupt), the progress bar and the
+  tally are the same. :class:`OnEngine` serves every item whose calls are all in the cache
+  (:class:`~judge.calls.CacheOnlyCaller`: that is how a rerun resumes, finished items are never sent
+  again), sends the rest to the engine and writes each returned item's cache entries itself (workers
+  never touch the SQLite file, which may not even be on their machine).
 * **A worker** (a Ray actor) builds the grader once from a picklable :class:`GraderRecipe` (rubric
-  text, judge name, the driver's generate config and cache identity, so the cache keys it reports
-  are the driver's) and grades its batch with the same :class:`~judge.grader.Grader` code, re-asks
-  included; it returns each verdict with the cache entries the grader would have written.
+  text, judge name, the driver's grader settings and cache identity) and runs the run's
+  :class:`~judge.pipeline.ItemWork` (repeats, both orders) on each item with the same
+  :class:`~judge.grader.Grader` code, re-asks included, through a
+  :class:`~judge.calls.RecordingCaller` that makes the keys with the driver's model identity; it
+  returns each verdict with the cache entries the grader would have written.
 * **API judges** (``openai/...``): the calls are made by the workers, but every HTTP attempt first
   takes a permit from one :class:`PermitServer` actor that owns the run's
   :class:`~judge.limiter.AdaptiveLimiter`, so at most ``--concurrency`` requests are in flight across
@@ -27,18 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from judge.calls import CacheOnlyCaller, NotCached, RecordingCaller
 from judge.config import GenerateConfig
 from judge.dataset import Item
 from judge.errors import ConfigError, ProviderError, RateLimitError, RubricError
 from judge.limiter import is_overload
+from judge.pipeline import SLOW_START, ItemWork, Results, Work, run
 from judge.pricing import cost_usd
 from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy
@@ -47,7 +52,6 @@ from judge.verdict import Verdict
 if TYPE_CHECKING:
     from judge.engines import BatchFn, Engine
     from judge.grader import Grader
-    from judge.runner import Results
 
 T = TypeVar("T")
 
@@ -67,12 +71,9 @@ class GraderRecipe:
     rubric_text: str
     rubric_source: str
     rubric_hash: str
-    score_mode: str
     config: GenerateConfig
-    max_reasks: int
-    retry: RetryPolicy
-    cache_namespace: str
-    keep_failed: bool
+    settings: dict[str, Any]
+    """The driver's grader settings (:attr:`judge.grader.Grader.settings`), cache, batch and prices left out."""
     cache_identity: dict[str, Any]
     provider_options: dict[str, Any] = field(default_factory=dict)
 
@@ -82,80 +83,66 @@ class GraderRecipe:
         if "base_url" in provider_info(grader.provider).options and provider_options.get("base_url") is None:
             # the driver's $OPENAI_BASE_URL, resolved here so a worker without it calls the same server
             provider_options["base_url"] = getattr(grader.provider, "base_url", None)
+        # no cache, caller or batch (the driver's), no price table (a path the worker may not have: the driver prices)
+        settings = {k: v for k, v in grader.settings.items() if k not in ("cache", "caller", "batch", "prices")}
         return cls(
             judge=judge,
             rubric_text=grader.rubric.text,
             rubric_source=str(grader.rubric.source),
             rubric_hash=grader.rubric.content_hash,
-            score_mode=grader.score_mode,
             config=grader.config,
-            max_reasks=grader.max_reasks,
-            retry=grader.retry,
-            cache_namespace=grader.cache_namespace,
-            keep_failed=grader.keep_failed,
+            settings=settings,
             cache_identity=grader.provider.cache_identity(),
             provider_options={k: v for k, v in provider_options.items() if v is not None},
         )
 
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.settings.get("retry") or RetryPolicy()
+
     def build(self) -> Grader:
-        """The grader, in a worker: no cache (the driver's), the driver's config and cache identity."""
+        """The grader, in a worker: built with the driver's settings, no cache (the driver's)."""
+        from judge.grader import Grader
+        from judge.providers.registry import get_provider
         from judge.rubric import parse_rubric
-        from judge.runner import build_grader
 
         rubric = parse_rubric(self.rubric_text, self.rubric_source)
         if rubric.content_hash != self.rubric_hash:
             raise RubricError("the rubric parsed on a worker differs from the driver's", path=self.rubric_source)
-        grader = build_grader(
-            rubric,
-            self.judge,
-            score_mode=self.score_mode,
-            cache=False,
-            max_reasks=self.max_reasks,
-            retry=self.retry,
-            cache_namespace=self.cache_namespace,
-            keep_failed=self.keep_failed,
-            **self.provider_options,
-        )
-        grader.config = self.config
-        identity = dict(self.cache_identity)
-        # the driver's identity (e.g. its path of a local model), so the keys a worker reports are the driver's
-        grader.provider.cache_identity = lambda: identity  # type: ignore[method-assign]
+        grader = Grader(rubric, get_provider(self.judge, **self.provider_options), **self.settings)
+        if grader.config != self.config:
+            raise ConfigError(
+                f"the judge built on a worker sends {grader.config.cache_dict()}, "
+                f"the driver's {self.config.cache_dict()}"
+            )
         return grader
 
-
-class _Recorder:
-    """A worker's stand-in for the cache: serves nothing (the driver served what it could) and
-    records what the grader stores, for the driver to write."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, dict[str, Any]]] = []
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return None
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        self.writes.append((key, value))
+    def caller(self, limiter: Any = None) -> RecordingCaller:
+        """A worker's caller for one item: the server, no cache, the writes recorded; keys made with the driver's
+        identity (e.g. its path of a local model), so the keys a worker reports are the driver's."""
+        return RecordingCaller(self.retry, limiter=limiter, identity=dict(self.cache_identity))
 
 
 Graded = tuple[Verdict, list[tuple[str, dict[str, Any]]]]
 """What a worker returns per item: the verdict and the cache entries to write."""
 
 
-def grading_batch(recipe: GraderRecipe, permits: Any = None) -> BatchFn:
+def grading_batch(recipe: GraderRecipe, permits: Any = None, work: Work | None = None) -> BatchFn:
     """The per-worker batch function (module level: it pickles to Ray workers).
 
     ``permits``: a :class:`PermitServer` actor handle every HTTP attempt takes a permit from (API
     judges); None: items are graded one after another (a local model runs one call at a time).
+    ``work``: what each item gets (:class:`~judge.pipeline.ItemWork`: repeats, both orders); default one verdict.
     """
     grader = recipe.build()
     limiter = SharedLimiter(permits) if permits is not None else None
+    item_work = work or ItemWork()
     loop = asyncio.new_event_loop()  # one loop per worker: an HTTP client's connections belong to it
 
     async def one(item: Item) -> Graded:
-        g = copy.copy(grader)
-        recorder = _Recorder()
-        g.cache = recorder  # type: ignore[assignment]
-        return await g.grade(item, limiter=limiter), recorder.writes
+        caller = recipe.caller(limiter)
+        verdict = await item_work([grader.with_caller(caller)])(item)
+        return verdict, caller.writes
 
     async def grade(items: list[Item]) -> list[Graded]:
         if limiter is None:
@@ -165,6 +152,7 @@ def grading_batch(recipe: GraderRecipe, permits: Any = None) -> BatchFn:
     def run(items: list[Item]) -> list[Graded]:
         return loop.run_until_complete(grade(items))
 
+    weakref.finalize(run, loop.close)  # the worker's loop goes with its batch function (an in-process engine's)
     return run
 
 
@@ -243,88 +231,92 @@ class SharedLimiter:
         return result
 
 
-class _NotCached(ProviderError):
-    """Raised by :class:`_CacheOnly` for a call the cache cannot serve (fatal: stops that item's grading)."""
-
-    fatal = True
-
-
-class _CacheOnly:
-    """The driver's provider for the cache pass: everything but ``generate``, which raises :class:`_NotCached`."""
-
-    def __init__(self, provider: Any) -> None:
-        self._provider = provider
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._provider, name)
-
-    async def generate(self, messages: Any, config: Any) -> Any:
-        raise _NotCached("not in the cache")
-
-    def should_retry(self, exc: BaseException) -> bool:
-        return False
-
-
-async def from_cache(grader: Grader, item: Item) -> Verdict | None:
+async def from_cache(grader: Grader, item: Item, work: Work | None = None) -> Verdict | None:
     """``item``'s verdict if every call it needs is in the cache (as the local engine would serve it), else None."""
     if grader.cache is None:
         return None
-    g = copy.copy(grader)
-    g.provider = _CacheOnly(grader.provider)  # type: ignore[assignment]
+    cache_only = grader.with_caller(CacheOnlyCaller(grader.cache, keep_failed=grader.keep_failed))
     try:
-        return await g.grade(item)
-    except _NotCached:
+        return await (work or ItemWork())([cache_only])(item)
+    except NotCached:
         return None
 
 
-async def run_items_on(
-    engine: Engine,
-    grader: Grader,
-    items: list[Item],
-    recipe: GraderRecipe,
-    *,
-    concurrency: int = 16,
-    out: str | Path | None = None,
-    progress: bool = False,
-    items_per_batch: int | None = None,
-) -> Results:
-    """:func:`judge.runner.run_items` on ``engine``: same verdicts, same output file, same cache entries.
+class OnEngine:
+    """The :class:`~judge.pipeline.Executor` of an engine (see the module docstring): items whose calls are all
+    in the cache are served here, the others graded on the engine's workers with a grader built from
+    ``recipe``; the workers' cache entries are written here. ``concurrency`` bounds an API judge's requests in
+    flight across all workers together."""
 
-    Items whose calls are all cached are served here; the others are graded on the engine's workers
-    (see the module docstring). ``concurrency`` bounds an API judge's requests in flight across all
-    workers together.
-    """
-    from judge.runner import SLOW_START, Results, check_items, gather_streamed
+    shows_progress = False
 
-    problems = grader.rubric.validate()
-    if problems:
-        raise RubricError("; ".join(problems), path=grader.rubric.source)
-    check_items(items, grader.rubric)
-    if grader.batch is not None:
-        raise ConfigError(f"--engine {engine.name} grades on workers; --batch sends the calls to the Batch API")
+    def __init__(
+        self, engine: Engine, recipe: GraderRecipe, *, concurrency: int = 16, items_per_batch: int | None = None
+    ) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.recipe = recipe
+        self.concurrency = concurrency
+        self.items_per_batch = items_per_batch
 
-    served = [await from_cache(grader, item) for item in items]
-    todo = [item for item, v in zip(items, served, strict=True) if v is None]
-    loop = asyncio.get_running_loop()
-    waiting: list[asyncio.Future[Verdict]] = [loop.create_future() for _ in todo]
-    jobs: list[Awaitable[Verdict | None]] = []
-    it = iter(waiting)
-    for v in served:
-        jobs.append(_ready(v) if v is not None else next(it))
+    def check(self, grader: Grader, *, budget: Any = None) -> None:
+        if grader.batch is not None:
+            raise ConfigError(f"--engine {self.name} grades on workers; --batch sends the calls to the Batch API")
+        if budget is not None:
+            raise ConfigError(
+                f"--max-cost cannot be enforced with --engine {self.name}: the budget reserves each call's worst case "
+                "before it is sent, and the workers send their calls on their own, reporting what they spent only "
+                "with each batch of verdicts"
+            )
 
-    stop = threading.Event()
-    worker: threading.Thread | None = None
-    permits: Any = None
-    if todo:
-        engine.start()
+    async def map(
+        self,
+        graders: Sequence[Grader],
+        work: Work,
+        units: Iterable[Any],
+        done: Callable[[int, Any], None],
+        *,
+        progress: bool = False,
+    ) -> None:
+        grader = graders[0]
+        items = list(units)
+        todo: list[int] = []
+        # the cache pass: an item whose calls are all cached is served here (how a rerun resumes)
+        cached = work([grader.with_caller(CacheOnlyCaller(grader.cache, keep_failed=grader.keep_failed))])
+        for i, item in enumerate(items):
+            try:
+                served = await cached(item) if grader.cache is not None else None
+            except NotCached:
+                served = None
+            if served is None:
+                todo.append(i)
+            else:
+                done(i, served)
+        if todo:
+            await self._on_workers(grader, work, items, todo, done)
+
+    async def _on_workers(
+        self, grader: Grader, work: Work, items: list[Item], todo: list[int], done: Callable[[int, Any], None]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        left = len(todo)
+        stop = threading.Event()
+        self.engine.start()
         local = provider_info(grader.provider).local
-        if not local and engine.name == "ray":
+        permits: Any = None
+        if not local and self.engine.name == "ray":
             import ray
 
-            permits = ray.remote(PermitServer).options(num_cpus=0).remote(concurrency, SLOW_START)
-        size = items_per_batch or (LOCAL_ITEMS_PER_BATCH if local else max(API_ITEMS_PER_BATCH_MIN, concurrency))
+            permits = ray.remote(PermitServer).options(num_cpus=0).remote(self.concurrency, SLOW_START)
+        size = self.items_per_batch or (
+            LOCAL_ITEMS_PER_BATCH if local else max(API_ITEMS_PER_BATCH_MIN, self.concurrency)
+        )
 
         def deliver(k: int, result: Graded) -> None:
+            nonlocal left
+            if finished.done():
+                return
             verdict, writes = result
             if grader.cache is not None:
                 for key, value in writes:
@@ -333,17 +325,21 @@ async def run_items_on(
                 verdict.cost_usd = cost_usd(
                     grader.provider.id, verdict.prompt_tokens, verdict.completion_tokens, grader.prices
                 )
-            if not waiting[k].done():
-                waiting[k].set_result(verdict)
+            try:
+                done(todo[k], verdict)
+            except BaseException as exc:  # noqa: BLE001 - raised in the run, not in the event loop's handler
+                finished.set_exception(exc)
+                return
+            left -= 1
+            if left == 0:
+                finished.set_result(None)
 
         def fail(exc: BaseException) -> None:
-            for fut in waiting:
-                if not fut.done():
-                    fut.set_exception(exc)
-                    return
+            if not finished.done():
+                finished.set_exception(exc)
 
         def pump() -> None:
-            results = engine.map(_factory(recipe, permits), todo, batch_size=size)
+            results = self.engine.map(_factory(self.recipe, permits, work), [items[i] for i in todo], batch_size=size)
             try:
                 for k, result in enumerate(results):
                     if stop.is_set():
@@ -358,29 +354,48 @@ async def run_items_on(
 
         worker = threading.Thread(target=pump, name="judge-engine", daemon=True)
         worker.start()
-    try:
-        verdicts = await gather_streamed(
-            jobs, out=out, to_record=lambda v: v.model_dump(mode="json"), progress=progress
-        )
-    finally:
-        stop.set()
-        if worker is not None:
+        try:
+            await finished
+        finally:
+            stop.set()
             await asyncio.to_thread(worker.join, 5.0)
-        if permits is not None:
-            import ray
+            if permits is not None:
+                import ray
 
-            ray.kill(permits)
+                ray.kill(permits)
+
+
+async def run_items_on(
+    engine: Engine,
+    grader: Grader,
+    items: list[Item],
+    recipe: GraderRecipe,
+    *,
+    concurrency: int = 16,
+    out: str | Path | None = None,
+    progress: bool = False,
+    items_per_batch: int | None = None,
+    repeats: int = 1,
+    both_orders: bool = False,
+) -> Results:
+    """:func:`judge.pipeline.run` on ``engine`` (:class:`OnEngine`): the verdicts in input order, same as in
+    process, same output file, same cache entries."""
+    verdicts: list[Verdict | None] = [None] * len(items)
+
+    def keep(i: int, v: Verdict) -> None:
+        verdicts[i] = v
+
+    executor = OnEngine(engine, recipe, concurrency=concurrency, items_per_batch=items_per_batch)
+    await run(
+        grader, items, executor, on_verdict=keep, repeats=repeats, both_orders=both_orders, out=out, progress=progress
+    )
     return Results(v for v in verdicts if v is not None)
 
 
-def _factory(recipe: GraderRecipe, permits: Any) -> Callable[[], BatchFn]:
+def _factory(recipe: GraderRecipe, permits: Any, work: Work) -> Callable[[], BatchFn]:
     import functools
 
-    return functools.partial(grading_batch, recipe, permits)
+    return functools.partial(grading_batch, recipe, permits, work)
 
 
-async def _ready(v: T) -> T:
-    return v
-
-
-__all__ = ["GraderRecipe", "PermitServer", "SharedLimiter", "from_cache", "grading_batch", "run_items_on"]
+__all__ = ["GraderRecipe", "OnEngine", "PermitServer", "SharedLimiter", "from_cache", "grading_batch", "run_items_on"]

@@ -336,33 +336,31 @@ def judge_cmd(
     from judge.mtbench import formats
     from judge.mtbench.judging import PromptBuilder, judge_matches, judge_matches_batched
     from judge.rubric import load_rubric
-    from judge.runner import build_grader, run_sync
+    from judge.runner import run_sync
+    from judge.spec import JudgeSpec
 
     check_output_path(out, inputs=[*selection.inputs(), judge_prompts, selection.pairs])
     matches = selection.matches()
     prompts = formats.read_judge_prompts(judge_prompts) if judge_prompts else None
     _check_score_mode(prompts, score_mode)
     single_rubric, pair_rubric = load_rubric("mt_bench_single"), load_rubric("mt_bench_pairwise")
-    # one provider and one cache for both graders, built where every grader is (judge.runner.build_grader);
-    # the score mode defaults to the provider's (logprob for local models), text for FastChat's prompts
-    settings: dict[str, Any] = {
-        "score_mode": "text" if prompts is not None else score_mode,
-        "max_tokens": max_tokens,
-        "batch": batching.settings(),
-        **cache.grader_kwargs(),
-    }
-    single = build_grader(
-        single_rubric,
+    # one judge spec, one provider and one cache for both graders; the score mode defaults to the provider's
+    # (logprob for local models), text for FastChat's prompts
+    spec = JudgeSpec.of(
         judge_model,
+        score_mode="text" if prompts is not None else score_mode,
+        max_tokens=max_tokens,
+        batch=batching.settings(),
         base_url=base_url,
         api_key=api_key,
         # FastChat prompts ask for [[rating]] / [[A]]: do not force a JSON schema on them
         structured_output=False if (prompts or no_structured_output) else None,
         dtype=local_dtype,
-        **settings,
+        **cache.grader_kwargs(),
     )
+    single = spec.grader(single_rubric)
     provider = single.provider
-    graders = [single, build_grader(pair_rubric, provider, **settings)]
+    graders = [single, spec.grader(pair_rubric, provider=provider, cache=single.cache)]
     builder = PromptBuilder(single_rubric, pair_rubric, prompts, score_mode=single.score_mode)
 
     show = progress_enabled(progress)
@@ -370,7 +368,7 @@ def judge_cmd(
 
     async def go() -> tuple[list[dict[str, Any]], Any]:
         try:
-            if batch:  # the calls go through judge score --batch's seam (judge.batch.grade_batched)
+            if batch:  # the calls go through judge score --batch's seam (judge.batch.BatchAPI)
                 return await judge_matches_batched(matches, builder, *graders, out=out, progress=show)
             return await judge_matches(
                 matches, builder, *graders, concurrency=concurrency, out=out, progress=show

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from judge.errors import ConfigError, DataError
 from judge.grader import Grader
-from judge.io import read_rows, write_jsonl
+from judge.io import read_rows
 from judge.mtbench.formats import Answer, JudgePrompt, Question, QuestionId
 from judge.orders import combine_order_probs, combine_orders, mean_order_probs, unswap
+from judge.pipeline import Executor, InProcess, run_units
 from judge.rubric import Rubric
-from judge.runner import gather_streamed
 from judge.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -119,36 +119,13 @@ def plan_matches(
             )
         return turns
 
-    matches: list[Match] = []
     models = sorted(answers)
     if mode == "single":
-        for model in models:
-            missing = [q.question_id for q in questions if q.question_id not in answers[model]]
-            if missing:
-                warnings.append(
-                    f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped"
-                )
-        for q in questions:
-            ref = reference_for(q)
-            for model in models:
-                ans = answers[model].get(q.question_id)
-                if ans is not None:
-                    matches.extend(SingleMatch(q, ans, k, ref) for k in range(1, q.n_turns + 1))
-        return matches, warnings
-
+        return _single_matches(questions, answers, models, reference_for, warnings), warnings
     if pairs is not None:
         return _pairs_from_file(pairs, questions, answers, reference_for), warnings
-    if mode == "pairwise-baseline":
-        base = baseline or DEFAULT_BASELINE
-        if base not in answers:
-            raise ConfigError(f"baseline model '{base}' has no answers (models: {', '.join(models)}); use --baseline")
-        model_pairs = [(m, base) for m in models if m != base]
-    else:
-        if baseline:
-            warnings.append("--baseline is ignored in pairwise-all mode")
-        model_pairs = list(combinations(models, 2))
-    if not model_pairs:
-        raise ConfigError(f"pairwise modes need at least two models (got {', '.join(models)})")
+    model_pairs = _model_pairs(mode, answers, models, baseline, warnings)
+    matches: list[Match] = []
     skipped = 0
     for q in questions:
         ref = reference_for(q)
@@ -161,6 +138,52 @@ def plan_matches(
     if skipped:
         warnings.append(f"{skipped} (question, pair) combination(s) skipped: one of the models has no answer")
     return matches, warnings
+
+
+def _single_matches(
+    questions: Sequence[Question],
+    answers: dict[str, dict[QuestionId, Answer]],
+    models: list[str],
+    reference_for: Callable[[Question], list[str] | None],
+    warnings: list[str],
+) -> list[Match]:
+    """Every turn of every model's answer to every question (a model without an answer is skipped, with a warning)."""
+    for model in models:
+        missing = [q.question_id for q in questions if q.question_id not in answers[model]]
+        if missing:
+            warnings.append(
+                f"model '{model}' has no answer for {len(missing)} question(s) (e.g. {missing[0]!r}); skipped"
+            )
+    matches: list[Match] = []
+    for q in questions:
+        ref = reference_for(q)
+        for model in models:
+            ans = answers[model].get(q.question_id)
+            if ans is not None:
+                matches.extend(SingleMatch(q, ans, k, ref) for k in range(1, q.n_turns + 1))
+    return matches
+
+
+def _model_pairs(
+    mode: str,
+    answers: dict[str, dict[QuestionId, Answer]],
+    models: list[str],
+    baseline: str | None,
+    warnings: list[str],
+) -> list[tuple[str, str]]:
+    """The (model_1, model_2) pairs of a pairwise mode: each model against the baseline, or every two models."""
+    if mode == "pairwise-baseline":
+        base = baseline or DEFAULT_BASELINE
+        if base not in answers:
+            raise ConfigError(f"baseline model '{base}' has no answers (models: {', '.join(models)}); use --baseline")
+        model_pairs = [(m, base) for m in models if m != base]
+    else:
+        if baseline:
+            warnings.append("--baseline is ignored in pairwise-all mode")
+        model_pairs = list(combinations(models, 2))
+    if not model_pairs:
+        raise ConfigError(f"pairwise modes need at least two models (got {', '.join(models)})")
+    return model_pairs
 
 
 def _line(source: str) -> int | None:
@@ -320,31 +343,19 @@ async def judge_matches(
     concurrency: int = 8,
     out: str | Path | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """Judge every match with at most ``concurrency`` judge calls in flight; stream records to ``out``.
+    """Judge every match through :func:`judge.pipeline.run_units`; stream records to ``out``.
 
-    Records come back (and are finally rewritten) in match order, so reruns give identical files
-    apart from ``tstamp``; an interrupted run leaves ``<out>.partial`` and the cache keeps every call.
+    In process (the default executor) at most ``concurrency`` judge calls are in flight, paced by the
+    adaptive limiter (rate-limit headers, backoff on 429/503) like ``judge score``. Records come back (and
+    are finally rewritten) in match order, so reruns give identical files apart from ``tstamp``; an
+    interrupted run leaves ``<out>.partial`` and the cache keeps every call.
     """
-    builder.check(matches, single_grader, pair_grader)
-    rendered = [_render_all(builder, m) for m in matches]  # render errors surface before any call
-    sem = asyncio.Semaphore(max(1, concurrency))
-
-    async def call(grader: Grader, ident: str, messages: list[dict[str, str]]) -> Verdict:
-        async with sem:
-            return await grader.grade_messages(ident, messages)
-
-    async def one(i: int, m: Match) -> dict[str, Any]:
-        grader = single_grader if isinstance(m, SingleMatch) else pair_grader
-        games = _games(m, rendered[i])
-        verdicts = await asyncio.gather(*(call(grader, ident, messages) for ident, messages in games))
-        return _record(m, rendered[i], verdicts)
-
-    done = await gather_streamed(
-        [one(i, m) for i, m in enumerate(matches)], out=out, progress=progress, desc="judgments"
+    records, _ = await _judge(
+        matches, builder, single_grader, pair_grader, executor or InProcess(concurrency), out=out, progress=progress
     )
-    final = [r for r in done if r is not None]
-    return final
+    return records
 
 
 async def judge_matches_batched(
@@ -356,34 +367,65 @@ async def judge_matches_batched(
     out: str | Path | None = None,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], BatchReport]:
-    """:func:`judge_matches` through the provider's Batch API (the graders' ``batch`` settings).
+    """:func:`judge_matches` through the provider's Batch API (:class:`judge.batch.BatchAPI`, the executor
+    ``judge score --batch`` uses): uncached calls become batch input lines (``custom_id`` = the call's cache
+    key), are polled and reconciled into the cache, re-asks go into follow-up batches, and a rerun is served
+    from the cache or resumes the batches already submitted. Verdicts equal the synchronous path's."""
+    from judge.batch import BatchAPI
 
-    Every game's call goes through :func:`judge.batch.grade_batched`, the seam ``judge score --batch``
-    uses: uncached calls become batch input lines (``custom_id`` = the call's cache key), are polled
-    and reconciled into the cache, re-asks go into follow-up batches, and a rerun is served from the
-    cache or resumes the batches already submitted. Verdicts equal the synchronous path's.
-    """
-    from judge.batch import grade_batched
+    executor = BatchAPI(single_grader.batch or pair_grader.batch)
+    return await _judge(matches, builder, single_grader, pair_grader, executor, out=out, progress=progress)
 
+
+class MatchWork:
+    """A match's record: its one judge call (single) or its two orders (pairwise), on the bound graders."""
+
+    def __init__(self, matches: Sequence[Match], rendered: list[list[tuple[list[dict[str, str]], str, str]]]):
+        self.matches = matches
+        self.rendered = rendered
+
+    def __call__(self, graders: Sequence[Grader]) -> Callable[[int], Awaitable[dict[str, Any]]]:
+        single, pair = graders
+
+        async def one(i: int) -> dict[str, Any]:
+            m = self.matches[i]
+            grader = single if isinstance(m, SingleMatch) else pair
+            games = _games(m, self.rendered[i])
+            verdicts = await asyncio.gather(*(grader.grade_messages(ident, msgs) for ident, msgs in games))
+            return _record(m, self.rendered[i], verdicts)
+
+        return one
+
+
+async def _judge(
+    matches: Sequence[Match],
+    builder: PromptBuilder,
+    single_grader: Grader,
+    pair_grader: Grader,
+    executor: Executor,
+    *,
+    out: str | Path | None,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], Any]:
     builder.check(matches, single_grader, pair_grader)
-    kinds = {isinstance(m, SingleMatch) for m in matches}
-    if len(kinds) > 1:
-        raise ConfigError("a batch run judges single or pairwise matches, not both")
-    grader = single_grader if kinds == {True} else pair_grader
-    rendered = [_render_all(builder, m) for m in matches]
-    jobs: list[Any] = []
-    owner: list[int] = []
-    for i, m in enumerate(matches):
-        for ident, messages in _games(m, rendered[i]):
-            jobs.append(lambda g, ident=ident, messages=messages: g.grade_messages(ident, messages))
-            owner.append(i)
-    verdicts, report = await grade_batched(grader, jobs, progress=progress)
-    per_match: list[list[Verdict]] = [[] for _ in matches]
-    for i, v in zip(owner, verdicts, strict=True):
-        per_match[i].append(v)
-    records = [_record(m, rendered[i], per_match[i]) for i, m in enumerate(matches)]
-    if out is not None:
-        write_jsonl(out, records)
+    rendered = [_render_all(builder, m) for m in matches]  # render errors surface before any call
+    executor.check(single_grader)
+    records: list[dict[str, Any]] = [{} for _ in matches]
+
+    def keep(i: int, record: dict[str, Any]) -> None:
+        records[i] = record
+
+    report = await run_units(
+        executor,
+        [single_grader, pair_grader],
+        MatchWork(matches, rendered),
+        range(len(matches)),
+        keep,
+        n=len(matches),
+        out=out,
+        progress=progress,
+        desc="judgments",
+    )
     return records, report
 
 
