@@ -50,7 +50,7 @@ from judge.retry import RetryPolicy, with_retries
 from judge.textfmt import redact_url
 
 if TYPE_CHECKING:
-    from judge.grader import Grader
+    from judge.pipeline import GraderLike
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 MAX_LINES = 50_000
@@ -249,7 +249,7 @@ class BatchAPI:
     def __init__(self, settings: BatchSettings | None = None) -> None:
         self.settings = settings or BatchSettings()
 
-    def check(self, grader: Grader, *, budget: Any = None) -> None:
+    def check(self, grader: GraderLike, *, budget: Any = None) -> None:
         check_batch_support(grader.provider, grader.cache)
         if budget is not None:
             raise ConfigError(
@@ -260,8 +260,8 @@ class BatchAPI:
 
     async def map(
         self,
-        graders: Sequence[Grader],
-        work: Callable[[Sequence[Grader]], Callable[[Any], Awaitable[Any]]],
+        graders: Sequence[GraderLike],
+        work: Callable[[Sequence[Any]], Callable[[Any], Awaitable[Any]]],
         units: Iterable[Any],
         done: Callable[[int, Any], None],
         *,

@@ -20,11 +20,12 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from judge.calls import DirectCaller
+from judge.cache import Cache
+from judge.calls import Caller, DirectCaller
 from judge.config import GenerateConfig, Message
 from judge.dataset import Item
 from judge.errors import BudgetReached, ConfigError, RubricError
@@ -37,6 +38,9 @@ from judge.providers._base import ModelOutput, Provider
 from judge.rubric import Rubric
 from judge.trials import TrialStats, TrialTally, combine_order_verdicts, combine_repeats, swapped_values
 from judge.verdict import Verdict
+
+if TYPE_CHECKING:
+    from judge.batch import BatchSettings
 
 U = TypeVar("U")
 R = TypeVar("R")
@@ -354,10 +358,43 @@ def count_prompt_tokens(provider: Provider, messages: list[Message]) -> tuple[in
 
 
 
-Work = Callable[[Sequence[Grader]], Callable[[Any], Awaitable[Any]]]
-"""What a run does with each unit: given the run's graders as the executor binds them (their calls made
-its way), the coroutine function that turns one unit into its result. Built once per binding (per run
-in process, per round for the Batch API, per item on an engine's worker); picklable for an engine."""
+class GraderLike(Protocol):
+    """What an executor needs of each of a run's graders: a :class:`~judge.grader.Grader`, or a model under
+    test answering prompts (:class:`judge.generation.Answerer`). The executor rebinds it to the caller that
+    makes its calls its way (:meth:`with_caller`); the rest says which model, cache and prices it uses."""
+
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def caller(self) -> Caller: ...
+
+    @property
+    def cache(self) -> Cache | None: ...
+
+    @property
+    def keep_failed(self) -> bool: ...
+
+    @property
+    def batch(self) -> BatchSettings | None: ...
+
+    @property
+    def prices(self) -> str | None: ...
+
+    @property
+    def config(self) -> GenerateConfig:
+        """The settings of its calls (how a Batch API answer line is read)."""
+        ...
+
+    def with_caller(self, caller: Caller, *, batch: BatchSettings | None = None) -> GraderLike:
+        """The same, its calls made by ``caller`` (``batch``: the settings of the Batch API run it belongs to)."""
+        ...
+
+
+Work = Callable[[Sequence[Any]], Callable[[Any], Awaitable[Any]]]
+"""What a run does with each unit: given the run's graders (:class:`GraderLike`) as the executor binds them
+(their calls made its way), the coroutine function that turns one unit into its result. Built once per binding
+(per run in process, per round for the Batch API, per item on an engine's worker); picklable for an engine."""
 
 
 class Executor(Protocol):
@@ -367,13 +404,13 @@ class Executor(Protocol):
     shows_progress: bool
     """Whether it shows its own progress (then the run shows none)."""
 
-    def check(self, grader: Grader, *, budget: Budget | None = None) -> None:
+    def check(self, grader: GraderLike, *, budget: Budget | None = None) -> None:
         """Refuse, before any call, what this executor cannot do with ``grader`` (and why)."""
         ...
 
     async def map(
         self,
-        graders: Sequence[Grader],
+        graders: Sequence[GraderLike],
         work: Work,
         units: Iterable[Any],
         done: Callable[[int, Any], None],
@@ -400,12 +437,12 @@ class InProcess:
         # slots, so a unit waiting out a backoff leaves room for others, yet not every unit at once
         self.window = window or max(64, 4 * self.concurrency)
 
-    def check(self, grader: Grader, *, budget: Budget | None = None) -> None:
+    def check(self, grader: GraderLike, *, budget: Budget | None = None) -> None:
         """Everything runs here."""
 
     async def map(
         self,
-        graders: Sequence[Grader],
+        graders: Sequence[GraderLike],
         work: Work,
         units: Iterable[Any],
         done: Callable[[int, Any], None],
@@ -456,7 +493,7 @@ class ItemWork:
 
 async def run_units(
     executor: Executor,
-    graders: Sequence[Grader],
+    graders: Sequence[GraderLike],
     work: Work,
     units: Iterable[U],
     done: Callable[[int, R], None],
@@ -470,15 +507,15 @@ async def run_units(
     """Run ``work`` on ``units`` with ``executor``; stream each result's record to ``out`` as it finishes.
 
     ``out.partial`` holds the records in finishing order; at the end ``out`` is written in input order,
-    atomically, so reruns give identical files. If any unit raises, the others are cancelled and
-    ``out.partial`` keeps what finished. Returns the executor's report."""
+    atomically, so reruns give identical files (a result whose ``to_record`` is None has no line). If any unit
+    raises, the others are cancelled and ``out.partial`` keeps what finished. Returns the executor's report."""
     writer = OrderedJsonlWriter(out, n) if out is not None else None
     with progress_bar(n, desc, progress and not executor.shows_progress) as bar:
 
         def finished(i: int, result: R) -> None:
             done(i, result)
-            if writer is not None:
-                writer.write(i, to_record(result))
+            if writer is not None and (record := to_record(result)) is not None:
+                writer.write(i, record)
             bar.update(1)
 
         try:

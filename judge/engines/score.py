@@ -36,14 +36,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from judge.calls import CacheOnlyCaller, NotCached, RecordingCaller
 from judge.config import GenerateConfig
 from judge.dataset import Item
 from judge.errors import ConfigError, ProviderError, RateLimitError, RubricError
 from judge.limiter import is_overload
-from judge.pipeline import SLOW_START, ItemWork, Results, Work, run
+from judge.pipeline import SLOW_START, GraderLike, ItemWork, Results, Work, run
 from judge.pricing import cost_usd
 from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy
@@ -259,7 +259,11 @@ class OnEngine:
         self.concurrency = concurrency
         self.items_per_batch = items_per_batch
 
-    def check(self, grader: Grader, *, budget: Any = None) -> None:
+    def check(self, grader: GraderLike, *, budget: Any = None) -> None:
+        from judge.grader import Grader
+
+        if not isinstance(grader, Grader):
+            raise ConfigError(f"--engine {self.name} runs a judge's grader on its workers, not {type(grader).__name__}")
         if grader.batch is not None:
             raise ConfigError(f"--engine {self.name} grades on workers; --batch sends the calls to the Batch API")
         if budget is not None:
@@ -271,14 +275,15 @@ class OnEngine:
 
     async def map(
         self,
-        graders: Sequence[Grader],
+        graders: Sequence[GraderLike],
         work: Work,
         units: Iterable[Any],
         done: Callable[[int, Any], None],
         *,
         progress: bool = False,
     ) -> None:
-        grader = graders[0]
+        self.check(graders[0])
+        grader = cast("Grader", graders[0])
         items = list(units)
         todo: list[int] = []
         # the cache pass: an item whose calls are all cached is served here (how a rerun resumes)
