@@ -12,19 +12,24 @@ an unknown model (401/403/404) stops the run.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from judge.cache import Cache
+from judge.calls import Caller, DirectCaller
 from judge.config import GenerateConfig, Message
 from judge.errors import ClientRequestError, ProviderError
 from judge.limiter import Limiter
 from judge.providers._base import ModelOutput, Provider
 from judge.providers.registry import provider_info
 from judge.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from judge.batch import BatchSettings
+    from judge.pipeline import Executor
 
 #: local generation: prompts per left-padded ``generate`` call (bench/generation.py)
 LOCAL_GENERATE_BATCH = 8
@@ -67,6 +72,81 @@ class GenerateSettings(BaseModel):
         return cls.model_validate(merged)
 
 
+class Answerer:
+    """A model under test answering prompts, as the run loop's executors bind a grader
+    (:class:`judge.pipeline.GraderLike`): every call through its caller -- the cache, then the server through
+    the limiter and the retry layer (:class:`~judge.calls.DirectCaller`), or a Batch API run's collector --
+    under the cache key of ``kind`` (``eval-generate``, ``mtbench-answer``); any completion is stored as final
+    (answers are not parsed: nothing makes one worth asking again)."""
+
+    keep_failed = False
+
+    def __init__(
+        self,
+        provider: Provider,
+        config: GenerateConfig,
+        *,
+        kind: str,
+        cache: Cache | None = None,
+        retry: RetryPolicy | None = None,
+        batch: BatchSettings | None = None,
+        prices: str | None = None,
+        caller: Caller | None = None,
+    ) -> None:
+        self.provider = provider
+        #: the default settings of a call (a call may bring its own: MT-Bench's per-category temperatures)
+        self.config = config
+        self.kind = kind
+        self.cache = cache
+        self.retry = retry or RetryPolicy()
+        #: answer through the provider's Batch API (judge.batch); None: synchronously
+        self.batch = batch
+        self.prices = prices
+        self.caller: Caller = caller or DirectCaller(cache, self.retry)
+
+    def with_caller(self, caller: Caller, *, batch: BatchSettings | None = None) -> Answerer:
+        """This answerer with its calls made by ``caller``."""
+        return Answerer(
+            self.provider,
+            self.config,
+            kind=self.kind,
+            cache=self.cache,
+            retry=self.retry,
+            batch=batch or self.batch,
+            prices=self.prices,
+            caller=caller,
+        )
+
+    async def answer(self, messages: list[Message], config: GenerateConfig | None = None) -> tuple[ModelOutput, bool]:
+        """One answer: ``(output, cached)``. Raises the provider's error when there is none."""
+        res = await self.caller.call(self.provider, messages, config or self.config, kind=self.kind)
+        if not res.cached:
+            self.caller.store(res.key, {**res.output.to_cache(), "final": True})
+        return res.output, res.cached
+
+
+def answer_executor(answerer: Answerer, concurrency: int) -> Executor:
+    """How ``answerer``'s calls are made: through the Batch API when it has batch settings (refused here when
+    it cannot be: a provider without one, no cache); else in this process, at most ``concurrency`` calls at
+    once -- a server paced by the adaptive limiter (its rate-limit headers, AIMD on refusals), a model in this
+    process (which batches the calls waiting together) by a plain bound."""
+    from judge.limiter import AdaptiveLimiter, FixedLimiter
+    from judge.pipeline import SLOW_START, InProcess
+
+    if answerer.batch is not None:
+        from judge.batch import BatchAPI
+
+        executor = BatchAPI(answerer.batch)
+        executor.check(answerer)
+        return executor
+    limiter: Limiter
+    if provider_info(answerer.provider).in_process:
+        limiter = FixedLimiter(concurrency)
+    else:
+        limiter = AdaptiveLimiter(concurrency, slow_start=SLOW_START)
+    return InProcess(concurrency, limiter=limiter)
+
+
 async def generate_reply(
     provider: Provider,
     messages: list[Message],
@@ -78,12 +158,8 @@ async def generate_reply(
     limiter: Limiter | None = None,
 ) -> tuple[ModelOutput, bool]:
     """One answer through the cache, the limiter and the retry layer: ``(output, cached)``, stored as final."""
-    from judge.grader import cached_call
-
-    out, cached, _ = await cached_call(
-        provider, messages, config, cache, retry or RetryPolicy(), limiter=limiter, kind=kind
-    )
-    return out, cached
+    caller = DirectCaller(cache, retry, limiter=limiter)
+    return await Answerer(provider, config, kind=kind, caller=caller).answer(messages)
 
 
 def answer_record(ident: str, out: ModelOutput, cached: bool) -> dict[str, Any]:
@@ -100,6 +176,40 @@ def answer_record(ident: str, out: ModelOutput, cached: bool) -> dict[str, Any]:
     }
 
 
+def failed_reason(exc: ProviderError) -> str:
+    """Why a generation that raised ``exc`` has no answer; ``exc`` raised again when it stops the whole run (a
+    rejected key, an unknown model, nothing listening at the URL)."""
+    from judge.grader import is_fatal
+
+    if is_fatal(exc):
+        raise exc
+    if isinstance(exc, ClientRequestError):
+        return f"generation rejected: {exc}"
+    return f"generation failed: {type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class PromptWork:
+    """The run loop's work of :func:`generate_outputs`: unit ``k`` is item ``k``'s record (its answer, or
+    ``status: error`` and why there is none)."""
+
+    ids: Sequence[str]
+    prompts: Sequence[str]
+    settings: GenerateSettings
+
+    def __call__(self, answerers: Sequence[Answerer]) -> Callable[[int], Awaitable[dict[str, Any]]]:
+        answerer = answerers[0]
+
+        async def one(k: int) -> dict[str, Any]:
+            try:
+                out, cached = await answerer.answer(self.settings.messages(self.prompts[k]))
+            except ProviderError as exc:
+                return {"id": self.ids[k], "output": None, "status": "error", "error": failed_reason(exc)}
+            return answer_record(self.ids[k], out, cached)
+
+        return one
+
+
 async def generate_outputs(
     provider: Provider,
     ids: Sequence[str],
@@ -110,42 +220,37 @@ async def generate_outputs(
     concurrency: int = 16,
     retry: RetryPolicy | None = None,
     progress: Any = None,
+    batch: BatchSettings | None = None,
+    on_report: Callable[[Any], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Answer every prompt; one record per item, in item order: ``id, output, status, error, finish_reason,
-    prompt_tokens, completion_tokens, cached``. Longest prompts go first (local batches pad least). A server
-    is paced by the same adaptive limiter as judge calls (its rate-limit headers, AIMD on refusals)."""
-    from judge.grader import is_fatal
-    from judge.limiter import AdaptiveLimiter
-    from judge.runner import SLOW_START, gather_streamed
+    prompt_tokens, completion_tokens, cached``. Runs on :func:`judge.pipeline.run_units`
+    (:func:`answer_executor`), longest prompts first (local batches pad least); ``batch``: through the
+    provider's Batch API (needs the cache), its :class:`~judge.batch.BatchReport` handed to ``on_report``.
+    ``progress``: a bar advanced per item (with ``batch``, the batches' progress shows too)."""
+    from judge.pipeline import run_units
 
-    config = settings.config()
-    sem = asyncio.Semaphore(max(1, concurrency))
-    limiter = None if provider_info(provider).in_process else AdaptiveLimiter(concurrency, slow_start=SLOW_START)
+    answerer = Answerer(provider, settings.config(), kind="eval-generate", cache=cache, retry=retry, batch=batch)
+    executor = answer_executor(answerer, concurrency)
+    order = sorted(range(len(ids)), key=lambda k: -len(prompts[k]))
     records: list[dict[str, Any] | None] = [None] * len(ids)
 
-    async def one(k: int) -> None:
-        rec: dict[str, Any] = {"id": ids[k]}
-        async with sem:
-            try:
-                out, cached = await generate_reply(
-                    provider, settings.messages(prompts[k]), config, cache, retry, kind="eval-generate", limiter=limiter
-                )
-            except ClientRequestError as exc:
-                if is_fatal(exc):
-                    raise
-                rec |= {"output": None, "status": "error", "error": f"generation rejected: {exc}"}
-            except ProviderError as exc:
-                if is_fatal(exc):  # nothing listens at the URL: no item can get past it
-                    raise
-                rec |= {"output": None, "status": "error", "error": f"generation failed: {type(exc).__name__}: {exc}"}
-            else:
-                rec = answer_record(ids[k], out, cached)
-        records[k] = rec
+    def keep(i: int, record: dict[str, Any]) -> None:
+        records[order[i]] = record
         if progress is not None:
             progress.update(1)
 
-    order = sorted(range(len(ids)), key=lambda k: -len(prompts[k]))
-    await gather_streamed([one(k) for k in order])
+    report = await run_units(
+        executor,
+        [answerer],
+        PromptWork(ids, prompts, settings),
+        order,
+        keep,
+        n=len(ids),
+        progress=progress is not None and executor.shows_progress,  # an executor's own display (the batches')
+    )
+    if report is not None and on_report is not None:
+        on_report(report)
     return [r for r in records if r is not None]
 
 
