@@ -229,10 +229,10 @@ class BatchCollector(CachedCaller):
         raise waiting
 
 
-def check_batch_support(provider: Provider, cache: Cache | None) -> None:
-    """Fail before any work when batch mode cannot run here."""
+def check_batch_support(provider: Provider, cache: Cache | None, role: str = "judge") -> None:
+    """Fail before any work when batch mode cannot run here (``role``: what the provider is to the user)."""
     if not provider.supports_batch:
-        raise ConfigError(f"--batch: provider '{provider.name}' has no batch API (use an openai/* judge)")
+        raise ConfigError(f"--batch: provider '{provider.name}' has no batch API (use an openai/* {role})")
     if cache is None:
         raise ConfigError("--batch keeps the batches' answers and ids in the cache; drop --no-cache")
 

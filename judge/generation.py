@@ -8,6 +8,10 @@ and adding a checkpoint to a sweep generates only for that checkpoint. A local m
 prompts of one system in left-padded batches, longest first (:class:`judge.providers.local.LocalProvider`).
 An item whose generation fails after the retries keeps its place with the reason; a rejected key or
 an unknown model (401/403/404) stops the run.
+
+Generation runs on the judges' run loop (:func:`judge.pipeline.run_units`): an :class:`Answerer` is what an
+executor needs of a grader, so a server is paced by the same adaptive limiter and ``--batch`` sends the calls
+through the provider's Batch API (:class:`judge.batch.BatchAPI`) under the same cache keys.
 """
 
 from __future__ import annotations
@@ -134,32 +138,16 @@ def answer_executor(answerer: Answerer, concurrency: int) -> Executor:
     from judge.pipeline import SLOW_START, InProcess
 
     if answerer.batch is not None:
-        from judge.batch import BatchAPI
+        from judge.batch import BatchAPI, check_batch_support
 
-        executor = BatchAPI(answerer.batch)
-        executor.check(answerer)
-        return executor
+        check_batch_support(answerer.provider, answerer.cache, role="model")
+        return BatchAPI(answerer.batch)
     limiter: Limiter
     if provider_info(answerer.provider).in_process:
         limiter = FixedLimiter(concurrency)
     else:
         limiter = AdaptiveLimiter(concurrency, slow_start=SLOW_START)
     return InProcess(concurrency, limiter=limiter)
-
-
-async def generate_reply(
-    provider: Provider,
-    messages: list[Message],
-    config: GenerateConfig,
-    cache: Cache | None,
-    retry: RetryPolicy | None = None,
-    *,
-    kind: str = "generate",
-    limiter: Limiter | None = None,
-) -> tuple[ModelOutput, bool]:
-    """One answer through the cache, the limiter and the retry layer: ``(output, cached)``, stored as final."""
-    caller = DirectCaller(cache, retry, limiter=limiter)
-    return await Answerer(provider, config, kind=kind, caller=caller).answer(messages)
 
 
 def answer_record(ident: str, out: ModelOutput, cached: bool) -> dict[str, Any]:

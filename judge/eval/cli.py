@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from judge.cli import EXIT_CODES
-from judge.cli_options import engine_options, judge_options, progress_option, report_option, seed_option
+from judge.cli_options import (
+    BatchArgs,
+    batch_options,
+    engine_options,
+    judge_options,
+    progress_option,
+    report_option,
+    seed_option,
+)
 from judge.progress import progress_enabled
 
 
@@ -21,6 +29,7 @@ Examples:
   judge eval examples/finetune/suite.yaml
   judge eval suite.yaml --out runs/ckpt-1200 --json
   judge eval suite.yaml --judge openai/gpt-4o-mini --base-url http://localhost:8000/v1
+  judge eval suite.yaml --batch --batch-poll 60     # openai/* model systems answer through the Batch API
 
 Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OUT).
 
@@ -47,6 +56,12 @@ Environment: every option has a JUDGE_EVAL_<OPTION> variable (e.g. JUDGE_EVAL_OU
     "Ray cluster for --engine ray (ray://HEAD:10001, auto).",
     default=None,
 )
+@batch_options(
+    "Generate the answers of openai/* model systems through the provider's Batch API: half the price, no rate "
+    "limits, within 24 h; a rerun resumes the batches already submitted (suite key 'batch'). Local model systems "
+    "generate here; a rubric metric batches its judge calls with its own 'batch' key.",
+    collect="batch",
+)
 @click.option(
     "--limit-per-subject",
     type=click.IntRange(1, None),
@@ -69,6 +84,7 @@ def eval_command(
     address: str | None,
     limit_per_subject: int | None,
     progress: bool | None,
+    batch: BatchArgs,
 ) -> None:
     """Run SUITE (YAML): every metric over every system's outputs, paired deltas against the baseline
     with bootstrap CIs and p-values, gates, and a review queue of the worst and most-changed items."""
@@ -78,6 +94,8 @@ def eval_command(
     spec, root = load_suite(suite)
     overrides = {"judge": judge_spec, "base_url": base_url, "bootstrap": bootstrap, "seed": seed}
     updates = {k: v for k, v in {**overrides, "engine": engine, "address": address}.items() if v is not None}
+    if batch.batch:
+        updates["batch"] = batch.settings()
     if updates:
         spec = spec.model_copy(update=updates)  # keeps the file and key lines for later messages
     spec = with_limit_per_subject(spec, limit_per_subject)
@@ -88,6 +106,7 @@ def eval_command(
     _check_outputs(suite, spec, root, target, report_path)
     result = run_suite(spec, root, progress=progress_enabled(progress), out_dir=target)
     result.write(target)
+    _say_batches(result)
     if report_path is not None:
         from judge.report import build
 
@@ -99,6 +118,15 @@ def eval_command(
         click.echo(result.table())
         click.echo(f"\nwrote {target}/results.json, scores.jsonl, review.jsonl", err=True)
     _exit_on_failure(result)
+
+
+def _say_batches(result: Any) -> None:
+    """One line per system whose answers were generated through the Batch API (--batch)."""
+    from judge.batch import BatchReport
+
+    for name, model in result.provenance.get("models", {}).items():
+        if "batch" in model:
+            click.echo(f"generate {name}: {BatchReport(**model['batch']).line()}", err=True)
 
 
 def _warn_shared_outputs(spec: Any, root: Path) -> None:

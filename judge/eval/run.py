@@ -7,6 +7,7 @@ Results are written at the end, each file atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -29,6 +30,7 @@ from judge.progress import progress_bar
 from judge.rubric import Rubric, load_rubric
 
 if TYPE_CHECKING:
+    from judge.batch import BatchSettings
     from judge.eval.stats import Resampling
 
 # ------------------------------------------------------------------------------------------------ data
@@ -47,6 +49,7 @@ class EvalData:
     groups: list[str] | None = None  # each item's value of the suite's group column (cluster bootstrap)
     models: dict[str, Any] = field(default_factory=dict)  # system -> SystemModel, for systems that are models
     generation_errors: dict[str, list[str | None]] = field(default_factory=dict)  # system -> per item
+    generation_batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # system -> its BatchReport (--batch)
     train: tuple[list[str], list[str]] | None = None  # the suite's training split: inputs, first references
 
     def view(self, system: str) -> EvalInput:
@@ -586,21 +589,57 @@ def with_limit_per_subject(suite: Suite, n: int | None) -> Suite:
     return suite.model_copy(update={"metrics": metrics})
 
 
+def _generates(data: EvalData, planned: list[Planned]) -> bool:
+    """Whether the systems that are models answer the items (they do when a metric reads outputs)."""
+    return bool(data.models) and any(p.spec is None or p.spec.uses_outputs for p in planned)
+
+
+def _batch_settings(suite: Suite) -> BatchSettings | None:
+    """The suite's ``batch`` (``--batch``) as settings, or None."""
+    from judge.batch import BatchSettings
+
+    if suite.batch is None or suite.batch is False:
+        return None
+    return BatchSettings() if suite.batch is True else suite.batch
+
+
+def check_batch(suite: Suite, data: EvalData, planned: list[Planned]) -> None:
+    """Refuse ``batch`` (``--batch``) before any work when nothing would go through the Batch API."""
+    if _batch_settings(suite) is None:
+        return
+    what = (
+        "--batch (suite key 'batch') sends the answer generation of openai/* model systems through the Batch API"
+    )
+    served = [name for name, sm in data.models.items() if not sm.is_local]
+    if not served:
+        raise ConfigError(
+            f"{what}, and this suite has none (local model systems generate here; a rubric metric batches its judge "
+            "calls with its own 'batch' key)"
+        )
+    if not _generates(data, planned):
+        raise ConfigError(f"{what}, and no metric of this suite reads outputs, so nothing is generated")
+
+
 def _generate(
     suite: Suite, data: EvalData, planned: list[Planned], out_dir: Path | None, progress: bool, engine: Any
 ) -> None:
     """Outputs of the systems that are models, when a metric reads outputs: generated once (cached by the
-    model's content, the prompt and the settings), written to ``out_dir/outputs/<system>.jsonl``."""
-    if not data.models or not any(p.spec is None or p.spec.uses_outputs for p in planned):
+    model's content, the prompt and the settings), written to ``out_dir/outputs/<system>.jsonl``. With the
+    suite's ``batch``, an openai/* system's answers go through the Batch API."""
+    if not _generates(data, planned):
         return
     from judge.cache import Cache
     from judge.generation import generate_on_engine, generate_outputs
     from judge.runner import run_sync
 
+    batch = _batch_settings(suite)
     cache = Cache.in_dir()
     try:
         for name, sm in data.models.items():
             provider = sm.provider_instance()
+
+            def reported(report: Any, name: str = name) -> None:
+                data.generation_batches[name] = dataclasses.asdict(report)
 
             async def answer(provider: Any = provider, sm: Any = sm, bar: Any = None) -> list[dict[str, Any]]:
                 try:
@@ -612,6 +651,8 @@ def _generate(
                         cache=cache if sm.loaded is None else None,  # a model in memory has no stable identity
                         concurrency=suite.concurrency,
                         progress=bar,
+                        batch=None if sm.is_local else batch,  # a local model generates here
+                        on_report=reported,
                     )
                 finally:
                     await provider.aclose()  # on the loop its connections belong to
@@ -623,7 +664,7 @@ def _generate(
                             engine, provider, data.ids, data.inputs, sm.generate, cache=cache, progress=bar
                         )
                     else:
-                        records = run_sync(answer(bar=bar))
+                        records = run_sync(answer(bar=bar if progress else None))
             finally:
                 sm.release()
             data.outputs[name] = [r["output"] for r in records]
@@ -841,7 +882,10 @@ def _provenance(suite: Suite, data: EvalData, c: _Computed, rs: Resampling, n_un
         "n_items": len(data.ids),
     }
     if data.models:
-        provenance["models"] = {name: sm.describe() for name, sm in data.models.items()}
+        models = {name: sm.describe() for name, sm in data.models.items()}
+        for name, report in data.generation_batches.items():
+            models[name]["batch"] = report  # what generating through the Batch API did
+        provenance["models"] = models
     return provenance
 
 
@@ -865,6 +909,7 @@ def run_suite(
     for name, loaded in (models_in_memory or {}).items():
         data.models[name].loaded = loaded
     planned = plan(suite, data, base_dir)
+    check_batch(suite, data, planned)
     labels = load_eval_labels(suite, base_dir, data.ids, {f.name for p in planned for f in p.figures})
     assert suite.baseline is not None
     rs = Resampling(n_boot=suite.bootstrap, n_perm=suite.permutations, seed=suite.seed, ci=suite.ci)

@@ -208,6 +208,12 @@ class Suite(BaseModel):
     labels: LabelsSpec | None = Field(None, description="Human labels that correct a rubric metric (PPI).")
     base_url: str | None = None
     concurrency: int = Field(16, ge=1)
+    batch: bool | BatchSettings | None = Field(
+        None,
+        description="Systems that are openai/* models: generate their answers through the provider's Batch API, at "
+        "the batch price, within 24 h (needs the cache); true, or its settings (poll_interval, timeout, ...). "
+        "Local model systems generate here; a rubric metric batches its judge calls with its own 'batch'.",
+    )
     engine: EngineName = Field(
         "local",
         description="Where local-model work runs (perplexity, BERTScore, generation by local model systems): "
