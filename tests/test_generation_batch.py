@@ -1,9 +1,9 @@
-"""``judge eval --batch``: the answers of an ``openai/*`` model system generated through the Batch API.
+"""``judge eval --batch`` and ``judge mtbench answer --batch``: a model under test answers through the Batch API.
 
 Real HTTP against the loopback server's Files + Batch endpoints: every answer comes from a batch (no
 chat-completions call), the outputs equal a synchronous run's, a rerun is served from the cache, an
 item the batch answers with an error is unscored with the reason, and ``--batch`` with nothing to send
-is refused before any work.
+is refused before any work. MT-Bench's turns go in one round of batches per turn.
 """
 
 from __future__ import annotations
@@ -160,3 +160,51 @@ def test_eval_batch_with_nothing_to_send_is_refused_before_any_work(tmp_path, ca
     assert code == 2, err
     assert "openai/* model systems" in err and "this suite has none" in err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def _answer_args(url: str, out: Path, *extra: str) -> list[str]:
+    from tests.test_mtbench import EXAMPLE_QUESTIONS
+
+    return [
+        "answer",
+        "--questions", str(EXAMPLE_QUESTIONS),
+        "--model", "openai/loop",
+        "--base-url", url,
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def test_mtbench_answer_batch_one_round_per_turn_equal_to_sync_and_reruns_from_cache(tmp_path):
+    from tests.test_mtbench import invoke, ok, rows
+
+    sync_out, out = tmp_path / "sync.jsonl", tmp_path / "batch.jsonl"
+    with LoopbackServer() as srv:
+        ok(invoke(*_answer_args(srv.base_url, sync_out, "--no-cache")))
+    cache = str(tmp_path / "cache")
+    with LoopbackServer(batch_seconds=0.02) as srv:
+        args = _answer_args(srv.base_url, out, "--cache-dir", cache, "--batch", "--batch-poll", "0.01")
+        text = ok(invoke(*args))
+        # 4 questions of 2, 2, 2 and 3 turns: every turn in a batch, one round per turn, no chat-completions call
+        assert srv.statuses == [] and srv.batch_desk.lines_run == len(srv.requests) == 9
+        assert [len(b["lines"]) for b in srv.batch_desk.batches.values()] == [4, 4, 1]
+        assert "batch API: 3 batches, 9 lines (0 resubmitted, 0 unanswered) in 3 rounds" in text
+        first = rows(out)
+        again_text = ok(invoke(*args))  # rerun: every turn from the cache, nothing submitted
+        assert len(srv.batch_desk.batches) == 3 and srv.batch_desk.lines_run == 9
+        assert "4 question(s) answered by loop (4 from cache)" in again_text
+    sync = rows(sync_out)
+
+    def turns(recs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(r["question_id"], r["choices"][0]["turns"], r["generation"]["temperature"]) for r in recs]
+
+    assert turns(first) == turns(sync) and not any(r["generation"]["cached"] for r in first)
+    assert turns(rows(out)) == turns(first)
+
+
+def test_mtbench_answer_batch_without_the_cache_is_refused(tmp_path, capsys):
+    code, _, err = _judge(
+        capsys, "mtbench", *_answer_args("http://127.0.0.1:9/v1", tmp_path / "a.jsonl", "--no-cache", "--batch")
+    )
+    assert code == 2 and "drop --no-cache" in err
+    assert not (tmp_path / "a.jsonl").exists()

@@ -182,6 +182,12 @@ def mtbench() -> None:
 @concurrency_option(4, "Questions answered in parallel.")
 @run_options
 @cache_options(judge=False, collect="cache")
+@batch_options(
+    "Send the turns through the provider's Batch API (openai/* models): half the price, answers within 24 h, one "
+    "round of batches per turn. Needs the cache; resumable: rerun the same command to collect the batches already "
+    "submitted.",
+    collect="batching",
+)
 def answer_cmd(
     questions_path: str,
     model: str,
@@ -199,6 +205,7 @@ def answer_cmd(
     max_unscored: float | None,
     progress: bool | None,
     cache: CacheArgs,
+    batching: BatchArgs,
 ) -> None:
     """Generate the model under test's answers to every turn, FastChat's model_answer format."""
     from judge.io import OutputLock, check_output_path
@@ -210,6 +217,13 @@ def answer_cmd(
     check_output_path(out, inputs=[questions_path])
     questions = _select_questions(read_questions(questions_path), question_ids, first_n)
     provider = get_provider(model, base_url=base_url, api_key=api_key)
+    store = cache.open()
+    settings = batching.settings()
+    if settings is not None:
+        from judge.batch import check_batch_support
+
+        check_batch_support(provider, store, role="model")  # before any call
+    reports: list[Any] = []
 
     async def go() -> Any:
         try:
@@ -223,7 +237,9 @@ def answer_cmd(
                 max_tokens=max_tokens,
                 seed=seed,
                 system=system,
-                cache=cache.open(),
+                cache=store,
+                batch=settings,
+                on_report=reports.append,
                 progress=progress_enabled(progress),
             )
         finally:
@@ -233,6 +249,8 @@ def answer_cmd(
         records, failures = run_sync(go())
     cached = sum(r["generation"]["cached"] for r in records)
     click.echo(f"{len(records)} question(s) answered by {model_id or provider.model} ({cached} from cache) -> {out}")
+    for report in reports:
+        click.echo(report.line())
     for f in failures:
         click.echo(f"failed: {f}", err=True)
     # a question fails only when its calls fail after every retry: a transport reason
