@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -18,7 +18,6 @@ from judge.batch import BatchAPI, BatchSettings
 from judge.cache import Cache
 from judge.dataset import Item, coerce_items
 from judge.grader import Grader
-from judge.io import JsonlAppender, write_jsonl
 from judge.limiter import Limiter
 from judge.pipeline import (
     SLOW_START,
@@ -37,7 +36,6 @@ from judge.pipeline import (
     run,
 )
 from judge.pricing import cost_usd
-from judge.progress import progress_bar
 from judge.providers._base import Provider
 from judge.rubric import Rubric
 from judge.spec import JudgeSpec
@@ -61,7 +59,6 @@ __all__ = [
     "count_prompt_tokens",
     "estimate_run",
     "executor_for",
-    "gather_streamed",
     "length_bias",
     "run_items",
     "run_sync",
@@ -157,47 +154,6 @@ def build_grader(
         **options,
     )
     return spec.grader(rubric, provider=provider, cache=opened if opened is not None else True)
-
-
-async def gather_streamed(
-    jobs: Sequence[Awaitable[R | None]],
-    *,
-    out: str | Path | None = None,
-    to_record: Callable[[R], Mapping[str, Any]] = dict,  # type: ignore[assignment]
-    progress: bool = False,
-    desc: str = "",
-) -> list[R | None]:
-    """Await ``jobs`` concurrently; stream each result's record to ``out`` as it finishes.
-
-    Results come back in job order (``None`` = the job produced no record). When all finish, ``out``
-    is rewritten in job order, so reruns give identical files; if any job raises, the others are
-    cancelled and ``<out>.partial`` keeps what finished. Concurrency limits belong to the jobs.
-    """
-    results: list[R | None] = [None] * len(jobs)
-    writer = JsonlAppender(out) if out is not None else None
-    with progress_bar(len(jobs), desc, progress) as bar:
-
-        async def one(i: int, job: Awaitable[R | None]) -> None:
-            result = await job
-            results[i] = result
-            if writer is not None and result is not None:
-                writer.write(to_record(result))
-            bar.update(1)
-
-        tasks = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if writer is not None:
-                writer.abort()
-            raise
-    if writer is not None:
-        writer.close()
-        write_jsonl(writer.path, [to_record(r) for r in results if r is not None])
-    return results
 
 
 def executor_for(grader: Grader, *, concurrency: int = 16, limiter: Limiter | None = None) -> Executor:
