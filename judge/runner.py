@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -66,8 +66,6 @@ __all__ = [
     "score_stream",
     "stream_run",
 ]
-
-R = TypeVar("R")
 
 
 class LengthBias(BaseModel):
