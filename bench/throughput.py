@@ -125,6 +125,7 @@ def warm_up(base_url: str, items: list[Any]) -> None:
 
 def in_child(code: Path, base_url: str, c: int, n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One row in a fresh process whose ``judge`` is ``code``/judge (checked: it prints where it came from)."""
+    code = code.resolve()  # the child runs in a temp folder
     env = {**os.environ, "PYTHONPATH": str(code) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, __file__, "--row", str(c), "--row-items", str(n), "--base-url", base_url]
     cmd += ["--latency-ms", str(args.latency_ms)]
