@@ -47,9 +47,12 @@ test-all: setup
 bench: setup
 	$(BIN)/python bench/throughput.py
 
+# ruff, mypy, then tools/structure.py --check: no import circles and no function in judge/ over 80 lines
+# or McCabe complexity 20 (it exits 1 otherwise)
 lint: setup
 	$(BIN)/ruff check judge calibration tests bench
 	$(BIN)/mypy judge calibration
+	$(BIN)/python tools/structure.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache examples/*.verdicts.jsonl

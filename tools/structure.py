@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -122,11 +123,18 @@ def package_of(mod: str) -> str:
 def ruff_complexity(max_complexity: int) -> dict[tuple[str, int], int]:
     """McCabe complexity over ``max_complexity`` per (file, line), as ruff's C901 counts it."""
     ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        found_on_path = shutil.which("ruff")
+        if found_on_path is None:
+            sys.exit("ruff not found next to this Python or on PATH: complexity cannot be measured")
+        ruff = Path(found_on_path)
     proc = subprocess.run(
         [str(ruff), "check", "judge", "--select", "C901", "--output-format", "concise", "--no-cache",
          "--config", f"lint.mccabe.max-complexity={max_complexity}"],
         cwd=ROOT, capture_output=True, text=True,
     )
+    if proc.returncode not in (0, 1):  # 1: findings; anything else: ruff did not run, so nothing was measured
+        sys.exit(f"ruff failed ({ruff}, exit {proc.returncode}): {proc.stderr.strip()}")
     found = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"(.+?):(\d+):\d+: C901 .* \((\d+) > \d+\)", line)
@@ -180,7 +188,7 @@ def main() -> int:
     print(f"functions in judge/ over {args.max_lines} lines or complexity {args.max_complexity}: {len(big)}")
     for path, line, fn, lines, cx in sorted(big):
         print(f"  {path}:{line} {fn}: {lines} lines" + (f", complexity {cx}" if cx else ""))
-    bad = bool(circles or pkg_circles or big)
+    bad = bool(circles or pkg_circles or up or big)
     return 1 if (args.check and bad) else 0
 
 

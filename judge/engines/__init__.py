@@ -18,29 +18,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
+from judge.engines.base import BatchFn, Engine
 from judge.errors import ConfigError
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-BatchFn = Callable[[list[Any]], Sequence[Any]]
-"""Takes a batch of items, returns one result per item, in the same order."""
-
-
-class Engine(Protocol):
-    """Runs a batch function over items and yields one result per item, in input order."""
-
-    name: str
-
-    def start(self) -> None:
-        """Get ready to run (connect to a cluster); called once before the first :meth:`map`, from the main thread."""
-        ...
-
-    def map(self, factory: Callable[[], BatchFn], items: Iterable[Any], *, batch_size: int) -> Iterator[Any]:
-        """Build the batch function with ``factory()`` (once per worker) and stream its results in input order."""
-        ...
 
 
 class LocalEngine:

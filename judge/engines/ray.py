@@ -14,7 +14,7 @@ import pickle
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from judge.engines import BatchFn
+from judge.engines.base import BatchFn
 from judge.errors import ConfigError, JudgeError
 
 

@@ -50,7 +50,7 @@ from judge.retry import RetryPolicy
 from judge.verdict import Verdict
 
 if TYPE_CHECKING:
-    from judge.engines import BatchFn, Engine
+    from judge.engines.base import BatchFn, Engine
     from judge.grader import Grader
 
 T = TypeVar("T")
