@@ -787,6 +787,10 @@ def _compute_all(
         else:
             with using(engine):
                 computed = _compute(p, suite, data, progress)
+            if p.spec is not None and p.spec.needs_local_model:
+                from judge.metrics.modelbased import release_models
+
+                release_models()  # its model goes before the next metric loads another
             for system, res in computed.items():
                 if system in data.generation_errors:
                     _mark_generation_errors(res, data.generation_errors[system])

@@ -141,7 +141,8 @@ def loglikelihoods(
 
     # longest first: the first batch shows at once whether memory suffices
     windows.sort(key=lambda w: len(w.ids), reverse=True)
-    vocab = int(getattr(model.config, "vocab_size", 0) or 50_000)
+    # rows of logits a batch may hold: with the head run in pieces only the body's hidden states are whole
+    positions = SPLIT_POSITIONS if head_split(model) is not None else LOGITS_BUDGET // vocab_size(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -153,7 +154,7 @@ def loglikelihoods(
             while (
                 i + len(batch) < len(windows)
                 and len(batch) < batch_size
-                and (len(batch) + 1) * (max(keep, windows[i + len(batch)].n_scored) + 1) * vocab <= LOGITS_BUDGET
+                and (len(batch) + 1) * (max(keep, windows[i + len(batch)].n_scored) + 1) <= positions
             ):
                 keep = max(keep, windows[i + len(batch)].n_scored)
                 batch.append(windows[i + len(batch)])
@@ -195,6 +196,10 @@ def _score_batch(model: Any, batch: list[Window], keep: int, pad_id: int, device
     sums = torch.where(mask, token_lp.double(), 0.0).sum(-1)  # where, not *: pad rows may hold NaN
     return [float(x) for x in sums.cpu()]
 
+
+SPLIT_POSITIONS = 2048
+"""Scored positions per batch when the LM head runs in pieces (:func:`head_split`): a batch then holds the body's
+activations for its tokens, while the logits exist a few dozen positions at a time."""
 
 #: architectures whose logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no soft-capping or
 #: scaling after the head), so the head can run in pieces; others run whole, their logits within LOGITS_BUDGET

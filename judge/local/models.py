@@ -410,6 +410,15 @@ def unload(name_or_path: str) -> None:
     gc.collect()
 
 
+def release_all() -> None:
+    """Forget every loaded model (a metric that is done frees its model before the next one loads its own)."""
+    with _CACHE_LOCK:
+        _LOADED.clear()
+    import gc
+
+    gc.collect()
+
+
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 #: a Trainer checkpoint's optimizer and run state: not part of the model
 _TRAINING_STATE = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state", "scaler")

@@ -86,7 +86,7 @@ class MetricSpec:
     figures: tuple[Figure, ...]
     fn: MetricFn
     needs_reference: bool = False
-    needs_local_model: bool = False
+    needs_local_model: bool = False  # loads a local model in this process: freed when the metric is done
     options: tuple[str, ...] = ()
     description: str = ""
     #: needs each system's own model (``model:`` or ``sweep:`` systems), not only its outputs

@@ -56,6 +56,16 @@ def _scorer(path: str, num_layers: int, device: str, idf: bool) -> Any:
         return _SCORERS[key]
 
 
+def release_models() -> None:
+    """Free the local models the model-based metrics loaded in this process (BERTScore's encoders, the
+    perplexity model): ``judge eval`` calls it after each such metric, so two never sit in memory together."""
+    from judge.local.models import release_all
+
+    with _LOCK:
+        _SCORERS.clear()
+    release_all()
+
+
 def _bertscore_batch(path: str, num_layers: int, device: str, idf_refs: list[str] | None, batch_size: int) -> Any:
     """The per-worker batch function: (candidate, references) pairs -> (P, R, F1); the model loads once."""
     scorer = _scorer(path, num_layers, device, idf_refs is not None)
