@@ -459,6 +459,19 @@ class _PartialFile:
         if not self._fh.closed:
             self._fh.close()
 
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Finished: the file is put in place; interrupted or failed: the partial file stays."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
 
 class JsonlAppender(_PartialFile):
     """Streams JSON lines into a file as results arrive (``<path>.partial``, renamed on :meth:`close`)."""
@@ -474,15 +487,6 @@ class JsonlAppender(_PartialFile):
         """Finish the file: fsync and move it into place."""
         if self._sync_close():
             os.replace(self.partial, self.path)
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class OrderedJsonlWriter(_PartialFile):

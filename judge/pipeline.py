@@ -16,6 +16,7 @@ any unit of work (MT-Bench's matches: one or two judge calls each, one record).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -510,7 +511,7 @@ async def run_units(
     atomically, so reruns give identical files (a result whose ``to_record`` is None has no line). If any unit
     raises, the others are cancelled and ``out.partial`` keeps what finished. Returns the executor's report."""
     writer = OrderedJsonlWriter(out, n) if out is not None else None
-    with progress_bar(n, desc, progress and not executor.shows_progress) as bar:
+    with writer or contextlib.nullcontext(), progress_bar(n, desc, progress and not executor.shows_progress) as bar:
 
         def finished(i: int, result: R) -> None:
             done(i, result)
@@ -518,15 +519,7 @@ async def run_units(
                 writer.write(i, record)
             bar.update(1)
 
-        try:
-            report = await executor.map(graders, work, units, finished, progress=progress)
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-    if writer is not None:
-        writer.close()
-    return report
+        return await executor.map(graders, work, units, finished, progress=progress)
 
 
 async def run(

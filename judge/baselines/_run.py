@@ -8,6 +8,7 @@ interrupted run leaves ``OUT.partial``; rerunning the same command skips the ids
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -184,7 +185,7 @@ def run_baseline(
     fresh: dict[str, dict[str, Any]] = {}
     summaries: list[dict[str, Any]] = []
     writer = JsonlAppender(out) if out is not None else None
-    try:
+    with writer or contextlib.nullcontext():
         results = iter(engine.map(functools.partial(_batch_fn, name, kwargs), todo, batch_size=size))
         with progress_bar(len(todo), name, progress) as bar:
             for row in rows:
@@ -200,12 +201,6 @@ def run_baseline(
                     writer.write(rec)
                 if on_record is not None:
                     on_record(rec)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.close()
     records = [done.get(i) or fresh[i] for i in item_ids]
     summary = merge_summaries(name, summaries, records, cols[fields[0]])
     summary["engine"] = engine.name
