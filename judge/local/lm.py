@@ -141,8 +141,9 @@ def loglikelihoods(
 
     # longest first: the first batch shows at once whether memory suffices
     windows.sort(key=lambda w: len(w.ids), reverse=True)
-    # rows of logits a batch may hold: with the head run in pieces only the body's hidden states are whole
-    positions = SPLIT_POSITIONS if head_split(model) is not None else LOGITS_BUDGET // vocab_size(model)
+    # rows of logits a batch may hold (with the head run in pieces, bigger batches were no faster on CPU and
+    # took more memory: bench/perplexity.py, examples/finetune)
+    positions = LOGITS_BUDGET // vocab_size(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -196,10 +197,6 @@ def _score_batch(model: Any, batch: list[Window], keep: int, pad_id: int, device
     sums = torch.where(mask, token_lp.double(), 0.0).sum(-1)  # where, not *: pad rows may hold NaN
     return [float(x) for x in sums.cpu()]
 
-
-SPLIT_POSITIONS = 2048
-"""Scored positions per batch when the LM head runs in pieces (:func:`head_split`): a batch then holds the body's
-activations for its tokens, while the logits exist a few dozen positions at a time."""
 
 #: architectures whose logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no soft-capping or
 #: scaling after the head), so the head can run in pieces; others run whole, their logits within LOGITS_BUDGET
