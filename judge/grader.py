@@ -13,9 +13,7 @@ from judge.calls import (
     CallGuard,
     CallResult,
     DirectCaller,
-    cached_call,
     call_key,
-    call_through_cache,
 )
 from judge.config import LOGPROB_MODES, SCORE_MODES, GenerateConfig, Message
 from judge.dataset import Item
@@ -48,9 +46,7 @@ __all__ = [
     "CallResult",
     "Caller",
     "Grader",
-    "cached_call",
     "call_key",
-    "call_through_cache",
     "is_fatal",
 ]
 

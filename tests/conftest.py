@@ -46,3 +46,17 @@ def shared_data(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data not available: {p}")
     return p
+
+
+def judge_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the real ``judge`` CLI entry point in this process: (exit code, stdout, stderr)."""
+    from judge.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from judge.testing.tiny import tiny_causal_lm
-from tests.conftest import shared_data
+from tests.conftest import judge_cli, shared_data
 
 torch = pytest.importorskip("torch")
 
@@ -38,20 +38,6 @@ ITEMS = [
     {"id": "d", "input": "The capital of France is", "reference": "Paris; the answer is right."},
     {"id": "e", "input": "x", "reference": "4 5 6 7 8 9"},
 ]
-
-
-def _judge(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the real CLI entry point: (exit code, stdout, stderr)."""
-    from judge.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -251,7 +237,7 @@ def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path
     }
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
-    code, stdout, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
+    code, stdout, err = judge_cli(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
     assert code == 0, err
     results = json.loads(stdout)
     assert "sweep tuned" not in stdout  # --json prints the JSON alone
@@ -272,7 +258,7 @@ def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path
         assert [r["output"] for r in records] == _single_outputs(models[folder], prompts, 12)
         assert not any(r["cached"] for r in records)
     # the report draws every metric against the step (CI band, baseline, best ringed); the table lists the sweep
-    code, _, err = _judge(capsys, "report", str(out / "results.json"), "--out", str(tmp_path / "report.html"))
+    code, _, err = judge_cli(capsys, "report", str(out / "results.json"), "--out", str(tmp_path / "report.html"))
     assert code == 0, err
     html = (tmp_path / "report.html").read_text()
     assert "tuned: loss by training step with 95% CI bands" in html and 'aria-label="loss by step"' in html
@@ -282,7 +268,7 @@ def test_sweep_generates_once_in_batches_equal_to_one_at_a_time(models, tmp_path
     # that gained a checkpoint computes only for it
     tiny_causal_lm(run / "checkpoint-d", seed=4)
     (run / "checkpoint-d" / "trainer_state.json").write_text(json.dumps({"global_step": 30}))
-    code, stdout, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
+    code, stdout, err = judge_cli(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out), "--json")
     assert code == 0, err
     again = json.loads(stdout)
     assert again["sweeps"]["tuned"]["systems"] == ["tuned@5", "tuned@10", "tuned@20", "tuned@30"]
@@ -330,7 +316,7 @@ def test_bad_model_systems_exit_2_before_anything_is_written(models, tmp_path, c
         suite = {"data": "items.jsonl", "systems": systems, "metrics": metrics}
         (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
         out = tmp_path / f"out-{label.replace(' ', '-')}"
-        code, _, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out))
+        code, _, err = judge_cli(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out))
         assert code == 2, (label, err)
         assert message in err, (label, err)
         assert "suite.yaml:" in err, (label, err)
@@ -450,7 +436,7 @@ def test_served_model_loss_and_choice_accuracy_read_echoed_prompt_logprobs(model
             suite["metrics"] = ["loss"]
             (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
             out = tmp_path / f"out-{label}"
-            code, _, err = _judge(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out))
+            code, _, err = judge_cli(capsys, "eval", str(tmp_path / "suite.yaml"), "--out", str(out))
         assert code == 2, (label, err)
         assert "prompt logprobs" in err and message in err and "suite.yaml:" in err, (label, err)
         assert not out.exists(), label

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from judge.testing.server import LoopbackServer, Reply
+from tests.conftest import judge_cli
 
 ITEMS = [
     {"id": "a", "input": "What is two plus two?", "reference": "four"},
@@ -59,22 +60,8 @@ def _suite(tmp_path: Path, url: str, **extra: Any) -> Path:
     return path
 
 
-def _judge(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The real CLI entry point: (exit code, stdout, stderr)."""
-    from judge.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _eval(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    return _judge(capsys, "eval", *args)
+    return judge_cli(capsys, "eval", *args)
 
 
 def _picked(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -203,7 +190,7 @@ def test_mtbench_answer_batch_one_round_per_turn_equal_to_sync_and_reruns_from_c
 
 
 def test_mtbench_answer_batch_without_the_cache_is_refused(tmp_path, capsys):
-    code, _, err = _judge(
+    code, _, err = judge_cli(
         capsys, "mtbench", *_answer_args("http://127.0.0.1:9/v1", tmp_path / "a.jsonl", "--no-cache", "--batch")
     )
     assert code == 2 and "drop --no-cache" in err

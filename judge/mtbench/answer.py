@@ -137,31 +137,6 @@ def answerer_for(
     return Answerer(provider, default, kind="mtbench-answer", cache=cache, retry=retry, batch=batch)
 
 
-async def answer_question(
-    provider: Provider,
-    question: Question,
-    *,
-    model_id: str,
-    temperatures: Mapping[str, float] | None = None,
-    max_tokens: int = 1024,
-    seed: int = 0,
-    system: str | None = None,
-    cache: Cache | None = None,
-    retry: RetryPolicy | None = None,
-) -> dict[str, Any]:
-    """All turns of one question, each answered with the conversation so far: a FastChat answer record."""
-    answerer = answerer_for(provider, cache=cache, retry=retry, max_tokens=max_tokens, seed=seed)
-    return await answer_with(
-        answerer,
-        question,
-        model_id=model_id,
-        temperatures=temperatures,
-        max_tokens=max_tokens,
-        seed=seed,
-        system=system,
-    )
-
-
 @dataclass(frozen=True)
 class QuestionWork:
     """The run loop's work of :func:`answer_questions`: unit ``k`` is question ``k``'s answer record, or why it
