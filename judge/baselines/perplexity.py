@@ -62,7 +62,8 @@ def perplexity(
 
     item_ids, cols = columns(data, [field], mapping=mapping, ids=ids)
     texts = cols[field]
-    lm, tokenizer = load_causal_lm(model, device)
+    # packed: SmolLM2's 4-bit layers stay in their blocks (same values, about 420 MB less resident)
+    lm, tokenizer = load_causal_lm(model, device, packed=True)
     max_len = model_max_length(lm, tokenizer, max_length)
     records, requests, slots = _requests(texts, item_ids, field, tokenizer)
 

@@ -309,23 +309,35 @@ def adapter_mismatch(adapter: str, base: str) -> str | None:
 
 
 def load_causal_lm(
-    name_or_path: str, device: str | None = None, dtype: str | None = None, adapter: str | None = None
+    name_or_path: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    adapter: str | None = None,
+    packed: bool = False,
 ) -> tuple[Any, Any]:
     """Load a causal language model and its tokenizer once per process, in eval mode.
 
     ``dtype`` (one of :data:`DTYPES`; default float32) trades exactness for speed: bfloat16 ran MT-Bench
     1.3x faster on an AVX512-BF16 CPU, its matrix products 2.3x (BENCHMARKS.md). The tokenizer always has a pad token
-    (its eos token if it had none). Returns ``(model, tokenizer)``.
+    (its eos token if it had none). ``packed`` (for scoring: many positions a forward pass) keeps the
+    4-bit layers of a model converted from a GGUF file (SmolLM2) in their blocks, see
+    :mod:`judge.local.packed`: the same float32 results in less memory; other models load as usual, and an
+    already loaded unpacked copy is reused. Returns ``(model, tokenizer)``.
     """
     path = resolve_model(name_or_path)
     dev = pick_device(device)
     dtype = dtype or "float32"
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
-    key = ("causal", path, dev, dtype, adapter or "")
+    key: tuple[str, ...] = ("causal", path, dev, dtype, adapter or "")
+    pack = _pack(path) if packed and dtype == "float32" and not adapter else None
     with _CACHE_LOCK:
         if key in _LOADED:
             return _LOADED[key]
+        if pack is not None:
+            key = (*key, "packed")
+            if key in _LOADED:
+                return _LOADED[key]
         _check_kind(path, "a causal language model (…ForCausalLM)", _is_causal)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -343,11 +355,30 @@ def load_causal_lm(
             except ImportError:
                 raise ConfigError("adapters need peft: pip install 'judge[peft]'") from None
             model = _from_pretrained(adapter, "a PEFT adapter", lambda: PeftModel.from_pretrained(model, adapter))
+        if pack is not None:
+            from judge.local.packed import pack_layers
+
+            pack_layers(model, pack)
         model.to(dev).eval()
         if dev == "cpu":
             split_prefix_attention(model)
         _LOADED[key] = (model, tokenizer)
         return model, tokenizer
+
+
+def _pack(path: str) -> Path | None:
+    """The packed 4-bit layers of a folder converted from a GGUF file (built on first use), else None."""
+    from judge.local.packed import PACK_FILE, PACK_MARKER, build_pack
+
+    folder = Path(path)
+    try:
+        gguf = Path(str(json.loads((folder / "judge-source.json").read_text(encoding="utf-8"))["gguf"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not gguf.is_file() or not (folder / "model.safetensors").is_file():
+        return None
+    built = build_once(folder.with_name(folder.name + ".q4_1"), PACK_MARKER, lambda out: build_pack(gguf, folder, out))
+    return built / PACK_FILE
 
 
 def load_sequence_classifier(name_or_path: str, device: str | None = None) -> tuple[Any, Any]:
