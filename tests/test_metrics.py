@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from judge.errors import ConfigError
-from judge.metrics import METRICS, EvalInput, get_metric
+from judge.metrics import METRICS, EvalInput, get_metric, modelbased
 
 from .conftest import SHARED_DATA
 
@@ -506,6 +506,12 @@ def test_bertscore_matches_bert_score_on_minilm() -> None:
     res_idf = get_metric("bertscore").fn(make_input(OUTPUTS, REFS), {"idf": True, "batch_size": 4, "device": "cpu"})
     _, _, f_idf = score(OUTPUTS, REFS, model_type=path, num_layers=6, device="cpu", idf=True, nthreads=0)
     assert res_idf.scores["bertscore"] == pytest.approx(f_idf.numpy().tolist(), abs=1e-5)
+    # many small bert-score calls (a suite too big for one) give the same values, idf still from every reference
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(modelbased, "BERTSCORE_CHUNK_CHARS", 60)
+        assert len(modelbased._chunks_sharing_references(list(zip(OUTPUTS, REFS, strict=True)), 60)) > 2
+        chunked = get_metric("bertscore").fn(make_input(OUTPUTS, REFS), {"idf": True, "batch_size": 4, "device": "cpu"})
+    assert chunked.scores["bertscore"] == pytest.approx(f_idf.numpy().tolist(), abs=1e-5)
 
     ref = "The cat is sleeping on the sofa."
     pair = get_metric("bertscore").fn(
@@ -514,6 +520,18 @@ def test_bertscore_matches_bert_score_on_minilm() -> None:
     )
     para, unrelated = pair.scores["bertscore"]
     assert para > unrelated + 0.1
+
+
+def test_bertscore_chunks_keep_references_together_within_the_budget() -> None:
+    refs = [["r1"], ["r2 long reference"], ["r1"], ["r2 long reference"], ["r1"], ["r3"]]
+    pairs = [(f"candidate {i}", r) for i, r in enumerate(refs)]
+    chunks = modelbased._chunks_sharing_references(pairs, 40)
+    assert sorted(i for c in chunks for i in c) == list(range(len(pairs)))  # each pair once
+    for chunk in chunks:  # distinct text within the budget
+        assert len(chunk) == 1 or sum(map(len, {t for i in chunk for t in (pairs[i][0], *pairs[i][1])})) <= 40
+    assert [0, 2, 4] in chunks  # r1's pairs fit together: r1 is embedded once
+    assert modelbased._chunks_sharing_references(pairs, 10**6) == [[0, 2, 4, 1, 3, 5]]
+    assert modelbased._chunks_sharing_references([("x" * 50, ["y" * 50])], 10) == [[0]]  # too big alone: alone
 
 
 def test_bertscore_rejects_a_missing_model_folder(tmp_path: Path) -> None:
