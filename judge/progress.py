@@ -14,9 +14,13 @@ imported::
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
+
+#: where :func:`items_done` reports: set by :func:`reporting_to` around one long call
+_SINK: ContextVar[Callable[[int], None] | None] = ContextVar("judge_progress_sink", default=None)
 
 
 def progress_enabled(flag: bool | None) -> bool:
@@ -53,3 +57,30 @@ def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "item"
         yield bar
     finally:
         bar.close()
+
+
+@contextmanager
+def reporting_to(bar: Any) -> Iterator[Callable[[], int]]:
+    """Around one long call (a metric over a system's items): the call's :func:`items_done` advance ``bar``.
+
+    Yields a function that says how many items were reported, so the caller can advance the bar by the rest
+    when the call is done (a call that reports nothing moves the bar at its end)."""
+    reported = 0
+
+    def sink(n: int) -> None:
+        nonlocal reported
+        reported += n
+        bar.update(n)
+
+    token = _SINK.set(sink)
+    try:
+        yield lambda: reported
+    finally:
+        _SINK.reset(token)
+
+
+def items_done(n: int = 1) -> None:
+    """A long computation's inner loop says ``n`` more items are done; nothing happens unless a bar listens."""
+    sink = _SINK.get()
+    if sink is not None and n > 0:
+        sink(n)

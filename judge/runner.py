@@ -7,6 +7,7 @@ The run loop itself (checks, repeats, both orders, budget, streamed writes, tota
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
@@ -372,7 +373,8 @@ def run_sync(coro: Any) -> Any:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 
-    t = threading.Thread(target=target)
+    # the helper thread runs in a copy of this context, so context variables (a progress sink) carry over
+    t = threading.Thread(target=contextvars.copy_context().run, args=(target,))
     t.start()
     t.join()
     if "error" in box:

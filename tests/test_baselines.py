@@ -86,7 +86,9 @@ def test_rolling_windows_with_full_context_match_one_pass(lm_dir: str) -> None:
     model, tok = load_causal_lm(lm_dir, "cpu")
     seq = [2] + tok(" ".join(TEXTS), add_special_tokens=False)["input_ids"] * 2
     one = loglikelihoods(model, tok, [(seq, 1)], max_length=64)[0]
-    rolled = loglikelihoods(model, tok, [(seq, 1)], max_length=8, stride=3)[0]
+    heard: list[int] = []
+    rolled = loglikelihoods(model, tok, [(seq, 1)], max_length=8, stride=3, on_done=heard.append)[0]
+    assert heard == [1]  # done once its last window is scored, not per window
     assert rolled.n_tokens == one.n_tokens == len(seq) - 1 and rolled.n_windows > 1
     assert one.logprob == pytest.approx(_direct(model, seq), rel=1e-5)
     assert rolled.logprob != pytest.approx(one.logprob, rel=1e-9)  # less context: a different, finite number

@@ -35,8 +35,11 @@ def test_shared_prefix_equals_unshared(lm_dir: str, batch_size: int) -> None:
     requests = [(prefix + tok(o, add_special_tokens=False)["input_ids"], len(prefix)) for o in OUTPUTS]
     requests += [(other + tok(o, add_special_tokens=False)["input_ids"], len(other)) for o in OUTPUTS[:2]]
     requests.append(([2, *tok(OUTPUTS[0], add_special_tokens=False)["input_ids"]], 1))  # nothing to share
-    shared = loglikelihoods(model, tok, requests, max_length=64, batch_size=batch_size)
+    heard: list[int] = []
+    shared = loglikelihoods(model, tok, requests, max_length=64, batch_size=batch_size, on_done=heard.append)
     plain = loglikelihoods(model, tok, requests, max_length=64, batch_size=batch_size, share_prefixes=False)
+    assert sum(heard) == len(requests) and all(n > 0 for n in heard)  # each request heard of once, when done
+    assert len(heard) > 2  # batch by batch (two shared groups, then the rest), not once at the end
     for a, b in zip(shared, plain, strict=True):
         assert a.n_tokens == b.n_tokens and a.context_dropped == b.context_dropped == 0
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)

@@ -99,7 +99,8 @@ def test_eval_shows_a_bar_per_metric_and_system_only_when_asked(tmp_path: Path) 
     lines = bar_lines(shown.stderr)
     for stage in ("exact_match base", "exact_match tuned", "bleu base", "bleu tuned"):
         assert any(line.startswith(stage) for line in lines), (stage, lines)
-    assert any("system/s" in line and "<" in line for line in lines)  # rate and elapsed<remaining
+    # items of the metric over all systems (5 items x 2 systems), rate and elapsed<remaining
+    assert any("/10 [" in line and "item/s" in line and "<" in line for line in lines), lines
     quiet = runner.invoke(cli, args)  # CliRunner's stderr is no terminal: no bar
     assert quiet.exit_code == 0 and bar_lines(quiet.stderr) == [] and quiet.stderr.count("\r") == 0
 
@@ -132,6 +133,34 @@ def test_progress_bar_helper_counts_and_closes(enabled: bool, capsys: pytest.Cap
             bar.update(1)
     err = capsys.readouterr().err
     assert ("stage:" in err and "/3 [" in err) if enabled else err == ""
+
+
+def test_a_long_metric_moves_the_bar_from_inside_even_through_a_helper_thread() -> None:
+    import asyncio
+
+    from judge.progress import items_done, reporting_to
+    from judge.runner import run_sync
+
+    class Bar:
+        n = 0
+
+        def update(self, k: int = 1) -> None:
+            self.n += k
+
+    async def inner() -> None:
+        items_done(2)
+
+    async def in_a_running_loop() -> None:  # run_sync then runs `inner` in a helper thread
+        run_sync(inner())
+
+    bar = Bar()
+    items_done(5)  # nobody listens: nothing happens
+    with reporting_to(bar) as reported:
+        items_done(3)
+        asyncio.run(in_a_running_loop())
+        items_done(0)
+    items_done(4)
+    assert bar.n == reported() == 5
 
 
 def test_calibrate_names_each_stage_per_group_only_when_asked(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from judge.baselines._data import BaselineResult, columns, empty_reason
 from judge.local.lm import LogLik, loglikelihoods, model_max_length, start_token_id
+from judge.progress import items_done
 
 DEFAULT_MODEL = "smollm2"
 _WORD = re.compile(r"\S+")
@@ -68,7 +69,9 @@ def perplexity(
     records, requests, slots = _requests(texts, item_ids, field, tokenizer)
 
     t0 = time.perf_counter()
-    scored = loglikelihoods(lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size)
+    scored = loglikelihoods(
+        lm, tokenizer, requests, max_length=max_len, stride=stride, batch_size=batch_size, on_done=items_done
+    )
     seconds = time.perf_counter() - t0
 
     totals = _fill(records, texts, slots, scored)

@@ -26,7 +26,7 @@ from judge.eval.suite import Gate, MetricEntry, Suite, load_suite, locate, valid
 from judge.io import Row, atomic_write_text, json_safe, package_versions, read_rows, write_jsonl
 from judge.metrics import get_metric
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult, MetricSpec
-from judge.progress import progress_bar
+from judge.progress import progress_bar, reporting_to
 from judge.rubric import Rubric, load_rubric
 
 if TYPE_CHECKING:
@@ -394,11 +394,13 @@ def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[s
         return run_sync(_rubric_results(p, suite, data, progress))
     assert p.spec is not None
     results: dict[str, MetricResult] = {}
-    with progress_bar(len(data.outputs), p.label, progress, unit="system") as bar:
+    n = len(data.ids)
+    with progress_bar(len(data.outputs) * n, p.label, progress) as bar:
         for system in data.outputs:
             bar.set_description(f"{p.label} {system}")
-            results[system] = p.spec.fn(data.view(system), dict(p.entry.options))
-            bar.update(1)
+            with reporting_to(bar) as reported:
+                results[system] = p.spec.fn(data.view(system), dict(p.entry.options))
+            bar.update(max(0, n - reported()))
     return results
 
 
@@ -681,13 +683,15 @@ def _model_metrics(planned: list[Planned], data: EvalData, progress: bool) -> di
     results: dict[int, dict[str, MetricResult]] = {p.index: {} for p in model_planned}
     if not model_planned:
         return results
-    with progress_bar(len(data.outputs) * len(model_planned), "model metrics", progress, unit="system") as bar:
+    n = len(data.ids)
+    with progress_bar(len(data.outputs) * len(model_planned) * n, "model metrics", progress) as bar:
         for system in data.outputs:
             for p in model_planned:
                 assert p.spec is not None
                 bar.set_description(f"{p.label} {system}")
-                results[p.index][system] = p.spec.fn(data.view(system), dict(p.entry.options))
-                bar.update(1)
+                with reporting_to(bar) as reported:
+                    results[p.index][system] = p.spec.fn(data.view(system), dict(p.entry.options))
+                bar.update(max(0, n - reported()))
             data.models[system].release()
     return results
 

@@ -10,7 +10,7 @@ windows with a stride), never truncated.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,30 +103,21 @@ def loglikelihoods(
     stride: int | None = None,
     batch_size: int = 16,
     share_prefixes: bool = True,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[LogLik]:
     """Score ``(token_ids, first_scored)`` requests: summed log-probability of the tokens from ``first_scored`` on.
 
     With ``share_prefixes``, requests whose unscored prefixes are equal (the many outputs of one
     source) and that fit in one window run that prefix once and reuse its KV cache; the values equal
-    the unshared computation up to float rounding.
+    the unshared computation up to float rounding. ``on_done(n)`` hears, batch by batch, how many more
+    requests are complete (a progress bar).
     """
-    import torch
-
     stride = stride if stride is not None else max_length // 2
     results = [LogLik() for _ in requests]
     rest: Sequence[int] = range(len(requests))
     if share_prefixes:
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for r, (ids, first) in enumerate(requests):
-            if 1 < first < len(ids) <= max_length:
-                groups.setdefault(tuple(ids[:first]), []).append(r)
-        shared = {prefix: members for prefix, members in groups.items() if len(members) > 1}
-        for prefix, members in shared.items():
-            conts = [requests[r][0][len(prefix) :] for r in members]
-            for r, lp in zip(members, _shared_prefix_logprobs(model, list(prefix), conts, batch_size), strict=True):
-                results[r] = LogLik(logprob=lp, n_tokens=len(requests[r][0]) - len(prefix), n_windows=1)
-        done = {r for members in shared.values() for r in members}
-        rest = [r for r in range(len(requests)) if r not in done]
+        shared = _score_shared_prefixes(model, requests, max_length, batch_size, results, on_done)
+        rest = [r for r in range(len(requests)) if r not in shared]
     windows: list[Window] = []
     for r in rest:
         ids, first = requests[r]
@@ -138,9 +129,50 @@ def loglikelihoods(
                 results[r].context_dropped = start
             prev_end = end
         results[r].n_windows = len(plan)
+    _score_windows(model, tokenizer, windows, results, batch_size, on_done)
+    return results
+
+
+def _score_shared_prefixes(
+    model: Any,
+    requests: Sequence[tuple[list[int], int]],
+    max_length: int,
+    batch_size: int,
+    results: list[LogLik],
+    on_done: Callable[[int], None] | None,
+) -> set[int]:
+    """Score the requests that share their unscored prefix with another one (the prefix runs once); returns
+    which requests that were."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, (ids, first) in enumerate(requests):
+        if 1 < first < len(ids) <= max_length:
+            groups.setdefault(tuple(ids[:first]), []).append(r)
+    shared = {prefix: members for prefix, members in groups.items() if len(members) > 1}
+    for prefix, members in shared.items():
+        conts = [requests[r][0][len(prefix) :] for r in members]
+        for r, lp in zip(members, _shared_prefix_logprobs(model, list(prefix), conts, batch_size), strict=True):
+            results[r] = LogLik(logprob=lp, n_tokens=len(requests[r][0]) - len(prefix), n_windows=1)
+        if on_done is not None:
+            on_done(len(members))
+    return {r for members in shared.values() for r in members}
+
+
+def _score_windows(
+    model: Any,
+    tokenizer: Any,
+    windows: list[Window],
+    results: list[LogLik],
+    batch_size: int,
+    on_done: Callable[[int], None] | None,
+) -> None:
+    """Add each window's log-likelihood to its request's result, in length-sorted batches."""
+    import torch
 
     # longest first: the first batch shows at once whether memory suffices
-    windows.sort(key=lambda w: len(w.ids), reverse=True)
+    windows = sorted(windows, key=lambda w: len(w.ids), reverse=True)
+    left = [0] * len(results)  # windows still to score, per request
+    for w in windows:
+        left[w.request] += 1
     # rows of logits a batch may hold (with the head run in pieces, bigger batches were no faster on CPU and
     # took more memory: bench/perplexity.py, examples/finetune)
     positions = LOGITS_BUDGET // vocab_size(model)
@@ -160,10 +192,14 @@ def loglikelihoods(
                 keep = max(keep, windows[i + len(batch)].n_scored)
                 batch.append(windows[i + len(batch)])
             i += len(batch)
+            done = 0
             for w, lp in zip(batch, _score_batch(model, batch, keep, pad_id, device, keep_arg), strict=True):
                 results[w.request].logprob += lp
                 results[w.request].n_tokens += w.n_scored
-    return results
+                left[w.request] -= 1
+                done += left[w.request] == 0
+            if on_done is not None and done:
+                on_done(done)
 
 
 def _score_batch(model: Any, batch: list[Window], keep: int, pad_id: int, device: Any, keep_arg: bool) -> list[float]:

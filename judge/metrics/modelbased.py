@@ -17,6 +17,7 @@ import numpy as np
 from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, MetricResult
 from judge.metrics.reference import bool_option, int_option, nan_scores, prepare
+from judge.progress import items_done
 
 DEFAULT_BERTSCORE_MODEL = "minilm"
 BERTSCORE_ITEMS_PER_BATCH = 256  # candidates per engine batch: a MiniLM batch of 256 is ~1 s of CPU
@@ -165,6 +166,7 @@ def bertscore(data: EvalInput, options: dict[str, Any]) -> MetricResult:
             # pairs in batches of 256)
             size = len(chunk) if engine.name == "local" else BERTSCORE_ITEMS_PER_BATCH
             prf[chunk] = list(engine.map(factory, [pairs[i] for i in chunk], batch_size=size))
+            items_done(len(chunk))
         scores["bertscore"][scored] = prf[:, 2]
         precision[scored], recall[scored] = prf[:, 0], prf[:, 1]
         details = {"precision": precision.tolist(), "recall": recall.tolist()}

@@ -27,6 +27,7 @@ import numpy as np
 from judge.errors import ConfigError
 from judge.metrics.base import Corpus, EvalInput, Figure, MetricResult
 from judge.metrics.reference import int_option
+from judge.progress import items_done
 
 LN2 = math.log(2)
 
@@ -93,7 +94,8 @@ def _compute_loss_stats(inputs: list[str], refs: list[str], data: EvalInput, opt
         tok, [settings.messages(x) for x in inputs], refs, False if settings.chat_template == "none" else None
     )
     max_length = model_max_length(model, tok, int_option(options, "max_length", None, lo=2))
-    lls = loglikelihoods(model, tok, requests, max_length=max_length, batch_size=_batch_size(options, 8))
+    batch_size = _batch_size(options, 8)
+    lls = loglikelihoods(model, tok, requests, max_length=max_length, batch_size=batch_size, on_done=items_done)
     return np.array([(-ll.logprob, ll.n_tokens, len(r.encode("utf-8"))) for ll, r in zip(lls, refs, strict=True)])
 
 
@@ -178,6 +180,7 @@ async def _served_spans(provider: Any, pairs: list[tuple[str, str]], chunk: int,
                 continue
             merged = "no token of the continuation's own: the server merged it into the prompt's last token"
             out[lo + k] = (logprob, n) if n else merged
+        items_done(len(part))
 
     try:
         await asyncio.gather(*(one(lo) for lo in range(0, len(pairs), chunk)))
