@@ -243,6 +243,26 @@ def test_a_pack_keeps_only_layers_that_dequantize_to_the_float32_weights_bit_for
     assert len(note["kept float32"]) == len(q4_1) - 1  # the rest are not in this two-tensor folder
 
 
+def test_a_pack_that_cannot_be_written_leaves_the_float32_weights(
+    tmp_path: Path, tiny_lm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "converted"
+    shutil.copytree(tiny_lm, folder)
+    (folder / "judge-source.json").write_text(json.dumps({"gguf": str(_smollm2_gguf())}))
+
+    def read_only(*args: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(lm, "build_once", read_only)
+    assert lm._pack(str(folder)) is None
+    model, _ = lm.load_causal_lm(str(folder), "cpu", packed=True)
+    assert not any(type(m).__name__ == "PackedLinear" for m in model.modules())
+    assert lm._pack(tiny_lm) is None  # not converted from a GGUF file: nothing to pack
+
+
 @pytest.mark.slow
 def test_smollm2_packed_scores_exactly_as_float32_in_a_fraction_of_the_memory() -> None:
     import torch

@@ -377,7 +377,11 @@ def _pack(path: str) -> Path | None:
         return None
     if not gguf.is_file() or not (folder / "model.safetensors").is_file():
         return None
-    built = build_once(folder.with_name(folder.name + ".q4_1"), PACK_MARKER, lambda out: build_pack(gguf, folder, out))
+    target = folder.with_name(folder.name + ".q4_1")
+    try:
+        built = build_once(target, PACK_MARKER, lambda out: build_pack(gguf, folder, out))
+    except OSError:  # a read-only model cache, a full disk: the float32 weights give the same values
+        return None
     return built / PACK_FILE
 
 
