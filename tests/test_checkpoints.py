@@ -406,6 +406,10 @@ def test_served_model_loss_and_choice_accuracy_read_echoed_prompt_logprobs(model
         }
         result = evaluate(suite, base_dir=tmp_path)
         sent = list(srv.requests)
+        again = evaluate(suite, base_dir=tmp_path)  # a rerun: losses and choices from the cache
+        resent = srv.requests[len(sent) :]
+    assert resent == []  # (the probe is remembered for the process; a new process would send it alone)
+    assert again.scores == result.scores
     # one probe, then the items' texts in requests of 8 and the choices in requests of 3, all echoed
     assert all(r["echo"] is True and r["logprobs"] == 1 and r["model"] == "served" for r in sent)
     assert sum(len(r["prompt"]) for r in sent) == 1 + 4 + sum(len(q["choices"]) for q in questions)

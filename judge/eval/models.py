@@ -78,10 +78,12 @@ class SystemModel:
         return get_provider(self.spec, base_url=self.base_url)
 
     def identity(self) -> dict[str, Any] | None:
-        """What the model is, by content (for cache keys); None for a model given in memory (it changes as
-        it trains)."""
-        if self.loaded is not None or not self.is_local:
+        """What the model is, for cache keys: a local folder by content; a served model by its name and server,
+        as judge calls are cached; None for a model given in memory (it changes as it trains)."""
+        if self.loaded is not None:
             return None
+        if not self.is_local:
+            return {"served": self.spec, "base_url": self.base_url}
         from judge.local.models import model_fingerprint
 
         ident = {"fingerprint": model_fingerprint(self.path)}

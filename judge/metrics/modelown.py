@@ -53,8 +53,10 @@ def _corpus(column: int, scale: float = 1.0, exp: bool = False, per: int = 1) ->
 
 
 def _remembered(data: EvalInput, what: str, payload: Any, compute: Any) -> tuple[np.ndarray, bool]:
-    """``compute()`` (an array), kept in the call cache under the model's content and ``payload``, so a rerun
-    -- or a sweep that gained a checkpoint -- recomputes nothing it already has. Returns (array, cached)."""
+    """``compute()`` (an array), kept in the call cache under the model's identity and ``payload``, so a rerun
+    -- or a sweep that gained a checkpoint -- recomputes nothing it already has. An array with a NaN (a
+    served model's item the server could not score) is not kept: the next run asks again. Returns (array,
+    cached)."""
     ident = data.model.identity() if data.model is not None else None
     if ident is None:
         return compute(), False
@@ -67,7 +69,8 @@ def _remembered(data: EvalInput, what: str, payload: Any, compute: Any) -> tuple
         if hit is not None:
             return np.array(hit["values"], dtype=float), True
         values = compute()
-        cache.put(key, {"values": np.asarray(values, dtype=float).tolist()})
+        if np.isfinite(np.asarray(values, dtype=float)).all():
+            cache.put(key, {"values": np.asarray(values, dtype=float).tolist()})
         return values, False
     finally:
         cache.close()
@@ -135,8 +138,17 @@ def _any_loss_stats(
     if data.model.is_local:
         got, cached = _loss_stats(data, inputs, refs, options)
         return got, cached, [None] * len(refs)
-    got, reasons = _served_loss_stats(inputs, refs, data, options)
-    return got, False, reasons
+    reasons: list[str | None] = [None] * len(refs)
+
+    def compute() -> np.ndarray:
+        stats, why = _served_loss_stats(inputs, refs, data, options)
+        reasons[:] = why
+        return stats
+
+    settings = data.model.generate
+    payload = {"inputs": inputs, "refs": refs, "system_prompt": settings.system_prompt, "separator": SERVED_SEPARATOR}
+    got, cached = _remembered(data, "served loss", payload, compute)
+    return got, cached, reasons
 
 
 def served_loglikelihoods(model: Any, pairs: list[tuple[str, str]], options: dict[str, Any]) -> list[Any]:
