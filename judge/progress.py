@@ -60,11 +60,10 @@ def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "item"
 
 
 @contextmanager
-def reporting_to(bar: Any) -> Iterator[Callable[[], int]]:
-    """Around one long call (a metric over a system's items): the call's :func:`items_done` advance ``bar``.
-
-    Yields a function that says how many items were reported, so the caller can advance the bar by the rest
-    when the call is done (a call that reports nothing moves the bar at its end)."""
+def reporting_to(bar: Any, items: int = 0) -> Iterator[Callable[[], int]]:
+    """Around one long call over ``items`` items (a metric over a system's items): the call's
+    :func:`items_done` advance ``bar``, and when the call is done the bar moves by the items it did not report
+    (a call that reports nothing moves the bar at its end). Yields how many items were reported so far."""
     reported = 0
 
     def sink(n: int) -> None:
@@ -77,6 +76,7 @@ def reporting_to(bar: Any) -> Iterator[Callable[[], int]]:
         yield lambda: reported
     finally:
         _SINK.reset(token)
+    bar.update(max(0, items - reported))
 
 
 def items_done(n: int = 1) -> None:

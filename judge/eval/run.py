@@ -398,9 +398,8 @@ def _compute(p: Planned, suite: Suite, data: EvalData, progress: bool) -> dict[s
     with progress_bar(len(data.outputs) * n, p.label, progress) as bar:
         for system in data.outputs:
             bar.set_description(f"{p.label} {system}")
-            with reporting_to(bar) as reported:
+            with reporting_to(bar, n):
                 results[system] = p.spec.fn(data.view(system), dict(p.entry.options))
-            bar.update(max(0, n - reported()))
     return results
 
 
@@ -689,9 +688,8 @@ def _model_metrics(planned: list[Planned], data: EvalData, progress: bool) -> di
             for p in model_planned:
                 assert p.spec is not None
                 bar.set_description(f"{p.label} {system}")
-                with reporting_to(bar) as reported:
+                with reporting_to(bar, n):
                     results[p.index][system] = p.spec.fn(data.view(system), dict(p.entry.options))
-                bar.update(max(0, n - reported()))
             data.models[system].release()
     return results
 

@@ -330,14 +330,18 @@ def load_causal_lm(
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
     key: tuple[str, ...] = ("causal", path, dev, dtype, adapter or "")
-    pack = _pack(path) if packed and dtype == "float32" and not adapter else None
+    packable = packed and dtype == "float32" and not adapter
     with _CACHE_LOCK:
-        if key in _LOADED:
-            return _LOADED[key]
+        for k in (key, (*key, "packed")) if packable else (key,):
+            if k in _LOADED:
+                return _LOADED[k]
+    # outside the lock: building a pack the first time takes seconds (and holds its own file lock)
+    pack = _pack(path) if packable else None
+    with _CACHE_LOCK:
         if pack is not None:
             key = (*key, "packed")
-            if key in _LOADED:
-                return _LOADED[key]
+        if key in _LOADED:  # another thread loaded it meanwhile
+            return _LOADED[key]
         _check_kind(path, "a causal language model (…ForCausalLM)", _is_causal)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -6,8 +6,8 @@ resident once a forward pass has touched them). A Q4_1 block holds 32 weights as
 ``m`` float16, ``q`` four bits), so a layer can stay packed (0.625 bytes a weight) and be dequantized as
 the forward pass reaches it, to the very float32 values transformers made: every packed tensor is checked
 bit for bit against the converted float32 file when the pack is built, and a tensor that differs stays
-float32. Scoring (perplexity, PMI, entailment) runs hundreds of positions a forward pass, so rebuilding a
-layer costs a few percent; generation, one position a step, keeps the float32 weights.
+float32. Scoring runs hundreds of positions a forward pass, so rebuilding a layer costs a few percent (the
+perplexity baseline loads SmolLM2 so); generation, one position a step, keeps the float32 weights.
 
 torch is imported inside functions only.
 """
@@ -29,7 +29,6 @@ _LLAMA_LINEARS = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
-_Q4_1_BLOCK = 32  # weights a block
 _Q4_1_BYTES = 20  # d (2 bytes), m (2 bytes), 16 bytes of 4-bit q
 PACK_FILE = "q4_1.safetensors"
 PACK_MARKER = "judge-pack.json"
@@ -123,8 +122,8 @@ def _packed_linear() -> type:
     return PackedLinear
 
 
-def pack_layers(model: Any, pack: Path) -> int:
-    """Swap the model's float32 linear layers for their packed twins in ``pack``; returns how many.
+def pack_layers(model: Any, pack: Path) -> None:
+    """Swap the model's float32 linear layers for their packed twins in ``pack``.
 
     A layer whose shape differs or that has a bias stays as it is."""
     import torch
@@ -132,7 +131,6 @@ def pack_layers(model: Any, pack: Path) -> int:
 
     tensors = load_file(str(pack))
     cls = _packed_linear()
-    swapped = 0
     for name in sorted({k.rsplit(".", 1)[0] for k in tensors}):
         parent_name, _, child = name.rpartition(".")
         try:
@@ -145,5 +143,3 @@ def pack_layers(model: Any, pack: Path) -> int:
         if type(old) is not torch.nn.Linear or old.bias is not None or tuple(old.weight.shape) != shape:
             continue
         setattr(model.get_submodule(parent_name), child, new.to(old.weight.device))
-        swapped += 1
-    return swapped

@@ -68,9 +68,9 @@ def _remembered(data: EvalInput, what: str, payload: Any, compute: Any) -> tuple
         hit = cache.get(key)
         if hit is not None:
             return np.array(hit["values"], dtype=float), True
-        values = compute()
-        if np.isfinite(np.asarray(values, dtype=float)).all():
-            cache.put(key, {"values": np.asarray(values, dtype=float).tolist()})
+        values = np.asarray(compute(), dtype=float)
+        if np.isfinite(values).all():
+            cache.put(key, {"values": values.tolist()})
         return values, False
     finally:
         cache.close()
